@@ -1,0 +1,354 @@
+//! Avro for ledgerhost: the record schema derived from a table, one object container per row
+//! (so the schema travels with every event), and decoding back into [`Event`]s.
+//!
+//! The encoder and decoder are hand-written over [`Value`] for speed: the container header
+//! (magic, metadata with the schema, sync marker) is built once per schema and copied per row,
+//! and the sync marker is derived from the schema so re-encoding a row is byte-identical.
+//! `apache-avro` is used to validate schemas and compute the standard Rabin fingerprint, and in
+//! tests to prove other Avro readers read our containers.
+//!
+//! Value conventions a consumer sees after [`Decoder::decode`]:
+//! - NUMERIC travels as Avro `decimal(38, 9)` bytes, so only the value survives, not the
+//!   written text: decoded numerics are the shortest exact decimal text (trailing fractional
+//!   zeros and a trailing point stripped, no `+`, no leading zeros): `"12.50"` → `"12.5"`,
+//!   `"-000.100"` → `"-0.1"`, `"3.000"` → `"3"`. Compare numerics by value or by this form.
+//! - Arrays decode as `Value::Array(element type, items)`, items possibly `Value::Null`.
+//! - The commit-timestamp column always holds the row's commit timestamp.
+//!
+//! The fingerprint is the Avro-specified one (Rabin of the Parsing Canonical Form), which
+//! ignores logical types and custom properties: two schemas differing only in NUMERIC vs
+//! BYTES, JSON vs STRING, or in the `ledgerhost.*` properties share it. The decoder
+//! therefore caches writer schemas by their full text, never by fingerprint.
+
+mod codec;
+mod compat;
+mod schema;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use ledgerhost_core::event::encode_key;
+use ledgerhost_core::ledger::{Message, attr};
+use ledgerhost_core::source::Row;
+use ledgerhost_core::{Event, EventId, Field, TableSchema, Value};
+
+pub use compat::{Incompatibility, check_compatible};
+pub use schema::{AvroSchema, schema_for, table_schema_from_json};
+
+/// Why a row could not be encoded or a record decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroError {
+    /// The table cannot be expressed in Avro (e.g. a column name Avro does not allow).
+    #[error("table {table}: {message}")]
+    Schema {
+        /// Source table.
+        table: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A row's value does not fit its column type.
+    #[error("table {table}, column {column}: {message}")]
+    Value {
+        /// Source table.
+        table: String,
+        /// Column whose value does not fit (`*` for the row as a whole).
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The bytes are not a well-formed ledgerhost Avro container.
+    #[error("malformed Avro record{context}: {message}")]
+    Malformed {
+        /// ` (event <id>)` or ` (table <name>)` when known, else empty.
+        context: String,
+        /// What is wrong (bad magic, truncated, missing property, ...).
+        message: String,
+    },
+}
+
+impl AvroError {
+    fn malformed(context: &str, message: impl Into<String>) -> Self {
+        AvroError::Malformed {
+            context: if context.is_empty() {
+                String::new()
+            } else {
+                format!(" ({context})")
+            },
+            message: message.into(),
+        }
+    }
+}
+
+/// Encodes rows of one table schema as single-record Avro object containers.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    table: TableSchema,
+    schema: AvroSchema,
+    header: Vec<u8>,
+    sync: [u8; 16],
+    key_indexes: Vec<usize>,
+    commit_ts_index: usize,
+}
+
+impl Encoder {
+    /// Prepares the encoder (derives and validates the schema, builds the header).
+    pub fn new(table: &TableSchema) -> Result<Self, AvroError> {
+        let schema = schema_for(table)?;
+        let sync = codec::sync_marker(&schema.fingerprint);
+        let header = codec::container_header(schema.json.as_bytes(), &sync);
+        let commit_ts_index =
+            table
+                .column_index(&table.commit_ts_column)
+                .ok_or_else(|| AvroError::Schema {
+                    table: table.name.clone(),
+                    message: format!(
+                        "commit-timestamp column `{}` is not a column of the table",
+                        table.commit_ts_column
+                    ),
+                })?;
+        let key_indexes = table.key_indexes();
+        if key_indexes.len() != table.primary_key.len() || key_indexes.is_empty() {
+            return Err(AvroError::Schema {
+                table: table.name.clone(),
+                message: "every primary-key column must be a column of the table".into(),
+            });
+        }
+        Ok(Encoder {
+            table: table.clone(),
+            schema,
+            header,
+            sync,
+            key_indexes,
+            commit_ts_index,
+        })
+    }
+
+    /// The derived schema.
+    pub fn schema(&self) -> &AvroSchema {
+        &self.schema
+    }
+
+    /// One Avro container holding `row`, as a ledger message with ordering key and attributes.
+    pub fn encode(&self, row: &Row) -> Result<Message, AvroError> {
+        let t = &self.table;
+        if row.values.len() != t.columns.len() {
+            return Err(AvroError::Value {
+                table: t.name.clone(),
+                column: "*".into(),
+                message: format!(
+                    "row has {} values for {} columns",
+                    row.values.len(),
+                    t.columns.len()
+                ),
+            });
+        }
+        let mut datum = Vec::with_capacity(64 + 16 * row.values.len());
+        for (i, (column, value)) in t.columns.iter().zip(&row.values).enumerate() {
+            // The commit timestamp is the row's, whatever the column's stored representation.
+            let ts_value;
+            let value = if i == self.commit_ts_index {
+                ts_value = match column.ty {
+                    ledgerhost_core::ColumnType::Timestamp => Value::Timestamp(row.commit_ts),
+                    _ => Value::Int64(row.commit_ts),
+                };
+                &ts_value
+            } else {
+                value
+            };
+            codec::write_column(&mut datum, column, value).map_err(|message| AvroError::Value {
+                table: t.name.clone(),
+                column: column.name.clone(),
+                message,
+            })?;
+        }
+        let mut data = Vec::with_capacity(self.header.len() + datum.len() + 24);
+        data.extend_from_slice(&self.header);
+        codec::write_long(&mut data, 1);
+        codec::write_long(&mut data, datum.len() as i64);
+        data.extend_from_slice(&datum);
+        data.extend_from_slice(&self.sync);
+
+        let key: Vec<Value> = self
+            .key_indexes
+            .iter()
+            .map(|i| row.values[*i].clone())
+            .collect();
+        let ordering_key = encode_key(&key);
+        let id = EventId::new(&t.name, &key, row.commit_ts);
+        let attributes = [
+            (attr::TABLE.to_string(), t.name.clone()),
+            (attr::COMMIT_TS.to_string(), row.commit_ts.to_string()),
+            (attr::EVENT_ID.to_string(), id.0),
+            (
+                attr::SCHEMA_FINGERPRINT.to_string(),
+                self.schema.fingerprint.clone(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        Ok(Message {
+            data,
+            ordering_key,
+            attributes,
+        })
+    }
+}
+
+/// What decoding needs to know about one writer schema, parsed once and cached.
+#[derive(Debug)]
+struct Layout {
+    table: TableSchema,
+    fingerprint: String,
+    key_indexes: Vec<usize>,
+    commit_ts_index: usize,
+    deleted_index: Option<usize>,
+}
+
+/// Cached layouts, found by the container's sync marker and schema length first (cheap)
+/// and confirmed by comparing the schema text, so the text is never hashed per event.
+type LayoutCache = HashMap<([u8; 16], usize), Vec<(Box<[u8]>, Arc<Layout>)>>;
+
+/// Bound on cached writer schemas; a flood of distinct schemas only costs re-parsing.
+const MAX_CACHED_SCHEMAS: usize = 1024;
+
+/// Decodes ledgerhost Avro containers into events. Schemas are parsed once and cached;
+/// share one decoder between tasks.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    layouts: RwLock<LayoutCache>,
+}
+
+impl Decoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Decoder::default()
+    }
+
+    fn layout(&self, container: &codec::Container<'_>) -> Result<Arc<Layout>, AvroError> {
+        let schema_json = container.schema_json;
+        let slot = (container.sync, schema_json.len());
+        if let Some(candidates) = self
+            .layouts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&slot)
+            && let Some((_, l)) = candidates.iter().find(|(s, _)| **s == *schema_json)
+        {
+            return Ok(l.clone());
+        }
+        let text = std::str::from_utf8(schema_json)
+            .map_err(|_| AvroError::malformed("", "schema is not UTF-8"))?;
+        let table = table_schema_from_json(text)?;
+        let (_, fingerprint) = schema::parse_with_fingerprint(text)
+            .map_err(|m| AvroError::malformed(&format!("table {}", table.name), m))?;
+        let commit_ts_index = table.column_index(&table.commit_ts_column).ok_or_else(|| {
+            AvroError::malformed(&table.name, "commit-timestamp column missing from schema")
+        })?;
+        let layout = Arc::new(Layout {
+            key_indexes: table.key_indexes(),
+            deleted_index: table
+                .deleted_column
+                .as_deref()
+                .and_then(|c| table.column_index(c)),
+            commit_ts_index,
+            fingerprint,
+            table,
+        });
+        let mut cache = self.layouts.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_SCHEMAS {
+            cache.clear();
+        }
+        cache
+            .entry(slot)
+            .or_default()
+            .push((schema_json.into(), layout.clone()));
+        Ok(layout)
+    }
+
+    /// Decodes one container (one record) into an event; `attributes` are the ledger's.
+    pub fn decode(&self, data: &[u8], attributes: &[(String, String)]) -> Result<Event, AvroError> {
+        let context = attributes
+            .iter()
+            .find(|(k, _)| k == attr::EVENT_ID)
+            .map(|(_, v)| format!("event {v}"))
+            .unwrap_or_default();
+        let container =
+            codec::read_container(data).map_err(|m| AvroError::malformed(&context, m))?;
+        let layout = self.layout(&container)?;
+        let t = &layout.table;
+        let ctx = if context.is_empty() {
+            format!("table {}", t.name)
+        } else {
+            context
+        };
+        let mut reader = codec::Reader::new(container.datum);
+        let mut fields = Vec::with_capacity(t.columns.len());
+        for column in &t.columns {
+            let value = reader
+                .read_column(column)
+                .map_err(|m| AvroError::malformed(&ctx, format!("column {}: {m}", column.name)))?;
+            fields.push(Field {
+                name: column.name.clone(),
+                value,
+            });
+        }
+        if !reader.is_empty() {
+            return Err(AvroError::malformed(
+                &ctx,
+                "trailing bytes after the record",
+            ));
+        }
+        let commit_ts = match &fields[layout.commit_ts_index].value {
+            Value::Int64(v) | Value::Timestamp(v) => *v,
+            other => {
+                return Err(AvroError::malformed(
+                    &ctx,
+                    format!("commit timestamp is {other:?}, not a timestamp"),
+                ));
+            }
+        };
+        let key: Vec<Field> = layout
+            .key_indexes
+            .iter()
+            .map(|i| fields[*i].clone())
+            .collect();
+        let key_values: Vec<Value> = key.iter().map(|f| f.value.clone()).collect();
+        let deleted = layout
+            .deleted_index
+            .is_some_and(|i| matches!(fields[i].value, Value::Bool(true) | Value::Int64(1)));
+        let id = EventId::new(&t.name, &key_values, commit_ts);
+        let mut attrs: Vec<(String, String)> = attributes.to_vec();
+        for (k, v) in [
+            (attr::TABLE, t.name.clone()),
+            (attr::COMMIT_TS, commit_ts.to_string()),
+            (attr::EVENT_ID, id.0.clone()),
+            (attr::SCHEMA_FINGERPRINT, layout.fingerprint.clone()),
+        ] {
+            if !attrs.iter().any(|(a, _)| a == k) {
+                attrs.push((k.to_string(), v));
+            }
+        }
+        Ok(Event {
+            id,
+            table: t.name.clone(),
+            commit_ts,
+            key,
+            fields,
+            deleted,
+            schema_fingerprint: layout.fingerprint.clone(),
+            avro: data.to_vec(),
+            attributes: attrs,
+        })
+    }
+}
+
+/// The table schema a container was written with (for readers holding only archived Avro).
+pub fn table_schema_of(data: &[u8]) -> Result<TableSchema, AvroError> {
+    let container = codec::read_container(data).map_err(|m| AvroError::malformed("", m))?;
+    let text = std::str::from_utf8(container.schema_json)
+        .map_err(|_| AvroError::malformed("", "schema is not UTF-8"))?;
+    table_schema_from_json(text)
+}
+
+#[cfg(test)]
+mod tests;

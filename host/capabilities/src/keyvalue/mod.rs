@@ -1,0 +1,5 @@
+//! Key-value backends.
+
+pub mod embedded;
+#[cfg(feature = "redis")]
+pub mod redis;

@@ -1,0 +1,31 @@
+//! Backends of the capabilities plugins import, one module per capability, each with an
+//! embedded implementation (the laptop default) and a cloud one (behind a cargo feature).
+//!
+//! - [`blobstore`]: [`blobstore::local`] (a directory), `blobstore::gcs` (Cloud Storage,
+//!   feature `gcs`).
+//! - [`keyvalue`]: [`keyvalue::embedded`] (an SQLite file), `keyvalue::redis` (Redis /
+//!   Memorystore, feature `redis`).
+//! - [`warehouse`]: [`warehouse::sqlite`] (an SQLite file), `warehouse::bigquery` (BigQuery,
+//!   feature `bigquery`).
+//!
+//! Every backend has a constructor taking a path or a small config struct and an async
+//! `check()` health probe for readiness. Every failure is a [`ledgerhost_core::PortError`]
+//! naming the backend, the bucket/key/table and what to do; `Unavailable` means "retry".
+
+pub mod blobstore;
+pub mod keyvalue;
+pub mod warehouse;
+
+/// Runs blocking work off the async runtime, mapping a panicked task to an error.
+pub(crate) async fn blocking<T, F>(backend: &'static str, f: F) -> ledgerhost_core::PortResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ledgerhost_core::PortResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ledgerhost_core::PortError::Unavailable {
+            backend,
+            message: format!("task failed: {e}"),
+        })?
+}

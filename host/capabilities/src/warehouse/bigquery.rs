@@ -1,0 +1,966 @@
+//! The BigQuery warehouse: one table per source table in a configured dataset, created from
+//! the events' Avro schema, plus an `_event_id` column.
+//!
+//! **Idempotent loads.** A batch is written by one `MERGE` statement keyed on `_event_id`,
+//! whose source is the batch itself passed as one query parameter (an array of structs):
+//! a matched id is updated in place, a new one inserted. One DML statement is atomic, so a
+//! redelivered batch, or a batch retried after a lost reply, converges to the same rows, with
+//! no duplicates and no window where a reader sees a partial batch. Streaming inserts
+//! (`insertAll`) would duplicate on redelivery (their `insertId` dedup is best-effort for a
+//! minute), and a shared staging table would race between host replicas, so neither is used.
+//!
+//! **Types.** Each column's ledgerhost type is kept in the field's description
+//! (`ledgerhost:FLOAT32`, `ledgerhost:ARRAY<STRING>`), so `scan` returns the exact [`Value`]
+//! variants that were loaded. BOOL, INT64, FLOAT64 (FLOAT32 too), NUMERIC, STRING, BYTES,
+//! DATE, TIMESTAMP and JSON map to their BigQuery types; arrays are stored as JSON text in a
+//! STRING column, because BigQuery's REPEATED fields cannot hold the NULL elements Spanner
+//! arrays may have.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use gcp_bigquery_client::Client;
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_type_struct_types::QueryParameterTypeStructTypes;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::query_response::QueryResponse;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_row::TableRow;
+use gcp_bigquery_client::model::table_schema::TableSchema as BqSchema;
+use google_cloud_auth::credentials::AccessTokenCredentials;
+use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
+use ledgerhost_core::{ColumnType, Field, PortError, PortResult, Value};
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
+
+use super::{json_of, parse_type_name, type_name, value_of_json};
+
+const BACKEND: &str = "bigquery warehouse";
+const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com";
+const SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
+const TAG: &str = "ledgerhost:";
+/// Rows per MERGE statement: keeps one request well under BigQuery's request size limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BigQueryAuth {
+    /// Anonymous against an emulator (an endpoint set explicitly or via
+    /// `BIGQUERY_EMULATOR_HOST`), application default credentials against Google.
+    Auto,
+    /// A dummy token, for emulators.
+    Anonymous,
+    /// Google application default credentials.
+    ApplicationDefault,
+}
+
+/// Settings of [`BigQueryWarehouse`].
+#[derive(Debug, Clone)]
+pub struct BigQueryConfig {
+    /// Project holding the dataset (and running the query jobs).
+    pub project: String,
+    /// Dataset of the warehouse tables; created if missing.
+    pub dataset: String,
+    /// Base URL, e.g. `http://127.0.0.1:9050` (`/bigquery/v2` is appended); `None` reads
+    /// `BIGQUERY_EMULATOR_HOST`, then uses Google's endpoint.
+    pub endpoint: Option<String>,
+    /// Location of a dataset this backend creates (e.g. `EU`); `None` = BigQuery's default.
+    pub location: Option<String>,
+    /// How requests are authenticated.
+    pub auth: BigQueryAuth,
+}
+
+impl BigQueryConfig {
+    /// Settings for `project` and `dataset`, endpoint and auth resolved automatically.
+    pub fn new(project: impl Into<String>, dataset: impl Into<String>) -> Self {
+        BigQueryConfig {
+            project: project.into(),
+            dataset: dataset.into(),
+            endpoint: None,
+            location: None,
+            auth: BigQueryAuth::Auto,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Token {
+    Dummy,
+    Google(AccessTokenCredentials),
+}
+
+#[async_trait]
+impl Authenticator for Token {
+    async fn access_token(&self) -> Result<String, BQError> {
+        match self {
+            Token::Dummy => Ok("emulator".to_string()),
+            Token::Google(c) => c.access_token().await.map(|t| t.token).map_err(|e| {
+                BQError::InvalidApplicationDefaultCredentialsAuthenticator(std::io::Error::other(
+                    e.to_string(),
+                ))
+            }),
+        }
+    }
+}
+
+/// A BigQuery warehouse; cheap to share behind an `Arc`.
+pub struct BigQueryWarehouse {
+    client: Client,
+    project: String,
+    dataset: String,
+    location: Option<String>,
+    dataset_ready: OnceCell<()>,
+}
+
+fn unavailable(message: String) -> PortError {
+    PortError::Unavailable {
+        backend: BACKEND,
+        message,
+    }
+}
+
+fn invalid(message: String) -> PortError {
+    PortError::Invalid {
+        backend: BACKEND,
+        message,
+    }
+}
+
+/// HTTP status of an API error, if the failure was an answer.
+fn status(e: &BQError) -> Option<i64> {
+    match e {
+        BQError::ResponseError { error } => Some(error.error.code),
+        _ => None,
+    }
+}
+
+/// Maps a client error about `what` to a port error saying what to do.
+fn map_err(what: &str, e: BQError) -> PortError {
+    match status(&e) {
+        Some(400) => invalid(format!("{what}: rejected: {e}")),
+        Some(404) => PortError::NotFound {
+            backend: BACKEND,
+            what: format!("{what} ({e})"),
+        },
+        Some(401 | 403) => unavailable(format!(
+            "{what}: access denied: {e}; grant the host's service account \
+             roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on the project \
+             (retried until it is)"
+        )),
+        _ => unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// Fails on errors a query job reported in its answer; backend-side ones are retryable.
+fn check_job(
+    what: &str,
+    errors: Option<&Vec<gcp_bigquery_client::model::error_proto::ErrorProto>>,
+) -> PortResult<()> {
+    let Some(errors) = errors.filter(|e| !e.is_empty()) else {
+        return Ok(());
+    };
+    let text = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.as_deref().unwrap_or("error"),
+                e.message.as_deref().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let transient = errors.iter().any(|e| {
+        matches!(
+            e.reason.as_deref(),
+            Some("backendError" | "internalError" | "rateLimitExceeded" | "jobRateLimitExceeded")
+        ) || e
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("concurrent update"))
+    });
+    Err(if transient {
+        unavailable(format!("{what}: {text}"))
+    } else {
+        invalid(format!("{what}: {text}"))
+    })
+}
+
+fn check_table_name(table: &str) -> PortResult<()> {
+    if table.is_empty()
+        || table.len() > 1024
+        || !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(invalid(format!(
+            "warehouse table name `{table}` must be letters, digits, `_` and `-`"
+        )));
+    }
+    Ok(())
+}
+
+fn check_column_name(table: &str, name: &str) -> PortResult<()> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name != "_event_id";
+    if !ok {
+        return Err(invalid(format!(
+            "table `{table}`: column `{name}` is not a valid BigQuery column name (letters, \
+             digits, `_`, not starting with a digit, not `_event_id`)"
+        )));
+    }
+    Ok(())
+}
+
+/// BigQuery type of a column.
+fn field_type(ty: &ColumnType) -> FieldType {
+    match ty {
+        ColumnType::Bool => FieldType::Bool,
+        ColumnType::Int64 => FieldType::Int64,
+        ColumnType::Float32 | ColumnType::Float64 => FieldType::Float64,
+        ColumnType::Numeric => FieldType::Numeric,
+        ColumnType::String | ColumnType::Array(_) => FieldType::String,
+        ColumnType::Bytes => FieldType::Bytes,
+        ColumnType::Date => FieldType::Date,
+        ColumnType::Timestamp => FieldType::Timestamp,
+        ColumnType::Json => FieldType::Json,
+    }
+}
+
+/// The type name in SQL DDL.
+fn sql_type(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "BOOL",
+        ColumnType::Int64 => "INT64",
+        ColumnType::Float32 | ColumnType::Float64 => "FLOAT64",
+        ColumnType::Numeric => "NUMERIC",
+        ColumnType::String | ColumnType::Array(_) => "STRING",
+        ColumnType::Bytes => "BYTES",
+        ColumnType::Date => "DATE",
+        ColumnType::Timestamp => "TIMESTAMP",
+        ColumnType::Json => "JSON",
+    }
+}
+
+/// Query-parameter type carrying a column's values (see [`param_value`] and [`from_param`]).
+fn param_type(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "BOOL",
+        ColumnType::Int64 | ColumnType::Date | ColumnType::Timestamp => "INT64",
+        ColumnType::Float32 | ColumnType::Float64 => "FLOAT64",
+        ColumnType::Numeric => "NUMERIC",
+        ColumnType::Json => "JSON",
+        ColumnType::String | ColumnType::Bytes | ColumnType::Array(_) => "STRING",
+    }
+}
+
+/// The SELECT expression turning parameter field `r.c` into the column's type. Dates and
+/// timestamps travel as exact integers and bytes as base64, which every endpoint parses alike.
+fn from_param(name: &str, ty: &ColumnType) -> String {
+    match ty {
+        ColumnType::Date => format!("DATE_FROM_UNIX_DATE(r.{name})"),
+        ColumnType::Timestamp => format!("TIMESTAMP_MICROS(r.{name})"),
+        ColumnType::Bytes => format!("FROM_BASE64(r.{name})"),
+        _ => format!("r.{name}"),
+    }
+}
+
+/// The SELECT expression reading a column back exactly (see [`parse_cell`]).
+fn to_text(name: &str, ty: &ColumnType) -> String {
+    match ty {
+        ColumnType::Date => format!("UNIX_DATE(`{name}`)"),
+        ColumnType::Timestamp => format!("UNIX_MICROS(`{name}`)"),
+        ColumnType::Bytes => format!("TO_BASE64(`{name}`)"),
+        ColumnType::Numeric => format!("CAST(`{name}` AS STRING)"),
+        _ => format!("`{name}`"),
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
+    } else {
+        format!("{f:?}")
+    }
+}
+
+/// The parameter value of one field (`None` = NULL); the value must match the column type.
+fn param_value(
+    table: &str,
+    column: &str,
+    ty: &ColumnType,
+    v: &Value,
+) -> PortResult<Option<String>> {
+    Ok(Some(match (ty, v) {
+        (_, Value::Null) => return Ok(None),
+        (ColumnType::Bool, Value::Bool(b)) => b.to_string(),
+        (ColumnType::Int64, Value::Int64(i)) | (ColumnType::Timestamp, Value::Timestamp(i)) => {
+            i.to_string()
+        }
+        (ColumnType::Date, Value::Date(d)) => d.to_string(),
+        (ColumnType::Float32, Value::Float32(f)) => float_text(f64::from(*f)),
+        (ColumnType::Float64, Value::Float64(f)) => float_text(*f),
+        (ColumnType::Numeric, Value::Numeric(s))
+        | (ColumnType::String, Value::String(s))
+        | (ColumnType::Json, Value::Json(s)) => s.clone(),
+        (ColumnType::Bytes, Value::Bytes(b)) => B64.encode(b),
+        (ColumnType::Array(_), Value::Array(..)) => json_of(v).to_string(),
+        _ => {
+            return Err(invalid(format!(
+                "table `{table}` column `{column}` is {} but the row holds {v:?}; load rows \
+                 decoded with the table's current schema",
+                type_name(ty)
+            )));
+        }
+    }))
+}
+
+/// Shortest exact decimal text, as the Avro codec produces ("1.500000000" → "1.5").
+fn normal_decimal(s: &str) -> String {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let body = if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    };
+    if neg && body != "0" {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+/// Rebuilds a value from a result cell (always JSON text or null in the REST API).
+fn parse_cell(
+    table: &str,
+    column: &str,
+    ty: &ColumnType,
+    cell: Option<&serde_json::Value>,
+) -> PortResult<Value> {
+    let text = match cell {
+        None | Some(serde_json::Value::Null) => return Ok(Value::Null),
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(PortError::Corrupt {
+                backend: BACKEND,
+                message: format!("table `{table}` column `{column}`: unexpected cell {other}"),
+            });
+        }
+    };
+    let corrupt = |what: &str| PortError::Corrupt {
+        backend: BACKEND,
+        message: format!("table `{table}` column `{column}`: `{text}` is not {what}"),
+    };
+    let float = || -> PortResult<f64> {
+        match text {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            t => t.parse().map_err(|_| corrupt("a number")),
+        }
+    };
+    Ok(match ty {
+        ColumnType::Bool => Value::Bool(text.eq_ignore_ascii_case("true")),
+        ColumnType::Int64 => Value::Int64(text.parse().map_err(|_| corrupt("an INT64"))?),
+        ColumnType::Timestamp => Value::Timestamp(text.parse().map_err(|_| corrupt("micros"))?),
+        ColumnType::Date => Value::Date(text.parse().map_err(|_| corrupt("a day number"))?),
+        ColumnType::Float32 => Value::Float32(float()? as f32),
+        ColumnType::Float64 => Value::Float64(float()?),
+        ColumnType::Numeric => Value::Numeric(normal_decimal(text)),
+        ColumnType::String => Value::String(text.to_string()),
+        ColumnType::Json => Value::Json(text.to_string()),
+        ColumnType::Bytes => Value::Bytes(B64.decode(text).map_err(|_| corrupt("base64"))?),
+        ColumnType::Array(elem) => {
+            let items: Vec<serde_json::Value> =
+                serde_json::from_str(text).map_err(|_| corrupt("a JSON array"))?;
+            Value::Array(
+                (**elem).clone(),
+                items.iter().map(|j| value_of_json(j, elem)).collect(),
+            )
+        }
+    })
+}
+
+impl BigQueryWarehouse {
+    /// Builds a client from `config` (no request is sent; [`Self::check`] probes).
+    pub async fn connect(config: BigQueryConfig) -> PortResult<Self> {
+        if config.project.is_empty() || config.dataset.is_empty() {
+            return Err(invalid(
+                "warehouse.project and warehouse.dataset must both be set".to_string(),
+            ));
+        }
+        let env = std::env::var("BIGQUERY_EMULATOR_HOST")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let (base, emulator) = match (&config.endpoint, env) {
+            (Some(e), _) => (e.clone(), !e.contains("googleapis.com")),
+            (None, Some(e)) => (e, true),
+            (None, None) => (GOOGLE_ENDPOINT.to_string(), false),
+        };
+        let base = base.trim().trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        let anonymous = match config.auth {
+            BigQueryAuth::Anonymous => true,
+            BigQueryAuth::ApplicationDefault => false,
+            BigQueryAuth::Auto => emulator,
+        };
+        let token = if anonymous {
+            Token::Dummy
+        } else {
+            Token::Google(
+                google_cloud_auth::credentials::Builder::default()
+                    .with_scopes([SCOPE])
+                    .build_access_token_credentials()
+                    .map_err(|e| {
+                        unavailable(format!(
+                            "cannot load Google application default credentials: {e}; set \
+                             GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
+                             application-default login`"
+                        ))
+                    })?,
+            )
+        };
+        let client = ClientBuilder::new()
+            .with_v2_base_url(format!("{base}/bigquery/v2"))
+            .build_from_authenticator(Arc::new(token))
+            .await
+            .map_err(|e| unavailable(format!("cannot build the BigQuery client: {e}")))?;
+        debug!(base = %base, anonymous, project = %config.project, dataset = %config.dataset, "bigquery warehouse configured");
+        Ok(BigQueryWarehouse {
+            client,
+            project: config.project,
+            dataset: config.dataset,
+            location: config.location,
+            dataset_ready: OnceCell::new(),
+        })
+    }
+
+    /// Health probe: reads the dataset's metadata (a missing dataset is fine: it is created
+    /// with the first table).
+    pub async fn check(&self) -> PortResult<()> {
+        match self
+            .client
+            .dataset()
+            .get(&self.project, &self.dataset)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_err(
+                &format!("health probe of dataset `{}`", self.dataset),
+                e,
+            )),
+        }
+    }
+
+    async fn ensure_dataset(&self) -> PortResult<()> {
+        self.dataset_ready
+            .get_or_try_init(|| async {
+                let what = format!("dataset `{}.{}`", self.project, self.dataset);
+                match self.client.dataset().get(&self.project, &self.dataset).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if status(&e) == Some(404) => {}
+                    Err(e) => return Err(map_err(&what, e)),
+                }
+                let mut ds = Dataset::new(&self.project, &self.dataset);
+                if let Some(l) = &self.location {
+                    ds = ds.location(l);
+                }
+                match self.client.dataset().create(ds).await {
+                    Ok(_) => {
+                        info!(project = %self.project, dataset = %self.dataset, "created bigquery dataset");
+                        Ok(())
+                    }
+                    Err(e) if status(&e) == Some(409) => Ok(()),
+                    Err(e) => Err(map_err(&format!("create {what}"), e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn full_name(&self, table: &str) -> String {
+        format!("`{}.{}.{}`", self.project, self.dataset, table)
+    }
+
+    /// The table's columns with their ledgerhost types; `None` if the table is missing.
+    async fn columns(&self, table: &str) -> PortResult<Option<Vec<(String, ColumnType)>>> {
+        let t = match self
+            .client
+            .table()
+            .get(&self.project, &self.dataset, table, None)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(map_err(&format!("read table `{table}`"), e)),
+        };
+        let mut out = Vec::new();
+        for f in t.schema.fields.unwrap_or_default() {
+            if f.name == "_event_id" {
+                continue;
+            }
+            let ty = f
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix(TAG))
+                .and_then(parse_type_name)
+                .ok_or_else(|| PortError::Corrupt {
+                    backend: BACKEND,
+                    message: format!(
+                        "table `{table}` column `{}` has no ledgerhost type in its description; \
+                         the table was not created by ledgerhost: drop it or use another dataset",
+                        f.name
+                    ),
+                })?;
+            out.push((f.name, ty));
+        }
+        Ok(Some(out))
+    }
+
+    /// Runs a statement and waits for it; returns the first page and the job id.
+    async fn query(&self, what: &str, request: QueryRequest) -> PortResult<QueryResponse> {
+        let mut resp = self
+            .client
+            .job()
+            .query(&self.project, request)
+            .await
+            .map_err(|e| map_err(what, e))?;
+        check_job(what, resp.errors.as_ref())?;
+        while !resp.job_complete.unwrap_or(false) {
+            let job_id = resp
+                .job_reference
+                .as_ref()
+                .and_then(|j| j.job_id.clone())
+                .ok_or_else(|| unavailable(format!("{what}: incomplete job without an id")))?;
+            resp = self
+                .client
+                .job()
+                .get_query_results(
+                    &self.project,
+                    &job_id,
+                    GetQueryResultsParameters {
+                        timeout_ms: Some(10_000),
+                        location: self.location.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| map_err(what, e))?
+                .into();
+            check_job(what, resp.errors.as_ref())?;
+        }
+        Ok(resp)
+    }
+
+    /// Every row of a query's result, following page tokens.
+    async fn all_rows(&self, what: &str, request: QueryRequest) -> PortResult<Vec<TableRow>> {
+        let first = self.query(what, request).await?;
+        let mut rows = first.rows.unwrap_or_default();
+        let job_id = first.job_reference.and_then(|j| j.job_id);
+        let mut token = first.page_token;
+        while let (Some(t), Some(job)) = (token.take(), job_id.as_deref()) {
+            let page = self
+                .client
+                .job()
+                .get_query_results(
+                    &self.project,
+                    job,
+                    GetQueryResultsParameters {
+                        page_token: Some(t),
+                        location: self.location.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| map_err(what, e))?;
+            check_job(what, page.errors.as_ref())?;
+            rows.extend(page.rows.unwrap_or_default());
+            token = page.page_token;
+        }
+        Ok(rows)
+    }
+
+    async fn merge(
+        &self,
+        table: &str,
+        columns: &[(String, ColumnType)],
+        rows: &[WarehouseRow],
+    ) -> PortResult<()> {
+        let what = format!("load into table `{table}`");
+        let struct_types: Vec<QueryParameterTypeStructTypes> =
+            std::iter::once(("_event_id", "STRING"))
+                .chain(columns.iter().map(|(n, t)| (n.as_str(), param_type(t))))
+                .map(|(n, t)| QueryParameterTypeStructTypes {
+                    description: None,
+                    name: Some(n.to_string()),
+                    r#type: Some(QueryParameterType {
+                        r#type: t.to_string(),
+                        array_type: None,
+                        struct_types: None,
+                    }),
+                })
+                .collect();
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut fields = std::collections::HashMap::new();
+            fields.insert(
+                "_event_id".to_string(),
+                QueryParameterValue {
+                    value: Some(row.event_id.clone()),
+                    ..Default::default()
+                },
+            );
+            for (name, ty) in columns {
+                let v = row
+                    .fields
+                    .iter()
+                    .find(|f| f.name == *name)
+                    .map_or(&Value::Null, |f| &f.value);
+                fields.insert(
+                    name.clone(),
+                    QueryParameterValue {
+                        value: param_value(table, name, ty, v)?,
+                        ..Default::default()
+                    },
+                );
+            }
+            values.push(QueryParameterValue {
+                struct_values: Some(fields),
+                ..Default::default()
+            });
+        }
+        let select: Vec<String> = std::iter::once("r._event_id AS _event_id".to_string())
+            .chain(
+                columns
+                    .iter()
+                    .map(|(n, t)| format!("{} AS `{n}`", from_param(n, t))),
+            )
+            .collect();
+        let names: Vec<String> = std::iter::once("_event_id".to_string())
+            .chain(columns.iter().map(|(n, _)| format!("`{n}`")))
+            .collect();
+        let sources: Vec<String> = std::iter::once("S._event_id".to_string())
+            .chain(columns.iter().map(|(n, _)| format!("S.`{n}`")))
+            .collect();
+        let updates: Vec<String> = columns
+            .iter()
+            .map(|(n, _)| format!("`{n}` = S.`{n}`"))
+            .collect();
+        let sql = format!(
+            "MERGE {target} T USING (SELECT {select} FROM UNNEST(@rows) AS r) S \
+             ON T._event_id = S._event_id {matched} \
+             WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({sources})",
+            target = self.full_name(table),
+            select = select.join(", "),
+            matched = if updates.is_empty() {
+                String::new()
+            } else {
+                format!("WHEN MATCHED THEN UPDATE SET {}", updates.join(", "))
+            },
+            names = names.join(", "),
+            sources = sources.join(", "),
+        );
+        let mut request = QueryRequest::new(sql);
+        request.parameter_mode = Some("NAMED".to_string());
+        request.location = self.location.clone();
+        request.query_parameters = Some(vec![QueryParameter {
+            name: Some("rows".to_string()),
+            parameter_type: Some(QueryParameterType {
+                r#type: "ARRAY".to_string(),
+                array_type: Some(Box::new(QueryParameterType {
+                    r#type: "STRUCT".to_string(),
+                    array_type: None,
+                    struct_types: Some(struct_types),
+                })),
+                struct_types: None,
+            }),
+            parameter_value: Some(QueryParameterValue {
+                array_values: Some(values),
+                ..Default::default()
+            }),
+        }]);
+        let resp = self.query(&what, request).await?;
+        debug!(table, rows = rows.len(), affected = ?resp.num_dml_affected_rows, "bigquery merge");
+        Ok(())
+    }
+}
+
+fn tagged_field(name: &str, ty: &ColumnType) -> TableFieldSchema {
+    let mut f = TableFieldSchema::new(name, field_type(ty));
+    f.mode = Some("NULLABLE".to_string());
+    f.description = Some(format!("{TAG}{}", type_name(ty)));
+    f
+}
+
+#[async_trait]
+impl Warehouse for BigQueryWarehouse {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
+        check_table_name(table)?;
+        let schema = ledgerhost_avro::table_schema_from_json(avro_schema)
+            .map_err(|e| invalid(format!("table `{table}`: {e}")))?;
+        for c in &schema.columns {
+            check_column_name(table, &c.name)?;
+        }
+        self.ensure_dataset().await?;
+        let existing = match self.columns(table).await? {
+            Some(cols) => cols,
+            None => {
+                let mut id = TableFieldSchema::string("_event_id");
+                id.mode = Some("REQUIRED".to_string());
+                let fields: Vec<TableFieldSchema> = std::iter::once(id)
+                    .chain(schema.columns.iter().map(|c| tagged_field(&c.name, &c.ty)))
+                    .collect();
+                let t = Table::new(&self.project, &self.dataset, table, BqSchema::new(fields));
+                match self.client.table().create(t).await {
+                    Ok(_) => {
+                        info!(
+                            table,
+                            columns = schema.columns.len(),
+                            "created bigquery table"
+                        );
+                        return Ok(());
+                    }
+                    // Another replica created it meanwhile: fall through to the column check.
+                    Err(e) if status(&e) == Some(409) => {}
+                    Err(e) => return Err(map_err(&format!("create table `{table}`"), e)),
+                }
+                self.columns(table).await?.unwrap_or_default()
+            }
+        };
+        let mut missing = Vec::new();
+        for c in &schema.columns {
+            match existing.iter().find(|(n, _)| *n == c.name) {
+                Some((_, ty)) if *ty != c.ty => {
+                    return Err(invalid(format!(
+                        "table `{table}` column `{}` is {} in the warehouse but {} in the event \
+                         schema",
+                        c.name,
+                        type_name(ty),
+                        type_name(&c.ty)
+                    )));
+                }
+                Some(_) => {}
+                None => missing.push(c),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Adding NULLABLE columns is the schema change BigQuery allows in place. DDL, then a
+        // metadata patch with the same field list: on BigQuery the patch only restates what
+        // the DDL did, while the emulator applies DDL to storage and patches to metadata only.
+        let adds: Vec<String> = missing
+            .iter()
+            .map(|c| {
+                format!(
+                    "ADD COLUMN IF NOT EXISTS `{}` {} OPTIONS(description=\"{TAG}{}\")",
+                    c.name,
+                    sql_type(&c.ty),
+                    type_name(&c.ty)
+                )
+            })
+            .collect();
+        let sql = format!("ALTER TABLE {} {}", self.full_name(table), adds.join(", "));
+        self.query(
+            &format!("add columns to table `{table}`"),
+            QueryRequest::new(sql),
+        )
+        .await?;
+        let mut id = TableFieldSchema::string("_event_id");
+        id.mode = Some("REQUIRED".to_string());
+        let fields: Vec<TableFieldSchema> = std::iter::once(id)
+            .chain(existing.iter().map(|(n, t)| tagged_field(n, t)))
+            .chain(missing.iter().map(|c| tagged_field(&c.name, &c.ty)))
+            .collect();
+        let t = Table::new(&self.project, &self.dataset, table, BqSchema::new(fields));
+        self.client
+            .table()
+            .patch(&self.project, &self.dataset, table, t)
+            .await
+            .map_err(|e| map_err(&format!("describe new columns of table `{table}`"), e))?;
+        info!(table, added = missing.len(), "added bigquery columns");
+        Ok(())
+    }
+
+    async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
+        check_table_name(table)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns = self
+            .columns(table)
+            .await?
+            .ok_or_else(|| PortError::NotFound {
+                backend: BACKEND,
+                what: format!("table `{table}` (call ensure-table first)"),
+            })?;
+        for row in &rows {
+            for f in &row.fields {
+                if !columns.iter().any(|(n, _)| *n == f.name) {
+                    return Err(invalid(format!(
+                        "table `{table}` has no column `{}` (call ensure-table with the new schema)",
+                        f.name
+                    )));
+                }
+            }
+        }
+        // MERGE refuses two source rows for one target row: the last delivery of an id wins,
+        // as it would across separate loads.
+        let mut latest: std::collections::BTreeMap<&str, &WarehouseRow> = Default::default();
+        for row in &rows {
+            latest.insert(row.event_id.as_str(), row);
+        }
+        let unique: Vec<WarehouseRow> = latest.into_values().cloned().collect();
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            self.merge(table, &columns, chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn count(&self, table: &str) -> PortResult<u64> {
+        check_table_name(table)?;
+        if self.columns(table).await?.is_none() {
+            return Ok(0);
+        }
+        let what = format!("count table `{table}`");
+        let rows = self
+            .all_rows(
+                &what,
+                QueryRequest::new(format!("SELECT COUNT(*) FROM {}", self.full_name(table))),
+            )
+            .await?;
+        let cell = rows
+            .first()
+            .and_then(|r| r.columns.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.value.as_ref())
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<u64>().ok());
+        cell.ok_or_else(|| PortError::Corrupt {
+            backend: BACKEND,
+            message: format!("{what}: no count in the answer"),
+        })
+    }
+
+    async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
+        check_table_name(table)?;
+        let Some(columns) = self.columns(table).await? else {
+            return Ok(Vec::new());
+        };
+        let what = format!("scan table `{table}`");
+        let select: Vec<String> = std::iter::once("_event_id".to_string())
+            .chain(
+                columns
+                    .iter()
+                    .map(|(n, t)| format!("{} AS `{n}`", to_text(n, t))),
+            )
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY _event_id",
+            select.join(", "),
+            self.full_name(table)
+        );
+        let rows = self.all_rows(&what, QueryRequest::new(sql)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let cells = r.columns.unwrap_or_default();
+            let event_id = cells
+                .first()
+                .and_then(|c| c.value.as_ref())
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| PortError::Corrupt {
+                    backend: BACKEND,
+                    message: format!("{what}: a row without an event id"),
+                })?
+                .to_string();
+            let mut fields = Vec::with_capacity(columns.len());
+            for (i, (name, ty)) in columns.iter().enumerate() {
+                let cell = cells.get(i + 1).and_then(|c| c.value.as_ref());
+                fields.push(Field {
+                    name: name.clone(),
+                    value: parse_cell(table, name, ty, cell)?,
+                });
+            }
+            out.push(WarehouseRow { event_id, fields });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_normalised_like_the_codec() {
+        for (raw, want) in [
+            ("1.500000000", "1.5"),
+            ("-0.000000000", "0"),
+            ("12", "12"),
+            ("007.10", "7.1"),
+            ("-3.000", "-3"),
+            ("0.000000001", "0.000000001"),
+        ] {
+            assert_eq!(normal_decimal(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn values_round_trip_through_parameters_and_cells() {
+        let cases = [
+            (ColumnType::Float64, Value::Float64(0.1)),
+            (ColumnType::Float32, Value::Float32(1.25)),
+            (ColumnType::Bytes, Value::Bytes(vec![0, 1, 255])),
+            (ColumnType::Int64, Value::Int64(i64::MIN)),
+            (
+                ColumnType::Array(Box::new(ColumnType::Int64)),
+                Value::Array(ColumnType::Int64, vec![Value::Int64(1), Value::Null]),
+            ),
+        ];
+        for (ty, v) in cases {
+            let text = param_value("t", "c", &ty, &v).unwrap().unwrap();
+            let back = parse_cell("t", "c", &ty, Some(&serde_json::Value::String(text))).unwrap();
+            assert_eq!(back, v);
+        }
+        assert!(param_value("t", "c", &ColumnType::Int64, &Value::String("x".into())).is_err());
+        assert!(check_column_name("t", "1a").is_err());
+        assert!(check_column_name("t", "_event_id").is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! The ledger port: durable topics and subscriptions (embedded log, Pub/Sub in production).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::PortResult;
+
+/// Attribute names every event message carries.
+pub mod attr {
+    /// Source table.
+    pub const TABLE: &str = "table";
+    /// Commit timestamp, microseconds since the Unix epoch, decimal.
+    pub const COMMIT_TS: &str = "commit_ts";
+    /// Deterministic event id.
+    pub const EVENT_ID: &str = "event_id";
+    /// Hex fingerprint of the Avro writer schema.
+    pub const SCHEMA_FINGERPRINT: &str = "schema_fingerprint";
+    /// On dead-lettered messages: why.
+    pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
+    /// On dead-lettered messages: the subscription that gave up.
+    pub const DEAD_LETTER_SUBSCRIPTION: &str = "dead_letter_subscription";
+}
+
+/// A message on a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// Payload; for events an Avro object container with the schema inside.
+    pub data: Vec<u8>,
+    /// Messages with one ordering key are delivered in publish order (the primary key).
+    pub ordering_key: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A subscription to create (idempotently) on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    pub name: String,
+    pub topic: String,
+    /// Attribute equality filter the backend may apply server-side (`attributes.k = "v"`).
+    pub attribute_filter: BTreeMap<String, String>,
+    /// How long a delivery stays leased before it is redelivered.
+    pub ack_deadline: Duration,
+    /// Topic receiving messages that were rejected or ran out of attempts.
+    pub dead_letter_topic: String,
+}
+
+/// A leased message. Settle it with ack, nack or let the lease expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub ack_id: String,
+    pub message: Message,
+    /// 1 on first delivery, incremented on each redelivery.
+    pub attempt: u32,
+}
+
+/// Durable topics with subscriptions.
+///
+/// Delivery is at least once. Per ordering key, a message is not delivered while an earlier
+/// message of the same key on the same subscription is outstanding or waiting for retry.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Backend name for logs and errors ("embedded", "pubsub").
+    fn backend(&self) -> &'static str;
+
+    /// Creates the topic if it does not exist.
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()>;
+
+    /// Creates the subscription if it does not exist (and its topic and dead-letter topic).
+    async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()>;
+
+    /// Publishes in order; returns only once every message is durably accepted.
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()>;
+
+    /// Leases up to `max` messages, waiting at most `wait` for the first one.
+    async fn pull(
+        &self,
+        subscription: &str,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>>;
+
+    /// Settles deliveries as done.
+    async fn ack(&self, subscription: &str, ack_ids: &[String]) -> PortResult<()>;
+
+    /// Returns deliveries for redelivery after `delay`.
+    async fn nack(&self, subscription: &str, ack_ids: &[String], delay: Duration)
+    -> PortResult<()>;
+
+    /// Extends the lease of outstanding deliveries to `deadline` from now.
+    async fn extend(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> PortResult<()>;
+
+    /// The newest message on the topic, when the backend can tell (used to recover a lost
+    /// poller watermark). `Ok(None)` when the topic is empty or the backend cannot tell.
+    async fn last_message(&self, topic: &str) -> PortResult<Option<Message>>;
+}

@@ -1,0 +1,52 @@
+//! The event model and the ports of ledgerhost.
+//!
+//! Data flows one way: [`source::Source`] → poller → [`ledger::Ledger`] → dispatcher →
+//! plugin → capabilities ([`capabilities::BlobStore`], [`capabilities::KeyValue`],
+//! [`capabilities::Warehouse`], [`ledger::Ledger`] publish). Every port is a small trait
+//! with an embedded implementation and a cloud one; the rest of the host depends only on
+//! these traits.
+
+pub mod capabilities;
+pub mod event;
+pub mod ledger;
+pub mod schema;
+pub mod source;
+
+pub use event::{Disposition, Event, EventId, Field, Value};
+pub use schema::{Column, ColumnType, TableSchema};
+
+/// Error returned by a port. Every variant says what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The backend could not be reached or failed; retrying may help.
+    #[error("{backend} unavailable: {message}")]
+    Unavailable {
+        backend: &'static str,
+        message: String,
+    },
+    /// The request is wrong and retrying will not help (bad name, bad schema, ...).
+    #[error("invalid request to {backend}: {message}")]
+    Invalid {
+        backend: &'static str,
+        message: String,
+    },
+    /// A named thing (table, topic, subscription, object) does not exist.
+    #[error("{backend}: {what} not found")]
+    NotFound { backend: &'static str, what: String },
+    /// Stored data could not be read back (corruption, schema drift).
+    #[error("{backend}: corrupt data: {message}")]
+    Corrupt {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+impl PortError {
+    /// True when a retry of the same request may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PortError::Unavailable { .. })
+    }
+}
+
+/// Result type of every port.
+pub type PortResult<T> = Result<T, PortError>;

@@ -1,0 +1,678 @@
+//! The embedded ledger: durable topics and subscriptions in one SQLite file.
+//!
+//! Why SQLite: one file, transactions, and WAL mode make a publish durable against a crash
+//! of the process (SIGKILL) at the cost of one write transaction per `publish` call, which
+//! amortises over a batch. With `synchronous = NORMAL` a power loss may drop the last
+//! transactions; process crashes never do.
+//!
+//! Layout: `messages` is one append-only log for all topics (the row id is the global
+//! sequence). Each subscription has a durable cursor (every message below it is settled),
+//! the set of acked ids at or above it, and the attempt counts of nacked messages. Leases
+//! live in memory: after a restart every unacked message is delivered again (at least once).
+//!
+//! Order per key: a message is held back while an earlier message of the same ordering key is
+//! leased or waiting for its retry; other keys flow.
+//!
+//! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
+//! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::{PortError, PortResult};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+const BACKEND: &str = "embedded";
+/// Messages kept in memory per subscription ahead of delivery.
+const WINDOW: usize = 10_000;
+
+fn unavailable(message: impl std::fmt::Display) -> PortError {
+    PortError::Unavailable {
+        backend: BACKEND,
+        message: message.to_string(),
+    }
+}
+
+/// Settings of the embedded ledger.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// How long messages are kept.
+    pub retention: Duration,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A durable ledger in `<dir>/ledger.db`.
+pub struct EmbeddedLedger {
+    inner: Arc<Mutex<Inner>>,
+    notify: Arc<Notify>,
+}
+
+struct Pending {
+    message: Message,
+    /// Deliveries so far.
+    attempt: u32,
+    /// Leased until then (`None`: not leased).
+    leased_until: Option<Instant>,
+    /// Not deliverable before then (after a nack).
+    visible_at: Instant,
+}
+
+struct SubState {
+    topic: String,
+    filter: BTreeMap<String, String>,
+    ack_deadline: Duration,
+    /// Next message id to load from the log.
+    next_load: i64,
+    /// Loaded, unsettled messages by id.
+    pending: BTreeMap<i64, Pending>,
+    /// Durable attempt counts of nacked messages not yet loaded (after a restart).
+    nacked_attempts: HashMap<i64, u32>,
+    /// Acked ids at or above the durable cursor (loaded at open, to skip them).
+    acked: HashSet<i64>,
+}
+
+struct Inner {
+    conn: Connection,
+    subs: HashMap<String, SubState>,
+    retention: Duration,
+    last_cleanup: Instant,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl EmbeddedLedger {
+    /// Opens (or creates) the ledger in `dir`.
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> PortResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("ledger.db");
+        let conn = Connection::open(&path)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(Duration::from_secs(30))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY);
+                 CREATE TABLE IF NOT EXISTS messages (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     topic TEXT NOT NULL,
+                     ordering_key TEXT NOT NULL,
+                     attributes TEXT NOT NULL,
+                     data BLOB NOT NULL,
+                     published_at INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS messages_by_topic ON messages (topic, id);
+                 CREATE TABLE IF NOT EXISTS subscriptions (
+                     name TEXT PRIMARY KEY,
+                     topic TEXT NOT NULL,
+                     filter TEXT NOT NULL,
+                     ack_deadline_ms INTEGER NOT NULL,
+                     dead_letter_topic TEXT NOT NULL,
+                     cursor INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                     PRIMARY KEY (sub, id)) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                     attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;",
+            )
+        };
+        setup().map_err(|e| unavailable(format!("cannot prepare {}: {e}", path.display())))?;
+        let subs = load_subscriptions(&conn)
+            .map_err(|e| unavailable(format!("cannot read subscriptions: {e}")))?;
+        Ok(EmbeddedLedger {
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                subs,
+                retention: options.retention,
+                last_cleanup: Instant::now(),
+            })),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> PortResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Inner) -> PortResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| unavailable(format!("ledger task failed: {e}")))?
+    }
+}
+
+fn load_subscriptions(conn: &Connection) -> rusqlite::Result<HashMap<String, SubState>> {
+    let mut subs = HashMap::new();
+    let mut stmt =
+        conn.prepare("SELECT name, topic, filter, ack_deadline_ms, cursor FROM subscriptions")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, topic, filter, deadline, cursor) = row?;
+        let acked = conn
+            .prepare("SELECT id FROM acks WHERE sub = ?1")?
+            .query_map([&name], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<HashSet<_>>>()?;
+        let nacked_attempts = conn
+            .prepare("SELECT id, attempt FROM nacks WHERE sub = ?1")?
+            .query_map([&name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)))?
+            .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+        subs.insert(
+            name,
+            SubState {
+                topic,
+                filter: serde_json::from_str(&filter).unwrap_or_default(),
+                ack_deadline: Duration::from_millis(deadline.max(0) as u64),
+                next_load: cursor,
+                pending: BTreeMap::new(),
+                nacked_attempts,
+                acked,
+            },
+        );
+    }
+    Ok(subs)
+}
+
+fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
+    conn.query_row("SELECT 1 FROM topics WHERE name = ?1", [topic], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+        .map_err(unavailable)
+}
+
+fn not_found(what: String) -> PortError {
+    PortError::NotFound {
+        backend: BACKEND,
+        what,
+    }
+}
+
+fn sub_mut<'a>(inner: &'a mut Inner, name: &str) -> PortResult<&'a mut SubState> {
+    inner
+        .subs
+        .get_mut(name)
+        .ok_or_else(|| not_found(format!("subscription `{name}`")))
+}
+
+impl Inner {
+    /// Loads more of the log into a subscription's window, auto-acking filtered messages.
+    fn fill(&mut self, name: &str) -> PortResult<()> {
+        let Inner { conn, subs, .. } = self;
+        let sub = subs
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("subscription `{name}`")))?;
+        if sub.pending.len() >= WINDOW / 2 {
+            return Ok(());
+        }
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, ordering_key, attributes, data FROM messages
+                 WHERE topic = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    sub.topic,
+                    sub.next_load,
+                    (WINDOW - sub.pending.len()) as i64
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(unavailable)?;
+        let now = Instant::now();
+        for (id, ordering_key, attributes, data) in rows {
+            sub.next_load = id + 1;
+            if sub.acked.remove(&id) {
+                continue;
+            }
+            let attributes: BTreeMap<String, String> =
+                serde_json::from_str(&attributes).map_err(|e| PortError::Corrupt {
+                    backend: BACKEND,
+                    message: format!("attributes of message {id}: {e}"),
+                })?;
+            // Filtered out: never delivered to this subscription (settled by the cursor).
+            if !sub.filter.iter().all(|(k, v)| attributes.get(k) == Some(v)) {
+                continue;
+            }
+            let attempt = sub.nacked_attempts.remove(&id).unwrap_or(0);
+            sub.pending.insert(
+                id,
+                Pending {
+                    message: Message {
+                        data,
+                        ordering_key,
+                        attributes,
+                    },
+                    attempt,
+                    leased_until: None,
+                    visible_at: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Persists the subscription's cursor: everything below the first unsettled id.
+    fn advance_cursor(&mut self, name: &str) -> PortResult<()> {
+        let Inner { conn, subs, .. } = self;
+        let sub = subs
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("subscription `{name}`")))?;
+        let cursor = sub.pending.keys().next().copied().unwrap_or(sub.next_load);
+        conn.execute(
+            "UPDATE subscriptions SET cursor = ?2 WHERE name = ?1",
+            params![name, cursor],
+        )
+        .and_then(|_| {
+            conn.execute(
+                "DELETE FROM acks WHERE sub = ?1 AND id < ?2",
+                params![name, cursor],
+            )
+        })
+        .and_then(|_| {
+            conn.execute(
+                "DELETE FROM nacks WHERE sub = ?1 AND id < ?2",
+                params![name, cursor],
+            )
+        })
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Deletes messages past retention, keeping each topic's newest.
+    fn cleanup(&mut self) {
+        if self.last_cleanup.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+        self.last_cleanup = Instant::now();
+        let cutoff = now_micros() - self.retention.as_micros() as i64;
+        let result = self.conn.execute(
+            "DELETE FROM messages WHERE published_at < ?1
+             AND id NOT IN (SELECT MAX(id) FROM messages GROUP BY topic)",
+            [cutoff],
+        );
+        match result {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "embedded ledger retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "embedded ledger retention failed"),
+        }
+    }
+
+    /// Leases up to `max` deliverable messages.
+    fn lease(&mut self, name: &str, max: usize) -> PortResult<Vec<Delivery>> {
+        self.fill(name)?;
+        let sub = sub_mut(self, name)?;
+        let now = Instant::now();
+        let deadline = sub.ack_deadline;
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        for (id, p) in sub.pending.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(until) = p.leased_until {
+                if until > now {
+                    blocked.insert(p.message.ordering_key.clone());
+                    continue;
+                }
+                // Lease expired: deliverable again.
+                p.leased_until = None;
+            }
+            if p.visible_at > now || blocked.contains(&p.message.ordering_key) {
+                blocked.insert(p.message.ordering_key.clone());
+                continue;
+            }
+            p.attempt += 1;
+            p.leased_until = Some(now + deadline);
+            out.push(Delivery {
+                ack_id: id.to_string(),
+                message: p.message.clone(),
+                attempt: p.attempt,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the next pending message becomes deliverable (lease expiry or nack delay).
+    fn next_wake(&self, name: &str) -> Option<Instant> {
+        let sub = self.subs.get(name)?;
+        sub.pending
+            .values()
+            .map(|p| p.leased_until.unwrap_or(p.visible_at))
+            .filter(|t| *t > Instant::now())
+            .min()
+    }
+}
+
+fn parse_ids(ids: &[String]) -> PortResult<Vec<i64>> {
+    ids.iter()
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| PortError::Invalid {
+                backend: BACKEND,
+                message: format!("`{s}` is not an ack id of this ledger"),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Ledger for EmbeddedLedger {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            inner
+                .conn
+                .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [&topic])
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
+        let spec = spec.clone();
+        self.run(move |inner| {
+            for t in [&spec.topic, &spec.dead_letter_topic] {
+                inner
+                    .conn
+                    .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [t])
+                    .map_err(unavailable)?;
+            }
+            let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
+            let deadline = spec.ack_deadline.as_millis() as i64;
+            if let Some(sub) = inner.subs.get_mut(&spec.name) {
+                if sub.topic != spec.topic {
+                    return Err(PortError::Invalid {
+                        backend: BACKEND,
+                        message: format!(
+                            "subscription `{}` exists on topic `{}`, not `{}`",
+                            spec.name, sub.topic, spec.topic
+                        ),
+                    });
+                }
+                sub.filter = spec.attribute_filter.clone();
+                sub.ack_deadline = spec.ack_deadline;
+                inner
+                    .conn
+                    .execute(
+                        "UPDATE subscriptions SET filter = ?2, ack_deadline_ms = ?3,
+                         dead_letter_topic = ?4 WHERE name = ?1",
+                        params![spec.name, filter, deadline, spec.dead_letter_topic],
+                    )
+                    .map_err(unavailable)?;
+                return Ok(());
+            }
+            // Like Pub/Sub: a new subscription starts at the topic's end.
+            let end: i64 = inner
+                .conn
+                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
+                    r.get(0)
+                })
+                .map_err(unavailable)?;
+            inner
+                .conn
+                .execute(
+                    "INSERT INTO subscriptions (name, topic, filter, ack_deadline_ms,
+                     dead_letter_topic, cursor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        spec.name,
+                        spec.topic,
+                        filter,
+                        deadline,
+                        spec.dead_letter_topic,
+                        end
+                    ],
+                )
+                .map_err(unavailable)?;
+            inner.subs.insert(
+                spec.name.clone(),
+                SubState {
+                    topic: spec.topic.clone(),
+                    filter: spec.attribute_filter.clone(),
+                    ack_deadline: spec.ack_deadline,
+                    next_load: end,
+                    pending: BTreeMap::new(),
+                    nacked_attempts: HashMap::new(),
+                    acked: HashSet::new(),
+                },
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            if !topic_exists(&inner.conn, &topic)? {
+                return Err(not_found(format!(
+                    "topic `{topic}` (create it first with ensure_topic)"
+                )));
+            }
+            let now = now_micros();
+            let tx = inner.conn.transaction().map_err(unavailable)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(unavailable)?;
+                for m in &messages {
+                    let attrs = serde_json::to_string(&m.attributes).map_err(unavailable)?;
+                    stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            inner.cleanup();
+            Ok(())
+        })
+        .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn pull(
+        &self,
+        subscription: &str,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // Registered before looking, so a publish in between is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let name = subscription.to_string();
+            let (batch, wake) = self
+                .run(move |inner| {
+                    let batch = inner.lease(&name, max.max(1))?;
+                    Ok((batch, inner.next_wake(&name)))
+                })
+                .await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let until = wake.map_or(deadline, |w| w.min(deadline));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, subscription: &str, ack_ids: &[String]) -> PortResult<()> {
+        let ids = parse_ids(ack_ids)?;
+        let name = subscription.to_string();
+        self.run(move |inner| {
+            let sub = sub_mut(inner, &name)?;
+            let mut settled = Vec::with_capacity(ids.len());
+            for id in ids {
+                if sub.pending.remove(&id).is_some() {
+                    settled.push(id);
+                }
+            }
+            let tx = inner.conn.transaction().map_err(unavailable)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")
+                    .map_err(unavailable)?;
+                for id in &settled {
+                    stmt.execute(params![name, id]).map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            inner.advance_cursor(&name)
+        })
+        .await
+    }
+
+    async fn nack(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+        delay: Duration,
+    ) -> PortResult<()> {
+        let ids = parse_ids(ack_ids)?;
+        let name = subscription.to_string();
+        self.run(move |inner| {
+            let sub = sub_mut(inner, &name)?;
+            let visible_at = Instant::now() + delay;
+            let mut attempts = Vec::new();
+            for id in ids {
+                if let Some(p) = sub.pending.get_mut(&id) {
+                    p.leased_until = None;
+                    p.visible_at = visible_at;
+                    attempts.push((id, p.attempt));
+                }
+            }
+            let tx = inner.conn.transaction().map_err(unavailable)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO nacks (sub, id, attempt) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(unavailable)?;
+                for (id, attempt) in attempts {
+                    stmt.execute(params![name, id, attempt])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn extend(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> PortResult<()> {
+        let ids = parse_ids(ack_ids)?;
+        let name = subscription.to_string();
+        self.run(move |inner| {
+            let sub = sub_mut(inner, &name)?;
+            let until = Instant::now() + deadline;
+            for id in ids {
+                if let Some(p) = sub.pending.get_mut(&id)
+                    && p.leased_until.is_some()
+                {
+                    p.leased_until = Some(until);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_message(&self, topic: &str) -> PortResult<Option<Message>> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            let row = inner
+                .conn
+                .query_row(
+                    "SELECT ordering_key, attributes, data FROM messages
+                     WHERE topic = ?1 ORDER BY id DESC LIMIT 1",
+                    [&topic],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(ordering_key, attributes, data)| {
+                Ok(Message {
+                    data,
+                    ordering_key,
+                    attributes: serde_json::from_str(&attributes).map_err(|e| {
+                        PortError::Corrupt {
+                            backend: BACKEND,
+                            message: format!("attributes of the last message on {topic}: {e}"),
+                        }
+                    })?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+use super::*;
+
+fn msg(key: &str, n: u32) -> Message {
+    Message {
+        data: format!("{key}:{n}").into_bytes(),
+        ordering_key: key.into(),
+        attributes: BTreeMap::from([("n".to_string(), n.to_string())]),
+    }
+}
+
+fn spec(name: &str, topic: &str) -> SubscriptionSpec {
+    SubscriptionSpec {
+        name: name.into(),
+        topic: topic.into(),
+        attribute_filter: BTreeMap::new(),
+        ack_deadline: Duration::from_secs(30),
+        dead_letter_topic: format!("{name}-dead"),
+    }
+}
+
+fn body(d: &Delivery) -> String {
+    String::from_utf8(d.message.data.clone()).unwrap()
+}
+
+async fn setup(dir: &Path) -> EmbeddedLedger {
+    let l = EmbeddedLedger::open(dir, EmbeddedOptions::default()).unwrap();
+    l.ensure_topic("t").await.unwrap();
+    l.ensure_subscription(&spec("s", "t")).await.unwrap();
+    l
+}
+
+fn ids(ds: &[Delivery]) -> Vec<String> {
+    ds.iter().map(|d| d.ack_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn publish_pull_ack_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.publish("t", (0..5).map(|n| msg(&format!("k{n}"), n)).collect())
+        .await
+        .unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        vec!["k0:0", "k1:1", "k2:2", "k3:3", "k4:4"]
+    );
+    assert!(got.iter().all(|d| d.attempt == 1));
+    l.ack("s", &ids(&got)).await.unwrap();
+    assert!(
+        l.pull("s", 10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Publishing to a topic that does not exist is an error, not a silent drop.
+    let err = l.publish("nope", vec![msg("k", 1)]).await.unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn a_nacked_message_holds_back_its_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.publish(
+        "t",
+        vec![msg("a", 1), msg("b", 1), msg("a", 2), msg("b", 2)],
+    )
+    .await
+    .unwrap();
+    let first = l.pull("s", 1, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(body(&first[0]), "a:1");
+    l.nack("s", &ids(&first), Duration::from_millis(300))
+        .await
+        .unwrap();
+    // a:2 must wait for a:1; b flows.
+    let next = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        next.iter().map(body).collect::<Vec<_>>(),
+        vec!["b:1", "b:2"]
+    );
+    l.ack("s", &ids(&next)).await.unwrap();
+    let retried = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        retried.iter().map(body).collect::<Vec<_>>(),
+        vec!["a:1", "a:2"]
+    );
+    assert_eq!(retried[0].attempt, 2);
+    assert_eq!(retried[1].attempt, 1);
+}
+
+#[tokio::test]
+async fn leases_expire_and_can_be_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    l.ensure_topic("t").await.unwrap();
+    let mut s = spec("s", "t");
+    s.ack_deadline = Duration::from_millis(200);
+    l.ensure_subscription(&s).await.unwrap();
+    l.publish("t", vec![msg("a", 1), msg("b", 1)])
+        .await
+        .unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.len(), 2);
+    l.extend("s", &[got[1].ack_id.clone()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Only the unextended lease expires and comes back, with its attempt counted.
+    let again = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), vec!["a:1"]);
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[tokio::test]
+async fn attribute_filters_skip_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    l.ensure_topic("t").await.unwrap();
+    let mut s = spec("s", "t");
+    s.attribute_filter = BTreeMap::from([("n".to_string(), "2".to_string())]);
+    l.ensure_subscription(&s).await.unwrap();
+    l.publish("t", (1..=3).map(|n| msg("k", n)).collect())
+        .await
+        .unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec!["k:2"]);
+}
+
+#[tokio::test]
+async fn a_restart_redelivers_exactly_the_unacked_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = setup(dir.path()).await;
+        l.publish("t", (1..=6).map(|n| msg(&format!("k{n}"), n)).collect())
+            .await
+            .unwrap();
+        let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+        // Ack 1, 2, 4 and 6; nack 3; leave 5 leased.
+        l.ack(
+            "s",
+            &[
+                got[0].ack_id.clone(),
+                got[1].ack_id.clone(),
+                got[3].ack_id.clone(),
+                got[5].ack_id.clone(),
+            ],
+        )
+        .await
+        .unwrap();
+        l.nack("s", &[got[2].ack_id.clone()], Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        vec!["k3:3", "k5:5"]
+    );
+    assert_eq!(got[0].attempt, 2, "the nack's attempt count survived");
+    assert_eq!(got[1].attempt, 1);
+}
+
+#[tokio::test]
+async fn new_subscriptions_start_at_the_end_and_last_message_is_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    assert_eq!(l.last_message("t").await.unwrap(), None);
+    l.publish("t", vec![msg("a", 1), msg("a", 2)])
+        .await
+        .unwrap();
+    assert_eq!(l.last_message("t").await.unwrap(), Some(msg("a", 2)));
+    l.ensure_subscription(&spec("late", "t")).await.unwrap();
+    l.ensure_subscription(&spec("late", "t")).await.unwrap();
+    assert!(
+        l.pull("late", 10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    l.publish("t", vec![msg("a", 3)]).await.unwrap();
+    let got = l
+        .pull("late", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec!["a:3"]);
+}
+
+#[tokio::test]
+async fn retention_drops_old_messages_but_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = EmbeddedLedger::open(
+        dir.path(),
+        EmbeddedOptions {
+            retention: Duration::from_millis(1),
+        },
+    )
+    .unwrap();
+    l.ensure_topic("t").await.unwrap();
+    l.publish("t", vec![msg("a", 1), msg("a", 2)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let mut inner = l.inner.lock().unwrap();
+        inner.last_cleanup = Instant::now() - Duration::from_secs(120);
+        inner.cleanup();
+        let n: i64 = inner
+            .conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    assert_eq!(l.last_message("t").await.unwrap(), Some(msg("a", 2)));
+}
+
+#[tokio::test]
+async fn pull_waits_for_a_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Arc::new(setup(dir.path()).await);
+    let waiter = {
+        let l = l.clone();
+        tokio::spawn(async move { l.pull("s", 10, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    l.publish("t", vec![msg("a", 1)]).await.unwrap();
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1);
+}
+
+/// The child side of the crash test: publishes numbered messages and reports each
+/// confirmed publish on stdout until it is killed.
+#[tokio::test]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("LEDGERHOST_CRASH_DIR") else {
+        return; // only meaningful when started by `publishes_survive_sigkill`
+    };
+    let start: u32 = std::env::var("LEDGERHOST_CRASH_START")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let l = EmbeddedLedger::open(Path::new(&dir), EmbeddedOptions::default()).unwrap();
+    l.ensure_topic("t").await.unwrap();
+    let mut n = start;
+    loop {
+        let batch: Vec<Message> = (n..n + 50)
+            .map(|i| msg(&format!("k{}", i % 7), i))
+            .collect();
+        l.publish("t", batch).await.unwrap();
+        n += 50;
+        println!("confirmed {n}");
+    }
+}
+
+#[test]
+fn publishes_survive_sigkill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut confirmed = 0u32;
+    let mut rng = 0x9E37_79B9u64;
+    for round in 0..5 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "embedded::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("LEDGERHOST_CRASH_DIR", dir.path())
+            .env("LEDGERHOST_CRASH_START", confirmed.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let stop_after = 5 + (rng % 40) as u32;
+        let mut seen = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(n) = line.strip_prefix("confirmed ") {
+                confirmed = n.parse().unwrap();
+                seen += 1;
+                if seen >= stop_after {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Everything confirmed is there, in order, possibly followed by one unconfirmed batch.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stored: Vec<u32> = rt.block_on(async {
+            let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+            let inner = l.inner.lock().unwrap();
+            let mut stmt = inner
+                .conn
+                .prepare("SELECT attributes FROM messages WHERE topic = 't' ORDER BY id")
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|a| {
+                    let a: BTreeMap<String, String> = serde_json::from_str(&a.unwrap()).unwrap();
+                    a["n"].parse().unwrap()
+                })
+                .collect()
+        });
+        assert!(
+            stored.len() as u32 >= confirmed,
+            "round {round}: confirmed {confirmed}, stored {}",
+            stored.len()
+        );
+        assert_eq!(
+            stored[..confirmed as usize],
+            (0..confirmed).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        confirmed = stored.len() as u32;
+    }
+    assert!(confirmed > 0);
+}

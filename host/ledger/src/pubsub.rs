@@ -1,0 +1,843 @@
+//! Cloud Pub/Sub as the ledger (production), through the official `google-cloud-pubsub`
+//! client.
+//!
+//! - One topic per table, published with the ordering key and attributes as given;
+//!   [`Ledger::publish`] returns once every message has a server message id.
+//! - Subscriptions have message ordering on, the attribute filter as a Pub/Sub filter, a
+//!   retry policy with backoff, and a dead-letter policy to the spec's dead-letter topic
+//!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
+//!   The dispatcher dead-letters by itself after its own, smaller, attempt budget; the
+//!   server-side policy is a safety net.
+//! - The client crate offers streaming pull only (no unary Pull, Acknowledge or
+//!   ModifyAckDeadline by id). Each subscription therefore runs one background stream into
+//!   an internal buffer, and the trait's calls act on that buffer:
+//!   - `pull` hands out at most one outstanding delivery per ordering key (the trait's
+//!     per-key rule) and gives each a local lease of the spec's ack deadline; the crate keeps
+//!     the server lease extended meanwhile.
+//!   - `ack` acks; `nack(delay)` holds the message and nacks it when the delay is over;
+//!     an expired local lease nacks at once. A nack also returns the key's later buffered
+//!     messages, so Pub/Sub redelivers the key from that message on, in order.
+//!   - `extend` moves the local lease.
+//!   - `attempt` is the larger of Pub/Sub's `delivery_attempt` and the deliveries of the
+//!     message id this process has seen (the emulator may leave `delivery_attempt` empty).
+//! - The attribute filter is also checked client-side (non-matching messages are acked
+//!   unseen), because the emulator ignores subscription filters.
+//! - Pub/Sub cannot read back the newest message of a topic, so [`Ledger::last_message`]
+//!   returns `Ok(None)`: watermark recovery on Pub/Sub falls back to the archive or to the
+//!   configured start time.
+//! - A topic or subscription found missing (NOT_FOUND; e.g. a restarted emulator, which keeps
+//!   state in memory) is recreated from what this process ensured before, and the publish
+//!   or stream is retried.
+//!
+//! Names: topic and subscription ids that Pub/Sub would refuse (shorter than 3 characters,
+//! not starting with a letter, other characters than `[A-Za-z0-9-_.~+%]`) are mapped to
+//! `lh-` followed by the name with those characters percent-encoded; see [`resource_id`].
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_pubsub::client::{
+    BasePublisher, Publisher, Subscriber, SubscriptionAdmin, TopicAdmin,
+};
+use google_cloud_pubsub::error::PublishError;
+use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
+use google_cloud_pubsub::subscriber::handler::Handler;
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::{PortError, PortResult};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+const BACKEND: &str = "pubsub";
+/// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
+/// budget normally dead-letters first, with a reason.
+pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
+/// Messages the stream of one subscription may hold unacked (crate flow control).
+const MAX_OUTSTANDING: i64 = 1000;
+
+/// Where Pub/Sub is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PubSubConfig {
+    /// Google Cloud project id.
+    pub project: String,
+    /// Endpoint override, e.g. `http://127.0.0.1:8085`. A plaintext `http://` endpoint uses
+    /// anonymous credentials (the emulator). When `None`, `PUBSUB_EMULATOR_HOST` is honoured,
+    /// else Google's endpoint with application default credentials.
+    pub endpoint: Option<String>,
+    /// How long `publish` keeps retrying while Pub/Sub is unreachable or a topic is being
+    /// recreated, before it reports the error.
+    pub publish_retry_for: Duration,
+}
+
+impl PubSubConfig {
+    /// A config for `project` with the endpoint from `PUBSUB_EMULATOR_HOST` when set.
+    pub fn new(project: impl Into<String>) -> Self {
+        PubSubConfig {
+            project: project.into(),
+            endpoint: None,
+            publish_retry_for: Duration::from_secs(60),
+        }
+    }
+
+    /// The endpoint to use: the explicit one, else `http://$PUBSUB_EMULATOR_HOST`, else none.
+    pub fn resolved_endpoint(&self) -> Option<String> {
+        self.endpoint.clone().or_else(|| {
+            std::env::var("PUBSUB_EMULATOR_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    if h.starts_with("http://") || h.starts_with("https://") {
+                        h
+                    } else {
+                        format!("http://{h}")
+                    }
+                })
+        })
+    }
+}
+
+/// The Pub/Sub id used for a ledger topic or subscription name.
+pub fn resource_id(name: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
+    let valid = name.len() >= 3
+        && name.len() <= 255
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !name.starts_with("goog")
+        && name.chars().all(allowed);
+    if valid {
+        return name.to_string();
+    }
+    let mut out = String::from("lh-");
+    for c in name.chars() {
+        if allowed(c) && c != '%' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The Pub/Sub filter for an attribute-equality filter (`attributes.k = "v" AND ...`).
+pub fn attribute_filter(filter: &BTreeMap<String, String>) -> PortResult<String> {
+    let mut parts = Vec::new();
+    for (k, v) in filter {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(format!(
+                "attribute filter key `{k}` cannot be expressed as a Pub/Sub filter \
+                 (use letters, digits and `_`)"
+            )));
+        }
+        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+        parts.push(format!("attributes.{k} = \"{escaped}\""));
+    }
+    Ok(parts.join(" AND "))
+}
+
+fn invalid(message: impl Into<String>) -> PortError {
+    PortError::Invalid {
+        backend: BACKEND,
+        message: message.into(),
+    }
+}
+
+fn unavailable(message: impl Into<String>) -> PortError {
+    PortError::Unavailable {
+        backend: BACKEND,
+        message: message.into(),
+    }
+}
+
+fn code_of(e: &google_cloud_pubsub::Error) -> Option<Code> {
+    e.status()
+        .map(|s| s.code)
+        .or_else(|| match e.http_status_code() {
+            Some(404) => Some(Code::NotFound),
+            Some(409) => Some(Code::AlreadyExists),
+            Some(400) => Some(Code::InvalidArgument),
+            _ => None,
+        })
+}
+
+fn map_err(context: &str, e: &google_cloud_pubsub::Error) -> PortError {
+    match code_of(e) {
+        Some(Code::NotFound) => PortError::NotFound {
+            backend: BACKEND,
+            what: format!("{context}: {e}"),
+        },
+        Some(Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied) => {
+            invalid(format!("{context}: {e}"))
+        }
+        _ => unavailable(format!("{context}: {e}")),
+    }
+}
+
+fn std_to_wkt(d: Duration) -> google_cloud_wkt::Duration {
+    google_cloud_wkt::Duration::clamp(d.as_secs() as i64, d.subsec_nanos() as i32)
+}
+
+/// A received message waiting in the buffer.
+struct Pending {
+    message: Message,
+    message_id: String,
+    handler: Handler,
+    attempt: u32,
+}
+
+/// A delivery handed out by `pull`, leased locally until `deadline`.
+struct Outstanding {
+    key: String,
+    message_id: String,
+    handler: Handler,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Buffer {
+    pending: VecDeque<Pending>,
+    outstanding: HashMap<String, Outstanding>,
+    /// Ordering keys with an outstanding delivery or a delayed nack.
+    busy: HashSet<String>,
+    /// Deliveries seen per message id (removed on ack).
+    seen: HashMap<String, u32>,
+    /// Last stream error, reported by the next `pull` that finds nothing.
+    error: Option<String>,
+}
+
+impl Buffer {
+    /// Returns every buffered message of `key` to Pub/Sub so it redelivers the key in order.
+    fn return_key(&mut self, key: &str) {
+        if key.is_empty() {
+            return;
+        }
+        let mut keep = VecDeque::with_capacity(self.pending.len());
+        for p in self.pending.drain(..) {
+            if p.message.ordering_key == key {
+                p.handler.nack();
+            } else {
+                keep.push_back(p);
+            }
+        }
+        self.pending = keep;
+    }
+}
+
+struct SubState {
+    /// Pub/Sub subscription path.
+    path: String,
+    spec: SubscriptionSpec,
+    buffer: Mutex<Buffer>,
+    notify: Notify,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl SubState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Nacks deliveries whose local lease expired.
+    fn expire(&self) {
+        let now = Instant::now();
+        let mut b = self.lock();
+        let expired: Vec<String> = b
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(o) = b.outstanding.remove(&id) {
+                debug!(subscription = %self.spec.name, ack_id = %id, "lease expired; redelivering");
+                o.handler.nack();
+                b.busy.remove(&o.key);
+                b.return_key(&o.key);
+            }
+        }
+    }
+}
+
+struct Inner {
+    config: PubSubConfig,
+    topic_admin: TopicAdmin,
+    sub_admin: SubscriptionAdmin,
+    base_publisher: BasePublisher,
+    subscriber: Subscriber,
+    publishers: Mutex<HashMap<String, Publisher>>,
+    subs: Mutex<HashMap<String, Arc<SubState>>>,
+    readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Cloud Pub/Sub as a [`Ledger`].
+pub struct PubSubLedger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PubSubLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubLedger")
+            .field("project", &self.inner.config.project)
+            .field("endpoint", &self.inner.config.resolved_endpoint())
+            .finish()
+    }
+}
+
+impl Drop for PubSubLedger {
+    fn drop(&mut self) {
+        for h in self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+}
+
+macro_rules! configure {
+    ($builder:expr, $endpoint:expr) => {{
+        let mut b = $builder;
+        if let Some(ep) = $endpoint {
+            if ep.starts_with("http://") {
+                b = b.with_credentials(
+                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                );
+            }
+            b = b.with_endpoint(ep.clone());
+        }
+        b
+    }};
+}
+
+impl PubSubLedger {
+    /// Builds the clients (nothing is created on the server yet).
+    pub async fn connect(config: PubSubConfig) -> PortResult<Self> {
+        let endpoint = config.resolved_endpoint();
+        let ctx = |what: &str, e: &dyn std::fmt::Display| {
+            unavailable(format!(
+                "cannot build the Pub/Sub {what} client (endpoint {}): {e}",
+                endpoint.as_deref().unwrap_or("default")
+            ))
+        };
+        let topic_admin = configure!(TopicAdmin::builder(), &endpoint)
+            .build()
+            .await
+            .map_err(|e| ctx("topic admin", &e))?;
+        let sub_admin = configure!(SubscriptionAdmin::builder(), &endpoint)
+            .build()
+            .await
+            .map_err(|e| ctx("subscription admin", &e))?;
+        let base_publisher = configure!(BasePublisher::builder(), &endpoint)
+            .build()
+            .await
+            .map_err(|e| ctx("publisher", &e))?;
+        let subscriber = configure!(Subscriber::builder(), &endpoint)
+            .build()
+            .await
+            .map_err(|e| ctx("subscriber", &e))?;
+        info!(project = %config.project, endpoint = ?endpoint, "pubsub ledger connected");
+        Ok(PubSubLedger {
+            inner: Arc::new(Inner {
+                config,
+                topic_admin,
+                sub_admin,
+                base_publisher,
+                subscriber,
+                publishers: Mutex::default(),
+                subs: Mutex::default(),
+                readers: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The Pub/Sub topic path of a ledger topic.
+    pub fn topic_path(&self, topic: &str) -> String {
+        self.inner.topic_path(topic)
+    }
+
+    /// The Pub/Sub subscription path of a ledger subscription.
+    pub fn subscription_path(&self, subscription: &str) -> String {
+        self.inner.subscription_path(subscription)
+    }
+}
+
+impl Inner {
+    fn topic_path(&self, topic: &str) -> String {
+        format!(
+            "projects/{}/topics/{}",
+            self.config.project,
+            resource_id(topic)
+        )
+    }
+
+    fn subscription_path(&self, sub: &str) -> String {
+        format!(
+            "projects/{}/subscriptions/{}",
+            self.config.project,
+            resource_id(sub)
+        )
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
+        let path = self.topic_path(topic);
+        match self
+            .topic_admin
+            .create_topic()
+            .with_request(Topic::new().set_name(path.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                info!(topic = %path, "created pubsub topic");
+                Ok(())
+            }
+            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(()),
+            Err(e) => Err(map_err(&format!("creating topic {path}"), &e)),
+        }
+    }
+
+    async fn create_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
+        self.ensure_topic(&spec.topic).await?;
+        self.ensure_topic(&spec.dead_letter_topic).await?;
+        let path = self.subscription_path(&spec.name);
+        let ack_secs = spec.ack_deadline.as_secs().clamp(10, 600) as i32;
+        let sub = Subscription::new()
+            .set_name(path.clone())
+            .set_topic(self.topic_path(&spec.topic))
+            .set_ack_deadline_seconds(ack_secs)
+            .set_enable_message_ordering(true)
+            .set_filter(attribute_filter(&spec.attribute_filter)?)
+            .set_dead_letter_policy(
+                DeadLetterPolicy::new()
+                    .set_dead_letter_topic(self.topic_path(&spec.dead_letter_topic))
+                    .set_max_delivery_attempts(MAX_DELIVERY_ATTEMPTS),
+            )
+            .set_retry_policy(
+                RetryPolicy::new()
+                    .set_minimum_backoff(std_to_wkt(Duration::from_secs(1)))
+                    .set_maximum_backoff(std_to_wkt(Duration::from_secs(60))),
+            );
+        match self
+            .sub_admin
+            .create_subscription()
+            .with_request(sub)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                info!(subscription = %path, topic = %spec.topic, "created pubsub subscription");
+                Ok(())
+            }
+            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(()),
+            Err(e) => Err(map_err(&format!("creating subscription {path}"), &e)),
+        }
+    }
+
+    fn publisher(&self, topic: &str) -> Publisher {
+        let mut map = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(topic.to_string())
+            .or_insert_with(|| {
+                self.base_publisher
+                    .publisher(self.topic_path(topic))
+                    // One poll's batch goes out as soon as it is handed over.
+                    .set_delay_threshold(Duration::from_millis(1))
+                    .build()
+            })
+            .clone()
+    }
+
+    /// Recreates a topic and the subscriptions this process ensured on it.
+    async fn recreate_topic(&self, topic: &str) -> PortResult<()> {
+        self.ensure_topic(topic).await?;
+        let specs: Vec<SubscriptionSpec> = self
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.spec.topic == topic)
+            .map(|s| s.spec.clone())
+            .collect();
+        for spec in specs {
+            self.create_subscription(&spec).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one subscription's stream into its buffer, forever (restarting on errors).
+async fn read_stream(inner: Arc<Inner>, state: Arc<SubState>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut stream = inner
+            .subscriber
+            .subscribe(state.path.clone())
+            .set_max_lease(Duration::from_secs(3600))
+            .set_max_lease_extension(state.spec.ack_deadline)
+            .set_max_outstanding_messages(MAX_OUTSTANDING)
+            .build();
+        loop {
+            match stream.next().await {
+                Some(Ok((m, handler))) => {
+                    backoff = Duration::from_millis(100);
+                    // Pub/Sub applies the filter server-side; the emulator does not, so
+                    // check it here too (a non-matching message is settled, as the server
+                    // would have done).
+                    let matches = state
+                        .spec
+                        .attribute_filter
+                        .iter()
+                        .all(|(k, v)| m.attributes.get(k) == Some(v));
+                    if !matches {
+                        handler.ack();
+                        continue;
+                    }
+                    let mut b = state.lock();
+                    b.error = None;
+                    let seen = b.seen.entry(m.message_id.clone()).or_insert(0);
+                    *seen += 1;
+                    let server = handler.delivery_attempt().unwrap_or(1).max(1) as u32;
+                    let attempt = server.max(*seen);
+                    b.pending.push_back(Pending {
+                        message: Message {
+                            data: m.data.to_vec(),
+                            ordering_key: m.ordering_key.clone(),
+                            attributes: m.attributes.into_iter().collect(),
+                        },
+                        message_id: m.message_id,
+                        handler,
+                        attempt,
+                    });
+                    drop(b);
+                    state.notify.notify_waiters();
+                }
+                Some(Err(e)) => {
+                    let missing = code_of(&e) == Some(Code::NotFound);
+                    warn!(subscription = %state.spec.name, error = %e, missing, "pubsub stream failed; restarting");
+                    state.lock().error = Some(format!("streaming pull on {}: {e}", state.path));
+                    state.notify.notify_waiters();
+                    if missing && let Err(e) = inner.create_subscription(&state.spec).await {
+                        warn!(subscription = %state.spec.name, error = %e, "cannot recreate the subscription");
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[async_trait]
+impl Ledger for PubSubLedger {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
+        self.inner.ensure_topic(topic).await
+    }
+
+    async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
+        self.inner.create_subscription(spec).await?;
+        let mut subs = self.inner.subs.lock().unwrap_or_else(|e| e.into_inner());
+        if !subs.contains_key(&spec.name) {
+            let state = Arc::new(SubState {
+                path: self.inner.subscription_path(&spec.name),
+                spec: spec.clone(),
+                buffer: Mutex::default(),
+                notify: Notify::new(),
+                next_id: Default::default(),
+            });
+            subs.insert(spec.name.clone(), state.clone());
+            let handle = tokio::spawn(read_stream(self.inner.clone(), state));
+            self.inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let publisher = self.inner.publisher(topic);
+        let deadline = Instant::now() + self.inner.config.publish_retry_for;
+        let mut todo: Vec<Message> = messages;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let futures: Vec<_> = todo
+                .iter()
+                .map(|m| {
+                    let msg = google_cloud_pubsub::model::Message::new()
+                        .set_data(bytes::Bytes::from(m.data.clone()))
+                        .set_ordering_key(m.ordering_key.clone())
+                        .set_attributes(m.attributes.clone());
+                    publisher.publish(msg)
+                })
+                .collect();
+            let mut failed_keys: HashSet<String> = HashSet::new();
+            let mut retry = Vec::new();
+            let mut last_error: Option<PublishError> = None;
+            for (m, fut) in todo.into_iter().zip(futures) {
+                match fut.await {
+                    Ok(_id)
+                        if !failed_keys.contains(&m.ordering_key) || m.ordering_key.is_empty() => {}
+                    // A later message of a key whose earlier message failed was published
+                    // out of order only if the crate let it through; resend it after the
+                    // earlier one to keep the key's order.
+                    Ok(_id) => retry.push(m),
+                    Err(e) => {
+                        if !m.ordering_key.is_empty() {
+                            failed_keys.insert(m.ordering_key.clone());
+                        }
+                        last_error = Some(e);
+                        retry.push(m);
+                    }
+                }
+            }
+            let Some(err) = last_error else {
+                debug!(topic, "published");
+                return Ok(());
+            };
+            for key in &failed_keys {
+                publisher.resume_publish(key.clone());
+            }
+            let missing = match &err {
+                PublishError::Rpc(e) => code_of(e) == Some(Code::NotFound),
+                _ => false,
+            };
+            let permanent = match &err {
+                PublishError::Rpc(e) => matches!(
+                    code_of(e),
+                    Some(Code::InvalidArgument | Code::PermissionDenied)
+                ),
+                _ => false,
+            };
+            if permanent || Instant::now() >= deadline {
+                return Err(if permanent {
+                    invalid(format!("publishing to {}: {err}", self.topic_path(topic)))
+                } else {
+                    unavailable(format!(
+                        "publishing {} messages to {} failed for {:?}: {err}",
+                        retry.len(),
+                        self.topic_path(topic),
+                        self.inner.config.publish_retry_for
+                    ))
+                });
+            }
+            warn!(topic, failed = retry.len(), missing, error = %err, "publish failed; retrying");
+            if missing && let Err(e) = self.inner.recreate_topic(topic).await {
+                warn!(topic, error = %e, "cannot recreate the topic yet");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            todo = retry;
+        }
+    }
+
+    async fn pull(
+        &self,
+        subscription: &str,
+        max: usize,
+        wait: Duration,
+    ) -> PortResult<Vec<Delivery>> {
+        let state = self.state(subscription)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            state.expire();
+            let notified = state.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut out = Vec::new();
+            {
+                let mut b = state.lock();
+                let lease = Instant::now() + state.spec.ack_deadline;
+                let mut i = 0;
+                while i < b.pending.len() && out.len() < max {
+                    let key = b.pending[i].message.ordering_key.clone();
+                    if !key.is_empty() && b.busy.contains(&key) {
+                        i += 1;
+                        continue;
+                    }
+                    let Some(p) = b.pending.remove(i) else { break };
+                    let n = state
+                        .next_id
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let ack_id = format!("{}#{n}", state.spec.name);
+                    if !key.is_empty() {
+                        b.busy.insert(key.clone());
+                    }
+                    out.push(Delivery {
+                        ack_id: ack_id.clone(),
+                        message: p.message,
+                        attempt: p.attempt,
+                    });
+                    b.outstanding.insert(
+                        ack_id,
+                        Outstanding {
+                            key,
+                            message_id: p.message_id,
+                            handler: p.handler,
+                            deadline: lease,
+                        },
+                    );
+                }
+                if out.is_empty()
+                    && Instant::now() >= deadline
+                    && let Some(e) = b.error.take()
+                {
+                    return Err(unavailable(e));
+                }
+            }
+            if !out.is_empty() || Instant::now() >= deadline {
+                return Ok(out);
+            }
+            // Wake for new messages, and soon enough to expire leases.
+            let nap = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn ack(&self, subscription: &str, ack_ids: &[String]) -> PortResult<()> {
+        let state = self.state(subscription)?;
+        let mut b = state.lock();
+        for id in ack_ids {
+            match b.outstanding.remove(id) {
+                Some(o) => {
+                    o.handler.ack();
+                    b.busy.remove(&o.key);
+                    b.seen.remove(&o.message_id);
+                }
+                None => debug!(subscription, ack_id = %id, "ack of an unknown or expired delivery"),
+            }
+        }
+        drop(b);
+        state.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn nack(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+        delay: Duration,
+    ) -> PortResult<()> {
+        let state = self.state(subscription)?;
+        let mut held = Vec::new();
+        {
+            let mut b = state.lock();
+            for id in ack_ids {
+                let Some(o) = b.outstanding.remove(id) else {
+                    debug!(subscription, ack_id = %id, "nack of an unknown or expired delivery");
+                    continue;
+                };
+                if delay.is_zero() {
+                    o.handler.nack();
+                    b.busy.remove(&o.key);
+                    b.return_key(&o.key);
+                } else {
+                    // The key stays busy; the crate keeps the lease alive until the nack.
+                    held.push(o);
+                }
+            }
+        }
+        if !held.is_empty() {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut b = state.lock();
+                for o in held {
+                    o.handler.nack();
+                    b.busy.remove(&o.key);
+                    b.return_key(&o.key);
+                }
+                drop(b);
+                state.notify.notify_waiters();
+            });
+        }
+        state.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn extend(
+        &self,
+        subscription: &str,
+        ack_ids: &[String],
+        deadline: Duration,
+    ) -> PortResult<()> {
+        let state = self.state(subscription)?;
+        let until = Instant::now() + deadline;
+        let mut b = state.lock();
+        for id in ack_ids {
+            if let Some(o) = b.outstanding.get_mut(id) {
+                o.deadline = until;
+            }
+        }
+        Ok(())
+    }
+
+    async fn last_message(&self, topic: &str) -> PortResult<Option<Message>> {
+        debug!(
+            topic,
+            "pubsub cannot read a topic's newest message; watermark recovery falls back"
+        );
+        Ok(None)
+    }
+}
+
+impl PubSubLedger {
+    fn state(&self, subscription: &str) -> PortResult<Arc<SubState>> {
+        self.inner
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(subscription)
+            .cloned()
+            .ok_or_else(|| PortError::NotFound {
+                backend: BACKEND,
+                what: format!(
+                    "subscription `{subscription}` (call ensure_subscription first in this process)"
+                ),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_are_valid_and_distinct() {
+        assert_eq!(resource_id("orders"), "orders");
+        assert_eq!(resource_id("t"), "lh-t");
+        assert_eq!(resource_id("a b/c"), "lh-a%20b%2Fc");
+        assert_eq!(resource_id("9lives"), "lh-9lives");
+        assert_ne!(resource_id("a%b"), resource_id("a%25b"));
+    }
+
+    #[test]
+    fn filters_are_quoted() {
+        let mut f = BTreeMap::new();
+        f.insert("table".to_string(), "or\"ders".to_string());
+        f.insert("client".to_string(), "7".to_string());
+        assert_eq!(
+            attribute_filter(&f).unwrap(),
+            "attributes.client = \"7\" AND attributes.table = \"or\\\"ders\""
+        );
+        f.insert("bad key".into(), "x".into());
+        assert!(attribute_filter(&f).is_err());
+    }
+}

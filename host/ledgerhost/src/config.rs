@@ -1,0 +1,527 @@
+//! The host configuration: one TOML file, every setting with a default, unknown keys rejected.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used. Always names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// The whole configuration. See `docs/config.md` for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub host: HostConfig,
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// Tables to capture. Each gets a topic `<ledger.topic-prefix><name>`.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub blobstore: BlobStoreConfig,
+    #[serde(default)]
+    pub keyvalue: KeyValueConfig,
+    #[serde(default)]
+    pub warehouse: WarehouseConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Per-plugin `wasi:config` values overriding the manifest's `[config]`.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginOverrides>,
+}
+
+/// Where the host keeps its own state and finds plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostConfig {
+    /// Local state: watermarks, embedded ledger, compile cache. Relative to the config file.
+    pub data_dir: PathBuf,
+    /// Watched directory of `<name>.wasm` + `<name>.toml` plugins. Relative to the config file.
+    pub plugin_dir: PathBuf,
+    /// Identity of this replica for poller leases; defaults to `<hostname>-<pid>`.
+    pub replica_id: Option<String>,
+    /// How long a poller lease lasts without renewal before another replica takes over.
+    pub lease_ttl_ms: u64,
+    /// Time SIGTERM / Ctrl-C waits for in-flight batches before exiting.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            data_dir: PathBuf::from(".ledgerhost"),
+            plugin_dir: PathBuf::from("plugins"),
+            replica_id: None,
+            lease_ttl_ms: 5000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The source of truth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// An SQLite file the application writes to.
+    Sqlite {
+        /// Relative to the config file.
+        path: PathBuf,
+    },
+    /// Cloud Spanner (honours `SPANNER_EMULATOR_HOST`).
+    Spanner {
+        project: String,
+        instance: String,
+        database: String,
+    },
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Sqlite {
+            path: PathBuf::from(".ledgerhost/source.db"),
+        }
+    }
+}
+
+/// Where the poller starts on a table it has no watermark for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Scan every existing row (the bootstrap).
+    Beginning,
+    /// Only rows committed from now on.
+    Now,
+    /// Rows committed after this instant (microseconds since the epoch).
+    At(i64),
+}
+
+/// One captured table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableConfig {
+    pub name: String,
+    /// Commit-timestamp column (default `commit_ts`).
+    #[serde(default)]
+    pub commit_ts_column: Option<String>,
+    /// Soft-delete column: rows where it is true are published as tombstones.
+    #[serde(default)]
+    pub deleted_column: Option<String>,
+    /// Poll interval (default 200 ms).
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Rows per keyset page (default 5000).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// `beginning` (default), `now`, or microseconds since the epoch: used only when neither a
+    /// local watermark nor the ledger can tell where to resume.
+    #[serde(default = "default_start")]
+    pub start: String,
+}
+
+fn default_interval_ms() -> u64 {
+    200
+}
+fn default_page_size() -> usize {
+    5000
+}
+fn default_start() -> String {
+    "beginning".into()
+}
+
+impl TableConfig {
+    /// The parsed `start` setting.
+    pub fn start_from(&self) -> Result<StartFrom, String> {
+        match self.start.as_str() {
+            "beginning" => Ok(StartFrom::Beginning),
+            "now" => Ok(StartFrom::Now),
+            other => other.parse::<i64>().map(StartFrom::At).map_err(|_| {
+                format!(
+                    "must be `beginning`, `now` or microseconds since the Unix epoch, not `{other}`"
+                )
+            }),
+        }
+    }
+
+    /// The poll interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// The ledger backend and its topic settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LedgerConfig {
+    /// `embedded` (a durable log under `host.data-dir`) or `pubsub`.
+    #[serde(default)]
+    pub kind: LedgerKind,
+    /// Embedded: how long messages are kept.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// Pub/Sub: the Google Cloud project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Pub/Sub: endpoint override (else `PUBSUB_EMULATOR_HOST`, else Google's).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Prefix of the per-table topic names.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Lease on a delivery before it is redelivered (extended while a batch runs).
+    #[serde(default = "default_ack_deadline_ms")]
+    pub ack_deadline_ms: u64,
+}
+
+/// Which ledger backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerKind {
+    #[default]
+    Embedded,
+    Pubsub,
+}
+
+fn default_topic_prefix() -> String {
+    "ledger-".into()
+}
+fn default_ack_deadline_ms() -> u64 {
+    30_000
+}
+fn default_retention_hours() -> u64 {
+    168
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            kind: LedgerKind::default(),
+            retention_hours: default_retention_hours(),
+            project: None,
+            endpoint: None,
+            topic_prefix: default_topic_prefix(),
+            ack_deadline_ms: default_ack_deadline_ms(),
+        }
+    }
+}
+
+/// Object storage behind the `blobstore` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BlobStoreConfig {
+    /// A directory (default `<data-dir>/blobs`).
+    Local {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    /// Cloud Storage (honours `STORAGE_EMULATOR_HOST`).
+    Gcs {
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        project: Option<String>,
+    },
+}
+
+impl Default for BlobStoreConfig {
+    fn default() -> Self {
+        BlobStoreConfig::Local { path: None }
+    }
+}
+
+/// Store behind the `keyvalue` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum KeyValueConfig {
+    /// An SQLite file (default `<data-dir>/keyvalue.db`).
+    Embedded {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`.
+    Redis { url: String },
+}
+
+impl Default for KeyValueConfig {
+    fn default() -> Self {
+        KeyValueConfig::Embedded { path: None }
+    }
+}
+
+/// Warehouse behind the `warehouse` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WarehouseConfig {
+    /// An SQLite file (default `<data-dir>/warehouse.db`).
+    Sqlite {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    /// BigQuery.
+    Bigquery {
+        project: String,
+        dataset: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+}
+
+impl Default for WarehouseConfig {
+    fn default() -> Self {
+        WarehouseConfig::Sqlite { path: None }
+    }
+}
+
+/// The admin HTTP port (health, metrics, status, HTTP-triggered plugins).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// `host:port`; loopback by default. Port 0 picks a free port.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8686".into(),
+        }
+    }
+}
+
+/// Host-side settings of one plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginOverrides {
+    /// Values for `wasi:config` keys the manifest grants.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses config text; `path` is used in messages, `base` to resolve relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// The default configuration (used by `ledgerhost run` without `--config`).
+    pub fn embedded_defaults(base: &Path) -> Config {
+        let mut config: Config = toml::from_str("").expect("empty config is valid");
+        config.resolve_paths(base);
+        config
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            problem,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let key = |k: &str| format!("tables[{i}].{k}");
+            if !is_identifier(&t.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "must be a table name of letters, digits and `_`, not `{}`",
+                        t.name
+                    ),
+                ));
+            }
+            if !seen.insert(t.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` is listed twice", t.name),
+                ));
+            }
+            if t.interval_ms == 0 || t.interval_ms > 60_000 {
+                return Err(invalid(
+                    key("interval-ms"),
+                    "must be between 1 and 60000 milliseconds".into(),
+                ));
+            }
+            if t.page_size == 0 || t.page_size > 100_000 {
+                return Err(invalid(
+                    key("page-size"),
+                    "must be between 1 and 100000".into(),
+                ));
+            }
+            t.start_from().map_err(|p| invalid(key("start"), p))?;
+        }
+        if self.host.lease_ttl_ms < 500 {
+            return Err(invalid(
+                "host.lease-ttl-ms".into(),
+                "must be at least 500 milliseconds".into(),
+            ));
+        }
+        if self.ledger.ack_deadline_ms < 1000 {
+            return Err(invalid(
+                "ledger.ack-deadline-ms".into(),
+                "must be at least 1000 milliseconds".into(),
+            ));
+        }
+        if self.ledger.kind == LedgerKind::Pubsub && self.ledger.project.is_none() {
+            return Err(invalid(
+                "ledger.project".into(),
+                "is required when ledger.kind = \"pubsub\" (the Google Cloud project id)".into(),
+            ));
+        }
+        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.listen".into(),
+                format!(
+                    "must be an address like `127.0.0.1:8686`, not `{}`",
+                    self.admin.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.host.data_dir);
+        abs(&mut self.host.plugin_dir);
+        if let SourceConfig::Sqlite { path } = &mut self.source {
+            abs(path);
+        }
+        let data = self.host.data_dir.clone();
+        match &mut self.blobstore {
+            BlobStoreConfig::Local { path } => {
+                let p = path.get_or_insert_with(|| data.join("blobs"));
+                abs(p);
+            }
+            BlobStoreConfig::Gcs { .. } => {}
+        }
+        match &mut self.keyvalue {
+            KeyValueConfig::Embedded { path } => {
+                let p = path.get_or_insert_with(|| data.join("keyvalue.db"));
+                abs(p);
+            }
+            KeyValueConfig::Redis { .. } => {}
+        }
+        match &mut self.warehouse {
+            WarehouseConfig::Sqlite { path } => {
+                let p = path.get_or_insert_with(|| data.join("warehouse.db"));
+                abs(p);
+            }
+            WarehouseConfig::Bigquery { .. } => {}
+        }
+    }
+
+    /// The ledger topic of a table.
+    pub fn topic_for(&self, table: &str) -> String {
+        format!("{}{table}", self.ledger.topic_prefix)
+    }
+
+    /// This replica's identity for leases.
+    pub fn replica_id(&self) -> String {
+        self.host.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// True for names safe to use as SQL identifiers and topic suffixes.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("ledgerhost.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn empty_config_gives_embedded_defaults() {
+        let c = parse("").unwrap();
+        assert!(matches!(c.source, SourceConfig::Sqlite { .. }));
+        assert_eq!(c.ledger.kind, LedgerKind::Embedded);
+        assert_eq!(c.host.data_dir, PathBuf::from("/base/.ledgerhost"));
+        assert_eq!(c.topic_for("orders"), "ledger-orders");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[host]\nplugin-dri = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plugin-dri"), "{err}");
+        assert!(err.contains("ledgerhost.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_table_setting_names_key_and_form() {
+        let err = parse("[[tables]]\nname = \"orders\"\nstart = \"yesterday\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tables[0].start"), "{err}");
+        assert!(err.contains("beginning"), "{err}");
+    }
+
+    #[test]
+    fn partial_sections_keep_their_defaults() {
+        let c = parse("[host]\ndata-dir = \"state\"\n[admin]\n").unwrap();
+        assert_eq!(c.host.lease_ttl_ms, 5000);
+        assert_eq!(c.admin.listen, "127.0.0.1:8686");
+    }
+
+    #[test]
+    fn backends_are_chosen_by_kind() {
+        let c = parse(
+            "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"i\"\ndatabase = \"d\"\n\
+             [ledger]\nkind = \"pubsub\"\nproject = \"p\"\n[keyvalue]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert!(matches!(c.source, SourceConfig::Spanner { .. }));
+        assert_eq!(c.ledger.kind, LedgerKind::Pubsub);
+        assert!(matches!(c.keyvalue, KeyValueConfig::Redis { .. }));
+    }
+}

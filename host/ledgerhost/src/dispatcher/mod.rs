@@ -1,0 +1,416 @@
+//! The dispatcher: one loop per plugin subscription. It pulls a batch from the ledger, decodes
+//! each Avro record once, applies the host-side filter, calls the plugin, and settles every
+//! delivery from the plugin's disposition: ack, retry with exponential backoff (dead letter
+//! after the configured attempts), or reject to the dead-letter topic with the reason.
+//! A delivery is acknowledged only after the plugin returned for it.
+
+pub mod filter;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ledgerhost_avro::Decoder;
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, attr};
+use ledgerhost_core::{Disposition, Event, PortError};
+use tokio::sync::watch;
+
+use crate::metrics::PluginStats;
+pub use filter::Filter;
+
+/// Something that handles a batch of events: a loaded plugin version, or a native closure in
+/// benchmarks and tests.
+#[async_trait]
+pub trait BatchHandler: Send + Sync {
+    /// Handles a batch; `Ok` holds exactly one disposition per event, in order.
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String>;
+    /// The version serving (for logs).
+    fn version(&self) -> String;
+}
+
+/// Gives the handler to use for the next batch; `None` once the plugin was removed.
+pub type CurrentHandler = Arc<dyn Fn() -> Option<Arc<dyn BatchHandler>> + Send + Sync>;
+
+/// Everything a subscription loop needs to know, derived from the plugin's manifest.
+#[derive(Debug, Clone)]
+pub struct SubscriptionPlan {
+    pub plugin: String,
+    pub subscription: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub filter: Filter,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub ack_deadline: Duration,
+}
+
+impl SubscriptionPlan {
+    /// The ledger subscription to create for this plan.
+    pub fn spec(&self) -> SubscriptionSpec {
+        SubscriptionSpec {
+            name: self.subscription.clone(),
+            topic: self.topic.clone(),
+            attribute_filter: self.filter.attribute_equalities(),
+            ack_deadline: self.ack_deadline,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+        }
+    }
+
+    /// Delay before redelivering after the `attempt`-th failure: doubling, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.backoff_initial
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+}
+
+/// One subscription's loop.
+pub struct Dispatcher {
+    plan: SubscriptionPlan,
+    ledger: Arc<dyn Ledger>,
+    decoder: Arc<Decoder>,
+    current: CurrentHandler,
+    stats: Arc<PluginStats>,
+}
+
+/// What the dispatcher decided for one delivery.
+enum Outcome {
+    Ack,
+    Retry(String),
+    DeadLetter(String),
+}
+
+impl Dispatcher {
+    /// A dispatcher; call [`Dispatcher::run`].
+    pub fn new(
+        plan: SubscriptionPlan,
+        ledger: Arc<dyn Ledger>,
+        decoder: Arc<Decoder>,
+        current: CurrentHandler,
+        stats: Arc<PluginStats>,
+    ) -> Self {
+        Dispatcher {
+            plan,
+            ledger,
+            decoder,
+            current,
+            stats,
+        }
+    }
+
+    /// Creates the subscription and its topics (idempotent).
+    pub async fn bootstrap(&self) -> Result<(), PortError> {
+        self.ledger.ensure_topic(&self.plan.topic).await?;
+        self.ledger
+            .ensure_topic(&self.plan.dead_letter_topic)
+            .await?;
+        self.ledger.ensure_subscription(&self.plan.spec()).await
+    }
+
+    /// Runs until `shutdown` turns true or the plugin is removed. An in-flight batch is always
+    /// finished and settled before returning (the drain).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let plugin = self.plan.plugin.clone();
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let Some(handler) = (self.current)() else {
+                tracing::info!(plugin, "plugin removed: subscription loop stopped");
+                break;
+            };
+            let batch = tokio::select! {
+                b = self.collect_batch() => b,
+                _ = shutdown.changed() => continue,
+            };
+            match batch {
+                Ok(deliveries) => {
+                    failures = 0;
+                    if !deliveries.is_empty() {
+                        self.process(handler, deliveries).await;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = self.plan.backoff(failures.min(8));
+                    tracing::warn!(plugin, error = %e, retry_in_ms = delay.as_millis() as u64, "pull failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pulls until the batch is full or `max-wait` passed since its first message.
+    async fn collect_batch(&self) -> Result<Vec<Delivery>, PortError> {
+        let plan = &self.plan;
+        let mut batch = self
+            .ledger
+            .pull(&plan.subscription, plan.batch_size, Duration::from_secs(1))
+            .await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let started = Instant::now();
+        while batch.len() < plan.batch_size {
+            let left = plan.max_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let more = self
+                .ledger
+                .pull(&plan.subscription, plan.batch_size - batch.len(), left)
+                .await?;
+            if more.is_empty() {
+                break;
+            }
+            batch.extend(more);
+        }
+        Ok(batch)
+    }
+
+    /// Decodes, filters, calls the plugin and settles every delivery of one batch.
+    async fn process(&self, handler: Arc<dyn BatchHandler>, deliveries: Vec<Delivery>) {
+        let plan = &self.plan;
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(deliveries.len());
+        let mut events = Vec::new();
+        let mut event_slots = Vec::new();
+        for (i, d) in deliveries.iter().enumerate() {
+            let attrs: Vec<(String, String)> = d
+                .message
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            match self.decoder.decode(&d.message.data, &attrs) {
+                Ok(event) if plan.filter.matches(&event) => {
+                    outcomes.push(None);
+                    events.push(event);
+                    event_slots.push(i);
+                }
+                Ok(_) => {
+                    self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                    outcomes.push(Some(Outcome::Ack));
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "malformed Avro record (table {}, event {}): {e}",
+                        d.message.attributes.get(attr::TABLE).map_or("?", |s| s),
+                        d.message.attributes.get(attr::EVENT_ID).map_or("?", |s| s),
+                    );
+                    tracing::error!(
+                        plugin = plan.plugin,
+                        reason,
+                        "dead-lettering undecodable message"
+                    );
+                    outcomes.push(Some(Outcome::DeadLetter(reason)));
+                }
+            }
+        }
+
+        if !events.is_empty() {
+            self.stats
+                .events_in
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let max_ts = events.iter().map(|e| e.commit_ts).max().unwrap_or(0);
+            let keys: Vec<String> = event_slots
+                .iter()
+                .map(|i| deliveries[*i].message.ordering_key.clone())
+                .collect();
+            let dispositions = self.call(&handler, &deliveries, &event_slots, events).await;
+            // Order per key: once an event of a key is retried, later events of that key in
+            // this batch are retried too, so redelivery keeps commit order.
+            let mut held: HashSet<&str> = HashSet::new();
+            for ((slot, key), disposition) in event_slots.iter().zip(&keys).zip(dispositions) {
+                let attempt = deliveries[*slot].attempt;
+                let outcome = match disposition {
+                    Disposition::Ack if held.contains(key.as_str()) => Outcome::Retry(
+                        "held back: an earlier event of the same key is being retried".into(),
+                    ),
+                    Disposition::Ack => Outcome::Ack,
+                    Disposition::Retry(reason) => {
+                        if attempt >= plan.max_attempts {
+                            Outcome::DeadLetter(format!(
+                                "gave up after {attempt} attempts: {reason}"
+                            ))
+                        } else {
+                            held.insert(key.as_str());
+                            Outcome::Retry(reason)
+                        }
+                    }
+                    Disposition::Reject(reason) => Outcome::DeadLetter(reason),
+                };
+                outcomes[*slot] = Some(outcome);
+            }
+            self.stats
+                .last_commit_ts
+                .fetch_max(max_ts, Ordering::Relaxed);
+        }
+        self.settle(&deliveries, outcomes).await;
+    }
+
+    /// Calls the plugin with the lease kept alive. If the whole batch fails (trap, deadline),
+    /// the events are retried one by one so a single poison event cannot hold the others.
+    async fn call(
+        &self,
+        handler: &Arc<dyn BatchHandler>,
+        deliveries: &[Delivery],
+        slots: &[usize],
+        events: Vec<Event>,
+    ) -> Vec<Disposition> {
+        let ids: Vec<String> = slots
+            .iter()
+            .map(|i| deliveries[*i].ack_id.clone())
+            .collect();
+        let n = events.len();
+        let started = Instant::now();
+        let first = self.with_lease(&ids, handler.handle(events.clone())).await;
+        self.stats
+            .observe_batch(started.elapsed().as_micros() as u64);
+        match first {
+            Ok(d) if d.len() == n => d,
+            Ok(d) => {
+                let reason = format!(
+                    "plugin {} returned {} dispositions for {n} events",
+                    self.plan.plugin,
+                    d.len()
+                );
+                tracing::error!(
+                    plugin = self.plan.plugin,
+                    reason,
+                    "bad answer; retrying the batch"
+                );
+                vec![Disposition::Retry(reason); n]
+            }
+            Err(e) if n == 1 => {
+                tracing::warn!(plugin = self.plan.plugin, error = %e, "plugin call failed");
+                vec![Disposition::Retry(e)]
+            }
+            Err(e) => {
+                tracing::warn!(plugin = self.plan.plugin, error = %e, events = n, "batch failed; isolating the failing events one by one");
+                let mut out = Vec::with_capacity(n);
+                for event in events {
+                    let one = self.with_lease(&ids, handler.handle(vec![event])).await;
+                    out.push(match one {
+                        Ok(mut d) if d.len() == 1 => d.remove(0),
+                        Ok(_) => Disposition::Retry("wrong disposition count".into()),
+                        Err(e) => Disposition::Retry(e),
+                    });
+                }
+                out
+            }
+        }
+    }
+
+    /// Runs `fut` while extending the lease of `ids` so a slow batch is not redelivered.
+    async fn with_lease<F, T>(&self, ids: &[String], fut: F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let every = self.plan.ack_deadline / 3;
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self
+                    .ledger
+                    .extend(&self.plan.subscription, ids, self.plan.ack_deadline)
+                    .await
+                {
+                    tracing::warn!(plugin = self.plan.plugin, error = %e, "cannot extend the lease of a running batch");
+                }
+            }
+        };
+        tokio::select! {
+            out = fut => out,
+            _ = keep_alive => unreachable!("the keep-alive loop never ends"),
+        }
+    }
+
+    /// Applies outcomes: dead letters first (published, then acked), then acks, then nacks.
+    async fn settle(&self, deliveries: &[Delivery], outcomes: Vec<Option<Outcome>>) {
+        let plan = &self.plan;
+        let mut acks = Vec::new();
+        let mut nacks: BTreeMap<Duration, Vec<String>> = BTreeMap::new();
+        let mut dead = Vec::new();
+        for (d, outcome) in deliveries.iter().zip(outcomes) {
+            match outcome.unwrap_or(Outcome::Retry("no outcome".into())) {
+                Outcome::Ack => acks.push(d.ack_id.clone()),
+                Outcome::Retry(reason) => {
+                    tracing::debug!(
+                        plugin = plan.plugin,
+                        event = d.message.attributes.get(attr::EVENT_ID).map_or("?", |s| s),
+                        attempt = d.attempt,
+                        reason,
+                        "retry"
+                    );
+                    nacks
+                        .entry(plan.backoff(d.attempt))
+                        .or_default()
+                        .push(d.ack_id.clone());
+                }
+                Outcome::DeadLetter(reason) => dead.push((d, reason)),
+            }
+        }
+        if !dead.is_empty() {
+            let messages: Vec<Message> = dead
+                .iter()
+                .map(|(d, reason)| {
+                    let mut m = d.message.clone();
+                    m.attributes
+                        .insert(attr::DEAD_LETTER_REASON.into(), reason.clone());
+                    m.attributes.insert(
+                        attr::DEAD_LETTER_SUBSCRIPTION.into(),
+                        plan.subscription.clone(),
+                    );
+                    m
+                })
+                .collect();
+            match self.ledger.publish(&plan.dead_letter_topic, messages).await {
+                Ok(()) => {
+                    for (d, reason) in &dead {
+                        tracing::warn!(
+                            plugin = plan.plugin,
+                            event = d.message.attributes.get(attr::EVENT_ID).map_or("?", |s| s),
+                            reason,
+                            topic = plan.dead_letter_topic,
+                            "dead-lettered"
+                        );
+                        acks.push(d.ack_id.clone());
+                    }
+                    self.stats
+                        .dead_lettered
+                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Not acked: the ledger redelivers and we try again; nothing is dropped.
+                    tracing::error!(plugin = plan.plugin, error = %e, "cannot publish to the dead-letter topic; will retry");
+                }
+            }
+        }
+        let acked = acks.len() as u64;
+        if !acks.is_empty() {
+            if let Err(e) = self.ledger.ack(&plan.subscription, &acks).await {
+                tracing::warn!(plugin = plan.plugin, error = %e, "ack failed; events will be redelivered");
+            } else {
+                self.stats.acked.fetch_add(acked, Ordering::Relaxed);
+            }
+        }
+        for (delay, ids) in nacks {
+            self.stats
+                .retried
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            if let Err(e) = self.ledger.nack(&plan.subscription, &ids, delay).await {
+                tracing::warn!(plugin = plan.plugin, error = %e, "nack failed; the lease will expire instead");
+            }
+        }
+    }
+}

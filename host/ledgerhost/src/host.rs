@@ -1,0 +1,439 @@
+//! Wiring: builds the ports from the config, starts the registry, one poller per table, one
+//! dispatcher per consumer plugin, the scheduler and the admin HTTP port, and drains them
+//! on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ledgerhost_avro::Decoder;
+use ledgerhost_core::source::TableSpec;
+use ledgerhost_runtime::manifest::World;
+use ledgerhost_runtime::registry::{PluginSlot, Registry, RegistryEvent};
+use ledgerhost_runtime::{Plugin, Runtime, RuntimeConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use crate::metrics::{Metrics, now_micros};
+use crate::poller::{Poller, PollerSettings};
+use crate::watermark::WatermarkStore;
+
+/// A running host, as returned by [`Host::start`].
+pub struct Host {
+    pub config: Config,
+    pub backends: Backends,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    /// Where the admin HTTP port listens.
+    pub admin_addr: std::net::SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    plugin_tasks: Arc<tokio::sync::Mutex<BTreeMap<String, PluginTask>>>,
+}
+
+struct PluginTask {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+    plan_key: String,
+}
+
+/// The runtime's plugin as a dispatcher handler.
+struct PluginHandler(Arc<Plugin>);
+
+#[async_trait::async_trait]
+impl BatchHandler for PluginHandler {
+    async fn handle(
+        &self,
+        events: Vec<ledgerhost_core::Event>,
+    ) -> Result<Vec<ledgerhost_core::Disposition>, String> {
+        self.0.handle(events).await.map_err(|e| e.to_string())
+    }
+
+    fn version(&self) -> String {
+        self.0.version().to_string()
+    }
+}
+
+impl Host {
+    /// Starts everything. Fails with a precise message if a backend or table is unusable.
+    pub async fn start(config: Config) -> anyhow::Result<Host> {
+        std::fs::create_dir_all(&config.host.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.host.data_dir.display()
+            )
+        })?;
+        std::fs::create_dir_all(&config.host.plugin_dir).with_context(|| {
+            format!(
+                "cannot create the plugin directory {}",
+                config.host.plugin_dir.display()
+            )
+        })?;
+        let backends = Backends::connect(&config).await?;
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        // Tables first: a table that cannot be captured stops the start with its fix.
+        let mut specs = Vec::new();
+        for t in &config.tables {
+            let spec = TableSpec {
+                name: t.name.clone(),
+                commit_ts_column: t.commit_ts_column.clone(),
+                deleted_column: t.deleted_column.clone(),
+            };
+            backends
+                .source
+                .prepare_table(&spec)
+                .await
+                .with_context(|| format!("table `{}` cannot be captured", t.name))?;
+            backends
+                .ledger
+                .ensure_topic(&config.topic_for(&t.name))
+                .await
+                .with_context(|| format!("cannot create the topic of table `{}`", t.name))?;
+            specs.push((t.clone(), spec));
+        }
+
+        let runtime = Runtime::new(
+            RuntimeConfig {
+                cache_dir: Some(config.host.data_dir.join("component-cache")),
+                ..RuntimeConfig::default()
+            },
+            backends.capabilities(),
+        )
+        .context("cannot start the WebAssembly runtime")?;
+        let overrides: BTreeMap<String, BTreeMap<String, String>> = config
+            .plugins
+            .iter()
+            .map(|(k, v)| (k.clone(), v.config.clone()))
+            .collect();
+        let (registry, mut events) =
+            Registry::start(runtime, config.host.plugin_dir.clone(), overrides)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot watch the plugin directory {}",
+                        config.host.plugin_dir.display()
+                    )
+                })?;
+        let registry = Arc::new(registry);
+        let decoder = Arc::new(Decoder::new());
+        let plugin_tasks = Arc::new(tokio::sync::Mutex::new(BTreeMap::new()));
+
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (admin_addr, admin_task) = crate::admin::serve(
+            &config.admin.listen,
+            crate::admin::AdminState {
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                ready: ready.clone(),
+            },
+            shutdown_rx.clone(),
+        )
+        .await?;
+
+        let mut host = Host {
+            config,
+            backends,
+            metrics,
+            registry: registry.clone(),
+            admin_addr,
+            shutdown_tx,
+            tasks: vec![admin_task],
+            plugin_tasks: plugin_tasks.clone(),
+        };
+
+        // Subscriptions of the plugins present at start exist before the first poll, so the
+        // bootstrap scan reaches them.
+        for plugin in registry.plugins() {
+            host.start_plugin(&plugin, &decoder).await;
+        }
+
+        // Registry events: load, swap, unload while running.
+        {
+            let ctx = host.plugin_context(decoder.clone());
+            let registry = registry.clone();
+            let mut shutdown = shutdown_rx.clone();
+            host.tasks.push(tokio::spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        e = events.recv() => e,
+                        _ = shutdown.changed() => None,
+                    };
+                    let Some(event) = event else { break };
+                    match event {
+                        RegistryEvent::Loaded(p) => {
+                            tracing::info!(plugin = p.manifest().name, version = p.version(), "plugin loaded");
+                            ctx.ensure_running(&registry, &p).await;
+                        }
+                        RegistryEvent::Replaced { old, new } => {
+                            tracing::info!(plugin = new.manifest().name, from = old.version(), to = new.version(), "plugin swapped");
+                            ctx.ensure_running(&registry, &new).await;
+                        }
+                        RegistryEvent::Removed(name) => {
+                            tracing::info!(plugin = name, "plugin removed");
+                            ctx.stop(&name).await;
+                        }
+                        RegistryEvent::Refused { path, error } => {
+                            tracing::error!(path = %path.display(), error, "plugin refused; the previous version (if any) keeps running");
+                        }
+                    }
+                }
+            }));
+        }
+
+        let watermarks = WatermarkStore::open(&host.config.host.data_dir.join("watermarks"))
+            .context("cannot open the watermark directory")?;
+        let replica = host.config.replica_id();
+        for (t, spec) in specs {
+            let settings = PollerSettings {
+                topic: host.config.topic_for(&t.name),
+                interval: t.interval(),
+                page_size: t.page_size,
+                start: t
+                    .start_from()
+                    .map_err(|e| anyhow::anyhow!("tables.{}.start {e}", t.name))?,
+                replica: replica.clone(),
+                lease_ttl: Duration::from_millis(host.config.host.lease_ttl_ms),
+                spec,
+            };
+            let poller = Poller::new(
+                settings,
+                host.backends.source.clone(),
+                host.backends.ledger.clone(),
+                watermarks.clone(),
+                host.metrics.table(&t.name),
+            );
+            let rx = shutdown_rx.clone();
+            host.tasks.push(tokio::spawn(async move {
+                // The poller logs its own fatal error; other tables go on.
+                let _ = poller.run(rx).await;
+            }));
+        }
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(admin = %host.admin_addr, tables = host.config.tables.len(), plugins = host.registry.plugins().len(), "ledgerhost ready");
+        Ok(host)
+    }
+
+    fn plugin_context(&self, decoder: Arc<Decoder>) -> PluginContext {
+        PluginContext {
+            config: self.config.clone(),
+            backends: self.backends.clone(),
+            metrics: self.metrics.clone(),
+            decoder,
+            tasks: self.plugin_tasks.clone(),
+        }
+    }
+
+    async fn start_plugin(&self, plugin: &Arc<Plugin>, decoder: &Arc<Decoder>) {
+        self.plugin_context(decoder.clone())
+            .ensure_running(&self.registry, plugin)
+            .await;
+    }
+
+    /// A receiver that turns true when shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    /// Stops pollers and dispatchers, letting in-flight batches finish within the drain
+    /// timeout. Returns false if something had to be abandoned.
+    pub async fn shutdown(self) -> bool {
+        let _ = self.shutdown_tx.send(true);
+        let timeout = Duration::from_millis(self.config.host.drain_timeout_ms);
+        let mut handles = self.tasks;
+        {
+            let mut tasks = self.plugin_tasks.lock().await;
+            for (_, t) in std::mem::take(&mut *tasks) {
+                let _ = t.stop.send(true);
+                handles.push(t.handle);
+            }
+        }
+        let all = futures_join_all(handles);
+        match tokio::time::timeout(timeout, all).await {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::error!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "drain timed out; unfinished batches will be redelivered"
+                );
+                false
+            }
+        }
+    }
+}
+
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// What starting and stopping plugin tasks needs; cloned into the registry-event task.
+#[derive(Clone)]
+struct PluginContext {
+    config: Config,
+    backends: Backends,
+    metrics: Arc<Metrics>,
+    decoder: Arc<Decoder>,
+    tasks: Arc<tokio::sync::Mutex<BTreeMap<String, PluginTask>>>,
+}
+
+impl PluginContext {
+    /// The subscription plan of a consumer plugin.
+    fn plan(&self, plugin: &Plugin) -> anyhow::Result<SubscriptionPlan> {
+        let m = plugin.manifest();
+        let sub = m
+            .subscription
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("consumer plugin `{}` has no [subscription]", m.name))?;
+        let topic = match (&sub.table, &sub.topic) {
+            (Some(table), _) => self.config.topic_for(table),
+            (None, Some(topic)) => topic.clone(),
+            (None, None) => {
+                anyhow::bail!("plugin `{}`: subscription names no table or topic", m.name)
+            }
+        };
+        let filter = Filter::parse(&sub.filter)
+            .with_context(|| format!("plugin `{}`: subscription.filter", m.name))?;
+        Ok(SubscriptionPlan {
+            plugin: m.name.clone(),
+            subscription: format!("plugin-{}", m.name),
+            topic,
+            dead_letter_topic: format!("dead-letter-{}", m.name),
+            filter,
+            batch_size: sub.batch_size,
+            max_wait: Duration::from_millis(sub.max_wait_ms),
+            max_attempts: sub.max_attempts,
+            backoff_initial: Duration::from_millis(sub.backoff_initial_ms),
+            backoff_max: Duration::from_millis(sub.backoff_max_ms),
+            ack_deadline: Duration::from_millis(self.config.ledger.ack_deadline_ms),
+        })
+    }
+
+    /// Starts the plugin's task, or restarts it when its subscription or schedule changed.
+    async fn ensure_running(&self, registry: &Arc<Registry>, plugin: &Arc<Plugin>) {
+        let name = plugin.manifest().name.clone();
+        let Some(slot) = registry.slot(&name) else {
+            return;
+        };
+        let plan_key = format!("{:?}", plugin.manifest().subscription)
+            + &format!("{:?}", plugin.manifest().schedule);
+        {
+            let tasks = self.tasks.lock().await;
+            if let Some(t) = tasks.get(&name)
+                && t.plan_key == plan_key
+                && !t.handle.is_finished()
+            {
+                // Same subscription: the loop picks the new version at its next batch.
+                return;
+            }
+        }
+        self.stop(&name).await;
+        // The topics a plugin may publish to exist before it runs (wildcards are created by
+        // the plugin itself through `create-topic`).
+        for topic in &plugin.manifest().grants.topics {
+            if !topic.ends_with('*')
+                && let Err(e) = self.backends.ledger.ensure_topic(topic).await
+            {
+                tracing::warn!(plugin = name, topic, error = %e, "cannot create a granted topic");
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = match plugin.manifest().world {
+            World::Consumer => match self.start_consumer(slot, plugin, stop_rx).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(plugin = name, error = %format!("{e:#}"), "cannot start the plugin's subscription");
+                    return;
+                }
+            },
+            World::Scheduled => self.start_scheduled(slot, plugin, stop_rx),
+            // Served by the admin HTTP port on demand.
+            World::HttpTrigger => return,
+        };
+        self.tasks.lock().await.insert(
+            name,
+            PluginTask {
+                stop,
+                handle,
+                plan_key,
+            },
+        );
+    }
+
+    async fn start_consumer(
+        &self,
+        slot: Arc<PluginSlot>,
+        plugin: &Arc<Plugin>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        let plan = self.plan(plugin)?;
+        let current: CurrentHandler = Arc::new(move || {
+            slot.current()
+                .map(|p| Arc::new(PluginHandler(p)) as Arc<dyn BatchHandler>)
+        });
+        let dispatcher = Dispatcher::new(
+            plan.clone(),
+            self.backends.ledger.clone(),
+            self.decoder.clone(),
+            current,
+            self.metrics.plugin(&plan.plugin),
+        );
+        dispatcher
+            .bootstrap()
+            .await
+            .with_context(|| format!("cannot create subscription `{}`", plan.subscription))?;
+        tracing::info!(
+            plugin = plan.plugin,
+            topic = plan.topic,
+            subscription = plan.subscription,
+            "consuming"
+        );
+        Ok(tokio::spawn(dispatcher.run(stop)))
+    }
+
+    fn start_scheduled(
+        &self,
+        slot: Arc<PluginSlot>,
+        plugin: &Arc<Plugin>,
+        mut stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let every = plugin
+            .manifest()
+            .schedule
+            .as_ref()
+            .map(|s| Duration::from_secs(s.every_secs))
+            .unwrap_or(Duration::from_secs(3600));
+        let name = plugin.manifest().name.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let Some(p) = slot.current() else { break };
+                match p.tick(now_micros()).await {
+                    Ok(()) => tracing::info!(plugin = name, "tick done"),
+                    Err(e) => {
+                        tracing::warn!(plugin = name, error = %e, "tick failed; retried at the next tick")
+                    }
+                }
+            }
+        })
+    }
+
+    async fn stop(&self, name: &str) {
+        let task = self.tasks.lock().await.remove(name);
+        if let Some(t) = task {
+            let _ = t.stop.send(true);
+            let _ = t.handle.await;
+        }
+    }
+}

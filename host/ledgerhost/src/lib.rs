@@ -1,0 +1,18 @@
+//! The ledgerhost sidecar as a library: the binary's CLI is a thin layer over it, and the
+//! end-to-end tests drive it directly.
+//!
+//! Data flows one way: source → [`poller`] → ledger → [`dispatcher`] → plugin → capability.
+
+pub mod admin;
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod dispatcher;
+pub mod host;
+pub mod metrics;
+pub mod poller;
+pub mod watermark;
+
+pub use config::Config;
+pub use host::Host;

@@ -1,0 +1,5 @@
+//! The `ledgerhost` command.
+
+fn main() -> std::process::ExitCode {
+    ledgerhost::cli::main()
+}

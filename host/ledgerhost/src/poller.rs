@@ -1,0 +1,321 @@
+//! The poller: publishes every newly committed row of one table to its ledger topic.
+//!
+//! Each poll reads inside one snapshot at read point R the rows with
+//! `W < (commit_ts, key) <= R`, ordered by (commit_ts, primary key) and paged by that keyset,
+//! publishes them in order, and only once every publish is confirmed moves the watermark W
+//! to R and persists it. A crash anywhere republishes from the old W: duplicates carry the
+//! same event id, nothing is skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ledgerhost_avro::Encoder;
+use ledgerhost_core::ledger::{Ledger, attr};
+use ledgerhost_core::source::{Position, Source, TableSpec};
+use ledgerhost_core::{PortError, TableSchema};
+use tokio::sync::watch;
+
+use crate::config::StartFrom;
+use crate::metrics::{TableStats, now_micros};
+use crate::watermark::{WatermarkError, WatermarkStore};
+
+/// Why a poll failed. Transient errors are retried on the next tick; the others stop the table.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("table {table}: {source}")]
+    Port { table: String, source: PortError },
+    #[error("table {table}: cannot encode row as Avro: {message}")]
+    Encode { table: String, message: String },
+    #[error(
+        "table {table}: incompatible schema change, polling stopped: {message}. Make the change \
+         compatible (add nullable columns, drop nullable non-key columns) or move the table to \
+         a new name, then restart"
+    )]
+    Incompatible { table: String, message: String },
+    #[error(transparent)]
+    Watermark(#[from] WatermarkError),
+}
+
+impl PollError {
+    /// True when the next tick may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PollError::Port { source, .. } => source.is_transient(),
+            PollError::Watermark(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Settings of one table's poller.
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    pub spec: TableSpec,
+    pub topic: String,
+    pub interval: Duration,
+    pub page_size: usize,
+    pub start: StartFrom,
+    /// This replica's id, for the table's lease.
+    pub replica: String,
+    pub lease_ttl: Duration,
+}
+
+/// One table's poller.
+pub struct Poller {
+    settings: PollerSettings,
+    source: Arc<dyn Source>,
+    ledger: Arc<dyn Ledger>,
+    watermarks: WatermarkStore,
+    stats: Arc<TableStats>,
+    /// Schema and encoder of the last poll, to detect drift.
+    current: Option<(TableSchema, Encoder)>,
+    watermark: Option<i64>,
+}
+
+impl Poller {
+    /// A poller; nothing happens until [`Poller::run`] or [`Poller::poll_once`].
+    pub fn new(
+        settings: PollerSettings,
+        source: Arc<dyn Source>,
+        ledger: Arc<dyn Ledger>,
+        watermarks: WatermarkStore,
+        stats: Arc<TableStats>,
+    ) -> Self {
+        Poller {
+            settings,
+            source,
+            ledger,
+            watermarks,
+            stats,
+            current: None,
+            watermark: None,
+        }
+    }
+
+    fn table(&self) -> &str {
+        &self.settings.spec.name
+    }
+
+    fn port_err(&self, source: PortError) -> PollError {
+        PollError::Port {
+            table: self.table().to_string(),
+            source,
+        }
+    }
+
+    fn lease_name(&self) -> String {
+        format!("poller/{}", self.table())
+    }
+
+    /// Polls at the configured interval until `shutdown` turns true. Returns early only on a
+    /// non-transient error (incompatible schema change), which the caller reports.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PollError> {
+        let mut ticker = tokio::time::interval(self.settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leader = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            match self
+                .source
+                .try_lease(
+                    &self.lease_name(),
+                    &self.settings.replica,
+                    self.settings.lease_ttl,
+                )
+                .await
+            {
+                Ok(true) => {
+                    if !leader {
+                        tracing::info!(table = self.table(), replica = %self.settings.replica, "took the poller lease");
+                        leader = true;
+                        self.stats.leader.store(1, Ordering::Relaxed);
+                        // Another replica may have moved the table on while we waited.
+                        self.watermark = None;
+                    }
+                }
+                Ok(false) => {
+                    if leader {
+                        tracing::warn!(table = self.table(), "lost the poller lease");
+                        leader = false;
+                        self.stats.leader.store(0, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(table = self.table(), error = %e, "cannot renew the poller lease; retrying");
+                    continue;
+                }
+            }
+            match self.poll_once().await {
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {
+                    self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(table = self.table(), error = %e, "poll failed; retrying next tick");
+                }
+                Err(e) => {
+                    self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(table = self.table(), error = %e, "poller stopped");
+                    return Err(e);
+                }
+            }
+        }
+        if leader {
+            let _ = self
+                .source
+                .release_lease(&self.lease_name(), &self.settings.replica)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The watermark to resume from: local file, else the ledger's newest message, else the
+    /// configured start.
+    async fn resume_point(&mut self) -> Result<i64, PollError> {
+        if let Some(w) = self.watermark {
+            return Ok(w);
+        }
+        let table = self.table().to_string();
+        if let Some(w) = self.watermarks.load(&table)? {
+            tracing::info!(table, watermark = w, "resuming from the local watermark");
+            self.watermark = Some(w);
+            return Ok(w);
+        }
+        let last = self
+            .ledger
+            .last_message(&self.settings.topic)
+            .await
+            .map_err(|e| self.port_err(e))?;
+        if let Some(ts) = last
+            .as_ref()
+            .and_then(|m| m.attributes.get(attr::COMMIT_TS))
+            .and_then(|ts| ts.parse::<i64>().ok())
+        {
+            // Rows sharing the last timestamp may not all have been published before the
+            // state was lost: republish that timestamp (duplicates keep their ids).
+            let w = ts - 1;
+            tracing::warn!(
+                table,
+                watermark = w,
+                "local watermark lost; recovered it from the ledger's newest message"
+            );
+            self.watermark = Some(w);
+            return Ok(w);
+        }
+        let w = match self.settings.start {
+            StartFrom::Beginning => i64::MIN,
+            StartFrom::Now => now_micros(),
+            StartFrom::At(t) => t,
+        };
+        tracing::info!(table, watermark = w, start = ?self.settings.start, "no watermark yet: bootstrapping");
+        self.watermark = Some(w);
+        Ok(w)
+    }
+
+    /// One poll: publishes every row committed after the watermark, then advances it.
+    /// Returns the number of rows published.
+    pub async fn poll_once(&mut self) -> Result<u64, PollError> {
+        let table = self.table().to_string();
+        if self.current.is_none() {
+            self.ledger
+                .ensure_topic(&self.settings.topic)
+                .await
+                .map_err(|e| self.port_err(e))?;
+        }
+        let w = self.resume_point().await?;
+        let mut snapshot = self.source.snapshot().await.map_err(|e| self.port_err(e))?;
+        let r = snapshot.read_ts();
+        let schema = snapshot
+            .schema(&self.settings.spec)
+            .await
+            .map_err(|e| self.port_err(e))?;
+        self.adopt_schema(schema)?;
+        let (schema, encoder) = self.current.as_ref().expect("schema adopted above");
+
+        let mut after = Position::after_ts(w);
+        let mut published = 0u64;
+        loop {
+            let rows = snapshot
+                .page(schema, &after, self.settings.page_size)
+                .await
+                .map_err(|e| PollError::Port {
+                    table: table.clone(),
+                    source: e,
+                })?;
+            let Some(last) = rows.last() else { break };
+            after = Position {
+                commit_ts: last.commit_ts,
+                key: schema
+                    .key_indexes()
+                    .iter()
+                    .map(|i| last.values[*i].clone())
+                    .collect(),
+            };
+            let full = rows.len() == self.settings.page_size;
+            let messages = rows
+                .iter()
+                .map(|row| encoder.encode(row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| PollError::Encode {
+                    table: table.clone(),
+                    message: e.to_string(),
+                })?;
+            let n = messages.len() as u64;
+            self.ledger
+                .publish(&self.settings.topic, messages)
+                .await
+                .map_err(|e| PollError::Port {
+                    table: table.clone(),
+                    source: e,
+                })?;
+            published += n;
+            self.stats.rows_polled.fetch_add(n, Ordering::Relaxed);
+            if !full {
+                break;
+            }
+        }
+        // Every row up to R is confirmed on the ledger: only now may W move.
+        if r > w {
+            self.watermarks.store(&table, r)?;
+            self.watermark = Some(r);
+            self.stats.watermark.store(r, Ordering::Relaxed);
+        }
+        if published > 0 {
+            tracing::debug!(table, rows = published, watermark = r, "published");
+        }
+        Ok(published)
+    }
+
+    /// Switches to a new schema if the table changed, refusing incompatible changes.
+    fn adopt_schema(&mut self, schema: TableSchema) -> Result<(), PollError> {
+        let table = self.table().to_string();
+        if let Some((old, _)) = &self.current {
+            if *old == schema {
+                return Ok(());
+            }
+            ledgerhost_avro::check_compatible(old, &schema).map_err(|e| {
+                PollError::Incompatible {
+                    table: table.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            tracing::info!(
+                table,
+                "compatible schema change: publishing with the new schema"
+            );
+        }
+        let encoder = Encoder::new(&schema).map_err(|e| PollError::Encode {
+            table,
+            message: e.to_string(),
+        })?;
+        self.current = Some((schema, encoder));
+        Ok(())
+    }
+}

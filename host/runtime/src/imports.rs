@@ -1,0 +1,322 @@
+//! The host side of every import a plugin may use. Capability calls are checked against the
+//! plugin's grants on every call, then forwarded to the port behind them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ledgerhost_core::PortError;
+use ledgerhost_core::capabilities::WarehouseRow;
+use ledgerhost_core::ledger::Message;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::Capabilities;
+use crate::bindings::consumer::ledgerhost::plugin::{
+    blobstore, keyvalue, ledger, types, warehouse,
+};
+use crate::bindings::consumer::wasi::{config, logging};
+use crate::convert;
+use crate::limits::MemoryLimiter;
+use crate::manifest::{Grants, grant_matches};
+
+/// Everything one plugin instance's store holds.
+pub struct PluginState {
+    pub(crate) name: Arc<str>,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) caps: Capabilities,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn denied(plugin: &str, what: &str, name: &str, grant: &str) -> types::Error {
+    types::Error::Denied(format!(
+        "plugin `{plugin}` is not granted {what} `{name}`; add \"{name}\" to grants.{grant} in \
+         {plugin}.toml"
+    ))
+}
+
+fn backend(e: PortError) -> types::Error {
+    match e {
+        PortError::Invalid { .. } => types::Error::Invalid(e.to_string()),
+        _ => types::Error::Backend(e.to_string()),
+    }
+}
+
+/// Object and bucket names must not climb out of where they point.
+fn check_name(what: &str, name: &str) -> Result<(), types::Error> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\0')
+        || name.contains('\\')
+        || name.split('/').any(|seg| seg == ".." || seg == ".")
+    {
+        return Err(types::Error::Invalid(format!(
+            "{what} `{name}` is not allowed (empty, absolute, or with `.`/`..` segments)"
+        )));
+    }
+    Ok(())
+}
+
+impl PluginState {
+    fn bucket(&self, bucket: &str) -> Result<(), types::Error> {
+        check_name("bucket", bucket)?;
+        if bucket.contains('/') {
+            return Err(types::Error::Invalid(format!(
+                "bucket `{bucket}` may not contain `/`"
+            )));
+        }
+        if !grant_matches(&self.grants.buckets, bucket) {
+            return Err(denied(&self.name, "bucket", bucket, "buckets"));
+        }
+        Ok(())
+    }
+
+    fn key(&self, key: &str) -> Result<(), types::Error> {
+        if key.is_empty() || key.contains('\0') {
+            return Err(types::Error::Invalid(
+                "keys must be non-empty and NUL-free".into(),
+            ));
+        }
+        if !self
+            .grants
+            .key_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+        {
+            return Err(denied(&self.name, "key", key, "key-prefixes"));
+        }
+        Ok(())
+    }
+
+    fn warehouse_table(&self, table: &str) -> Result<(), types::Error> {
+        if !grant_matches(&self.grants.warehouse_tables, table) {
+            return Err(denied(
+                &self.name,
+                "warehouse table",
+                table,
+                "warehouse-tables",
+            ));
+        }
+        Ok(())
+    }
+
+    fn topic(&self, topic: &str) -> Result<(), types::Error> {
+        if !grant_matches(&self.grants.topics, topic) {
+            return Err(denied(&self.name, "topic", topic, "topics"));
+        }
+        Ok(())
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl blobstore::Host for PluginState {
+    async fn put(
+        &mut self,
+        bucket: String,
+        name: String,
+        data: Vec<u8>,
+    ) -> Result<(), types::Error> {
+        self.bucket(&bucket)?;
+        check_name("object name", &name)?;
+        self.caps
+            .blobstore
+            .ensure_bucket(&bucket)
+            .await
+            .map_err(backend)?;
+        self.caps
+            .blobstore
+            .put(&bucket, &name, data)
+            .await
+            .map_err(backend)
+    }
+
+    async fn get(&mut self, bucket: String, name: String) -> Result<Option<Vec<u8>>, types::Error> {
+        self.bucket(&bucket)?;
+        check_name("object name", &name)?;
+        self.caps
+            .blobstore
+            .get(&bucket, &name)
+            .await
+            .map_err(backend)
+    }
+
+    async fn delete(&mut self, bucket: String, name: String) -> Result<(), types::Error> {
+        self.bucket(&bucket)?;
+        check_name("object name", &name)?;
+        self.caps
+            .blobstore
+            .delete(&bucket, &name)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list(&mut self, bucket: String, prefix: String) -> Result<Vec<String>, types::Error> {
+        self.bucket(&bucket)?;
+        self.caps
+            .blobstore
+            .list(&bucket, &prefix)
+            .await
+            .map_err(backend)
+    }
+}
+
+impl keyvalue::Host for PluginState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::Error> {
+        self.key(&key)?;
+        self.caps.keyvalue.get(&key).await.map_err(backend)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::Error> {
+        self.key(&key)?;
+        self.caps.keyvalue.set(&key, value).await.map_err(backend)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<(), types::Error> {
+        self.key(&key)?;
+        self.caps.keyvalue.delete(&key).await.map_err(backend)
+    }
+
+    async fn set_if_newer(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        version: i64,
+    ) -> Result<bool, types::Error> {
+        self.key(&key)?;
+        self.caps
+            .keyvalue
+            .set_if_newer(&key, value, version)
+            .await
+            .map_err(backend)
+    }
+
+    async fn delete_if_newer(&mut self, key: String, version: i64) -> Result<bool, types::Error> {
+        self.key(&key)?;
+        self.caps
+            .keyvalue
+            .delete_if_newer(&key, version)
+            .await
+            .map_err(backend)
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, types::Error> {
+        // Listing is allowed under a granted prefix only, and never shows other keys.
+        if !self
+            .grants
+            .key_prefixes
+            .iter()
+            .any(|p| prefix.starts_with(p.as_str()))
+        {
+            return Err(denied(&self.name, "key prefix", &prefix, "key-prefixes"));
+        }
+        self.caps.keyvalue.list_keys(&prefix).await.map_err(backend)
+    }
+}
+
+impl warehouse::Host for PluginState {
+    async fn ensure_table(
+        &mut self,
+        table: String,
+        avro_schema: String,
+    ) -> Result<(), types::Error> {
+        self.warehouse_table(&table)?;
+        self.caps
+            .warehouse
+            .ensure_table(&table, &avro_schema)
+            .await
+            .map_err(backend)
+    }
+
+    async fn load(&mut self, table: String, rows: Vec<warehouse::Row>) -> Result<(), types::Error> {
+        self.warehouse_table(&table)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| WarehouseRow {
+                event_id: r.event_id,
+                fields: r.fields.into_iter().map(convert::field_from_wit).collect(),
+            })
+            .collect();
+        self.caps
+            .warehouse
+            .load(&table, rows)
+            .await
+            .map_err(backend)
+    }
+
+    async fn count(&mut self, table: String) -> Result<u64, types::Error> {
+        self.warehouse_table(&table)?;
+        self.caps.warehouse.count(&table).await.map_err(backend)
+    }
+}
+
+impl ledger::Host for PluginState {
+    async fn create_topic(&mut self, topic: String) -> Result<(), types::Error> {
+        self.topic(&topic)?;
+        self.caps.ledger.ensure_topic(&topic).await.map_err(backend)
+    }
+
+    async fn publish(
+        &mut self,
+        topic: String,
+        messages: Vec<ledger::Message>,
+    ) -> Result<(), types::Error> {
+        self.topic(&topic)?;
+        let messages = messages
+            .into_iter()
+            .map(|m| Message {
+                data: m.data,
+                ordering_key: m.ordering_key,
+                attributes: m.attributes.into_iter().collect(),
+            })
+            .collect();
+        self.caps
+            .ledger
+            .publish(&topic, messages)
+            .await
+            .map_err(backend)
+    }
+}
+
+impl logging::logging::Host for PluginState {
+    async fn log(&mut self, level: logging::logging::Level, context: String, message: String) {
+        use logging::logging::Level;
+        let plugin = &*self.name;
+        match level {
+            Level::Trace => tracing::trace!(plugin, context, "{message}"),
+            Level::Debug => tracing::debug!(plugin, context, "{message}"),
+            Level::Info => tracing::info!(plugin, context, "{message}"),
+            Level::Warn => tracing::warn!(plugin, context, "{message}"),
+            Level::Error | Level::Critical => tracing::error!(plugin, context, "{message}"),
+        }
+    }
+}
+
+impl config::store::Host for PluginState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, config::store::Error> {
+        if !self.grants.config.contains(&key) {
+            return Ok(None);
+        }
+        Ok(self.config.get(&key).cloned())
+    }
+
+    async fn get_all(&mut self) -> Result<Vec<(String, String)>, config::store::Error> {
+        Ok(self
+            .config
+            .iter()
+            .filter(|(k, _)| self.grants.config.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}

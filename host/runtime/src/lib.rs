@@ -1,0 +1,228 @@
+//! The WebAssembly runtime of ledgerhost.
+//!
+//! One [`Runtime`] per process holds the wasmtime engine (pooling allocator, epoch
+//! interruption), a linker with WASI (empty sandbox) and every ledgerhost import, and the
+//! compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
+//! [`Plugin`]: a pre-instantiated component with one long-lived instance, rebuilt after a
+//! trap. The [`registry`] watches a plugin directory and swaps versions between batches.
+
+mod bindings;
+mod cache;
+mod convert;
+mod imports;
+mod limits;
+pub mod manifest;
+mod plugin;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
+use ledgerhost_core::ledger::Ledger;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use cache::CacheOutcome;
+use cache::CompileCache;
+use imports::PluginState;
+pub use manifest::{Manifest, World};
+pub use plugin::{CallError, HttpRequest, HttpResponse, Plugin, PluginStats};
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Compiled components are kept here; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Granularity of call deadlines.
+    pub epoch_tick: Duration,
+    /// Most plugin instances alive at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(10),
+            max_instances: 64,
+        }
+    }
+}
+
+/// The ports behind the capabilities plugins import.
+#[derive(Clone)]
+pub struct Capabilities {
+    pub blobstore: Arc<dyn BlobStore>,
+    pub keyvalue: Arc<dyn KeyValue>,
+    pub warehouse: Arc<dyn Warehouse>,
+    pub ledger: Arc<dyn Ledger>,
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// A plugin was refused at load. The message says what and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Imports { path: PathBuf, message: String },
+    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
+    World {
+        path: PathBuf,
+        world: String,
+        message: String,
+    },
+    #[error("{path}: instantiation failed: {message}")]
+    Instantiate { path: PathBuf, message: String },
+}
+
+/// The engine, linker and cache shared by every plugin.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<PluginState>,
+    pub(crate) caps: Capabilities,
+    pub(crate) config: RuntimeConfig,
+    cache: CompileCache,
+}
+
+impl Runtime {
+    /// Builds the engine, starts the epoch ticker and links every import.
+    pub fn new(config: RuntimeConfig, caps: Capabilities) -> Result<Arc<Runtime>, RuntimeError> {
+        let err = |e: wasmtime::Error| RuntimeError(e.to_string());
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances.max(4);
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(16)
+            .max_memory_size((manifest::MAX_MEMORY_MB as usize) << 20);
+        let mut wasm = wasmtime::Config::new();
+        wasm.epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(err)?;
+
+        // The ticker only holds a weak reference so dropping the runtime stops it.
+        let weak = engine.weak();
+        let tick = config.epoch_tick;
+        std::thread::Builder::new()
+            .name("ledgerhost-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })
+            .map_err(|e| RuntimeError(format!("cannot start the epoch ticker: {e}")))?;
+
+        let mut linker: Linker<PluginState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        bindings::consumer::Consumer::add_to_linker::<
+            PluginState,
+            wasmtime::component::HasSelf<PluginState>,
+        >(&mut linker, |s| s)
+        .map_err(err)?;
+        let cache = CompileCache::new(&engine, config.cache_dir.clone());
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            caps,
+            config,
+            cache,
+        }))
+    }
+
+    /// Loads `wasm` with the manifest at `manifest_path`; `config_overrides` replace the
+    /// manifest's `[config]` values. The component is compiled (or read from the cache),
+    /// checked against its world and grants, and instantiated once before it is returned.
+    pub async fn load(
+        self: &Arc<Self>,
+        wasm: &Path,
+        manifest_path: &Path,
+        config_overrides: &BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let manifest = Manifest::load(manifest_path)?;
+        let bytes = tokio::fs::read(wasm)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: wasm.to_path_buf(),
+                source,
+            })?;
+        self.load_bytes(wasm, &bytes, manifest, config_overrides)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    /// As [`Runtime::load`], from bytes and a parsed manifest; also says whether the compile
+    /// cache was hit.
+    pub async fn load_bytes(
+        self: &Arc<Self>,
+        path: &Path,
+        bytes: &[u8],
+        manifest: Manifest,
+        config_overrides: &BTreeMap<String, String>,
+    ) -> Result<(Arc<Plugin>, CacheOutcome), LoadError> {
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::Invalid {
+                path: path.to_path_buf(),
+                message: "the file does not start with the WebAssembly magic bytes".into(),
+            });
+        }
+        if bytes[4..8] != [0x0d, 0x00, 0x01, 0x00] {
+            return Err(LoadError::Invalid {
+                path: path.to_path_buf(),
+                message: "this is a core module, not a component; build for wasm32-wasip2 \
+                          (or wrap the module with `wasm-tools component new`)"
+                    .into(),
+            });
+        }
+        let digest = CompileCache::digest(bytes);
+        let this = self.clone();
+        let owned = bytes.to_vec();
+        let digest2 = digest.clone();
+        let (component, outcome) =
+            tokio::task::spawn_blocking(move || this.cache.load(&this.engine, &owned, &digest2))
+                .await
+                .map_err(|e| LoadError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("compilation task failed: {e}"),
+                })?
+                .map_err(|e| LoadError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        let plugin = Plugin::new(
+            self.clone(),
+            path,
+            component,
+            manifest,
+            digest,
+            config_overrides,
+        )?;
+        // Validate by instantiating once now, beside whatever version is serving.
+        plugin.warm().await.map_err(|e| LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok((Arc::new(plugin), outcome))
+    }
+}

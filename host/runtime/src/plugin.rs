@@ -1,0 +1,516 @@
+//! A loaded plugin version: its pre-instantiated component, its one long-lived instance
+//! (rebuilt after a trap, a deadline or the memory cap), and its counters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ledgerhost_core::{Disposition, Event};
+use wasmtime::Store;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+use crate::bindings::consumer::{Consumer, ConsumerPre};
+use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
+use crate::bindings::scheduled::{Scheduled, ScheduledPre};
+use crate::bindings::wit;
+use crate::imports::PluginState;
+use crate::limits::MemoryLimiter;
+use crate::manifest::{Manifest, World};
+use crate::{LoadError, Runtime, convert};
+
+/// Why a call into a plugin failed. The instance is rebuilt before the next call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin `{plugin}` trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin `{plugin}` ran past its deadline of {deadline:?} (limits.deadline-ms)")]
+    Deadline { plugin: String, deadline: Duration },
+    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mb} MiB (limits.memory-mb)")]
+    OutOfMemory { plugin: String, limit_mb: u64 },
+    #[error("plugin `{plugin}` returned {got} dispositions for {expected} events")]
+    WrongDispositionCount {
+        plugin: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("plugin `{plugin}` reported a failure: {message}")]
+    Failed { plugin: String, message: String },
+    #[error("plugin `{plugin}` is not a {world:?} plugin")]
+    WrongWorld { plugin: String, world: World },
+    #[error("plugin `{plugin}` could not be instantiated: {message}")]
+    Instantiate { plugin: String, message: String },
+}
+
+/// An HTTP request for an HTTP-triggered plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Path below `/plugins/<name>`, starting with `/`.
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The plugin's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Counters of one plugin version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    pub calls: u64,
+    pub traps: u64,
+    pub deadline_hits: u64,
+    pub out_of_memory: u64,
+    /// Instances built after the first (after a trap, deadline or memory cap).
+    pub rebuilds: u64,
+    /// Largest linear memory any instance reached, in bytes.
+    pub memory_high_water: u64,
+    pub last_error: Option<String>,
+}
+
+enum Pre {
+    Consumer(ConsumerPre<PluginState>),
+    Scheduled(ScheduledPre<PluginState>),
+    Http(HttpTriggerPre<PluginState>),
+}
+
+enum Exports {
+    Consumer(Consumer),
+    Scheduled(Scheduled),
+    Http(HttpTrigger),
+}
+
+struct Live {
+    store: Store<PluginState>,
+    exports: Exports,
+    stderr: MemoryOutputPipe,
+}
+
+/// A plugin has no clock: time stands still at the epoch unless the host passes it in.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// One loaded version of a plugin.
+pub struct Plugin {
+    runtime: Arc<Runtime>,
+    manifest: Manifest,
+    version: String,
+    path: PathBuf,
+    pre: Pre,
+    config: Arc<BTreeMap<String, String>>,
+    grants: Arc<crate::manifest::Grants>,
+    live: tokio::sync::Mutex<Option<Live>>,
+    instances_built: AtomicU64,
+    stats: Mutex<PluginStats>,
+}
+
+/// The capability interfaces and the grant each needs.
+const CAPABILITY_GRANTS: [(&str, &str); 4] = [
+    ("ledgerhost:plugin/blobstore@", "buckets"),
+    ("ledgerhost:plugin/keyvalue@", "key-prefixes"),
+    ("ledgerhost:plugin/warehouse@", "warehouse-tables"),
+    ("ledgerhost:plugin/ledger@", "topics"),
+];
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        path: &Path,
+        component: Component,
+        manifest: Manifest,
+        digest: String,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Plugin, LoadError> {
+        check_imports(&runtime, path, &component, &manifest)?;
+        let instance_pre =
+            runtime
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Imports {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        let world_err = |world: &str, e: wasmtime::Error| LoadError::World {
+            path: path.to_path_buf(),
+            world: world.to_string(),
+            message: e.to_string(),
+        };
+        let pre = match manifest.world {
+            World::Consumer => {
+                Pre::Consumer(ConsumerPre::new(instance_pre).map_err(|e| world_err("consumer", e))?)
+            }
+            World::Scheduled => Pre::Scheduled(
+                ScheduledPre::new(instance_pre).map_err(|e| world_err("scheduled", e))?,
+            ),
+            World::HttpTrigger => Pre::Http(
+                HttpTriggerPre::new(instance_pre).map_err(|e| world_err("http-trigger", e))?,
+            ),
+        };
+        let mut config = manifest.config.clone();
+        for (k, v) in overrides {
+            if manifest.grants.config.contains(k) {
+                config.insert(k.clone(), v.clone());
+            } else {
+                tracing::warn!(
+                    plugin = manifest.name,
+                    key = k,
+                    "config override ignored: the manifest does not grant this key"
+                );
+            }
+        }
+        Ok(Plugin {
+            version: digest[..12.min(digest.len())].to_string(),
+            grants: Arc::new(manifest.grants.clone()),
+            config: Arc::new(config),
+            runtime,
+            manifest,
+            path: path.to_path_buf(),
+            pre,
+            live: tokio::sync::Mutex::new(None),
+            instances_built: AtomicU64::new(0),
+            stats: Mutex::new(PluginStats::default()),
+        })
+    }
+
+    /// The manifest this version was loaded with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Short hex digest of the component: identifies the version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The component file this version was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> PluginStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn plugin_name(&self) -> String {
+        self.manifest.name.clone()
+    }
+
+    async fn instantiate(&self) -> Result<Live, CallError> {
+        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = PluginState {
+            name: self.manifest.name.as_str().into(),
+            grants: self.grants.clone(),
+            config: self.config.clone(),
+            caps: self.runtime.caps.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new((self.manifest.limits.memory_mb as usize) << 20),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let err = |e: wasmtime::Error| CallError::Instantiate {
+            plugin: self.plugin_name(),
+            message: e.to_string(),
+        };
+        let exports = match &self.pre {
+            Pre::Consumer(p) => {
+                Exports::Consumer(p.instantiate_async(&mut store).await.map_err(err)?)
+            }
+            Pre::Scheduled(p) => {
+                Exports::Scheduled(p.instantiate_async(&mut store).await.map_err(err)?)
+            }
+            Pre::Http(p) => Exports::Http(p.instantiate_async(&mut store).await.map_err(err)?),
+        };
+        if self.instances_built.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rebuilds += 1;
+        }
+        Ok(Live {
+            store,
+            exports,
+            stderr,
+        })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let tick = self.runtime.config.epoch_tick.as_millis().max(1) as u64;
+        // One extra tick: the current one may be about to end.
+        self.manifest.limits.deadline_ms.div_ceil(tick) + 1
+    }
+
+    /// Builds the instance now (validation at load time, and benchmarks).
+    pub async fn warm(&self) -> Result<(), CallError> {
+        let mut guard = self.live.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.instantiate().await?);
+        }
+        Ok(())
+    }
+
+    /// Drops the instance, as a trap would; the next call builds a new one.
+    pub async fn reset(&self) {
+        *self.live.lock().await = None;
+    }
+
+    /// Turns a failed call into a [`CallError`] and records it.
+    fn failure(&self, live: &Live, e: wasmtime::Error) -> CallError {
+        let plugin = self.plugin_name();
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let err = if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            stats.deadline_hits += 1;
+            CallError::Deadline {
+                plugin,
+                deadline: Duration::from_millis(self.manifest.limits.deadline_ms),
+            }
+        } else if live.store.data().limiter.denied {
+            stats.out_of_memory += 1;
+            CallError::OutOfMemory {
+                plugin,
+                limit_mb: self.manifest.limits.memory_mb,
+            }
+        } else {
+            stats.traps += 1;
+            let stderr = live.stderr.contents();
+            let text = String::from_utf8_lossy(&stderr);
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            CallError::Trap {
+                plugin,
+                message: if tail.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}; stderr: {tail}")
+                },
+            }
+        };
+        stats.last_error = Some(err.to_string());
+        err
+    }
+
+    /// Takes the live instance (building it if needed) and prepares it for one call.
+    async fn begin(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Live>>, CallError> {
+        let mut guard = self.live.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.instantiate().await?);
+        }
+        if let Some(live) = guard.as_mut() {
+            live.store.set_epoch_deadline(self.deadline_ticks());
+            live.store.data_mut().limiter.denied = false;
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.calls += 1;
+        Ok(guard)
+    }
+
+    fn end(&self, live: &Live) {
+        let hw = live.store.data().limiter.high_water as u64;
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.memory_high_water = stats.memory_high_water.max(hw);
+    }
+
+    /// Hands a batch to a consumer; one disposition per event comes back, in order.
+    pub async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, CallError> {
+        let expected = events.len();
+        let wit_events: Vec<wit::Event> = events.into_iter().map(convert::event_to_wit).collect();
+        let mut guard = self.begin().await?;
+        let live = guard.as_mut().expect("instance built by begin");
+        let Exports::Consumer(exports) = &live.exports else {
+            return Err(CallError::WrongWorld {
+                plugin: self.plugin_name(),
+                world: self.manifest.world,
+            });
+        };
+        let result = exports.call_handle(&mut live.store, &wit_events).await;
+        self.end(live);
+        match result {
+            Ok(d) if d.len() == expected => {
+                Ok(d.into_iter().map(convert::disposition_from_wit).collect())
+            }
+            Ok(d) => Err(CallError::WrongDispositionCount {
+                plugin: self.plugin_name(),
+                expected,
+                got: d.len(),
+            }),
+            Err(e) => {
+                let err = self.failure(live, e);
+                *guard = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// One tick of a scheduled plugin; `now_micros` is the host's clock.
+    pub async fn tick(&self, now_micros: i64) -> Result<(), CallError> {
+        let mut guard = self.begin().await?;
+        let live = guard.as_mut().expect("instance built by begin");
+        let Exports::Scheduled(exports) = &live.exports else {
+            return Err(CallError::WrongWorld {
+                plugin: self.plugin_name(),
+                world: self.manifest.world,
+            });
+        };
+        let result = exports.call_tick(&mut live.store, now_micros).await;
+        self.end(live);
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(CallError::Failed {
+                plugin: self.plugin_name(),
+                message,
+            }),
+            Err(e) => {
+                let err = self.failure(live, e);
+                *guard = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// One request to an HTTP-triggered plugin.
+    pub async fn http(&self, request: HttpRequest) -> Result<HttpResponse, CallError> {
+        let mut guard = self.begin().await?;
+        let live = guard.as_mut().expect("instance built by begin");
+        let Exports::Http(exports) = &live.exports else {
+            return Err(CallError::WrongWorld {
+                plugin: self.plugin_name(),
+                world: self.manifest.world,
+            });
+        };
+        let req = wit::HttpRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        let started = Instant::now();
+        let result = exports.call_handle_request(&mut live.store, &req).await;
+        self.end(live);
+        tracing::debug!(
+            plugin = self.manifest.name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "http call"
+        );
+        match result {
+            Ok(r) => Ok(HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(e) => {
+                let err = self.failure(live, e);
+                *guard = None;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Refuses components that import what the manifest does not grant, or what this host
+/// does not provide, with a message naming the fix.
+fn check_imports(
+    runtime: &Runtime,
+    path: &Path,
+    component: &Component,
+    manifest: &Manifest,
+) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(&runtime.engine) {
+        if name.starts_with("wasi:") || name.starts_with("ledgerhost:plugin/types@0.1.") {
+            continue;
+        }
+        let Some((prefix, grant)) = CAPABILITY_GRANTS.iter().find(|(p, _)| name.starts_with(p))
+        else {
+            let hint = if name.starts_with("ledgerhost:plugin/") {
+                " (this host provides ledgerhost:plugin@0.1.0; rebuild the plugin against it)"
+            } else {
+                ""
+            };
+            return Err(LoadError::Imports {
+                path: path.to_path_buf(),
+                message: format!("imports `{name}`, which ledgerhost does not provide{hint}"),
+            });
+        };
+        if !name.starts_with(&format!("{prefix}0.1.")) {
+            return Err(LoadError::Imports {
+                path: path.to_path_buf(),
+                message: format!(
+                    "imports `{name}`; this host provides ledgerhost:plugin@0.1.0, rebuild the plugin against it"
+                ),
+            });
+        }
+        let g = &manifest.grants;
+        let granted = match *grant {
+            "buckets" => !g.buckets.is_empty(),
+            "key-prefixes" => !g.key_prefixes.is_empty(),
+            "warehouse-tables" => !g.warehouse_tables.is_empty(),
+            _ => !g.topics.is_empty(),
+        };
+        if !granted {
+            return Err(LoadError::Imports {
+                path: path.to_path_buf(),
+                message: format!(
+                    "imports `{name}` but its manifest grants none: add the {what} it needs to \
+                     `grants.{grant}` in {}.toml",
+                    manifest.name,
+                    what = match *grant {
+                        "buckets" => "buckets",
+                        "key-prefixes" => "key prefixes",
+                        "warehouse-tables" => "warehouse tables",
+                        _ => "topics",
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Generated bindings, one module per world. The imports are generated once (in `consumer`)
+//! and shared by the other worlds through `with`.
+
+#![allow(missing_docs, clippy::all)]
+
+/// The event-consumer world.
+pub mod consumer {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "ledgerhost:plugin/consumer",
+        pub_export_macro: true,
+        export_macro_name: "export_consumer",
+        default_bindings_module: "ledgerhost_sdk::bindings::consumer",
+        // Lets plugin tests compare dispositions and values with `assert_eq!`.
+        additional_derives: [PartialEq],
+        generate_all,
+    });
+}
+
+/// The scheduled world.
+pub mod scheduled {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "ledgerhost:plugin/scheduled",
+        pub_export_macro: true,
+        export_macro_name: "export_scheduled",
+        default_bindings_module: "ledgerhost_sdk::bindings::scheduled",
+        type_section_suffix: "scheduled",
+        with: {
+            "ledgerhost:plugin/types@0.1.0": super::consumer::ledgerhost::plugin::types,
+            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin::ledger,
+            "wasi:logging/logging": super::consumer::wasi::logging::logging,
+            "wasi:config/store@0.2.0-rc.1": super::consumer::wasi::config::store,
+        },
+    });
+}
+
+/// The HTTP-trigger world.
+pub mod http {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "ledgerhost:plugin/http-trigger",
+        pub_export_macro: true,
+        export_macro_name: "export_http",
+        default_bindings_module: "ledgerhost_sdk::bindings::http",
+        type_section_suffix: "http",
+        with: {
+            "ledgerhost:plugin/types@0.1.0": super::consumer::ledgerhost::plugin::types,
+            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin::ledger,
+            "wasi:logging/logging": super::consumer::wasi::logging::logging,
+            "wasi:config/store@0.2.0-rc.1": super::consumer::wasi::config::store,
+        },
+    });
+}

@@ -1,0 +1,266 @@
+//! Guest SDK for ledgerhost plugins: a consumer is a few lines.
+//!
+//! ```
+//! use ledgerhost_sdk::prelude::*;
+//!
+//! struct LastAmount;
+//!
+//! impl Consumer for LastAmount {
+//!     fn handle(events: Vec<Event>) -> Vec<Disposition> {
+//!         events
+//!             .iter()
+//!             .map(|e| {
+//!                 let Some(amount) = e.i64("amount") else {
+//!                     return Disposition::Reject(format!("{}: no INT64 amount", e.id));
+//!                 };
+//!                 let key = format!("amount/{}", e.ordering_key());
+//!                 match kv::set_if_newer(&key, amount.to_string().as_bytes(), e.commit_ts) {
+//!                     Ok(_) => Disposition::Ack,
+//!                     Err(err) => Disposition::Retry(format!("{}: {err}", e.id)),
+//!                 }
+//!             })
+//!             .collect()
+//!     }
+//! }
+//!
+//! export_consumer!(LastAmount);
+//!
+//! // Natively, the same code runs against a fake host:
+//! use ledgerhost_sdk::testing::{EventBuilder, MockHost};
+//! let host = MockHost::new();
+//! let e = EventBuilder::new("orders").key("id", 1).field("amount", 1200).commit_ts(5).build();
+//! assert_eq!(LastAmount::handle(vec![e]), vec![Disposition::Ack]);
+//! assert_eq!(host.kv("amount/1"), Some(b"1200".to_vec()));
+//! ```
+//!
+//! Capabilities are plain functions ([`blobstore`], [`kv`], [`warehouse`], [`ledger`],
+//! [`config`], [`log`]); a call the manifest does not grant returns
+//! [`Error::Denied`] naming the grant to add. A component imports only the capabilities it
+//! calls, and the host refuses to load one that imports a capability its manifest does not
+//! grant. [`testing`] builds events and fakes the host ([`testing::MockHost`]) so a plugin's
+//! handler is unit-tested natively with `cargo test`.
+
+pub mod bindings;
+mod caps;
+pub mod testing;
+
+pub use caps::{blobstore, config, kv, ledger, log, warehouse};
+
+pub use bindings::consumer::Guest as Consumer;
+pub use bindings::consumer::export_consumer;
+pub use bindings::consumer::ledgerhost::plugin::types::{
+    Disposition, Error, Event, Field, HttpRequest, HttpResponse, Value,
+};
+pub use bindings::http::Guest as HttpHandler;
+pub use bindings::http::export_http;
+pub use bindings::scheduled::Guest as Scheduled;
+pub use bindings::scheduled::export_scheduled;
+
+/// Everything a plugin usually needs.
+pub mod prelude {
+    pub use crate::{
+        Consumer, Disposition, Error, Event, EventExt, Field, HttpHandler, HttpRequest,
+        HttpResponse, Scheduled, Value, ack_all, blobstore, config, export_consumer, export_http,
+        export_scheduled, kv, ledger, log, log_debug, log_error, log_info, log_warn, retry_all,
+        warehouse,
+    };
+}
+
+/// Typed access to an event's fields.
+pub trait EventExt {
+    /// A field's value; `None` when the table has no such column.
+    fn get(&self, name: &str) -> Option<&Value>;
+    /// An INT64 field (`None` if absent, NULL or another type).
+    fn i64(&self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            Value::Int64(v) => Some(*v),
+            _ => None,
+        }
+    }
+    /// A FLOAT64 or FLOAT32 field.
+    fn f64(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            Value::Float64(v) => Some(*v),
+            Value::Float32(v) => Some(f64::from(*v)),
+            _ => None,
+        }
+    }
+    /// A STRING field.
+    fn str(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// A BOOL field.
+    fn bool(&self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    /// A TIMESTAMP field, microseconds since the epoch.
+    fn timestamp(&self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            Value::Timestamp(t) => Some(*t),
+            _ => None,
+        }
+    }
+    /// A NUMERIC field as its exact decimal text.
+    fn numeric(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            Value::Numeric(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// A BYTES field.
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        match self.get(name)? {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+    /// A DATE field, days since 1970-01-01.
+    fn date(&self, name: &str) -> Option<i32> {
+        match self.get(name)? {
+            Value::Date(d) => Some(*d),
+            _ => None,
+        }
+    }
+    /// A JSON field as its document text.
+    fn json(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            Value::Json(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// True when the column exists and is NULL (an absent column is not NULL).
+    fn is_null(&self, name: &str) -> bool {
+        matches!(self.get(name), Some(Value::Null))
+    }
+    /// A ledger attribute.
+    fn attribute(&self, name: &str) -> Option<&str>;
+    /// The ordering key (the encoded primary key) the host used for this event.
+    fn ordering_key(&self) -> &str;
+}
+
+impl EventExt for Event {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn ordering_key(&self) -> &str {
+        // The id is `table/key/commit_ts`; the key part escapes `/`, so this split is exact.
+        let rest = self.id.split_once('/').map_or("", |(_, r)| r);
+        rest.rsplit_once('/').map_or(rest, |(k, _)| k)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int64(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float64(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::String(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::String(v)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+/// One `Ack` per event: the usual answer of a consumer whose side effects all succeeded.
+pub fn ack_all(events: &[Event]) -> Vec<Disposition> {
+    events.iter().map(|_| Disposition::Ack).collect()
+}
+
+/// The same `Retry(reason)` for every event: the answer when a batch-wide step failed.
+pub fn retry_all(events: &[Event], reason: &str) -> Vec<Disposition> {
+    events
+        .iter()
+        .map(|_| Disposition::Retry(reason.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::EventBuilder;
+
+    #[test]
+    fn typed_accessors_return_only_their_own_type() {
+        let e = EventBuilder::new("t")
+            .key("id", 1)
+            .field("n", 5)
+            .field("x", 2.5)
+            .field("s", "hi")
+            .field("b", false)
+            .field("ts", Value::Timestamp(10))
+            .field("num", Value::Numeric("12.50".into()))
+            .field("raw", vec![1u8, 2])
+            .field("d", Value::Date(3))
+            .field("j", Value::Json("{}".into()))
+            .field("f32", Value::Float32(1.5))
+            .field("nothing", Value::Null)
+            .build();
+        assert_eq!(e.i64("n"), Some(5));
+        assert_eq!(e.i64("x"), None, "a float is not an int");
+        assert_eq!(e.f64("x"), Some(2.5));
+        assert_eq!(e.f64("f32"), Some(1.5));
+        assert_eq!(e.str("s"), Some("hi"));
+        assert_eq!(e.str("j"), None, "JSON has its own accessor");
+        assert_eq!(e.json("j"), Some("{}"));
+        assert_eq!(e.bool("b"), Some(false));
+        assert_eq!(e.timestamp("ts"), Some(10));
+        assert_eq!(e.timestamp("n"), None);
+        assert_eq!(e.numeric("num"), Some("12.50"));
+        assert_eq!(e.bytes("raw"), Some(&[1u8, 2][..]));
+        assert_eq!(e.date("d"), Some(3));
+        assert!(e.is_null("nothing"));
+        assert!(!e.is_null("missing"));
+        assert_eq!(e.i64("nothing"), None);
+        assert_eq!(e.get("missing"), None);
+    }
+
+    #[test]
+    fn batch_answers_have_one_disposition_per_event() {
+        let events: Vec<Event> = (0..3)
+            .map(|i| EventBuilder::new("t").key("id", i).build())
+            .collect();
+        assert_eq!(ack_all(&events), vec![Disposition::Ack; 3]);
+        assert_eq!(
+            retry_all(&events, "down"),
+            vec![Disposition::Retry("down".into()); 3]
+        );
+        assert!(ack_all(&[]).is_empty());
+    }
+}

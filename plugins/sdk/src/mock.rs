@@ -1,0 +1,541 @@
+//! The native stand-in for the host's capabilities, behind [`MockHost`]. It keeps the
+//! host's rules that plugin code can trip over: grants (when built from a manifest), name
+//! checks, publishing only to created topics, loading only into ensured tables, versioned
+//! keyvalue writes with tombstones.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use crate::log::Level;
+use crate::warehouse::Row;
+use crate::{Error, Field, ledger::Message};
+
+/// One capability, for [`MockHost::fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    /// `blobstore::*`.
+    Blobstore,
+    /// `kv::*`.
+    Keyvalue,
+    /// `warehouse::*`.
+    Warehouse,
+    /// `ledger::*`.
+    Ledger,
+}
+
+/// The grants of a manifest's `[grants]` table.
+#[derive(Debug, Clone, Default)]
+struct Grants {
+    buckets: Vec<String>,
+    key_prefixes: Vec<String>,
+    warehouse_tables: Vec<String>,
+    topics: Vec<String>,
+    config: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct KvEntry {
+    /// `None` is a tombstone.
+    value: Option<Vec<u8>>,
+    /// `None` for unconditional writes, which any versioned write supersedes.
+    version: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    schema: String,
+    rows: BTreeMap<String, Vec<Field>>,
+}
+
+/// Everything the fake host holds for one test thread.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    name: String,
+    /// `None` grants everything (a host built with [`MockHost::new`]).
+    grants: Option<Grants>,
+    config: BTreeMap<String, String>,
+    blobs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    kv: BTreeMap<String, KvEntry>,
+    tables: BTreeMap<String, Table>,
+    topics: BTreeMap<String, Vec<Message>>,
+    logs: Vec<(Level, String, String)>,
+    failures: BTreeMap<Capability, Error>,
+}
+
+thread_local! {
+    static HOST: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's fake host; panics (failing the test) with the fix if there is none.
+pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    HOST.with(|h| {
+        let mut h = h.borrow_mut();
+        let state = h.as_mut().expect(
+            "a capability was called natively without a fake host: create one first with \
+             `let host = ledgerhost_sdk::testing::MockHost::new();` (or `from_manifest`)",
+        );
+        f(state)
+    })
+}
+
+/// Records a log line on the fake host, or prints it when the test installed none (so pure
+/// logic that logs needs no fake).
+pub(crate) fn with_or_stderr(level: Level, context: &str, message: &str) {
+    HOST.with(|h| match h.borrow_mut().as_mut() {
+        Some(state) => state
+            .logs
+            .push((level, context.to_string(), message.to_string())),
+        None => eprintln!("[{level:?}] {context} {message}"),
+    })
+}
+
+/// True when `name` matches a grant entry (exact, or prefix for entries ending in `*`),
+/// the host's rule.
+fn grant_matches(grants: &[String], name: &str) -> bool {
+    grants.iter().any(|g| match g.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => g == name,
+    })
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\0')
+        || name.contains('\\')
+        || name.split('/').any(|seg| seg == ".." || seg == ".")
+    {
+        return Err(Error::Invalid(format!(
+            "{what} `{name}` is not allowed (empty, absolute, or with `.`/`..` segments)"
+        )));
+    }
+    Ok(())
+}
+
+impl State {
+    fn denied(&self, what: &str, name: &str, grant: &str) -> Error {
+        let plugin = &self.name;
+        Error::Denied(format!(
+            "plugin `{plugin}` is not granted {what} `{name}`; add \"{name}\" to grants.{grant} \
+             in {plugin}.toml"
+        ))
+    }
+
+    fn fail(&self, cap: Capability) -> Result<(), Error> {
+        match self.failures.get(&cap) {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn bucket(&self, bucket: &str) -> Result<(), Error> {
+        self.fail(Capability::Blobstore)?;
+        check_name("bucket", bucket)?;
+        if bucket.contains('/') {
+            return Err(Error::Invalid(format!(
+                "bucket `{bucket}` may not contain `/`"
+            )));
+        }
+        match &self.grants {
+            Some(g) if !grant_matches(&g.buckets, bucket) => {
+                Err(self.denied("bucket", bucket, "buckets"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn key(&self, key: &str, what: &str) -> Result<(), Error> {
+        self.fail(Capability::Keyvalue)?;
+        if what == "key" && (key.is_empty() || key.contains('\0')) {
+            return Err(Error::Invalid("keys must be non-empty and NUL-free".into()));
+        }
+        match &self.grants {
+            Some(g) if !g.key_prefixes.iter().any(|p| key.starts_with(p.as_str())) => {
+                Err(self.denied(what, key, "key-prefixes"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn wh_table(&self, table: &str) -> Result<(), Error> {
+        self.fail(Capability::Warehouse)?;
+        match &self.grants {
+            Some(g) if !grant_matches(&g.warehouse_tables, table) => {
+                Err(self.denied("warehouse table", table, "warehouse-tables"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn topic(&self, topic: &str) -> Result<(), Error> {
+        self.fail(Capability::Ledger)?;
+        match &self.grants {
+            Some(g) if !grant_matches(&g.topics, topic) => {
+                Err(self.denied("topic", topic, "topics"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn blob_put(&mut self, bucket: &str, name: &str, data: &[u8]) -> Result<(), Error> {
+        self.bucket(bucket)?;
+        check_name("object name", name)?;
+        self.blobs
+            .entry(bucket.to_string())
+            .or_default()
+            .insert(name.to_string(), data.to_vec());
+        Ok(())
+    }
+
+    pub(crate) fn blob_get(&mut self, bucket: &str, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.bucket(bucket)?;
+        check_name("object name", name)?;
+        Ok(self.blobs.get(bucket).and_then(|b| b.get(name)).cloned())
+    }
+
+    pub(crate) fn blob_delete(&mut self, bucket: &str, name: &str) -> Result<(), Error> {
+        self.bucket(bucket)?;
+        check_name("object name", name)?;
+        if let Some(b) = self.blobs.get_mut(bucket) {
+            b.remove(name);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn blob_list(&mut self, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
+        self.bucket(bucket)?;
+        Ok(self
+            .blobs
+            .get(bucket)
+            .map(|b| {
+                b.keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.key(key, "key")?;
+        Ok(self.kv.get(key).and_then(|e| e.value.clone()))
+    }
+
+    pub(crate) fn kv_set(&mut self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.key(key, "key")?;
+        self.kv.insert(
+            key.to_string(),
+            KvEntry {
+                value: Some(value.to_vec()),
+                version: None,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn kv_delete(&mut self, key: &str) -> Result<(), Error> {
+        self.key(key, "key")?;
+        self.kv.remove(key);
+        Ok(())
+    }
+
+    fn kv_versioned(&mut self, key: &str, value: Option<&[u8]>, version: i64) -> bool {
+        let newer = self
+            .kv
+            .get(key)
+            .and_then(|e| e.version)
+            .is_none_or(|stored| version > stored);
+        if newer {
+            self.kv.insert(
+                key.to_string(),
+                KvEntry {
+                    value: value.map(<[u8]>::to_vec),
+                    version: Some(version),
+                },
+            );
+        }
+        newer
+    }
+
+    pub(crate) fn kv_set_if_newer(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        version: i64,
+    ) -> Result<bool, Error> {
+        self.key(key, "key")?;
+        Ok(self.kv_versioned(key, Some(value), version))
+    }
+
+    pub(crate) fn kv_delete_if_newer(&mut self, key: &str, version: i64) -> Result<bool, Error> {
+        self.key(key, "key")?;
+        Ok(self.kv_versioned(key, None, version))
+    }
+
+    pub(crate) fn kv_list(&mut self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.key(prefix, "key prefix")?;
+        Ok(self
+            .kv
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.value.is_some())
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    pub(crate) fn wh_ensure(&mut self, table: &str, schema: &str) -> Result<(), Error> {
+        self.wh_table(table)?;
+        if !schema.trim_start().starts_with('{') {
+            return Err(Error::Invalid(format!(
+                "warehouse table `{table}`: the schema must be an Avro record schema (JSON object)"
+            )));
+        }
+        self.tables.entry(table.to_string()).or_default().schema = schema.to_string();
+        Ok(())
+    }
+
+    pub(crate) fn wh_load(&mut self, table: &str, rows: &[Row]) -> Result<(), Error> {
+        self.wh_table(table)?;
+        let t = self.tables.get_mut(table).ok_or_else(|| {
+            Error::Invalid(format!(
+                "warehouse table `{table}` does not exist; call warehouse::ensure_table first"
+            ))
+        })?;
+        for r in rows {
+            t.rows.insert(r.event_id.clone(), r.fields.clone());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wh_count(&mut self, table: &str) -> Result<u64, Error> {
+        self.wh_table(table)?;
+        let t = self
+            .tables
+            .get(table)
+            .ok_or_else(|| Error::Invalid(format!("warehouse table `{table}` does not exist")))?;
+        Ok(t.rows.len() as u64)
+    }
+
+    pub(crate) fn topic_create(&mut self, topic: &str) -> Result<(), Error> {
+        self.topic(topic)?;
+        self.topics.entry(topic.to_string()).or_default();
+        Ok(())
+    }
+
+    pub(crate) fn topic_publish(&mut self, topic: &str, messages: &[Message]) -> Result<(), Error> {
+        self.topic(topic)?;
+        let log = self.topics.get_mut(topic).ok_or_else(|| {
+            Error::Backend(format!(
+                "ledger: topic `{topic}` not found (create it first with ledger::create_topic)"
+            ))
+        })?;
+        log.extend_from_slice(messages);
+        Ok(())
+    }
+
+    pub(crate) fn config_get(&self, key: &str) -> Option<String> {
+        if let Some(g) = &self.grants
+            && !g.config.iter().any(|k| k == key)
+        {
+            return None;
+        }
+        self.config.get(key).cloned()
+    }
+}
+
+/// A fake host for native unit tests: every capability wrapper of the SDK ([`crate::kv`],
+/// [`crate::blobstore`], [`crate::ledger`], ...) talks to it instead of a real host.
+///
+/// It lives in a thread-local, so each `#[test]` (its own thread) gets its own; creating a
+/// new one replaces the previous, dropping it removes it. `new()` grants everything;
+/// [`MockHost::from_manifest`] enforces the manifest's grants and serves its `[config]`,
+/// as the host would.
+///
+/// ```
+/// use ledgerhost_sdk::testing::MockHost;
+/// let host = MockHost::new().with_config("threshold", "5");
+/// ledgerhost_sdk::kv::set("seen/1", b"1").unwrap();
+/// assert_eq!(host.kv("seen/1"), Some(b"1".to_vec()));
+/// assert_eq!(ledgerhost_sdk::config::get("threshold").as_deref(), Some("5"));
+/// ```
+#[derive(Debug)]
+pub struct MockHost {
+    /// The state is per thread, so the handle must stay on its thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Default for MockHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for MockHost {
+    fn drop(&mut self) {
+        HOST.with(|h| h.borrow_mut().take());
+    }
+}
+
+impl MockHost {
+    fn install(state: State) -> Self {
+        HOST.with(|h| *h.borrow_mut() = Some(state));
+        MockHost {
+            _not_send: PhantomData,
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        with(|s| f(s))
+    }
+
+    /// A fake host that grants every bucket, key, table, topic and config key.
+    pub fn new() -> Self {
+        Self::install(State {
+            name: "test".into(),
+            ..State::default()
+        })
+    }
+
+    /// A fake host with the grants and `[config]` of a manifest (e.g.
+    /// `include_str!("../plugin.toml")`), so a test also checks that the manifest grants
+    /// what the code calls.
+    pub fn from_manifest(toml_text: &str) -> Result<Self, String> {
+        let doc: toml::Table = toml_text
+            .parse()
+            .map_err(|e| format!("manifest is not valid TOML: {e}"))?;
+        let name = doc
+            .get("name")
+            .and_then(|v| v.as_str())
+            .ok_or("manifest has no `name`")?
+            .to_string();
+        let grants = doc.get("grants").and_then(|g| g.as_table());
+        let list = |key: &str| -> Result<Vec<String>, String> {
+            let Some(v) = grants.and_then(|g| g.get(key)) else {
+                return Ok(Vec::new());
+            };
+            v.as_array()
+                .ok_or(format!("grants.{key} must be an array of strings"))?
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or(format!("grants.{key} must be an array of strings"))
+                })
+                .collect()
+        };
+        let grants = Grants {
+            buckets: list("buckets")?,
+            key_prefixes: list("key-prefixes")?,
+            warehouse_tables: list("warehouse-tables")?,
+            topics: list("topics")?,
+            config: list("config")?,
+        };
+        let mut config = BTreeMap::new();
+        if let Some(c) = doc.get("config") {
+            let c = c.as_table().ok_or("[config] must be a table")?;
+            for (k, v) in c {
+                let v = v.as_str().ok_or(format!("config `{k}` must be a string"))?;
+                config.insert(k.clone(), v.to_string());
+            }
+        }
+        Ok(Self::install(State {
+            name,
+            grants: Some(grants),
+            config,
+            ..State::default()
+        }))
+    }
+
+    /// Sets a config value (as the host's per-deployment overrides would).
+    pub fn with_config(self, key: &str, value: &str) -> Self {
+        with(|s| s.config.insert(key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Makes every call to `cap` fail with `error` until [`MockHost::heal`].
+    pub fn fail(&self, cap: Capability, error: Error) {
+        with(|s| s.failures.insert(cap, error));
+    }
+
+    /// Ends a failure set by [`MockHost::fail`].
+    pub fn heal(&self, cap: Capability) {
+        with(|s| s.failures.remove(&cap));
+    }
+
+    /// Creates a topic, as if another component had.
+    pub fn create_topic(&self, topic: &str) {
+        with(|s| {
+            s.topics.entry(topic.to_string()).or_default();
+        });
+    }
+
+    /// Stores an object, bypassing grants (test setup).
+    pub fn put_blob(&self, bucket: &str, name: &str, data: &[u8]) {
+        with(|s| {
+            s.blobs
+                .entry(bucket.to_string())
+                .or_default()
+                .insert(name.to_string(), data.to_vec())
+        });
+    }
+
+    /// A stored value (`None` if absent or a tombstone).
+    pub fn kv(&self, key: &str) -> Option<Vec<u8>> {
+        self.read(|s| s.kv.get(key).and_then(|e| e.value.clone()))
+    }
+
+    /// Every live key, sorted.
+    pub fn kv_keys(&self) -> Vec<String> {
+        self.read(|s| {
+            s.kv.iter()
+                .filter(|(_, e)| e.value.is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+    }
+
+    /// A stored object.
+    pub fn blob(&self, bucket: &str, name: &str) -> Option<Vec<u8>> {
+        self.read(|s| s.blobs.get(bucket).and_then(|b| b.get(name)).cloned())
+    }
+
+    /// Object names of a bucket, sorted.
+    pub fn blob_names(&self, bucket: &str) -> Vec<String> {
+        self.read(|s| {
+            s.blobs
+                .get(bucket)
+                .map(|b| b.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Topics that exist.
+    pub fn topics(&self) -> Vec<String> {
+        self.read(|s| s.topics.keys().cloned().collect())
+    }
+
+    /// Messages published to `topic`, in publish order (empty if none or no such topic).
+    pub fn published(&self, topic: &str) -> Vec<Message> {
+        self.read(|s| s.topics.get(topic).cloned().unwrap_or_default())
+    }
+
+    /// Rows of a warehouse table as (event id, fields), by event id.
+    pub fn rows(&self, table: &str) -> Vec<(String, Vec<Field>)> {
+        self.read(|s| {
+            s.tables
+                .get(table)
+                .map(|t| t.rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The Avro schema a warehouse table was last ensured with.
+    pub fn table_schema(&self, table: &str) -> Option<String> {
+        self.read(|s| s.tables.get(table).map(|t| t.schema.clone()))
+    }
+
+    /// Log lines so far as (level, context, message).
+    pub fn logs(&self) -> Vec<(Level, String, String)> {
+        self.read(|s| s.logs.clone())
+    }
+}

@@ -1,0 +1,504 @@
+//! The Google backends against the official emulators: Spanner source, Pub/Sub ledger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ledgerhost_core::ColumnType;
+use ledgerhost_core::Value;
+use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::source::{Position, Source, TableSpec};
+use ledgerhost_ledger::pubsub::PubSubLedger;
+use ledgerhost_source::spanner::SpannerSource;
+use ledgerhost_tests::harness::google::{PROJECT, PubSubEmulator, SpannerEmulator, spanner_write};
+
+fn spec(name: &str) -> TableSpec {
+    TableSpec {
+        name: name.into(),
+        commit_ts_column: None,
+        deleted_column: None,
+    }
+}
+
+const EVERY_TYPE: &str = "CREATE TABLE every_type (
+    id INT64 NOT NULL,
+    b BOOL, i INT64, f32 FLOAT32, f64 FLOAT64, num NUMERIC, s STRING(MAX), bys BYTES(MAX),
+    d DATE, ts TIMESTAMP, j JSON,
+    ab ARRAY<BOOL>, ai ARRAY<INT64>, af32 ARRAY<FLOAT32>, af64 ARRAY<FLOAT64>,
+    anum ARRAY<NUMERIC>, astr ARRAY<STRING(MAX)>, abys ARRAY<BYTES(MAX)>, ad ARRAY<DATE>,
+    ats ARRAY<TIMESTAMP>, aj ARRAY<JSON>,
+    commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
+) PRIMARY KEY (id)";
+
+#[tokio::test]
+async fn spanner_reads_every_type_with_nulls() {
+    let emu = SpannerEmulator::start().await;
+    let db = emu.create_database(&[EVERY_TYPE]).await;
+    let commit = spanner_write(
+        &db,
+        &[
+            "INSERT INTO every_type (id, b, i, f32, f64, num, s, bys, d, ts, j, ab, ai, af32, af64, \
+             anum, astr, abys, ad, ats, aj, commit_ts) VALUES (1, true, -42, CAST(1.5 AS FLOAT32), \
+             2.25, NUMERIC '12.50', 'héllo', b'\\x00\\xff', DATE '2024-02-29', \
+             TIMESTAMP '2024-02-29T12:00:00.123456Z', JSON '{\"a\":1}', [true, NULL], [1, NULL, 3], \
+             ARRAY<FLOAT32>[1.5, NULL], [2.5, NULL], [NUMERIC '1.25', NULL], ['x', NULL], \
+             [b'\\x01', NULL], [DATE '1970-01-02', NULL], [TIMESTAMP '1970-01-01T00:00:01Z', NULL], \
+             [JSON '[1]', NULL], PENDING_COMMIT_TIMESTAMP())"
+                .to_string(),
+            "INSERT INTO every_type (id, commit_ts) VALUES (2, PENDING_COMMIT_TIMESTAMP())".to_string(),
+        ],
+    )
+    .await;
+
+    let source = SpannerSource::connect(db).await.expect("connect");
+    let schema = source
+        .prepare_table(&spec("every_type"))
+        .await
+        .expect("schema");
+    assert_eq!(schema.primary_key, vec!["id"]);
+    assert_eq!(schema.commit_ts_column, "commit_ts");
+    let ty = |n: &str| schema.columns[schema.column_index(n).unwrap()].ty.clone();
+    assert_eq!(ty("f32"), ColumnType::Float32);
+    assert_eq!(ty("aj"), ColumnType::Array(Box::new(ColumnType::Json)));
+
+    let mut snap = source.snapshot().await.expect("snapshot");
+    assert!(snap.read_ts() >= commit);
+    let rows = snap
+        .page(&schema, &Position::after_ts(0), 10)
+        .await
+        .expect("page");
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.commit_ts == commit));
+    let arr = |t: ColumnType, v: Value| Value::Array(t, vec![v, Value::Null]);
+    let expected = vec![
+        Value::Int64(1),
+        Value::Bool(true),
+        Value::Int64(-42),
+        Value::Float32(1.5),
+        Value::Float64(2.25),
+        Value::Numeric("12.5".into()),
+        Value::String("héllo".into()),
+        Value::Bytes(vec![0, 255]),
+        Value::Date(19_782),
+        Value::Timestamp(1_709_208_000_123_456),
+        Value::Json("{\"a\":1}".into()),
+        arr(ColumnType::Bool, Value::Bool(true)),
+        Value::Array(
+            ColumnType::Int64,
+            vec![Value::Int64(1), Value::Null, Value::Int64(3)],
+        ),
+        arr(ColumnType::Float32, Value::Float32(1.5)),
+        arr(ColumnType::Float64, Value::Float64(2.5)),
+        arr(ColumnType::Numeric, Value::Numeric("1.25".into())),
+        arr(ColumnType::String, Value::String("x".into())),
+        arr(ColumnType::Bytes, Value::Bytes(vec![1])),
+        arr(ColumnType::Date, Value::Date(1)),
+        arr(ColumnType::Timestamp, Value::Timestamp(1_000_000)),
+        arr(ColumnType::Json, Value::Json("[1]".into())),
+        Value::Timestamp(commit),
+    ];
+    assert_eq!(rows[0].values, expected);
+    let mut nulls = vec![Value::Int64(2)];
+    nulls.extend(std::iter::repeat_n(Value::Null, 20));
+    nulls.push(Value::Timestamp(commit));
+    assert_eq!(rows[1].values, nulls);
+}
+
+#[tokio::test]
+async fn spanner_pages_one_big_transaction_by_key_and_hides_later_commits() {
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE big (k STRING(MAX) NOT NULL, n INT64 NOT NULL, \
+             v STRING(MAX), commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) \
+             PRIMARY KEY (k, n)",
+        ])
+        .await;
+    // 5 000 rows, one transaction, one commit timestamp; a composite key spreads them over
+    // 7 values of `k` so the keyset crosses key-prefix boundaries.
+    // PENDING_COMMIT_TIMESTAMP() is only allowed in VALUES, so the rows are spelled out, in
+    // ten statements of one transaction.
+    let statements: Vec<String> = (0..10)
+        .map(|chunk| {
+            let values: Vec<String> = (chunk * 500..(chunk + 1) * 500)
+                .map(|x| format!("('k{}', {x}, 'payload', PENDING_COMMIT_TIMESTAMP())", x % 7))
+                .collect();
+            format!(
+                "INSERT INTO big (k, n, v, commit_ts) VALUES {}",
+                values.join(", ")
+            )
+        })
+        .collect();
+    let commit = spanner_write(&db, &statements).await;
+    let source = SpannerSource::connect(db.clone()).await.expect("connect");
+    let schema = source.prepare_table(&spec("big")).await.expect("schema");
+    let mut snap = source.snapshot().await.expect("snapshot");
+    let r = snap.read_ts();
+
+    // A commit after R must not appear in this snapshot.
+    let later = spanner_write(
+        &db,
+        &["INSERT INTO big (k, n, v, commit_ts) VALUES ('a', -1, 'late', PENDING_COMMIT_TIMESTAMP())"
+            .to_string()],
+    )
+    .await;
+    assert!(
+        later > r,
+        "a commit after the snapshot has a later timestamp"
+    );
+
+    let mut after = Position::after_ts(0);
+    let mut keys = Vec::new();
+    loop {
+        let page = snap.page(&schema, &after, 97).await.expect("page");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 97);
+        for row in &page {
+            assert_eq!(row.commit_ts, commit);
+            let (Value::String(k), Value::Int64(n)) = (&row.values[0], &row.values[1]) else {
+                panic!("unexpected key {:?}", row.values);
+            };
+            keys.push((k.clone(), *n));
+        }
+        let last = page.last().unwrap();
+        after = Position {
+            commit_ts: last.commit_ts,
+            key: last.values[..2].to_vec(),
+        };
+    }
+    assert_eq!(keys.len(), 5000, "every row exactly once");
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "pages come in key order without duplicates");
+    assert!(
+        !keys.iter().any(|(_, n)| *n == -1),
+        "the later commit is invisible"
+    );
+
+    // A new snapshot sees exactly the later row after the old watermark.
+    let mut snap2 = source.snapshot().await.expect("snapshot 2");
+    let rows = snap2
+        .page(&schema, &Position::after_ts(r), 100)
+        .await
+        .expect("page");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].commit_ts, later);
+    assert_eq!(rows[0].values[1], Value::Int64(-1));
+}
+
+#[tokio::test]
+async fn spanner_refuses_a_table_without_commit_timestamp_and_handles_leases() {
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE plain (id INT64 NOT NULL, created TIMESTAMP) PRIMARY KEY (id)",
+        ])
+        .await;
+    let a = SpannerSource::connect(db.clone()).await.expect("connect a");
+    let err = a.prepare_table(&spec("plain")).await.expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(
+            "ALTER TABLE `plain` ADD COLUMN `commit_ts` TIMESTAMP OPTIONS (allow_commit_timestamp=true)"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("PENDING_COMMIT_TIMESTAMP()"), "{msg}");
+    assert!(matches!(
+        a.prepare_table(&spec("missing")).await,
+        Err(ledgerhost_core::PortError::NotFound { .. })
+    ));
+
+    // Leases: two replicas (two clients) contend for one name.
+    let b = SpannerSource::connect(db).await.expect("connect b");
+    let ttl = Duration::from_secs(3);
+    assert!(a.try_lease("poll:plain", "a", ttl).await.expect("lease a"));
+    assert!(!b.try_lease("poll:plain", "b", ttl).await.expect("lease b"));
+    assert!(a.try_lease("poll:plain", "a", ttl).await.expect("renew a"));
+    // After the TTL passes without renewal, b takes over (Spanner's clock decides).
+    let taken = ledgerhost_tests::harness::eventually(Duration::from_secs(30), || async {
+        b.try_lease("poll:plain", "b", ttl).await.expect("lease b")
+    })
+    .await;
+    assert!(taken, "b takes the lease over after it expired");
+    assert!(!a.try_lease("poll:plain", "a", ttl).await.expect("lease a"));
+    b.release_lease("poll:plain", "b").await.expect("release");
+    assert!(
+        a.try_lease("poll:plain", "a", ttl)
+            .await
+            .expect("lease a after release")
+    );
+}
+
+fn sub_spec(name: &str, topic: &str, ack: Duration) -> SubscriptionSpec {
+    SubscriptionSpec {
+        name: name.into(),
+        topic: topic.into(),
+        attribute_filter: BTreeMap::new(),
+        ack_deadline: ack,
+        dead_letter_topic: format!("{topic}-dead"),
+    }
+}
+
+fn msg(key: &str, i: usize, table: &str) -> Message {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("table".to_string(), table.to_string());
+    attributes.insert("seq".to_string(), i.to_string());
+    Message {
+        data: format!("{key}:{i}").into_bytes(),
+        ordering_key: key.into(),
+        attributes,
+    }
+}
+
+/// Pulls and acks until `n` messages came or nothing arrives for a while; returns them.
+async fn drain(ledger: &PubSubLedger, sub: &str, n: usize) -> Vec<Message> {
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while got.len() < n && idle < 30 {
+        let batch = ledger
+            .pull(sub, 50, Duration::from_secs(1))
+            .await
+            .unwrap_or_default();
+        if batch.is_empty() {
+            idle += 1;
+            continue;
+        }
+        idle = 0;
+        // At most one outstanding delivery per ordering key.
+        let mut keys: Vec<&str> = batch
+            .iter()
+            .map(|d| d.message.ordering_key.as_str())
+            .collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            before,
+            "two deliveries of one key outstanding at once"
+        );
+        let ids: Vec<String> = batch.iter().map(|d| d.ack_id.clone()).collect();
+        got.extend(batch.into_iter().map(|d| d.message));
+        ledger.ack(sub, &ids).await.expect("ack");
+    }
+    got
+}
+
+fn by_key(messages: &[Message]) -> HashMap<String, Vec<usize>> {
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    for m in messages {
+        out.entry(m.ordering_key.clone())
+            .or_default()
+            .push(m.attributes["seq"].parse().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn pubsub_publishes_in_key_order_filters_and_redelivers() {
+    let emu = PubSubEmulator::start();
+    let ledger = PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    })
+    .await
+    .expect("connect");
+    ledger
+        .ensure_subscription(&sub_spec("all-orders", "orders", Duration::from_secs(30)))
+        .await
+        .expect("subscription");
+    let mut filtered = sub_spec("only-t1", "orders", Duration::from_secs(30));
+    filtered
+        .attribute_filter
+        .insert("table".into(), "t1".into());
+    ledger
+        .ensure_subscription(&filtered)
+        .await
+        .expect("filtered");
+    // Idempotent.
+    ledger.ensure_subscription(&filtered).await.expect("again");
+
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        for key in ["k1", "k2", "k3"] {
+            batch.push(msg(key, i, if key == "k1" { "t1" } else { "t2" }));
+        }
+    }
+    ledger.publish("orders", batch).await.expect("publish");
+
+    let all = drain(&ledger, "all-orders", 60).await;
+    assert_eq!(all.len(), 60);
+    for (key, seqs) in by_key(&all) {
+        assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "order of key {key}");
+    }
+    let only = drain(&ledger, "only-t1", 20).await;
+    assert_eq!(
+        only.len(),
+        20,
+        "{:?}",
+        only.iter()
+            .map(|m| String::from_utf8_lossy(&m.data).to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(only.iter().all(|m| m.attributes["table"] == "t1"));
+    assert_eq!(by_key(&only)["k1"], (0..20).collect::<Vec<_>>());
+    // Nothing else arrives on the filtered subscription.
+    assert!(
+        ledger
+            .pull("only-t1", 10, Duration::from_secs(2))
+            .await
+            .expect("pull")
+            .is_empty()
+    );
+
+    // Nack: redelivered, attempt counted, and the key's next message waits behind it.
+    ledger
+        .publish("orders", vec![msg("k9", 0, "t2"), msg("k9", 1, "t2")])
+        .await
+        .expect("publish");
+    let first = ledger
+        .pull("all-orders", 10, Duration::from_secs(10))
+        .await
+        .expect("pull");
+    assert_eq!(first.len(), 1, "one delivery per key outstanding");
+    assert_eq!(first[0].attempt, 1);
+    assert_eq!(first[0].message.attributes["seq"], "0");
+    ledger
+        .nack("all-orders", &[first[0].ack_id.clone()], Duration::ZERO)
+        .await
+        .expect("nack");
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        again = ledger
+            .pull("all-orders", 10, Duration::from_secs(1))
+            .await
+            .expect("pull");
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.attributes["seq"], "0", "redelivered first");
+    assert_eq!(again[0].attempt, 2);
+
+    // Extend keeps the lease; expiry (short deadline) redelivers.
+    ledger
+        .extend(
+            "all-orders",
+            &[again[0].ack_id.clone()],
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("extend");
+    assert!(
+        ledger
+            .pull("all-orders", 10, Duration::from_secs(2))
+            .await
+            .expect("pull")
+            .is_empty(),
+        "an extended lease is not redelivered"
+    );
+    ledger
+        .ack("all-orders", &[again[0].ack_id.clone()])
+        .await
+        .expect("ack");
+    let rest = drain(&ledger, "all-orders", 1).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].attributes["seq"], "1");
+
+    assert_eq!(ledger.last_message("orders").await.expect("last"), None);
+}
+
+#[tokio::test]
+async fn pubsub_lease_expiry_redelivers() {
+    let emu = PubSubEmulator::start();
+    let ledger = PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    })
+    .await
+    .expect("connect");
+    ledger
+        .ensure_subscription(&sub_spec("short", "leases", Duration::from_secs(1)))
+        .await
+        .expect("subscription");
+    ledger
+        .publish("leases", vec![msg("k", 0, "t")])
+        .await
+        .expect("publish");
+    let d = ledger
+        .pull("short", 1, Duration::from_secs(10))
+        .await
+        .expect("pull");
+    assert_eq!(d.len(), 1);
+    // Not settled: the lease runs out and the message comes back.
+    let mut again = Vec::new();
+    for _ in 0..30 {
+        again = ledger
+            .pull("short", 1, Duration::from_secs(1))
+            .await
+            .expect("pull");
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(again.len(), 1, "redelivered after the lease expired");
+    assert_eq!(again[0].message.data, d[0].message.data);
+    assert_eq!(again[0].attempt, 2);
+    // The first delivery's ack id is stale now; acking it is harmless.
+    ledger
+        .ack("short", &[d[0].ack_id.clone()])
+        .await
+        .expect("ack stale");
+    ledger
+        .ack("short", &[again[0].ack_id.clone()])
+        .await
+        .expect("ack");
+}
+
+#[tokio::test]
+async fn pubsub_survives_an_emulator_restart_while_publishing() {
+    let mut emu = PubSubEmulator::start();
+    let ledger = std::sync::Arc::new(
+        PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+            endpoint: Some(emu.endpoint()),
+            ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+        })
+        .await
+        .expect("connect"),
+    );
+    let spec = sub_spec("restart-sub", "restart", Duration::from_secs(30));
+    ledger
+        .ensure_subscription(&spec)
+        .await
+        .expect("subscription");
+    let first: Vec<Message> = (0..10).map(|i| msg("a", i, "t")).collect();
+    ledger.publish("restart", first).await.expect("publish");
+    assert_eq!(drain(&ledger, "restart-sub", 10).await.len(), 10);
+
+    // Kill the emulator: its topics and subscriptions are gone with it. Publishing keeps
+    // retrying; once the emulator is back the ledger recreates topic and subscription.
+    emu.stop();
+    let publisher = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let batch: Vec<Message> = (10..30).map(|i| msg("a", i, "t")).collect();
+            ledger.publish("restart", batch).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !publisher.is_finished(),
+        "publish waits while the emulator is down"
+    );
+    emu.start_again();
+    publisher
+        .await
+        .expect("publish task")
+        .expect("publish completes after the restart");
+    let got = drain(&ledger, "restart-sub", 20).await;
+    assert_eq!(by_key(&got)["a"], (10..30).collect::<Vec<_>>());
+}

@@ -1,0 +1,331 @@
+//! The official Google emulators (Cloud Spanner, Pub/Sub), started on free loopback ports
+//! for one test and killed with their process groups when dropped.
+//!
+//! ```ignore
+//! let emu = GoogleEmulators::start();
+//! let db = emu.create_database(&["CREATE TABLE t (...) PRIMARY KEY (id)"]).await;
+//! let source = SpannerSource::connect(db.clone()).await?;
+//! let ledger = PubSubLedger::connect(emu.pubsub_config()).await?;
+//! emu.stop_pubsub(); emu.start_pubsub(); // same port, empty state
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use google_cloud_lro::Poller;
+use ledgerhost_ledger::pubsub::PubSubConfig;
+use ledgerhost_source::spanner::{SpannerConfig, SpannerSource};
+
+use super::{ProcessGroup, free_port, wait_for_port};
+
+/// Project id used on the emulators.
+pub const PROJECT: &str = "ledgerhost-test";
+/// Spanner instance id created on the emulator.
+pub const INSTANCE: &str = "test-instance";
+
+/// The Cloud SDK root (`gcloud info --format='value(installation.sdk_root)'`), or
+/// `CLOUDSDK_ROOT` when set.
+pub fn sdk_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("CLOUDSDK_ROOT") {
+        return PathBuf::from(root);
+    }
+    let out = Command::new("gcloud")
+        .args(["info", "--format=value(installation.sdk_root)"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `gcloud` ({e}): the Google Cloud SDK is missing. It comes with the machine \
+                 image (packages google-cloud-cli, google-cloud-cli-spanner-emulator, \
+                 google-cloud-cli-pubsub-emulator); or set CLOUDSDK_ROOT to its root"
+            )
+        });
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !root.is_empty(),
+        "`gcloud info` did not report the SDK root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(root)
+}
+
+fn require(path: PathBuf, package: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: it comes with the machine image's `{package}` package (Google's apt \
+         source is not reachable from here, so it cannot be reinstalled)",
+        path.display()
+    );
+    path
+}
+
+/// A running Spanner emulator (gateway + emulator in one process group).
+pub struct SpannerEmulator {
+    _group: ProcessGroup,
+    /// gRPC port (data plane).
+    pub grpc_port: u16,
+    /// REST port (admin).
+    pub http_port: u16,
+}
+
+impl SpannerEmulator {
+    /// Starts the emulator on free ports and creates [`INSTANCE`].
+    pub async fn start() -> Self {
+        let dir = sdk_root().join("bin/cloud_spanner_emulator");
+        let gateway = require(
+            dir.join("gateway_main"),
+            "google-cloud-cli-spanner-emulator",
+        );
+        let emulator = require(
+            dir.join("emulator_main"),
+            "google-cloud-cli-spanner-emulator",
+        );
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let mut cmd = Command::new(gateway);
+        cmd.arg("--hostname=127.0.0.1")
+            .arg(format!("--grpc_port={grpc_port}"))
+            .arg(format!("--http_port={http_port}"))
+            .arg(format!("--grpc_binary={}", emulator.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let group =
+            ProcessGroup::spawn("spanner emulator", cmd).expect("spawn the Spanner emulator");
+        assert!(
+            wait_for_port(grpc_port, Duration::from_secs(60))
+                && wait_for_port(http_port, Duration::from_secs(60)),
+            "the Spanner emulator did not open ports {grpc_port}/{http_port}"
+        );
+        let emu = SpannerEmulator {
+            _group: group,
+            grpc_port,
+            http_port,
+        };
+        emu.create_instance().await;
+        emu
+    }
+
+    fn admin_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    async fn create_instance(&self) {
+        use google_cloud_spanner_admin_instance_v1::client::InstanceAdmin;
+        use google_cloud_spanner_admin_instance_v1::model::Instance;
+        let admin = InstanceAdmin::builder()
+            .with_endpoint(self.admin_endpoint())
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .build()
+            .await
+            .expect("build the Spanner instance admin client");
+        // The REST gateway may accept connections a moment before it serves requests.
+        let mut last = None;
+        for _ in 0..50 {
+            match admin
+                .create_instance()
+                .set_parent(format!("projects/{PROJECT}"))
+                .set_instance_id(INSTANCE)
+                .set_instance(
+                    Instance::new()
+                        .set_config(format!(
+                            "projects/{PROJECT}/instanceConfigs/emulator-config"
+                        ))
+                        .set_display_name("ledgerhost tests")
+                        .set_node_count(1),
+                )
+                .poller()
+                .until_done()
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot create the Spanner emulator instance: {last:?}");
+    }
+
+    /// Creates a fresh database with `ddl` and returns its config (explicit endpoints, no
+    /// environment variables, so tests can run side by side).
+    pub async fn create_database(&self, ddl: &[&str]) -> SpannerConfig {
+        use google_cloud_spanner_admin_database_v1::client::DatabaseAdmin;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("db{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let admin = DatabaseAdmin::builder()
+            .with_endpoint(self.admin_endpoint())
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .build()
+            .await
+            .expect("build the Spanner database admin client");
+        admin
+            .create_database()
+            .set_parent(format!("projects/{PROJECT}/instances/{INSTANCE}"))
+            .set_create_statement(format!("CREATE DATABASE `{name}`"))
+            .set_extra_statements(ddl.iter().map(|s| s.to_string()))
+            .poller()
+            .until_done()
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name} with {ddl:?}: {e}"));
+        self.config(&name)
+    }
+
+    /// Config of database `name` on this emulator.
+    pub fn config(&self, name: &str) -> SpannerConfig {
+        SpannerConfig {
+            project: PROJECT.into(),
+            instance: INSTANCE.into(),
+            database: name.into(),
+            endpoint: Some(format!("http://127.0.0.1:{}", self.grpc_port)),
+            admin_endpoint: Some(self.admin_endpoint()),
+        }
+    }
+
+    /// `SPANNER_EMULATOR_HOST` value for a child process (the host binary).
+    pub fn emulator_host(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+/// Runs `statements` (DML) in one read-write transaction and returns its commit timestamp
+/// in microseconds. Write commit-timestamp columns as `PENDING_COMMIT_TIMESTAMP()`.
+pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
+    use google_cloud_spanner::statement::Statement;
+    let source = SpannerSource::connect(db.clone())
+        .await
+        .expect("connect to the Spanner emulator");
+    let result = source
+        .client()
+        .read_write_transaction()
+        .build()
+        .run(async |tx| {
+            for s in statements {
+                tx.execute_update(Statement::builder(s.clone()).build())
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Spanner write failed ({statements:?}): {e}"));
+    let ts = result
+        .commit_timestamp()
+        .expect("Spanner reports the commit timestamp");
+    ts.seconds() * 1_000_000 + i64::from(ts.nanos()) / 1_000
+}
+
+/// A running Pub/Sub emulator that can be stopped and started again on the same port.
+pub struct PubSubEmulator {
+    group: Option<ProcessGroup>,
+    /// The port serving gRPC and REST.
+    pub port: u16,
+}
+
+impl PubSubEmulator {
+    /// Starts the emulator on a free port.
+    pub fn start() -> Self {
+        let mut emu = PubSubEmulator {
+            group: None,
+            port: free_port(),
+        };
+        emu.start_again();
+        emu
+    }
+
+    /// Starts the emulator (again) on its port; its state starts empty.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.group.is_none(),
+            "the Pub/Sub emulator is already running"
+        );
+        let bin = require(
+            sdk_root().join("platform/pubsub-emulator/bin/cloud-pubsub-emulator"),
+            "google-cloud-cli-pubsub-emulator",
+        );
+        let mut cmd = Command::new(bin);
+        cmd.arg("--host=127.0.0.1")
+            .arg(format!("--port={}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.group =
+            Some(ProcessGroup::spawn("pubsub emulator", cmd).expect("spawn the Pub/Sub emulator"));
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(60)),
+            "the Pub/Sub emulator did not open port {} (it needs Java)",
+            self.port
+        );
+    }
+
+    /// Kills the emulator (SIGKILL to its group); everything it held is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut g) = self.group.take() {
+            g.kill();
+        }
+        // Wait until the port is free so a restart can bind it.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Both emulators, for tests of the Google backends.
+pub struct GoogleEmulators {
+    /// Cloud Spanner emulator.
+    pub spanner: SpannerEmulator,
+    /// Pub/Sub emulator.
+    pub pubsub: PubSubEmulator,
+}
+
+impl GoogleEmulators {
+    /// Starts both emulators.
+    pub async fn start() -> Self {
+        let pubsub = PubSubEmulator::start();
+        let spanner = SpannerEmulator::start().await;
+        GoogleEmulators { spanner, pubsub }
+    }
+
+    /// Environment for a child host process: `SPANNER_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`.
+    pub fn spanner_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SPANNER_EMULATOR_HOST".into(), self.spanner.emulator_host()),
+            (
+                "PUBSUB_EMULATOR_HOST".into(),
+                format!("127.0.0.1:{}", self.pubsub.port),
+            ),
+        ]
+    }
+
+    /// The Pub/Sub endpoint (`http://127.0.0.1:PORT`).
+    pub fn pubsub_endpoint(&self) -> String {
+        self.pubsub.endpoint()
+    }
+
+    /// A ledger config pointing at the Pub/Sub emulator.
+    pub fn pubsub_config(&self) -> PubSubConfig {
+        PubSubConfig {
+            endpoint: Some(self.pubsub_endpoint()),
+            ..PubSubConfig::new(PROJECT)
+        }
+    }
+
+    /// Creates a fresh Spanner database with `ddl`.
+    pub async fn create_database(&self, ddl: &[&str]) -> SpannerConfig {
+        self.spanner.create_database(ddl).await
+    }
+
+    /// Kills the Pub/Sub emulator.
+    pub fn stop_pubsub(&mut self) {
+        self.pubsub.stop();
+    }
+
+    /// Starts the Pub/Sub emulator again on the same port (empty).
+    pub fn start_pubsub(&mut self) {
+        self.pubsub.start_again();
+    }
+}
