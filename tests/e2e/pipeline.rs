@@ -405,3 +405,85 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_key_order() {
     );
     assert!(kills >= 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_while_running_follow_compatible_and_stop_on_incompatible() {
+    let ws = Workspace::new();
+    ws.sql(ORDERS);
+    let config = Config::load(&ws.write_config(TABLES)).unwrap();
+    let topic = config.topic_for("orders");
+    let host = Host::start(config).await.expect("host starts");
+    let ledger = host.backends.ledger.clone();
+    ledger
+        .ensure_subscription(&spec("test-raw", &topic))
+        .await
+        .unwrap();
+    let decoder = ledgerhost_avro::Decoder::new();
+    let decode = |d: &Delivery| {
+        let attrs: Vec<(String, String)> = d
+            .message
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        decoder.decode(&d.message.data, &attrs).expect("decodes")
+    };
+    let field_names = |e: &ledgerhost_core::Event| -> Vec<String> {
+        e.fields.iter().map(|f| f.name.clone()).collect()
+    };
+
+    ws.sql("INSERT INTO orders (id, client_id, amount) VALUES (1, 'a', 10);");
+    let before = drain(&ledger, "test-raw", 1, Duration::from_secs(30)).await;
+    assert_eq!(before.len(), 1);
+    let before = decode(&before[0]);
+    assert!(!field_names(&before).contains(&"note".to_string()));
+
+    // Compatible: a nullable column added while running is published with the new schema.
+    ws.sql(
+        "ALTER TABLE orders ADD COLUMN note TEXT; \
+         INSERT INTO orders (id, client_id, amount, note) VALUES (2, 'a', 20, 'gift');",
+    );
+    let after = drain(&ledger, "test-raw", 1, Duration::from_secs(30)).await;
+    assert_eq!(after.len(), 1, "the row written after ADD COLUMN arrived");
+    let fingerprint_attr = after[0].message.attributes[attr::SCHEMA_FINGERPRINT].clone();
+    let after = decode(&after[0]);
+    assert_ne!(
+        after.schema_fingerprint, before.schema_fingerprint,
+        "a new schema, a new fingerprint"
+    );
+    assert_eq!(
+        fingerprint_attr, after.schema_fingerprint,
+        "the attribute names the schema inside the record"
+    );
+    let note = after
+        .fields
+        .iter()
+        .find(|f| f.name == "note")
+        .expect("note");
+    assert_eq!(note.value, ledgerhost_core::Value::String("gift".into()));
+
+    // Incompatible: dropping a NOT NULL column stops the table with an error naming it.
+    ws.sql(
+        "ALTER TABLE orders DROP COLUMN amount; \
+         INSERT INTO orders (id, client_id) VALUES (3, 'a');",
+    );
+    let table = host.metrics.table("orders");
+    let stopped = eventually(Duration::from_secs(30), || {
+        let table = table.clone();
+        async move { table.stopped.lock().unwrap().is_some() }
+    })
+    .await;
+    assert!(stopped, "the poller stopped the table");
+    let reason = table.stopped.lock().unwrap().clone().unwrap();
+    assert!(
+        reason.contains("orders") && reason.contains("amount") && reason.contains("NOT NULL"),
+        "the error names the table, the column and the problem: {reason}"
+    );
+    assert!(
+        drain(&ledger, "test-raw", 1, Duration::from_millis(500))
+            .await
+            .is_empty(),
+        "nothing was published with the incompatible schema"
+    );
+    assert!(host.shutdown().await);
+}

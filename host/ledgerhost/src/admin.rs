@@ -273,6 +273,7 @@ async fn status(State(s): State<AdminState>) -> Response {
                 "poll_errors": t.poll_errors.load(Ordering::Relaxed),
                 "watermark_micros": t.watermark.load(Ordering::Relaxed),
                 "leader": t.leader.load(Ordering::Relaxed) == 1,
+                "stopped": t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             })
         })
         .collect();

@@ -16,6 +16,8 @@ pub struct TableStats {
     pub watermark: AtomicI64,
     /// 1 while this replica holds the table's poller lease.
     pub leader: AtomicU64,
+    /// Why polling of this table stopped for good (an incompatible schema change), if it did.
+    pub stopped: Mutex<Option<String>>,
 }
 
 /// Counters of one plugin's subscription.

@@ -163,6 +163,8 @@ impl Poller {
                 Err(e) => {
                     self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(table = self.table(), error = %e, "poller stopped");
+                    *self.stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(e.to_string());
                     return Err(e);
                 }
             }
