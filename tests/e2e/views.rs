@@ -361,12 +361,11 @@ fn order_event(id: i64, client: &str, amount: i64, deleted: bool, ts: i64) -> Ev
 }
 
 /// Hands `batch` to the plugin until every event is acked, as the dispatcher redelivers a
-/// failed batch (the whole batch again: at-least-once). Returns the failed attempts.
-async fn deliver(plugin: &Plugin, batch: &[Event]) -> u64 {
-    let mut failures = 0;
+/// failed batch (the whole batch again: at-least-once). Counts failed attempts in `failures`.
+async fn deliver(plugin: &Plugin, batch: &[Event], failures: &AtomicU64) {
     loop {
         match plugin.handle(batch.to_vec()).await {
-            Ok(d) if d.iter().all(|d| *d == Disposition::Ack) => return failures,
+            Ok(d) if d.iter().all(|d| *d == Disposition::Ack) => return,
             Ok(d) => {
                 assert!(
                     !d.iter().any(|d| matches!(d, Disposition::Reject(_))),
@@ -375,7 +374,7 @@ async fn deliver(plugin: &Plugin, batch: &[Event]) -> u64 {
             }
             Err(e) => eprintln!("batch failed, redelivering: {e}"),
         }
-        failures += 1;
+        failures.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -444,7 +443,7 @@ async fn materializer_on_redis_survives_a_redis_restart_without_losing_or_reorde
         let (plugin, done, failures) = (plugin.clone(), done.clone(), failures.clone());
         tokio::spawn(async move {
             for batch in batches {
-                failures.fetch_add(deliver(&plugin, &batch).await, Ordering::Relaxed);
+                deliver(&plugin, &batch, &failures).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 // Spread the load so Redis goes down in the middle of it.
                 tokio::time::sleep(Duration::from_millis(5)).await;
