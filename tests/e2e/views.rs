@@ -28,6 +28,7 @@ const ORDERS: &str = "CREATE TABLE orders (
     client_id TEXT NOT NULL,
     amount INTEGER NOT NULL,
     note TEXT,
+    day DATE,
     deleted BOOLEAN NOT NULL DEFAULT 0,
     commit_ts INTEGER
 );";
@@ -45,6 +46,8 @@ struct SourceRow {
     client: String,
     amount: i64,
     note: Option<String>,
+    /// `YYYY-MM-DD` and days since 1970-01-01 (computed by SQLite).
+    day: (String, i32),
     deleted: bool,
     commit_ts: i64,
     /// The commit timestamp as RFC 3339 text, formatted by SQLite.
@@ -59,6 +62,7 @@ impl SourceRow {
             Value::String(self.client.clone()),
             Value::Int64(self.amount),
             self.note.clone().map_or(Value::Null, Value::String),
+            Value::Date(self.day.1),
             Value::Bool(self.deleted),
             Value::Timestamp(self.commit_ts),
         ]
@@ -71,6 +75,7 @@ impl SourceRow {
             "client_id": self.client,
             "amount": self.amount,
             "note": self.note,
+            "day": self.day.0,
             "deleted": self.deleted,
             "commit_ts": self.commit_text,
             "_commit_ts": self.commit_ts,
@@ -82,7 +87,8 @@ fn source_rows(db: &Path) -> BTreeMap<i64, SourceRow> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare(
-            "SELECT id, client_id, amount, note, deleted, commit_ts,
+            "SELECT id, client_id, amount, note, day,
+                    CAST(julianday(day) - 2440587.5 AS INTEGER), deleted, commit_ts,
                     strftime('%Y-%m-%dT%H:%M:%S', commit_ts / 1000000, 'unixepoch')
                         || printf('.%06dZ', commit_ts % 1000000)
              FROM orders",
@@ -94,9 +100,10 @@ fn source_rows(db: &Path) -> BTreeMap<i64, SourceRow> {
             client: r.get(1)?,
             amount: r.get(2)?,
             note: r.get(3)?,
-            deleted: r.get(4)?,
-            commit_ts: r.get(5)?,
-            commit_text: r.get(6)?,
+            day: (r.get(4)?, r.get(5)?),
+            deleted: r.get(6)?,
+            commit_ts: r.get(7)?,
+            commit_text: r.get(8)?,
         })
     })
     .unwrap()
@@ -118,17 +125,31 @@ async fn write_workload(ws: &Workspace) {
             "NULL".into()
         };
         sql.push_str(&format!(
-            "INSERT INTO orders (id, client_id, amount, note) VALUES ({id}, 'c{}', {id}, {note});",
-            id % 5
+            "INSERT INTO orders (id, client_id, amount, note, day) \
+             VALUES ({id}, 'c{}', {id}, {note}, date('2026-01-01', '{} days'));",
+            id % 5,
+            id * 37 - 4000
         ));
     }
     sql.push_str("COMMIT;");
     ws.sql(&sql);
     for (what, sql) in [
-        ("updates", "UPDATE orders SET amount = amount + 1000 WHERE id % 3 = 0;"),
-        ("client moves", "UPDATE orders SET client_id = 'c9' WHERE id % 7 = 0;"),
-        ("soft deletes", "UPDATE orders SET deleted = 1 WHERE id % 11 = 0;"),
-        ("notes cleared", "UPDATE orders SET note = NULL WHERE id % 4 = 0;"),
+        (
+            "updates",
+            "UPDATE orders SET amount = amount + 1000 WHERE id % 3 = 0;",
+        ),
+        (
+            "client moves",
+            "UPDATE orders SET client_id = 'c9' WHERE id % 7 = 0;",
+        ),
+        (
+            "soft deletes",
+            "UPDATE orders SET deleted = 1 WHERE id % 11 = 0;",
+        ),
+        (
+            "notes cleared",
+            "UPDATE orders SET note = NULL WHERE id % 4 = 0;",
+        ),
         (
             "undelete",
             "UPDATE orders SET deleted = 0, amount = 5 WHERE id = 22;",
@@ -146,7 +167,7 @@ async fn write_workload(ws: &Workspace) {
     let mut sql = String::from("BEGIN;");
     for id in 201..=200 + LAST_TX_ROWS {
         sql.push_str(&format!(
-            "INSERT INTO orders (id, client_id, amount) VALUES ({id}, 'c{}', {id});",
+            "INSERT INTO orders (id, client_id, amount, day) VALUES ({id}, 'c{}', {id}, '1969-07-20');",
             id % 5
         ));
     }
@@ -159,12 +180,12 @@ fn latest_per_key(rows: &[WarehouseRow]) -> BTreeMap<i64, Vec<Value>> {
     let mut latest: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for r in rows {
         let values: Vec<Value> = r.fields.iter().map(|f| f.value.clone()).collect();
-        let (Value::Int64(id), Value::Timestamp(ts)) = (&values[0], &values[5]) else {
+        let (Value::Int64(id), Value::Timestamp(ts)) = (&values[0], &values[6]) else {
             panic!("unexpected warehouse row {r:?}");
         };
         let newer = latest
             .get(id)
-            .is_none_or(|old| matches!(old[5], Value::Timestamp(t) if t < *ts));
+            .is_none_or(|old| matches!(old[6], Value::Timestamp(t) if t < *ts));
         if newer {
             latest.insert(*id, values);
         }
@@ -189,7 +210,11 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
     let ws = Workspace::new();
     ws.sql(ORDERS);
     ws.install_plugin("bqloader", "bqloader", &manifest_text("bqloader"));
-    ws.install_plugin("materializer", "materializer", &manifest_text("materializer"));
+    ws.install_plugin(
+        "materializer",
+        "materializer",
+        &manifest_text("materializer"),
+    );
     let config_path = ws.write_config(TABLES);
     let host = Host::start(Config::load(&config_path).unwrap())
         .await
@@ -225,14 +250,11 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
         want_latest,
         "each key's newest warehouse row equals the source row"
     );
-    assert_eq!(
-        view, want_view,
-        "the view holds each client's current rows"
-    );
+    assert_eq!(view, want_view, "the view holds each client's current rows");
     assert!(converged);
     // Every warehouse row is one event: its id names its key and commit timestamp.
     for r in &rows {
-        let (Value::Int64(id), Value::Timestamp(ts)) = (&r.fields[0].value, &r.fields[5].value)
+        let (Value::Int64(id), Value::Timestamp(ts)) = (&r.fields[0].value, &r.fields[6].value)
         else {
             panic!("{r:?}");
         };
@@ -303,11 +325,7 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
 }
 
 /// A runtime whose key-value store and warehouse are the given ones (the rest embedded).
-fn runtime(
-    dir: &Path,
-    keyvalue: Arc<dyn KeyValue>,
-    warehouse: Arc<dyn Warehouse>,
-) -> Arc<Runtime> {
+fn runtime(dir: &Path, keyvalue: Arc<dyn KeyValue>, warehouse: Arc<dyn Warehouse>) -> Arc<Runtime> {
     let caps = Capabilities {
         blobstore: Arc::new(LocalBlobStore::open(&dir.join("blobs")).unwrap()),
         keyvalue,
@@ -516,7 +534,10 @@ async fn materializer_on_redis_survives_a_redis_restart_without_losing_or_reorde
         let ts = row["_commit_ts"].as_i64().unwrap();
         assert!(!kv.set_if_newer(key, b"stale".to_vec(), ts).await.unwrap());
     }
-    assert_eq!(materialized_rows(kv.as_ref(), "views/").await.unwrap(), expected);
+    assert_eq!(
+        materialized_rows(kv.as_ref(), "views/").await.unwrap(),
+        expected
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,7 +706,10 @@ async fn view_plugins_run_with_only_their_manifest_grants() {
         }
         other => panic!("a write outside the grant must be refused, got {other:?}"),
     }
-    assert!(kv.list_keys("").await.unwrap().is_empty(), "nothing written");
+    assert!(
+        kv.list_keys("").await.unwrap().is_empty(),
+        "nothing written"
+    );
     // Inside the grant it works.
     let plugin = load(&rt, "materializer", &[]).await;
     assert_eq!(
@@ -721,7 +745,10 @@ async fn view_plugins_run_with_only_their_manifest_grants() {
     assert!(e.contains("warehouse") && e.contains("grants none"), "{e}");
 
     // bqloader granted another table is denied the one it would load.
-    let other = format!("{}[grants]\nwarehouse-tables = [\"elsewhere\"]\n", bare("bqloader"));
+    let other = format!(
+        "{}[grants]\nwarehouse-tables = [\"elsewhere\"]\n",
+        bare("bqloader")
+    );
     let plugin = load_with_manifest(&rt, manifests.path(), "bqloader", &other)
         .await
         .unwrap();
