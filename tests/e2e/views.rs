@@ -810,3 +810,134 @@ impl TableSchemaFixture {
         self.decoder.decode(&m.data, &attrs).unwrap()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bqloader_widens_tables_on_new_columns_and_rejects_only_drifted_events() {
+    use ledgerhost_core::source::Row;
+    use ledgerhost_core::{Column, ColumnType, TableSchema};
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap());
+    let wh = Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).unwrap());
+    let rt = runtime(dir.path(), kv, wh.clone());
+    let plugin = load(&rt, "bqloader", &[]).await;
+
+    let col = |name: &str, ty: ColumnType| Column {
+        name: name.into(),
+        ty,
+        nullable: name != "id",
+    };
+    let schema = |amount: ColumnType, region: bool| {
+        let mut columns = vec![
+            col("id", ColumnType::Int64),
+            col("amount", amount),
+            col("commit_ts", ColumnType::Timestamp),
+        ];
+        if region {
+            columns.push(col("region", ColumnType::String));
+        }
+        TableSchema {
+            name: "orders".into(),
+            columns,
+            primary_key: vec!["id".into()],
+            commit_ts_column: "commit_ts".into(),
+            deleted_column: None,
+        }
+    };
+    let decoder = ledgerhost_avro::Decoder::new();
+    let event = |schema: &TableSchema, values: Vec<Value>, ts: i64| {
+        let m = ledgerhost_avro::Encoder::new(schema)
+            .unwrap()
+            .encode(&Row {
+                values,
+                commit_ts: ts,
+            })
+            .unwrap();
+        let attrs: Vec<(String, String)> = m.attributes.into_iter().collect();
+        decoder.decode(&m.data, &attrs).unwrap()
+    };
+    let v1 = schema(ColumnType::Int64, false);
+    let v2 = schema(ColumnType::Int64, true);
+    let drifted = schema(ColumnType::String, true);
+    let batch = vec![
+        event(
+            &v1,
+            vec![Value::Int64(1), Value::Int64(10), Value::Timestamp(100)],
+            100,
+        ),
+        // The table gained a column: the warehouse table is widened in the same batch.
+        event(
+            &v2,
+            vec![
+                Value::Int64(2),
+                Value::Int64(20),
+                Value::Timestamp(200),
+                Value::String("eu".into()),
+            ],
+            200,
+        ),
+        // A column changed type: that event alone is refused, with the column named.
+        event(
+            &drifted,
+            vec![
+                Value::Int64(3),
+                Value::String("thirty".into()),
+                Value::Timestamp(300),
+                Value::Null,
+            ],
+            300,
+        ),
+        event(
+            &v1,
+            vec![Value::Int64(4), Value::Int64(40), Value::Timestamp(400)],
+            400,
+        ),
+    ];
+    let d = plugin.handle(batch).await.unwrap();
+    assert_eq!(d[0], Disposition::Ack);
+    assert_eq!(d[1], Disposition::Ack);
+    match &d[2] {
+        Disposition::Reject(reason) => assert!(
+            reason.contains("orders/3/300") && reason.contains("amount"),
+            "{reason}"
+        ),
+        other => panic!("the drifted event must be rejected, got {other:?}"),
+    }
+    assert_eq!(d[3], Disposition::Ack);
+    let rows = wh.scan("orders").await.unwrap();
+    let summary: Vec<(String, Vec<Value>)> = rows
+        .into_iter()
+        .map(|r| (r.event_id, r.fields.into_iter().map(|f| f.value).collect()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "orders/1/100".to_string(),
+                vec![
+                    Value::Int64(1),
+                    Value::Int64(10),
+                    Value::Timestamp(100),
+                    Value::Null
+                ]
+            ),
+            (
+                "orders/2/200".to_string(),
+                vec![
+                    Value::Int64(2),
+                    Value::Int64(20),
+                    Value::Timestamp(200),
+                    Value::String("eu".into())
+                ]
+            ),
+            (
+                "orders/4/400".to_string(),
+                vec![
+                    Value::Int64(4),
+                    Value::Int64(40),
+                    Value::Timestamp(400),
+                    Value::Null
+                ]
+            ),
+        ]
+    );
+}
