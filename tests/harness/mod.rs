@@ -132,3 +132,4 @@ pub mod gcs;
 pub mod google;
 pub mod host;
 pub mod redis;
+pub mod views;
