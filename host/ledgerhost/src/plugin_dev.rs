@@ -321,36 +321,50 @@ async fn scratch_runtime(dir: &Path) -> anyhow::Result<(Arc<Runtime>, Backends, 
     Ok((runtime, backends, config))
 }
 
-/// Loads the pair exactly as the host's registry does (manifest rules, name = file stem when
-/// the manifest sits beside the component, component, world, grants, one instantiation).
+/// Loads the pair exactly as the host's registry does (manifest rules, component, world,
+/// imports against grants, one instantiation). A crate's `plugin.toml` is staged under the
+/// plugin's name first, as deploying it does.
 async fn load(
     runtime: &Arc<Runtime>,
     wasm: &Path,
     manifest: Option<&Path>,
     config: &BTreeMap<String, String>,
+    scratch: &Path,
 ) -> anyhow::Result<Arc<Plugin>> {
     let manifest_path = manifest_path(wasm, manifest)?;
-    let m = Manifest::load(&manifest_path)?;
-    let stem = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if manifest.is_none() && manifest_path.file_stem().and_then(|s| s.to_str()) == Some(stem) {
-        if m.name != stem {
-            bail!(
-                "{}: name = \"{}\" but the files are named `{stem}`; the host requires the \
-                 name to equal the file stem",
-                manifest_path.display(),
-                m.name
-            );
-        }
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
+    let stem = manifest_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    if stem != "plugin" {
+        // Deployed form `<name>.toml`: the host's own stem check applies as is.
+        Manifest::parse(&text, &manifest_path)?;
     }
-    let plugin = runtime.load(wasm, &manifest_path, config).await?;
-    Ok(plugin)
+    let name = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| t.get("name").and_then(|n| n.as_str().map(String::from)))
+        .unwrap_or_else(|| stem.to_string());
+    let staged = scratch.join(format!("{}.toml", name.replace(['/', '\\'], "_")));
+    std::fs::write(&staged, &text)
+        .with_context(|| format!("cannot stage the manifest in {}", scratch.display()))?;
+    runtime.load(wasm, &staged, config).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string().replace(
+                &staged.display().to_string(),
+                &manifest_path.display().to_string()
+            )
+        )
+    })
 }
 
 /// Validates a component and its manifest; prints what the host would see.
 pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let (runtime, _backends, _config) = scratch_runtime(scratch.path()).await?;
-    let plugin = load(&runtime, wasm, manifest, &BTreeMap::new()).await?;
+    let plugin = load(&runtime, wasm, manifest, &BTreeMap::new(), scratch.path()).await?;
     let m = plugin.manifest();
     println!("ok: {} is a valid ledgerhost plugin", wasm.display());
     println!("  name      {}", m.name);
@@ -638,7 +652,14 @@ pub async fn test(run: &TestRun) -> anyhow::Result<serde_json::Value> {
         None => scratch.path().to_path_buf(),
     };
     let (runtime, backends, config) = scratch_runtime(&dir).await?;
-    let plugin = load(&runtime, &run.wasm, run.manifest.as_deref(), &run.config).await?;
+    let plugin = load(
+        &runtime,
+        &run.wasm,
+        run.manifest.as_deref(),
+        &run.config,
+        scratch.path(),
+    )
+    .await?;
     let m = plugin.manifest().clone();
     if m.world != World::Consumer {
         bail!(
