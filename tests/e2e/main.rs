@@ -2,5 +2,6 @@
 
 mod capabilities;
 mod google;
+mod ops;
 mod pipeline;
 mod runtime;
