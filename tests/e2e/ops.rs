@@ -40,6 +40,10 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, log: &Path) -> Running {
+        Running::start_with(config, log, &[])
+    }
+
+    fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Running {
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
         let file = std::fs::OpenOptions::new()
@@ -55,6 +59,9 @@ impl Running {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let group = ProcessGroup::spawn("ledgerhost", cmd).expect("start ledgerhost");
         Running {
             group,
@@ -139,10 +146,8 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
                 .next()
                 .ok_or_else(|| at("comment without a name".into()))?;
             match kind {
-                "HELP" => {
-                    if !is_metric_name(name) {
-                        return Err(at("bad metric name".into()));
-                    }
+                "HELP" if !is_metric_name(name) => {
+                    return Err(at("bad metric name".into()));
                 }
                 "TYPE" => {
                     let ty = parts
@@ -455,7 +460,9 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
     ws.install_plugin("counter", "counter", &counter_manifest(50));
     let config = ws.write_config(TABLES);
     let log = ws.path().join("host.log");
-    let mut host = Running::start(&config, &log);
+    // Structured logs: one JSON object per line.
+    let json_logs = [("LEDGERHOST_LOG_JSON", "1")];
+    let mut host = Running::start_with(&config, &log, &json_logs);
     host.wait_ready().await;
 
     // A writer keeps committing while the host is told to stop.
@@ -485,7 +492,21 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
         "exit status {status:?} after SIGTERM:\n{}",
         host.log_text()
     );
-    assert!(host.log_text().contains("drained"), "{}", host.log_text());
+    let lines: Vec<serde_json::Value> = host
+        .log_text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("drained"))),
+        "no `drained` line in the JSON log:\n{}",
+        host.log_text()
+    );
 
     // Nothing acked that was not handled: every acked delivery's event has its side effect.
     let handled = kv_keys(&ws, "count/").await;
@@ -518,7 +539,7 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
 
     // Restart: everything committed (during and after the stop) reaches the plugin.
     writer.join().unwrap();
-    host = Running::start(&config, &log);
+    host = Running::start_with(&config, &log, &json_logs);
     host.wait_ready().await;
     let want: BTreeSet<String> = source_event_ids(&ws.db())
         .into_iter()
@@ -729,4 +750,128 @@ async fn plugin_new_builds_checks_tests_and_is_served_without_edits() {
         ),
         Some(20.0)
     );
+}
+
+fn counter_named(name: &str) -> String {
+    counter_manifest(64).replace("name = \"counter\"", &format!("name = \"{name}\""))
+}
+
+fn plugin_counter(m: &[Sample], metric: &str, plugin: &str) -> f64 {
+    value(m, metric, ("plugin", plugin)).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes() {
+    let ws = Workspace::new();
+    ws.sql(ORDERS);
+    ws.install_plugin("counter", "counter", &counter_named("counter"));
+    ws.install_plugin("counter", "bystander", &counter_named("bystander"));
+    let config = ws.write_config(TABLES);
+    let host = Running::start(&config, &ws.path().join("host.log"));
+    host.wait_ready().await;
+    insert_orders(&ws.db(), 1, 50);
+    insert_orders(&ws.db(), 51, 100);
+    let events_in = "ledgerhost_plugin_events_in_total";
+    let both_at = |n: f64| {
+        let host = &host;
+        async move {
+            let m = host.metrics();
+            plugin_counter(&m, events_in, "counter") == n
+                && plugin_counter(&m, events_in, "bystander") == n
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || both_at(100.0)).await,
+        "{}",
+        host.log_text()
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(HOST_BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // To one plugin: only it handles the range again; the other acks the copies unseen.
+    let (ok, out, err) = cli(&["replay", "--table", "orders", "--plugin", "counter"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("replayed 100 messages"), "{out}");
+    assert!(err.contains("100%"), "progress bar: {err}");
+    let settled = eventually(Duration::from_secs(60), || async {
+        let m = host.metrics();
+        plugin_counter(&m, events_in, "counter") == 200.0
+            && plugin_counter(&m, "ledgerhost_plugin_filtered_total", "bystander") == 100.0
+    })
+    .await;
+    assert!(settled, "{}", host.log_text());
+    assert_eq!(
+        plugin_counter(&host.metrics(), events_in, "bystander"),
+        100.0
+    );
+
+    // A range onto a new topic: the second transaction's rows only, named on stdout.
+    let second_ts: i64 = rusqlite::Connection::open(ws.db())
+        .unwrap()
+        .query_row("SELECT commit_ts FROM orders WHERE id = 51", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let from = second_ts.to_string();
+    let (ok, out, err) = cli(&[
+        "replay",
+        "--table",
+        "orders",
+        "--from",
+        &from,
+        "--topic",
+        "orders-replay-1",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "orders-replay-1");
+    let ledger = ledgerhost_ledger::embedded::EmbeddedLedger::open(
+        &ws.data_dir().join("ledger"),
+        ledgerhost_ledger::embedded::EmbeddedOptions::default(),
+    )
+    .unwrap();
+    let copies = ledger
+        .read_retained("orders-replay-1", 0, 1000)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = copies
+        .iter()
+        .map(|(_, m)| m.ordering_key.parse().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (51..=100).collect::<Vec<_>>(),
+        "commit order, range only"
+    );
+    let (ok, _, err) = cli(&["replay", "--table", "orders", "--topic", "orders-replay-1"]);
+    assert!(!ok && err.contains("already holds messages"), "{err}");
+    let (ok, _, err) = cli(&["replay", "--table", "orders", "--plugin", "nope"]);
+    assert!(!ok && err.contains("nope.toml"), "{err}");
+
+    // Backfill from the source: every plugin sees every row again.
+    let (ok, out, err) = cli(&["backfill", "--table", "orders"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("backfilled 100 rows of orders onto ledger-orders"),
+        "{out}"
+    );
+    let seen = eventually(Duration::from_secs(60), || async {
+        let m = host.metrics();
+        plugin_counter(&m, events_in, "counter") == 300.0
+            && plugin_counter(&m, events_in, "bystander") == 200.0
+    })
+    .await;
+    assert!(seen, "{}", host.log_text());
+    // Same event ids: the idempotent sink holds one entry per row version.
+    assert_eq!(kv_keys(&ws, "count/").await.len(), 100);
 }
