@@ -769,8 +769,6 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
     let config = ws.write_config(TABLES);
     let host = Running::start(&config, &ws.path().join("host.log"));
     host.wait_ready().await;
-    insert_orders(&ws.db(), 1, 50);
-    insert_orders(&ws.db(), 51, 100);
     let events_in = "ledgerhost_plugin_events_in_total";
     let both_at = |n: f64| {
         let host = &host;
@@ -780,6 +778,14 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
                 && plugin_counter(&m, events_in, "bystander") == n
         }
     };
+    // Two polls apart, so the two transactions get distinct commit times.
+    insert_orders(&ws.db(), 1, 50);
+    assert!(
+        eventually(Duration::from_secs(60), || both_at(50.0)).await,
+        "{}",
+        host.log_text()
+    );
+    insert_orders(&ws.db(), 51, 100);
     assert!(
         eventually(Duration::from_secs(60), || both_at(100.0)).await,
         "{}",

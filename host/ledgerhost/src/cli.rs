@@ -26,7 +26,13 @@ use crate::host::Host;
 )]
 pub struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "LEDGERHOST_LOG_JSON")]
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGERHOST_LOG_JSON",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
