@@ -436,6 +436,31 @@ async fn metrics_parse_as_prometheus_and_count_what_went_through() {
             |s| s.name == "ledgerhost_plugin_info" && s.labels.get("version") == Some(&version)
         )
     );
+    // A broken plugin is refused, and status and metrics say so with the reason.
+    let plugins = ws.path().join("plugins");
+    std::fs::write(plugins.join("broken.toml"), counter_named("broken")).unwrap();
+    std::fs::write(plugins.join("broken.wasm"), b"not a component").unwrap();
+    let refused = eventually(Duration::from_secs(60), || async {
+        let (_, s) = host.get("/status").unwrap_or_default();
+        let s: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+        s["plugins"].as_array().into_iter().flatten().any(|p| {
+            p["name"] == "broken"
+                && p["state"] == "refused"
+                && p["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("magic bytes"))
+        })
+    })
+    .await;
+    assert!(refused, "{}", host.log_text());
+    assert_eq!(
+        value(
+            &host.metrics(),
+            "ledgerhost_plugin_refused",
+            ("plugin", "broken")
+        ),
+        Some(1.0)
+    );
     let out = Command::new(HOST_BIN)
         .args(["status", "--admin", &host.admin])
         .output()
@@ -449,6 +474,10 @@ async fn metrics_parse_as_prometheus_and_count_what_went_through() {
     assert!(text.contains("host: ready"), "{text}");
     assert!(
         text.contains("counter") && text.contains(&format!("acked {ROWS}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("broken") && text.contains("refused"),
         "{text}"
     );
 }

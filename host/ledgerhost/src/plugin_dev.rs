@@ -891,3 +891,82 @@ fn print_report(r: &serde_json::Value) {
         println!("stores kept in {dir}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_events_become_real_avro_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        std::fs::write(
+            &path,
+            r#"[{"table": "orders", "commit_ts": 5, "row": {"id": 1, "total": "12.50", "note": null},
+                 "types": {"total": "NUMERIC"}},
+                {"table": "orders", "deleted": true, "row": {"id": 2, "total": "1", "note": "x"},
+                 "types": {"total": "NUMERIC"}}]"#,
+        )
+        .unwrap();
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id.0, "orders/1/5");
+        assert_eq!(events[0].get("total"), Some(&Value::Numeric("12.5".into())));
+        assert_eq!(events[0].get("note"), Some(&Value::Null));
+        assert!(!events[0].deleted);
+        // Position as the default commit time; the tombstone flag survives the Avro trip.
+        assert_eq!(events[1].commit_ts, 2);
+        assert!(events[1].deleted);
+        // The avro bytes are a container the host's decoder reads back to the same event.
+        let again = Decoder::new().decode(&events[0].avro, &[]).unwrap();
+        assert_eq!(again.id, events[0].id);
+    }
+
+    #[test]
+    fn avro_files_and_directories_are_read_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        std::fs::write(
+            &path,
+            "{\"table\":\"t\",\"commit_ts\":1,\"row\":{\"id\":7}}\n\
+             {\"table\":\"t\",\"commit_ts\":2,\"row\":{\"id\":8}}\n",
+        )
+        .unwrap();
+        let events = read_events(&path).unwrap();
+        let avro_dir = dir.path().join("archive");
+        std::fs::create_dir(&avro_dir).unwrap();
+        // Written in reverse: the name order (commit time in archive names) wins.
+        std::fs::write(avro_dir.join("b.avro"), &events[1].avro).unwrap();
+        std::fs::write(avro_dir.join("a.avro"), &events[0].avro).unwrap();
+        let read: Vec<String> = read_events(&avro_dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id.0)
+            .collect();
+        assert_eq!(read, ["t/7/1", "t/8/2"]);
+        let one = read_events(&avro_dir.join("b.avro")).unwrap();
+        assert_eq!(one[0].id.0, "t/8/2");
+    }
+
+    #[test]
+    fn bad_events_are_named_by_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        std::fs::write(
+            &path,
+            "{\"table\":\"t\",\"row\":{\"id\":1}}\n{\"table\":\"t\",\"row\":{\"no_id\":1}}\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read_events(&path).unwrap_err());
+        assert!(err.contains("events.json:2"), "{err}");
+        assert!(err.contains("key column `id`"), "{err}");
+    }
+
+    #[test]
+    fn plugin_names_follow_the_host_rule() {
+        assert!(is_plugin_name("order-view"));
+        assert!(!is_plugin_name("Order"));
+        assert!(!is_plugin_name("9lives"));
+        assert!(!is_plugin_name("a_b"));
+    }
+}
