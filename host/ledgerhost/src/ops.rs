@@ -266,6 +266,22 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                     manifest.display()
                 );
             }
+            // Copies go onto the table's topic: a plugin reading another topic would
+            // never see them.
+            let m = ledgerhost_runtime::Manifest::load(&manifest)?;
+            let reads = m.subscription.as_ref().map(|s| match (&s.table, &s.topic) {
+                (Some(t), _) => config.topic_for(t),
+                (None, Some(t)) => t.clone(),
+                (None, None) => String::new(),
+            });
+            if reads.as_deref() != Some(source_topic.as_str()) {
+                bail!(
+                    "--plugin {p} does not consume table {} (its subscription reads {}); \
+                     replay onto a new topic with --topic instead",
+                    args.table,
+                    reads.as_deref().unwrap_or("nothing")
+                );
+            }
             (source_topic.clone(), Some((REPLAY_FOR, p.clone())))
         }
         (None, Some(t)) => {
