@@ -698,6 +698,16 @@ async fn plugin_new_builds_checks_tests_and_is_served_without_edits() {
     assert!(check.contains("world     consumer"), "{check}");
     assert!(check.contains("key-prefixes: order-view/"), "{check}");
 
+    // A component importing a capability its manifest does not grant: refused, with the fix.
+    let sneaky = Command::new(HOST_BIN)
+        .args(["plugin", "check"])
+        .arg(ledgerhost_tests::harness::plugin_wasm("sneaky"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&sneaky.stderr);
+    assert_eq!(sneaky.status.code(), Some(1), "{err}");
+    assert!(err.contains("grants.buckets"), "{err}");
+
     let events = scratch.path().join("events.json");
     std::fs::write(
         &events,
