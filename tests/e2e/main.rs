@@ -2,6 +2,7 @@
 
 mod capabilities;
 mod google;
+mod ops;
 mod pipeline;
 mod runtime;
 mod views;

@@ -88,6 +88,29 @@ impl ProcessGroup {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Sends `signal` (e.g. "TERM") to the leader only and waits up to `timeout` for it to
+    /// exit; returns its exit status, or `None` if it is still running (then killed).
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
     /// Kills the whole group (SIGKILL) and reaps the leader.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -161,6 +161,71 @@ impl EmbeddedLedger {
     }
 }
 
+impl EmbeddedLedger {
+    /// Retained messages of `topic` after position `after` (0 = the oldest), oldest first,
+    /// at most `max`, each with its position. For replay tools: the log keeps messages for
+    /// `retention` whatever the subscriptions did with them.
+    pub async fn read_retained(
+        &self,
+        topic: &str,
+        after: i64,
+        max: usize,
+    ) -> PortResult<Vec<(i64, Message)>> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            let mut stmt = inner
+                .conn
+                .prepare_cached(
+                    "SELECT id, ordering_key, attributes, data FROM messages
+                     WHERE topic = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![topic, after, max as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, ordering_key, attrs, data) = row.map_err(unavailable)?;
+                let attributes = serde_json::from_str(&attrs).map_err(unavailable)?;
+                out.push((
+                    id,
+                    Message {
+                        data,
+                        ordering_key,
+                        attributes,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// How many messages of `topic` are retained.
+    pub async fn retained_count(&self, topic: &str) -> PortResult<u64> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            inner
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE topic = ?1",
+                    [&topic],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
 fn load_subscriptions(conn: &Connection) -> rusqlite::Result<HashMap<String, SubState>> {
     let mut subs = HashMap::new();
     let mut stmt =

@@ -24,8 +24,11 @@ use crate::metrics::{LATENCY_BUCKETS_MICROS, Metrics, now_micros};
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
-    /// Set once the host finished starting (tables prepared, plugins loaded).
+    /// Set once the host finished starting (tables prepared, plugins loaded); cleared when
+    /// the drain starts, so a load balancer stops sending work.
     pub ready: Arc<AtomicBool>,
+    /// Plugin files the registry refused, by plugin name: (file, reason).
+    pub refused: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>,
 }
 
 /// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
@@ -69,7 +72,11 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready (starting or draining)",
+        )
+            .into_response()
     }
 }
 
@@ -220,7 +227,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .map(|p| (p.manifest().name.clone(), p.stats()))
         .collect();
     type ReadRuntime = fn(&ledgerhost_runtime::PluginStats) -> u64;
-    let gauges: [(&str, &str, &str, ReadRuntime); 4] = [
+    let gauges: [(&str, &str, &str, ReadRuntime); 5] = [
         (
             "ledgerhost_plugin_rebuilds_total",
             "counter",
@@ -240,6 +247,12 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             |s| s.deadline_hits,
         ),
         (
+            "ledgerhost_plugin_out_of_memory_total",
+            "counter",
+            "Calls stopped at the memory cap.",
+            |s| s.out_of_memory,
+        ),
+        (
             "ledgerhost_plugin_memory_high_water_bytes",
             "gauge",
             "Largest linear memory the instance reached.",
@@ -253,6 +266,35 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             let _ = writeln!(out, "{name}{{plugin=\"{p}\"}} {}", read(st));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ledgerhost_plugin_info The serving version of each plugin (value 1)."
+    );
+    let _ = writeln!(out, "# TYPE ledgerhost_plugin_info gauge");
+    for p in s.registry.plugins() {
+        let _ = writeln!(
+            out,
+            "ledgerhost_plugin_info{{plugin=\"{}\",version=\"{}\"}} 1",
+            p.manifest().name,
+            p.version()
+        );
+    }
+    let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let _ = writeln!(
+        out,
+        "# HELP ledgerhost_plugin_refused 1 while the plugin's files on disk are refused."
+    );
+    let _ = writeln!(out, "# TYPE ledgerhost_plugin_refused gauge");
+    for name in refused.keys() {
+        let _ = writeln!(out, "ledgerhost_plugin_refused{{plugin=\"{name}\"}} 1");
+    }
+    let _ = writeln!(out, "# HELP ledgerhost_ready 1 when the host is ready.");
+    let _ = writeln!(out, "# TYPE ledgerhost_ready gauge");
+    let _ = writeln!(
+        out,
+        "ledgerhost_ready {}",
+        u8::from(s.ready.load(Ordering::Relaxed))
+    );
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
@@ -277,20 +319,28 @@ async fn status(State(s): State<AdminState>) -> Response {
             })
         })
         .collect();
-    let plugins: Vec<_> = s
-        .registry
-        .plugins()
+    let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let serving = s.registry.plugins();
+    let mut plugins: Vec<_> = serving
         .iter()
         .map(|p| {
             let m = p.manifest();
             let st = p.stats();
             let counters = s.metrics.plugin(&m.name);
+            // A refused new version leaves the old one serving; say both.
+            let (state, last_error) = match refused.get(&m.name) {
+                Some((file, why)) => (
+                    "serving (newer files refused)",
+                    Some(format!("{file}: {why}")),
+                ),
+                None => ("serving", st.last_error.clone()),
+            };
             serde_json::json!({
                 "name": m.name,
                 "version": p.version(),
                 "world": format!("{:?}", m.world),
-                "state": "serving",
-                "last_error": st.last_error,
+                "state": state,
+                "last_error": last_error,
                 "calls": st.calls,
                 "traps": st.traps,
                 "rebuilds": st.rebuilds,
@@ -301,6 +351,16 @@ async fn status(State(s): State<AdminState>) -> Response {
             })
         })
         .collect();
+    for (name, (file, why)) in &refused {
+        if !serving.iter().any(|p| p.manifest().name == *name) {
+            plugins.push(serde_json::json!({
+                "name": name,
+                "version": null,
+                "state": "refused",
+                "last_error": format!("{file}: {why}"),
+            }));
+        }
+    }
     axum::Json(serde_json::json!({
         "ready": s.ready.load(Ordering::Relaxed),
         "tables": tables,

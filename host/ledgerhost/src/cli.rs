@@ -1,4 +1,5 @@
-//! The command line: `ledgerhost run`, `ledgerhost demo`, `ledgerhost sqlite-ddl`.
+//! The command line: `run`, `status`, `plugin new|check|test`, `replay`, `backfill`, `demo`,
+//! `sqlite-ddl`. See `docs/operations.md` and `docs/plugin-authors.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,10 +12,27 @@ use crate::host::Host;
 
 /// Run event consumers as sandboxed WebAssembly plugins next to an event-sourced database.
 #[derive(Debug, Parser)]
-#[command(name = "ledgerhost", version, about, long_about = None)]
+#[command(
+    name = "ledgerhost",
+    version,
+    about = "Run event consumers as sandboxed WebAssembly plugins next to an event-sourced database.",
+    long_about = None,
+    after_help = "Operate:  ledgerhost run --config ledgerhost.toml   (SIGTERM drains, exits 0)\n          \
+                  ledgerhost status --config ledgerhost.toml\n\
+                  Develop:  ledgerhost plugin new my-plugin  →  cargo test  →  \
+                  cargo build --release --target wasm32-wasip2\n          \
+                  ledgerhost plugin check FILE.wasm  →  ledgerhost plugin test FILE.wasm --events events.json\n\
+                  Config keys can be overridden by LEDGERHOST__SECTION__KEY=value (e.g. LEDGERHOST__ADMIN__LISTEN=0.0.0.0:8686)."
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "LEDGERHOST_LOG_JSON")]
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGERHOST_LOG_JSON",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -45,6 +63,27 @@ pub enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Show a running host's tables and plugins (asks its admin port).
+    Status {
+        /// Config file of the host: its `admin.listen` is asked.
+        #[arg(long, short, env = "LEDGERHOST_CONFIG", conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// Admin address to ask instead, `host:port` (default 127.0.0.1:8686).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Print the raw JSON status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write, check and try plugins without a running host.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Re-deliver a table's retained ledger messages of a commit-time range, to one plugin
+    /// (only it handles them again) or onto a new topic.
+    Replay(crate::ops::ReplayArgs),
+    /// Republish a table's current rows from the source (e.g. those committed since a start
+    /// time) onto its ledger topic or another topic.
+    Backfill(crate::ops::BackfillArgs),
     /// Print the SQL that prepares an SQLite table for capture (the commit-timestamp column).
     SqliteDdl {
         /// Table name.
@@ -55,12 +94,66 @@ pub enum Command {
     },
 }
 
+/// `ledgerhost plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin crate NAME/ (outside any workspace) that builds to a component and
+    /// passes its own `cargo test` as is.
+    New {
+        /// Plugin name: lower-case letters, digits and `-`.
+        name: String,
+        /// Directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The ledgerhost SDK crate (`plugins/sdk` of a ledgerhost checkout); found next to
+        /// this binary or the current directory when omitted.
+        #[arg(long, env = "LEDGERHOST_SDK")]
+        sdk: Option<PathBuf>,
+        /// Source table the plugin subscribes to.
+        #[arg(long, default_value = "orders")]
+        table: String,
+    },
+    /// Validate a component and its manifest as the host would load them (world, imports
+    /// against grants, limits, one instantiation). Exits non-zero with the reason.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Manifest; default `<file stem>.toml` beside the component, else `plugin.toml`.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Run a consumer plugin over recorded events on embedded capabilities in a scratch
+    /// directory; print each disposition and everything the plugin wrote.
+    Test {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Events: JSON (array or lines of {"table","key","commit_ts","row"}), an Avro event
+        /// container, or a directory of them.
+        #[arg(long)]
+        events: PathBuf,
+        /// Manifest; default `<file stem>.toml` beside the component, else `plugin.toml`.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// A `wasi:config` value, KEY=VALUE (repeatable), overriding the manifest's.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Keep the embedded stores in this directory (default: a temporary one).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own summary; only problems should interrupt it.
     let default_level = match cli.command {
         Command::Demo { .. } => "warn",
+        Command::Plugin(_) | Command::Status { .. } => "warn,ledgerhost_runtime=info",
+        Command::Replay(_) | Command::Backfill(_) => "warn",
         _ => "info,wasmtime=warn,cranelift=warn",
     };
     init_logging(cli.log_json, default_level);
@@ -102,12 +195,78 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
-                None => Config::embedded_defaults(
+                None => Config::defaults_with_env(
                     &std::env::current_dir().context("cannot read the current directory")?,
-                ),
+                )?,
             };
             run_until_signal(config).await
         }
+        Command::Status {
+            config,
+            admin,
+            json,
+        } => {
+            let addr = match (admin, config) {
+                (Some(a), _) => a,
+                (None, Some(path)) => Config::load(&path)?.admin.listen,
+                (None, None) => crate::config::AdminConfig::default().listen,
+            };
+            crate::ops::status(&addr, json).await
+        }
+        Command::Plugin(PluginCommand::New {
+            name,
+            dir,
+            sdk,
+            table,
+        }) => {
+            let created = crate::plugin_dev::new_plugin(&crate::plugin_dev::NewPlugin {
+                name: name.clone(),
+                parent: dir,
+                sdk,
+                table,
+            })?;
+            println!("created {}", created.display());
+            println!(
+                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                created.display()
+            );
+            println!(
+                "then: ledgerhost plugin check target/wasm32-wasip2/release/{}.wasm --manifest plugin.toml",
+                name.replace('-', "_")
+            );
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Check { file, manifest }) => {
+            crate::plugin_dev::check(&file, manifest.as_deref()).await
+        }
+        Command::Plugin(PluginCommand::Test {
+            file,
+            events,
+            manifest,
+            config,
+            state_dir,
+            json,
+        }) => {
+            let mut values = std::collections::BTreeMap::new();
+            for kv in config {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--config `{kv}`: expected KEY=VALUE"))?;
+                values.insert(k.to_string(), v.to_string());
+            }
+            crate::plugin_dev::test(&crate::plugin_dev::TestRun {
+                wasm: file,
+                manifest,
+                events,
+                config: values,
+                state_dir,
+                json,
+            })
+            .await
+            .map(|_| ())
+        }
+        Command::Replay(args) => crate::ops::replay(args).await,
+        Command::Backfill(args) => crate::ops::backfill(args).await,
         Command::Demo {
             dir,
             plugins,

@@ -323,7 +323,70 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, path, base)
+        Config::parse_with_overrides(&text, path, base, &crate::envconfig::from_process_env())
+    }
+
+    /// Embedded defaults in `base` plus this process's `LEDGERHOST__…` overrides (for
+    /// `ledgerhost run` without `--config`).
+    pub fn defaults_with_env(base: &Path) -> Result<Config, ConfigError> {
+        let overrides = crate::envconfig::from_process_env();
+        Config::parse_with_overrides("", Path::new("(built-in defaults)"), base, &overrides)
+    }
+
+    /// As [`Config::parse`], then applies `LEDGERHOST__SECTION__KEY` overrides (see
+    /// [`crate::envconfig`]); an invalid overridden value names its variable.
+    pub fn parse_with_overrides(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        if overrides.is_empty() {
+            return Config::parse(text, path, base);
+        }
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut root = toml::Value::Table(table);
+        let mut applied = Vec::new();
+        for (var, value) in overrides {
+            let key = crate::envconfig::apply(&mut root, var, value).map_err(|problem| {
+                ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: var.clone(),
+                    problem,
+                }
+            })?;
+            applied.push((var.clone(), key));
+        }
+        let names: Vec<&str> = applied.iter().map(|(v, _)| v.as_str()).collect();
+        let mut config: Config =
+            root.try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "{} (after the environment overrides {})",
+                        e.to_string().trim_end(),
+                        names.join(", ")
+                    ),
+                })?;
+        config.validate(path).map_err(|e| match e {
+            ConfigError::Invalid { path, key, problem } => {
+                let from_env = applied.iter().find(|(_, k)| *k == key).map(|(v, _)| v);
+                ConfigError::Invalid {
+                    problem: match from_env {
+                        Some(var) => format!("{problem} (set by the environment variable {var})"),
+                        None => problem,
+                    },
+                    path,
+                    key,
+                }
+            }
+            other => other,
+        })?;
+        config.resolve_paths(base);
+        Ok(config)
     }
 
     /// Parses config text; `path` is used in messages, `base` to resolve relative paths.

@@ -31,6 +31,7 @@ pub struct Host {
     /// Where the admin HTTP port listens.
     pub admin_addr: std::net::SocketAddr,
     shutdown_tx: watch::Sender<bool>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     plugin_tasks: Arc<tokio::sync::Mutex<BTreeMap<String, PluginTask>>>,
 }
@@ -125,12 +126,14 @@ impl Host {
         let plugin_tasks = Arc::new(tokio::sync::Mutex::new(BTreeMap::new()));
 
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused: Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>> = Arc::default();
         let (admin_addr, admin_task) = crate::admin::serve(
             &config.admin.listen,
             crate::admin::AdminState {
                 metrics: metrics.clone(),
                 registry: registry.clone(),
                 ready: ready.clone(),
+                refused: refused.clone(),
             },
             shutdown_rx.clone(),
         )
@@ -143,6 +146,7 @@ impl Host {
             registry: registry.clone(),
             admin_addr,
             shutdown_tx,
+            ready: ready.clone(),
             tasks: vec![admin_task],
             plugin_tasks: plugin_tasks.clone(),
         };
@@ -157,6 +161,7 @@ impl Host {
         {
             let ctx = host.plugin_context(decoder.clone());
             let registry = registry.clone();
+            let refused = refused.clone();
             let mut shutdown = shutdown_rx.clone();
             host.tasks.push(tokio::spawn(async move {
                 loop {
@@ -165,6 +170,27 @@ impl Host {
                         _ = shutdown.changed() => None,
                     };
                     let Some(event) = event else { break };
+                    {
+                        let mut r = refused.lock().unwrap_or_else(|e| e.into_inner());
+                        match &event {
+                            RegistryEvent::Loaded(p) => {
+                                r.remove(&p.manifest().name);
+                            }
+                            RegistryEvent::Replaced { new, .. } => {
+                                r.remove(&new.manifest().name);
+                            }
+                            RegistryEvent::Removed(name) => {
+                                r.remove(name);
+                            }
+                            RegistryEvent::Refused { path, error } => {
+                                let name = path
+                                    .file_stem()
+                                    .map(|s| s.to_string_lossy().into_owned())
+                                    .unwrap_or_default();
+                                r.insert(name, (path.display().to_string(), error.clone()));
+                            }
+                        }
+                    }
                     match event {
                         RegistryEvent::Loaded(p) => {
                             tracing::info!(plugin = p.manifest().name, version = p.version(), "plugin loaded");
@@ -243,6 +269,8 @@ impl Host {
     /// Stops pollers and dispatchers, letting in-flight batches finish within the drain
     /// timeout. Returns false if something had to be abandoned.
     pub async fn shutdown(self) -> bool {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown_tx.send(true);
         let timeout = Duration::from_millis(self.config.host.drain_timeout_ms);
         let mut handles = self.tasks;

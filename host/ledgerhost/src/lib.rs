@@ -9,8 +9,11 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod dispatcher;
+pub mod envconfig;
 pub mod host;
 pub mod metrics;
+pub mod ops;
+pub mod plugin_dev;
 pub mod poller;
 pub mod watermark;
 

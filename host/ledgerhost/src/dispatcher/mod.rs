@@ -185,6 +185,16 @@ impl Dispatcher {
         let mut events = Vec::new();
         let mut event_slots = Vec::new();
         for (i, d) in deliveries.iter().enumerate() {
+            // A replay aimed at another plugin (`ledgerhost replay --plugin`): not ours.
+            if d.message
+                .attributes
+                .get(crate::ops::REPLAY_FOR)
+                .is_some_and(|p| *p != plan.plugin)
+            {
+                self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                outcomes.push(Some(Outcome::Ack));
+                continue;
+            }
             let attrs: Vec<(String, String)> = d
                 .message
                 .attributes

@@ -1,0 +1,443 @@
+//! Operator commands beside `run`: `status` (asks a running host's admin port), `replay`
+//! (re-delivers retained ledger messages of a commit-time range) and `backfill` (republishes
+//! a table's rows from the source). Both republishing commands keep event ids, ordering keys
+//! and attributes, so idempotent sinks absorb the copies.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ledgerhost_core::Value;
+use ledgerhost_core::ledger::{Message, attr};
+use ledgerhost_core::source::{Position, TableSpec};
+
+use crate::config::{Config, LedgerKind};
+
+/// Attribute naming the only plugin that handles a replayed message; the dispatchers of the
+/// other plugins on the topic ack it without calling their plugin.
+pub const REPLAY_FOR: &str = "replay_for";
+/// Attribute marking a message as a replay copy (the topic it was read from).
+pub const REPLAY_OF: &str = "replay_of";
+
+// ---------------------------------------------------------------------------------------
+// status
+
+/// `GET path` on `addr` over plain HTTP/1.1; returns status and body.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(addr).with_context(|| {
+        format!(
+            "cannot reach the admin port at {addr}: is the host running (`ledgerhost run`), and \
+             is `admin.listen` {addr}?"
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading the answer of {addr}{path}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{addr}{path}: not an HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{addr}{path}: no HTTP status line"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Prints a running host's status.
+pub async fn status(addr: &str, json: bool) -> anyhow::Result<()> {
+    let addr = addr.to_string();
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(&addr, "/status")).await??;
+    if code != 200 {
+        bail!("the admin port answered {code}: {body}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&body).context("the admin port's /status is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "host: {}",
+        if s["ready"].as_bool() == Some(true) {
+            "ready"
+        } else {
+            "not ready"
+        }
+    );
+    let now = crate::metrics::now_micros();
+    for t in s["tables"].as_array().into_iter().flatten() {
+        let w = t["watermark_micros"].as_i64().unwrap_or(0);
+        let age = if w > 0 {
+            format!("{:.1}s behind", (now - w).max(0) as f64 / 1e6)
+        } else {
+            "no poll yet".into()
+        };
+        println!(
+            "table  {:<20} {} rows polled, {} poll errors, {age}{}",
+            t["table"].as_str().unwrap_or("?"),
+            t["rows_polled"],
+            t["poll_errors"],
+            if t["leader"].as_bool() == Some(true) {
+                ""
+            } else {
+                " (another replica polls)"
+            }
+        );
+    }
+    for p in s["plugins"].as_array().into_iter().flatten() {
+        let err = p["last_error"]
+            .as_str()
+            .map(|e| format!("\n       last error: {e}"))
+            .unwrap_or_default();
+        println!(
+            "plugin {:<20} {} {} in {}, acked {}, retried {}, dead-lettered {}{err}",
+            p["name"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?"),
+            p["version"].as_str().map(short).unwrap_or("-"),
+            p["events_in"],
+            p["acked"],
+            p["retried"],
+            p["dead_lettered"],
+        );
+    }
+    Ok(())
+}
+
+fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}
+
+// ---------------------------------------------------------------------------------------
+// progress
+
+/// A progress bar on stderr: redrawn in place on a terminal, a line per second otherwise.
+struct Progress {
+    label: String,
+    tty: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(label: &str) -> Self {
+        Progress {
+            label: label.into(),
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last: Instant::now() - Duration::from_secs(10),
+        }
+    }
+
+    fn update(&mut self, fraction: f64, done: u64, finished: bool) {
+        let every = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        if !finished && self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let f = fraction.clamp(0.0, 1.0);
+        let width = 30;
+        let filled = (f * width as f64).round() as usize;
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "{} [{}{}] {:>3.0}% {done} messages, {rate:.0}/s",
+            self.label,
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            f * 100.0
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r{line}");
+            if finished {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// replay
+
+/// `ledgerhost replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Config file of the host whose ledger is read.
+    #[arg(long, short, env = "LEDGERHOST_CONFIG")]
+    pub config: PathBuf,
+    /// Source table whose topic is replayed.
+    #[arg(long)]
+    pub table: String,
+    /// First commit time to replay, µs since the epoch (default: the oldest retained).
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Last commit time to replay, µs since the epoch (default: the newest).
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Re-deliver to this plugin only (its next batches handle the range again).
+    #[arg(long, conflicts_with = "topic", required_unless_present = "topic")]
+    pub plugin: Option<String>,
+    /// Publish the range onto this new topic instead (created; must not exist yet).
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// Re-delivers the range; prints where it went and how many messages.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    if !config.tables.iter().any(|t| t.name == args.table) {
+        bail!(
+            "--table {}: not a table of {} (tables: {})",
+            args.table,
+            args.config.display(),
+            config
+                .tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if config.ledger.kind != LedgerKind::Embedded {
+        bail!(
+            "replay reads the retained log of the embedded ledger; with Pub/Sub, seek the \
+             plugin's subscription (`gcloud pubsub subscriptions seek plugin-<name> --time=...`) \
+             or use `ledgerhost backfill` from the source"
+        );
+    }
+    if let (Some(f), Some(t)) = (args.from, args.to)
+        && f > t
+    {
+        bail!("--from {f} is after --to {t}");
+    }
+    let ledger = ledgerhost_ledger::embedded::EmbeddedLedger::open(
+        &config.host.data_dir.join("ledger"),
+        ledgerhost_ledger::embedded::EmbeddedOptions {
+            retention: Duration::from_secs(config.ledger.retention_hours * 3600),
+        },
+    )
+    .context("cannot open the embedded ledger")?;
+    use ledgerhost_core::ledger::Ledger as _;
+    let source_topic = config.topic_for(&args.table);
+    let (target, tag) = match (&args.plugin, &args.topic) {
+        (Some(p), _) => {
+            let manifest = config.host.plugin_dir.join(format!("{p}.toml"));
+            if !manifest.is_file() {
+                bail!(
+                    "--plugin {p}: no {} in the plugin directory",
+                    manifest.display()
+                );
+            }
+            // Copies go onto the table's topic: a plugin reading another topic would
+            // never see them.
+            let m = ledgerhost_runtime::Manifest::load(&manifest)?;
+            let reads = m.subscription.as_ref().map(|s| match (&s.table, &s.topic) {
+                (Some(t), _) => config.topic_for(t),
+                (None, Some(t)) => t.clone(),
+                (None, None) => String::new(),
+            });
+            if reads.as_deref() != Some(source_topic.as_str()) {
+                bail!(
+                    "--plugin {p} does not consume table {} (its subscription reads {}); \
+                     replay onto a new topic with --topic instead",
+                    args.table,
+                    reads.as_deref().unwrap_or("nothing")
+                );
+            }
+            (source_topic.clone(), Some((REPLAY_FOR, p.clone())))
+        }
+        (None, Some(t)) => {
+            if t.len() < 3
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                bail!("--topic `{t}`: use 3 or more letters, digits, `-`, `_` or `.`");
+            }
+            if ledger.retained_count(t).await? > 0 {
+                bail!("--topic {t} already holds messages; replay onto a new topic");
+            }
+            ledger.ensure_topic(t).await?;
+            (t.clone(), None)
+        }
+        (None, None) => bail!("pass --plugin NAME or --topic NEW"),
+    };
+    let total = ledger.retained_count(&source_topic).await?;
+    let mut progress = Progress::new(&format!("replay {source_topic} → {target}"));
+    let (mut after, mut seen, mut sent) = (0i64, 0u64, 0u64);
+    loop {
+        let page = ledger.read_retained(&source_topic, after, 1000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        seen += page.len() as u64;
+        let batch: Vec<Message> = page
+            .into_iter()
+            .map(|(_, m)| m)
+            // Copies made by earlier replays are not replayed again.
+            .filter(|m| !m.attributes.contains_key(REPLAY_FOR))
+            .filter(|m| {
+                let ts = m
+                    .attributes
+                    .get(attr::COMMIT_TS)
+                    .and_then(|t| t.parse::<i64>().ok());
+                match ts {
+                    Some(ts) => {
+                        args.from.is_none_or(|f| ts >= f) && args.to.is_none_or(|t| ts <= t)
+                    }
+                    None => false,
+                }
+            })
+            .map(|mut m| {
+                m.attributes.insert(REPLAY_OF.into(), source_topic.clone());
+                if let Some((k, v)) = &tag {
+                    m.attributes.insert((*k).into(), v.clone());
+                }
+                m
+            })
+            .collect();
+        sent += batch.len() as u64;
+        ledger.publish(&target, batch).await?;
+        progress.update(seen as f64 / total.max(1) as f64, sent, false);
+    }
+    progress.update(1.0, sent, true);
+    match &args.plugin {
+        Some(p) => println!("replayed {sent} messages of {source_topic} to plugin {p}"),
+        None => println!("{target}"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// backfill
+
+/// `ledgerhost backfill`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    /// Config file of the host (source, ledger, table settings).
+    #[arg(long, short, env = "LEDGERHOST_CONFIG")]
+    pub config: PathBuf,
+    /// Table to backfill.
+    #[arg(long)]
+    pub table: String,
+    /// First commit time, µs since the epoch (default: every row).
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Last commit time, µs since the epoch (default: now).
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Topic to publish onto (default: the table's own topic, so every plugin sees the rows).
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// Publishes the table's rows with commit time in [from, to] as they are now in the source.
+pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let Some(table) = config.tables.iter().find(|t| t.name == args.table) else {
+        bail!(
+            "--table {}: not a table of {}",
+            args.table,
+            args.config.display()
+        );
+    };
+    let backends = crate::backends::Backends::connect(&config).await?;
+    let spec = TableSpec {
+        name: table.name.clone(),
+        commit_ts_column: table.commit_ts_column.clone(),
+        deleted_column: table.deleted_column.clone(),
+    };
+    backends
+        .source
+        .prepare_table(&spec)
+        .await
+        .with_context(|| format!("table `{}` cannot be captured", spec.name))?;
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| config.topic_for(&table.name));
+    backends.ledger.ensure_topic(&topic).await?;
+    let mut snapshot = backends.source.snapshot().await?;
+    let read_ts = snapshot.read_ts();
+    let end = args.to.map_or(read_ts, |t| t.min(read_ts));
+    let schema = snapshot.schema(&spec).await?;
+    let encoder = ledgerhost_avro::Encoder::new(&schema)?;
+    let start = args.from.unwrap_or(0);
+    let mut after = Position::after_ts(start.saturating_sub(1));
+    let mut first_ts: Option<i64> = None;
+    let mut published = 0u64;
+    let mut progress = Progress::new(&format!("backfill {} → {topic}", table.name));
+    'pages: loop {
+        let rows = snapshot.page(&schema, &after, table.page_size).await?;
+        let Some(last) = rows.last() else { break };
+        let key_idx = schema.key_indexes();
+        after = Position {
+            commit_ts: last.commit_ts,
+            key: key_idx
+                .iter()
+                .map(|i| last.values[*i].clone())
+                .collect::<Vec<Value>>(),
+        };
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut done = false;
+        for row in &rows {
+            if row.commit_ts > end {
+                done = true;
+                break;
+            }
+            first_ts.get_or_insert(row.commit_ts);
+            messages.push(encoder.encode(row)?);
+        }
+        published += messages.len() as u64;
+        backends.ledger.publish(&topic, messages).await?;
+        let lo = first_ts.unwrap_or(start);
+        progress.update(
+            (after.commit_ts - lo) as f64 / (end - lo).max(1) as f64,
+            published,
+            false,
+        );
+        if done {
+            break 'pages;
+        }
+    }
+    progress.update(1.0, published, true);
+    println!("backfilled {published} rows of {} onto {topic}", table.name);
+    Ok(())
+}
