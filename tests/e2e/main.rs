@@ -4,3 +4,4 @@ mod capabilities;
 mod google;
 mod pipeline;
 mod runtime;
+mod seed;
