@@ -134,10 +134,16 @@ impl Chain {
 
     /// Opens the embedded ledger; the host must be stopped (it is one process's file).
     pub fn ledger(&self) -> Arc<dyn Ledger> {
-        assert!(self.host.is_none(), "stop the host before opening its ledger");
+        assert!(
+            self.host.is_none(),
+            "stop the host before opening its ledger"
+        );
         Arc::new(
-            EmbeddedLedger::open(&self.ws.data_dir().join("ledger"), EmbeddedOptions::default())
-                .expect("open the embedded ledger"),
+            EmbeddedLedger::open(
+                &self.ws.data_dir().join("ledger"),
+                EmbeddedOptions::default(),
+            )
+            .expect("open the embedded ledger"),
         )
     }
 
@@ -217,7 +223,9 @@ impl Chain {
         self.write(&sql, base + 40).await;
         let mut sql = String::new();
         for id in ids(1..=20) {
-            sql.push_str(&format!("UPDATE orders SET amount = amount + 100 WHERE id = {id};"));
+            sql.push_str(&format!(
+                "UPDATE orders SET amount = amount + 100 WHERE id = {id};"
+            ));
         }
         for id in ids(41..=50) {
             sql.push_str(&format!(
@@ -228,7 +236,9 @@ impl Chain {
         self.write(&sql, base + 70).await;
         let mut sql = String::new();
         for id in ids(5..=15) {
-            sql.push_str(&format!("UPDATE orders SET amount = amount * 2 WHERE id = {id};"));
+            sql.push_str(&format!(
+                "UPDATE orders SET amount = amount * 2 WHERE id = {id};"
+            ));
         }
         self.write(&sql, base + 81).await;
         81
@@ -272,7 +282,8 @@ impl Chain {
         if let Some(t) = topic {
             req["topic"] = json!(t);
         }
-        self.http("POST", "/plugins/replayer/", &req.to_string()).await
+        self.http("POST", "/plugins/replayer/", &req.to_string())
+            .await
     }
 }
 
@@ -421,14 +432,22 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
     let events = chain.write_history(1).await;
     let singles = chain.single_objects();
     assert_eq!(singles.len(), events, "one object per event");
-    assert_eq!(chain.archived_objects().len(), events, "nothing else in the bucket");
+    assert_eq!(
+        chain.archived_objects().len(),
+        events,
+        "nothing else in the bucket"
+    );
     check_single_objects(&singles);
     let decoder = ledgerhost_avro::Decoder::new();
     let commit_times: BTreeSet<i64> = singles
         .values()
         .map(|b| decoder.decode(b, &[]).unwrap().commit_ts)
         .collect();
-    assert_eq!(commit_times.len(), 3, "three transactions, three commit timestamps");
+    assert_eq!(
+        commit_times.len(),
+        3,
+        "three transactions, three commit timestamps"
+    );
 
     // Janitor: one compacted file per span, no loose objects, the same bytes inside.
     let last = *commit_times.last().unwrap();
@@ -436,7 +455,12 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
     assert_eq!(answer.status, 200, "{}\n{}", answer.body, chain.log_text());
     let after = chain.archived_objects();
     let spans: BTreeSet<i64> = commit_times.iter().map(|t| t.div_euclid(HOUR)).collect();
-    assert_eq!(after.len(), spans.len(), "one file per span: {:?}", after.keys());
+    assert_eq!(
+        after.len(),
+        spans.len(),
+        "one file per span: {:?}",
+        after.keys()
+    );
     let mut compacted_bytes = BTreeSet::new();
     let (mut from, mut to) = (i64::MAX, i64::MIN);
     for (name, bytes) in &after {
@@ -460,7 +484,10 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
         }
     }
     let single_bytes: BTreeSet<Vec<u8>> = singles.values().cloned().collect();
-    assert_eq!(compacted_bytes, single_bytes, "the same events, byte for byte");
+    assert_eq!(
+        compacted_bytes, single_bytes,
+        "the same events, byte for byte"
+    );
 
     // Replayer: the spans onto a new topic.
     let answer = chain.replay(from, to, Some(REPLAY_TOPIC)).await;
@@ -474,10 +501,17 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
     let generated = chain.replay(from, to, None).await;
     assert_eq!(generated.status, 200, "{}", generated.body);
     let generated = generated.json();
-    assert!(generated["topic"].as_str().unwrap().starts_with("replay-orders-"));
+    assert!(
+        generated["topic"]
+            .as_str()
+            .unwrap()
+            .starts_with("replay-orders-")
+    );
     assert_eq!(generated["events"], events);
     assert!(
-        chain.log_text().contains(&format!("{events}/{events} events published")),
+        chain
+            .log_text()
+            .contains(&format!("{events}/{events} events published")),
         "the replayer logs its progress"
     );
     chain.kill();
@@ -488,12 +522,19 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
     let replayed = drain_in_order(&ledger, "test-replay", events).await;
     assert_eq!(live.len(), events);
     assert!(
-        live.windows(2).all(|w| commit_ts_of(&w[0]) <= commit_ts_of(&w[1])),
+        live.windows(2)
+            .all(|w| commit_ts_of(&w[0]) <= commit_ts_of(&w[1])),
         "the live topic is in commit order"
     );
-    assert_eq!(replayed, live, "replayed events equal the live ones, in commit order");
+    assert_eq!(
+        replayed, live,
+        "replayed events equal the live ones, in commit order"
+    );
     let live_bytes: BTreeSet<Vec<u8>> = live.iter().map(|m| m.data.clone()).collect();
-    assert_eq!(live_bytes, single_bytes, "the archive held exactly the live events");
+    assert_eq!(
+        live_bytes, single_bytes,
+        "the archive held exactly the live events"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +547,12 @@ async fn a_janitor_killed_between_writing_and_deleting_loses_nothing() {
     let before = chain.single_objects();
     let last = before
         .values()
-        .map(|b| ledgerhost_avro::Decoder::new().decode(b, &[]).unwrap().commit_ts)
+        .map(|b| {
+            ledgerhost_avro::Decoder::new()
+                .decode(b, &[])
+                .unwrap()
+                .commit_ts
+        })
         .max()
         .unwrap();
     let answer = chain.run_janitor(last + 2 * HOUR).await;
@@ -517,7 +563,11 @@ async fn a_janitor_killed_between_writing_and_deleting_loses_nothing() {
         .filter(|n| is_compacted_name(n))
         .collect();
     assert!(!compacted.is_empty(), "the compacted file is written");
-    assert_eq!(chain.single_objects(), before, "the originals are all still there");
+    assert_eq!(
+        chain.single_objects(),
+        before,
+        "the originals are all still there"
+    );
     chain.kill();
 
     // Rows written while the host is down, then a normal janitor run.
@@ -533,20 +583,25 @@ async fn a_janitor_killed_between_writing_and_deleting_loses_nothing() {
     .await;
     assert!(archived, "{}", chain.log_text());
     let all: BTreeSet<Vec<u8>> = chain.single_objects().into_values().collect();
-    let answer = chain
-        .run_janitor(last + 4 * HOUR)
-        .await;
+    let answer = chain.run_janitor(last + 4 * HOUR).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     let after = chain.archived_objects();
-    assert!(after.keys().all(|n| is_compacted_name(n)), "no loose object: {:?}", after.keys());
+    assert!(
+        after.keys().all(|n| is_compacted_name(n)),
+        "no loose object: {:?}",
+        after.keys()
+    );
     let mut kept = BTreeSet::new();
     for bytes in after.values() {
         for (id, _, avro) in read_compacted_file(bytes) {
             assert!(kept.insert(avro), "{id} twice");
         }
     }
-    assert_eq!(kept, all, "every event archived is in a compacted file, once");
+    assert_eq!(
+        kept, all,
+        "every event archived is in a compacted file, once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,10 +610,16 @@ async fn the_archiver_cannot_write_outside_its_bucket() {
     // The same component, configured to aim outside its grant (`archive-*`) and to climb out
     // of the blobstore with `..`.
     let manifest = shipped_manifest("archiver");
-    for (name, prefix) in [("archiver-escape", "escape-"), ("archiver-dots", "archive-../../")] {
+    for (name, prefix) in [
+        ("archiver-escape", "escape-"),
+        ("archiver-dots", "archive-../../"),
+    ] {
         let m = manifest
             .replace("name = \"archiver\"", &format!("name = \"{name}\""))
-            .replace("bucket-prefix = \"archive-\"", &format!("bucket-prefix = \"{prefix}\""));
+            .replace(
+                "bucket-prefix = \"archive-\"",
+                &format!("bucket-prefix = \"{prefix}\""),
+            );
         assert_ne!(m, manifest);
         chain.ws.install_plugin("archiver", name, &m);
     }
@@ -583,7 +644,11 @@ async fn the_archiver_cannot_write_outside_its_bucket() {
     let ledger = chain.ledger();
     for (sub, needle) in [("test-escape", "grants.buckets"), ("test-dots", "..")] {
         let dead = drain_in_order(&ledger, sub, 10).await;
-        assert_eq!(dead.len(), 10, "{sub}: every event refused and dead-lettered");
+        assert_eq!(
+            dead.len(),
+            10,
+            "{sub}: every event refused and dead-lettered"
+        );
         for m in dead {
             let reason = &m.attributes[attr::DEAD_LETTER_REASON];
             assert!(reason.contains(needle), "{sub}: {reason}");
@@ -597,14 +662,21 @@ async fn the_archiver_cannot_write_outside_its_bucket() {
             stray.push(p.to_path_buf());
         }
     });
-    assert!(stray.is_empty(), "objects outside archive-orders: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "objects outside archive-orders: {stray:?}"
+    );
     let buckets: Vec<String> = std::fs::read_dir(chain.ws.data_dir().join("blobs"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(buckets, vec!["archive-orders"]);
-    assert_eq!(chain.single_objects().len(), 10, "the well-configured archiver archived all");
+    assert_eq!(
+        chain.single_objects().len(),
+        10,
+        "the well-configured archiver archived all"
+    );
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {

@@ -44,6 +44,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/plugins/{name}", any(plugin_http_root))
+        .route("/plugins/{name}/", any(plugin_http_root))
         .route("/plugins/{name}/{*rest}", any(plugin_http))
         .with_state(state);
     let handle = tokio::spawn(async move {
