@@ -80,7 +80,7 @@ const ONE: &str = "orders-2026_11_22_1300-1400.avro";
 fn closed_spans_become_one_verified_file_each_and_open_ones_wait() {
     let host = MockHost::from_manifest(MANIFEST).unwrap();
     // Written out of order; two rows of one transaction (one timestamp).
-    let mut noon = vec![
+    let mut noon = [
         archive(&host, 5, T0 + 50),
         archive(&host, 3, T0 + 10),
         archive(&host, 4, T0 + 10),
