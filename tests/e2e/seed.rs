@@ -689,3 +689,55 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_runs_on_its_manifest_schedule() {
+    // Every second, one-minute spans compacted as soon as they end: the host's scheduler
+    // alone (no admin tick) must compact the minute the rows were written in.
+    let mut chain =
+        Chain::new("[plugins.janitor.config]\nspan-minutes = \"1\"\nmin-age-secs = \"0\"\n");
+    let fast = shipped_manifest("janitor").replace("every-secs = 3600", "every-secs = 1");
+    assert_ne!(fast, shipped_manifest("janitor"));
+    chain.ws.install_plugin("janitor", "janitor", &fast);
+    chain.start().await;
+    let mut sql = String::from("BEGIN;");
+    for id in 1..=20 {
+        sql.push_str(&format!(
+            "INSERT INTO orders (id, client_id, amount) VALUES ({id}, 'c', {id});"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    chain.ws.sql(&sql);
+
+    let compacted = eventually(Duration::from_secs(240), || async {
+        let objects = chain.archived_objects();
+        !objects.is_empty()
+            && objects.keys().all(|n| is_compacted_name(n))
+            && objects
+                .values()
+                .map(|b| read_compacted_file(b).len())
+                .sum::<usize>()
+                == 20
+    })
+    .await;
+    assert!(
+        compacted,
+        "objects: {:?}\n{}",
+        chain.archived_objects().keys(),
+        chain.log_text()
+    );
+    for name in chain.archived_objects().keys() {
+        let (start, end) = name_span(name);
+        assert_eq!(end - start, 60_000_000, "{name}: one-minute span");
+    }
+
+    // The tick route is only for scheduled plugins.
+    let answer = chain.http("POST", "/plugins/archiver/tick", "").await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    let answer = chain.http("GET", "/plugins/janitor/tick", "").await;
+    assert_eq!(answer.status, 405, "{}", answer.body);
+    let answer = chain
+        .http("POST", "/plugins/janitor/tick?now=soon", "")
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+}
