@@ -375,7 +375,10 @@ async fn drain_in_order(ledger: &Arc<dyn Ledger>, sub: &str, want: usize) -> Vec
             .await
             .expect("pull");
         for d in batch {
-            ledger.ack(sub, std::slice::from_ref(&d.ack_id)).await.expect("ack");
+            ledger
+                .ack(sub, std::slice::from_ref(&d.ack_id))
+                .await
+                .expect("ack");
             out.push(d.message);
         }
     }
