@@ -5,4 +5,5 @@ mod google;
 mod ops;
 mod pipeline;
 mod runtime;
+mod seed;
 mod views;

@@ -47,6 +47,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/plugins/{name}", any(plugin_http_root))
+        .route("/plugins/{name}/", any(plugin_http_root))
         .route("/plugins/{name}/{*rest}", any(plugin_http))
         .with_state(state);
     let handle = tokio::spawn(async move {
@@ -411,6 +412,19 @@ async fn call_plugin(
 ) -> Response {
     let plugin = match s.registry.slot(&name).and_then(|slot| slot.current()) {
         Some(p) if p.manifest().world == World::HttpTrigger => p,
+        Some(p) if p.manifest().world == World::Scheduled && path == "/tick" => {
+            return tick_now(&p, &name, &method, query.as_deref()).await;
+        }
+        Some(p) if p.manifest().world == World::Scheduled => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!(
+                    "plugin `{name}` is a scheduled plugin: its only route is \
+                     `POST /plugins/{name}/tick[?now=<µs since the epoch>]`"
+                ),
+            )
+                .into_response();
+        }
         Some(_) => {
             return (
                 StatusCode::NOT_FOUND,
@@ -458,5 +472,57 @@ async fn call_plugin(
             format!("plugin `{name}` failed: {e}"),
         )
             .into_response(),
+    }
+}
+
+/// `POST /plugins/<name>/tick[?now=<µs>]`: runs one tick of a scheduled plugin now, between
+/// its scheduled ticks (calls of one plugin never overlap). `now` is the time the plugin is
+/// told (default: the host's clock), e.g. to compact a span before its scheduled hour.
+async fn tick_now(
+    plugin: &ledgerhost_runtime::Plugin,
+    name: &str,
+    method: &Method,
+    query: Option<&str>,
+) -> Response {
+    if method != Method::POST {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("use POST /plugins/{name}/tick to run a tick"),
+        )
+            .into_response();
+    }
+    let mut now = now_micros();
+    for (k, v) in query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        if k == "now" {
+            match v.parse::<i64>() {
+                Ok(n) => now = n,
+                Err(_) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("`now` = {v:?} is not microseconds since the epoch"),
+                    )
+                        .into_response();
+                }
+            }
+        }
+    }
+    tracing::info!(plugin = name, now, "tick requested on the admin port");
+    match plugin.tick(now).await {
+        Ok(()) => {
+            tracing::info!(plugin = name, "tick done");
+            (StatusCode::OK, "tick done\n").into_response()
+        }
+        Err(e) => {
+            tracing::warn!(plugin = name, error = %e, "requested tick failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("tick of plugin `{name}` failed: {e}\n"),
+            )
+                .into_response()
+        }
     }
 }
