@@ -270,8 +270,10 @@ async fn misbehaving_plugins_are_stopped_and_nothing_else_is_disturbed() {
 
     // A well-behaved neighbour keeps working the whole time.
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let neighbour = {
         let stop = stop.clone();
+        let progress = progress.clone();
         tokio::spawn(async move {
             let mut n = 100_000u64;
             let mut batches = 0u64;
@@ -283,6 +285,7 @@ async fn misbehaving_plugins_are_stopped_and_nothing_else_is_disturbed() {
                 assert_eq!(d.len(), 8);
                 n += 8;
                 batches += 1;
+                progress.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
             batches
@@ -301,8 +304,15 @@ async fn misbehaving_plugins_are_stopped_and_nothing_else_is_disturbed() {
     );
     assert!(trapper.stats().rebuilds >= 1);
 
+    // The neighbour makes progress while the spinner burns its whole deadline: the loop
+    // blocks neither the host nor other plugins.
+    let before = progress.load(Ordering::Relaxed);
     let err = spinner.handle(vec![event(3, false)]).await.unwrap_err();
     assert!(matches!(err, CallError::Deadline { .. }), "{err}");
+    assert!(
+        progress.load(Ordering::Relaxed) > before,
+        "the neighbour was stalled while the spinner ran"
+    );
     assert!(err.to_string().contains("limits.deadline-ms"));
 
     let err = hog.handle(vec![event(4, false)]).await.unwrap_err();

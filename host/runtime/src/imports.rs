@@ -28,6 +28,9 @@ pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// Epoch ticks the current call may still run; at every tick the guest yields to the
+    /// executor, so a busy plugin never holds a host thread for its whole deadline.
+    pub(crate) ticks_left: u64,
 }
 
 impl WasiView for PluginState {

@@ -241,11 +241,24 @@ impl Plugin {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new((self.manifest.limits.memory_mb as usize) << 20),
+            ticks_left: self.deadline_ticks(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        // Every epoch tick: out of ticks → trap (the deadline); otherwise yield to tokio and
+        // go on, so a long call shares its thread with the rest of the host.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.ticks_left == 0 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        store.set_epoch_deadline(1);
         let err = |e: wasmtime::Error| CallError::Instantiate {
             plugin: self.plugin_name(),
             message: e.to_string(),
@@ -344,7 +357,8 @@ impl Plugin {
             *guard = Some(self.instantiate().await?);
         }
         if let Some(live) = guard.as_mut() {
-            live.store.set_epoch_deadline(self.deadline_ticks());
+            live.store.data_mut().ticks_left = self.deadline_ticks();
+            live.store.set_epoch_deadline(1);
             live.store.data_mut().limiter.denied = false;
         }
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
