@@ -192,10 +192,13 @@ impl Chain {
         })
         .await;
         let view = self.view(prefix).await;
-        assert_eq!(
-            parse_view(&view),
-            *want,
-            "the view under {prefix} holds each client's current source rows\n{}",
+        let diff = view_diff(&parse_view(&view), want);
+        assert!(
+            diff.is_empty(),
+            "the view under {prefix} must hold each client's current source rows; \
+             {} keys differ:\n{}\n{}",
+            diff.len(),
+            diff.join("\n"),
             self.log_text()
         );
         view
@@ -459,6 +462,15 @@ fn parse_view(view: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Json> {
                 .unwrap_or_else(|e| panic!("view key {k} does not hold JSON: {e}"));
             (k.clone(), row)
         })
+        .collect()
+}
+
+/// One line per key whose row differs between `got` and `want` (missing, extra, other).
+fn view_diff(got: &BTreeMap<String, Json>, want: &BTreeMap<String, Json>) -> Vec<String> {
+    let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .map(|k| format!("  {k}: got {:?}, want {:?}", got.get(k), want.get(k)))
         .collect()
 }
 
