@@ -3,20 +3,23 @@
 //! span, originals deleted only after verification) → replayer (the span onto a new topic,
 //! in commit order). Also the janitor's crash safety and the archiver's bucket grants.
 //!
-//! The steps are helpers on [`Chain`] so more links can be checked on the same run, e.g.
-//! "warehouse rows equal the source" (install the bqloader next to the archiver in
-//! [`Chain::new`], compare after [`Chain::write_history`]) or "a materializer fed by the
-//! replay topic builds the same view as fed live" (install two materializers, one on the
-//! table and one on [`REPLAY_TOPIC`], compare their keys after [`Chain::replay`]).
+//! The main chain test also checks, on the same run, that each key's newest warehouse row
+//! (shipped bqloader) equals the source row, and that a materializer fed only by the replay
+//! topic builds the same view, key for key, as one fed live ([`Chain::install_views`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
+use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
+use ledgerhost_core::Value;
+use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec, attr};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
+use ledgerhost_tests::harness::views::materialized_view;
 use ledgerhost_tests::harness::{eventually, free_port, plugin_manifest};
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +38,10 @@ pub const LIVE_TOPIC: &str = "ledger-orders";
 /// The topic the chain test replays onto (granted to the replayer by `replay-*`).
 pub const REPLAY_TOPIC: &str = "replay-orders-seed";
 const HOUR: i64 = 3_600_000_000;
+/// Key prefix of the materializer fed live (the shipped manifest's).
+pub const LIVE_VIEW: &str = "views/";
+/// Key prefix of the materializer fed only by [`REPLAY_TOPIC`].
+pub const REPLAY_VIEW: &str = "replay-views/";
 
 /// A host deployment with the archive plugins, driven step by step.
 pub struct Chain {
@@ -80,6 +87,121 @@ impl Chain {
         };
         chain.write_config(extra_config);
         chain
+    }
+
+    /// Installs the shipped bqloader and two materializers: `materializer` on the orders
+    /// table ([`LIVE_VIEW`]) and `materializer-replay` on [`REPLAY_TOPIC`] ([`REPLAY_VIEW`]),
+    /// the same component with its own manifest (subscription, grant and prefix).
+    pub fn install_views(&self) {
+        self.ws
+            .install_plugin("bqloader", "bqloader", &shipped_manifest("bqloader"));
+        let live = shipped_manifest("materializer");
+        self.ws
+            .install_plugin("materializer", "materializer", &live);
+        let mut replay = live.clone();
+        for (from, to) in [
+            (
+                "name = \"materializer\"".to_string(),
+                "name = \"materializer-replay\"".to_string(),
+            ),
+            (
+                "table = \"orders\"".into(),
+                format!("topic = \"{REPLAY_TOPIC}\""),
+            ),
+            (
+                format!("key-prefixes = [\"{LIVE_VIEW}\"]"),
+                format!("key-prefixes = [\"{REPLAY_VIEW}\"]"),
+            ),
+            (
+                format!("prefix = \"{LIVE_VIEW}\""),
+                format!("prefix = \"{REPLAY_VIEW}\""),
+            ),
+        ] {
+            assert_eq!(
+                replay.matches(&from).count(),
+                1,
+                "the shipped materializer manifest has `{from}` once"
+            );
+            replay = replay.replace(&from, &to);
+        }
+        self.ws
+            .install_plugin("materializer", "materializer-replay", &replay);
+    }
+
+    /// The source table's current rows, by id.
+    pub fn source_rows(&self) -> BTreeMap<i64, SourceRow> {
+        let conn = rusqlite::Connection::open(self.ws.db()).expect("open app.db");
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, client_id, amount, commit_ts,
+                        strftime('%Y-%m-%dT%H:%M:%S', commit_ts / 1000000, 'unixepoch')
+                            || printf('.%06dZ', commit_ts % 1000000)
+                 FROM orders",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| {
+            Ok(SourceRow {
+                id: r.get(0)?,
+                client: r.get(1)?,
+                amount: r.get(2)?,
+                commit_ts: r.get(3)?,
+                commit_text: r.get(4)?,
+            })
+        })
+        .expect("query")
+        .map(|r| {
+            let r = r.expect("row");
+            (r.id, r)
+        })
+        .collect()
+    }
+
+    /// The embedded warehouse (`<data-dir>/warehouse.db`; WAL, so readable while the host runs).
+    pub fn warehouse(&self) -> SqliteWarehouse {
+        SqliteWarehouse::open(&self.ws.data_dir().join("warehouse.db")).expect("open warehouse")
+    }
+
+    /// The view under `prefix` in the embedded key-value store, keys without the prefix
+    /// (`<client>/orders/<id>` → the row's JSON bytes).
+    pub async fn view(&self, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+        let kv =
+            EmbeddedKeyValue::open(&self.ws.data_dir().join("keyvalue.db")).expect("open keyvalue");
+        materialized_view(&kv, prefix)
+            .await
+            .expect("read the view")
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.strip_prefix(prefix)
+                        .expect("listed by prefix")
+                        .to_string(),
+                    v,
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the view under `prefix` equals `want`, then returns it.
+    pub async fn converged_view(
+        &self,
+        prefix: &str,
+        want: &BTreeMap<String, Json>,
+    ) -> BTreeMap<String, Vec<u8>> {
+        eventually(Duration::from_secs(120), || async {
+            parse_view(&self.view(prefix).await) == *want
+        })
+        .await;
+        let view = self.view(prefix).await;
+        let diff = view_diff(&parse_view(&view), want);
+        assert!(
+            diff.is_empty(),
+            "the view under {prefix} must hold each client's current source rows; \
+             {} keys differ:\n{}\n{}",
+            diff.len(),
+            diff.join("\n"),
+            self.log_text()
+        );
+        view
     }
 
     /// (Re)writes `ledgerhost.toml`: embedded defaults, a fixed admin port, the orders table.
@@ -293,6 +415,84 @@ impl Drop for Chain {
     }
 }
 
+/// One row of the source table as the application sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRow {
+    pub id: i64,
+    pub client: String,
+    pub amount: i64,
+    pub commit_ts: i64,
+    /// The commit timestamp as RFC 3339 text, formatted by SQLite.
+    pub commit_text: String,
+}
+
+impl SourceRow {
+    /// The row as the warehouse stores it, in column order.
+    pub fn values(&self) -> Vec<Value> {
+        vec![
+            Value::Int64(self.id),
+            Value::String(self.client.clone()),
+            Value::Int64(self.amount),
+            Value::Timestamp(self.commit_ts),
+        ]
+    }
+}
+
+/// The view the materializer must hold for `source`: `<client>/orders/<id>` → the row.
+fn expected_view(source: &BTreeMap<i64, SourceRow>) -> BTreeMap<String, Json> {
+    source
+        .values()
+        .map(|r| {
+            let row = json!({
+                "id": r.id,
+                "client_id": r.client,
+                "amount": r.amount,
+                "commit_ts": r.commit_text,
+                "_commit_ts": r.commit_ts,
+            });
+            (format!("{}/orders/{}", r.client, r.id), row)
+        })
+        .collect()
+}
+
+fn parse_view(view: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Json> {
+    view.iter()
+        .map(|(k, v)| {
+            let row = serde_json::from_slice(v)
+                .unwrap_or_else(|e| panic!("view key {k} does not hold JSON: {e}"));
+            (k.clone(), row)
+        })
+        .collect()
+}
+
+/// One line per key whose row differs between `got` and `want` (missing, extra, other).
+fn view_diff(got: &BTreeMap<String, Json>, want: &BTreeMap<String, Json>) -> Vec<String> {
+    let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    keys.into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .map(|k| format!("  {k}: got {:?}, want {:?}", got.get(k), want.get(k)))
+        .collect()
+}
+
+/// The newest warehouse row of each key (by its commit-timestamp column), in column order.
+fn latest_per_key(rows: &[WarehouseRow]) -> BTreeMap<i64, Vec<Value>> {
+    let mut latest: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for r in rows {
+        let values: Vec<Value> = r.fields.iter().map(|f| f.value.clone()).collect();
+        let (Some(Value::Int64(id)), Some(Value::Timestamp(ts))) = (values.first(), values.get(3))
+        else {
+            panic!("unexpected warehouse row {r:?}");
+        };
+        let newer = latest
+            .get(id)
+            .is_none_or(|old| matches!(old[3], Value::Timestamp(t) if t < *ts));
+        if newer {
+            latest.insert(*id, values);
+        }
+    }
+    latest
+}
+
 /// `orders-YYYY_MM_DD_HHMMSS_mmm-NNNN.avro`.
 fn is_single_name(n: &str) -> bool {
     let b = n.as_bytes();
@@ -422,6 +622,7 @@ fn check_single_objects(objects: &BTreeMap<String, Vec<u8>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_order() {
     let mut chain = Chain::new("");
+    chain.install_views();
     // A first start prepares the table and the plugins' subscriptions; the test's own
     // subscriptions are made with the host stopped.
     chain.start().await;
@@ -450,6 +651,39 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
         commit_times.len(),
         3,
         "three transactions, three commit timestamps"
+    );
+
+    // bqloader: each key's newest warehouse row equals the source row, column by column.
+    let source = chain.source_rows();
+    assert_eq!(source.len(), 50, "the history wrote 50 rows");
+    let want_latest: BTreeMap<i64, Vec<Value>> =
+        source.iter().map(|(id, r)| (*id, r.values())).collect();
+    let wh = chain.warehouse();
+    eventually(Duration::from_secs(120), || async {
+        wh.scan("orders")
+            .await
+            .is_ok_and(|rows| rows.len() == events && latest_per_key(&rows) == want_latest)
+    })
+    .await;
+    let rows = wh.scan("orders").await.expect("scan the warehouse");
+    assert_eq!(
+        latest_per_key(&rows),
+        want_latest,
+        "each key's newest warehouse row equals the source row\n{}",
+        chain.log_text()
+    );
+    assert_eq!(rows.len(), events, "one warehouse row per event");
+
+    // Materializer fed live: each client's current rows. The one on the replay topic has
+    // seen nothing yet.
+    let want_view = expected_view(&source);
+    let clients: BTreeSet<&str> = source.values().map(|r| r.client.as_str()).collect();
+    assert_eq!(clients.len(), 5, "rows of five clients");
+    let live_view = chain.converged_view(LIVE_VIEW, &want_view).await;
+    assert_eq!(live_view.len(), 50);
+    assert!(
+        chain.view(REPLAY_VIEW).await.is_empty(),
+        "the replay materializer is fed by the replay topic only"
     );
 
     // Janitor: one compacted file per span, no loose objects, the same bytes inside.
@@ -516,6 +750,13 @@ async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_ord
             .log_text()
             .contains(&format!("{events}/{events} events published")),
         "the replayer logs its progress"
+    );
+
+    // A materializer fed only by the replay topic builds the live view again, key for key.
+    let replay_view = chain.converged_view(REPLAY_VIEW, &want_view).await;
+    assert_eq!(
+        replay_view, live_view,
+        "the view built from the replay equals the one built live, byte for byte"
     );
     chain.kill();
 
