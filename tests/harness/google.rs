@@ -1,7 +1,7 @@
 //! The official Google emulators (Cloud Spanner, Pub/Sub), started on free loopback ports
 //! for one test and killed with their process groups when dropped.
 //!
-//! ```ignore
+//! ```text
 //! let emu = GoogleEmulators::start();
 //! let db = emu.create_database(&["CREATE TABLE t (...) PRIMARY KEY (id)"]).await;
 //! let source = SpannerSource::connect(db.clone()).await?;

@@ -1,6 +1,6 @@
 //! A real `redis-server` on a free loopback port, killed with its process group on drop.
 //!
-//! ```ignore
+//! ```text
 //! let mut redis = RedisServer::start();            // in memory, like a cache
 //! let mut redis = RedisServer::start_persistent(); // AOF fsync'd on every write
 //! redis.stop(); redis.restart();                   // same port (and data, if persistent)
