@@ -16,6 +16,9 @@ pub struct TableStats {
     pub watermark: AtomicI64,
     /// 1 while this replica holds the table's poller lease.
     pub leader: AtomicU64,
+    /// Times the poller re-published from its start point because the ledger lost the
+    /// topic (e.g. a restarted Pub/Sub emulator).
+    pub republishes: AtomicU64,
 }
 
 /// Counters of one plugin's subscription.

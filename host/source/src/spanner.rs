@@ -176,6 +176,30 @@ impl SpannerSource {
         })
     }
 
+    /// Health probe: runs `SELECT 1` in the database (fails if Spanner is unreachable or the
+    /// database does not exist).
+    pub async fn check(&self) -> PortResult<()> {
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(Statement::builder("SELECT 1").build())
+            .await
+            .map_err(|e| {
+                map_err(
+                    &format!("health probe of {}", self.config.database_path()),
+                    e,
+                )
+            })?;
+        match rs.next().await {
+            Some(Ok(_)) | None => Ok(()),
+            Some(Err(e)) => Err(map_err(
+                &format!("health probe of {}", self.config.database_path()),
+                e,
+            )),
+        }
+    }
+
     /// The database client, for callers that write rows (tests, tools).
     pub fn client(&self) -> &DatabaseClient {
         &self.client
