@@ -2,5 +2,6 @@
 
 mod capabilities;
 mod google;
+mod google_host;
 mod pipeline;
 mod runtime;
