@@ -227,8 +227,8 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
     );
     host_a.ws.install_plugin(
         "recorder",
-        "rec_a",
-        &recorder_manifest("rec_a", "every_type"),
+        "rec-a",
+        &recorder_manifest("rec-a", "every_type"),
     );
     let mut proc_a = host_a.start_ready().await;
     let commit = spanner_write(
@@ -297,7 +297,7 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
     );
     host_b
         .ws
-        .install_plugin("recorder", "rec_b", &recorder_manifest("rec_b", "orders"));
+        .install_plugin("recorder", "rec-b", &recorder_manifest("rec-b", "orders"));
     let mut proc_b = host_b.start_ready().await;
     // PENDING_COMMIT_TIMESTAMP() is only allowed in VALUES: ten statements, one transaction,
     // inserted in reverse key order so key order must come from the keyset.
@@ -315,35 +315,39 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
         })
         .collect();
     let first = spanner_write(&db, &statements).await;
-    // Two later versions of every 50th key, in two more transactions.
-    for round in 1..=2 {
-        spanner_write(
-            &db,
-            &[format!(
-                "UPDATE orders SET amount = amount + {round}, commit_ts = PENDING_COMMIT_TIMESTAMP() \
-                 WHERE MOD(id, 50) = 0"
-            )],
-        )
+    // Then two later versions of every 50th key, each transaction once the previous state
+    // reached the plugin (a poll publishes a row's state at its read time, so versions
+    // committed between two polls would coalesce).
+    for round in 0..=2 {
+        if round > 0 {
+            spanner_write(
+                &db,
+                &[format!(
+                    "UPDATE orders SET amount = amount + {round}, \
+                     commit_ts = PENDING_COMMIT_TIMESTAMP() WHERE MOD(id, 50) = 0"
+                )],
+            )
+            .await;
+        }
+        let want = spanner_versions(&db, "orders").await;
+        assert_eq!(want.len(), 5000);
+        let arrived = eventually(Duration::from_secs(300), || {
+            let done = newest_seen(&host_b.kv("order/"), "orders") == want;
+            async move { done }
+        })
         .await;
+        let orders = host_b.kv("order/");
+        assert!(
+            arrived,
+            "round {round}: {} of 5000 keys reached their newest version in the plugin:\n{}",
+            newest_seen(&orders, "orders")
+                .iter()
+                .filter(|(k, v)| want.get(k) == Some(v))
+                .count(),
+            host_b.log_text()
+        );
     }
-    let want = spanner_versions(&db, "orders").await;
-    assert_eq!(want.len(), 5000);
-    let arrived = eventually(Duration::from_secs(300), || {
-        let seen = newest_seen(&host_b.kv("order/"), "orders");
-        let done = seen == want;
-        async move { done }
-    })
-    .await;
     let orders = host_b.kv("order/");
-    assert!(
-        arrived,
-        "{} of 5000 keys reached their newest version in the plugin:\n{}",
-        newest_seen(&orders, "orders")
-            .iter()
-            .filter(|(k, v)| want.get(k) == Some(v))
-            .count(),
-        host_b.log_text()
-    );
     let recs = host_b.kv("rec/orders/");
     let firsts: BTreeSet<i64> = recs
         .keys()
@@ -387,7 +391,7 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
         Endpoints::Explicit,
     );
     host.ws
-        .install_plugin("recorder", "rec_c", &recorder_manifest("rec_c", "orders"));
+        .install_plugin("recorder", "rec-c", &recorder_manifest("rec-c", "orders"));
     let mut proc = host.start_ready().await;
 
     let writer_db = db.clone();
@@ -512,9 +516,9 @@ async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
     let tables = "[[tables]]\nname = \"orders\"\ninterval-ms = 100\n";
     let a = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
     let b = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
-    let manifest = recorder_manifest("rec_d", "orders");
-    a.ws.install_plugin("recorder", "rec_d", &manifest);
-    b.ws.install_plugin("recorder", "rec_d", &manifest);
+    let manifest = recorder_manifest("rec-d", "orders");
+    a.ws.install_plugin("recorder", "rec-d", &manifest);
+    b.ws.install_plugin("recorder", "rec-d", &manifest);
     let proc_a = a.start_ready().await;
     let proc_b = b.start_ready().await;
 
