@@ -682,7 +682,6 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
             sql_value(*client)
         ));
     }
-    embedded.sql("UPDATE orders SET amount = amount * 2 WHERE id = 3;");
 
     // Google: Spanner source, Pub/Sub ledger.
     let emu = GoogleEmulators::start().await;
@@ -707,15 +706,6 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
         )
         .await;
     }
-    spanner_write(
-        &db,
-        &[
-            "UPDATE orders SET amount = amount * 2, commit_ts = PENDING_COMMIT_TIMESTAMP() \
-           WHERE id = 3"
-                .to_string(),
-        ],
-    )
-    .await;
 
     // What each recorded, keyed by (key, n-th version), the commit timestamp masked.
     let normalised = |kv: BTreeMap<String, String>| -> BTreeMap<String, String> {
@@ -742,6 +732,30 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
         out
     };
     let emb_kv = || kv_entries(&embedded.data_dir().join("keyvalue.db"), "rec/");
+    let inserted = eventually(Duration::from_secs(120), || {
+        let (e, g) = (emb_kv().len(), google.kv("rec/").len());
+        async move { e >= 4 && g >= 4 }
+    })
+    .await;
+    assert!(
+        inserted,
+        "both hosts record the 4 inserts; embedded {:?}, google {:?}\n{}",
+        emb_kv(),
+        google.kv("rec/"),
+        google.log_text()
+    );
+    // A later version once the first reached the plugins (a poll publishes the row's state
+    // at its read time, so a version committed before the poll would coalesce).
+    embedded.sql("UPDATE orders SET amount = amount * 2 WHERE id = 3;");
+    spanner_write(
+        &db,
+        &[
+            "UPDATE orders SET amount = amount * 2, commit_ts = PENDING_COMMIT_TIMESTAMP() \
+           WHERE id = 3"
+                .to_string(),
+        ],
+    )
+    .await;
     let ready = eventually(Duration::from_secs(120), || {
         let (e, g) = (emb_kv().len(), google.kv("rec/").len());
         async move { e >= 5 && g >= 5 }

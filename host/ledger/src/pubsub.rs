@@ -54,6 +54,9 @@ const BACKEND: &str = "pubsub";
 /// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
 /// budget normally dead-letters first, with a reason.
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
+/// How long one publish call's messages may wait for the server's answers before the
+/// unanswered ones are sent again.
+const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages the stream of one subscription may hold unacked (crate flow control).
 const MAX_OUTSTANDING: i64 = 1000;
 
@@ -660,9 +663,33 @@ impl Ledger for PubSubLedger {
                 .collect();
             let mut failed_keys: HashSet<String> = HashSet::new();
             let mut retry = Vec::new();
-            let mut last_error: Option<PublishError> = None;
+            // (message, missing topic, permanent) of the last failure.
+            let mut last_error: Option<(String, bool, bool)> = None;
+            let attempt_deadline = tokio::time::Instant::now() + PUBLISH_ATTEMPT_TIMEOUT;
             for (m, fut) in todo.into_iter().zip(futures) {
-                match fut.await {
+                // A publish in flight when the server vanished can wait forever on the dead
+                // connection: bound each, and resend (same event id) on expiry.
+                let outcome = match tokio::time::timeout_at(attempt_deadline, fut).await {
+                    Ok(r) => r.map_err(|e| {
+                        let (missing, permanent) = match &e {
+                            PublishError::Rpc(e) => (
+                                code_of(e) == Some(Code::NotFound),
+                                matches!(
+                                    code_of(e),
+                                    Some(Code::InvalidArgument | Code::PermissionDenied)
+                                ),
+                            ),
+                            _ => (false, false),
+                        };
+                        (e.to_string(), missing, permanent)
+                    }),
+                    Err(_) => Err((
+                        format!("no answer within {PUBLISH_ATTEMPT_TIMEOUT:?}"),
+                        false,
+                        false,
+                    )),
+                };
+                match outcome {
                     Ok(_id)
                         if !failed_keys.contains(&m.ordering_key) || m.ordering_key.is_empty() => {}
                     // A later message of a key whose earlier message failed was published
@@ -678,24 +705,13 @@ impl Ledger for PubSubLedger {
                     }
                 }
             }
-            let Some(err) = last_error else {
+            let Some((err, missing, permanent)) = last_error else {
                 debug!(topic, "published");
                 return Ok(());
             };
             for key in &failed_keys {
                 publisher.resume_publish(key.clone());
             }
-            let missing = match &err {
-                PublishError::Rpc(e) => code_of(e) == Some(Code::NotFound),
-                _ => false,
-            };
-            let permanent = match &err {
-                PublishError::Rpc(e) => matches!(
-                    code_of(e),
-                    Some(Code::InvalidArgument | Code::PermissionDenied)
-                ),
-                _ => false,
-            };
             if permanent || Instant::now() >= deadline {
                 return Err(if permanent {
                     invalid(format!("publishing to {}: {err}", self.topic_path(topic)))
