@@ -96,19 +96,32 @@ impl Writer {
                         )
                     })
                     .collect();
-                source
-                    .client()
-                    .read_write_transaction()
-                    .build()
-                    .run(async |tx| {
-                        for s in &statements {
-                            tx.execute_update(Statement::builder(s.clone()).build())
-                                .await?;
+                // The emulator runs one read-write transaction at a time and may drop ours
+                // for the poller's lease transaction ("Transaction not found"): retry.
+                let mut attempt = 0;
+                loop {
+                    let r = source
+                        .client()
+                        .read_write_transaction()
+                        .build()
+                        .run(async |tx| {
+                            for s in &statements {
+                                tx.execute_update(Statement::builder(s.clone()).build())
+                                    .await?;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => break,
+                        Err(e) if attempt < 20 => {
+                            attempt += 1;
+                            eprintln!("spanner write retried: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                         }
-                        Ok(())
-                    })
-                    .await
-                    .expect("spanner write");
+                        Err(e) => panic!("spanner write: {e}"),
+                    }
+                }
             }
         }
     }
