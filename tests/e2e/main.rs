@@ -2,6 +2,7 @@
 
 mod capabilities;
 mod google;
+mod google_host;
 mod ops;
 mod pipeline;
 mod runtime;

@@ -85,6 +85,17 @@ impl HostProcess {
     /// Starts `<binary> run --config <config>`; stderr goes to `log` (appended). Tests pass
     /// `env!("CARGO_BIN_EXE_ledgerhost-under-test")` as the binary.
     pub fn start(binary: &Path, config: &Path, log: &Path) -> Self {
+        Self::start_with_env(binary, config, log, &[])
+    }
+
+    /// Like [`HostProcess::start`], with extra environment variables (e.g. the Google
+    /// emulator variables).
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        env: &[(String, String)],
+    ) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,6 +109,9 @@ impl HostProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let group = ProcessGroup::spawn("ledgerhost", cmd).expect("start ledgerhost");
         HostProcess {
             group,

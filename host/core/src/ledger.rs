@@ -99,4 +99,12 @@ pub trait Ledger: Send + Sync {
     /// The newest message on the topic, when the backend can tell (used to recover a lost
     /// poller watermark). `Ok(None)` when the topic is empty or the backend cannot tell.
     async fn last_message(&self, topic: &str) -> PortResult<Option<Message>>;
+
+    /// How many times this process found `topic` lost (with the messages it held, e.g. a
+    /// restarted emulator) and re-created it and its subscriptions. A poller that sees it
+    /// grow re-publishes from its start point, since the lost messages are gone. Durable
+    /// backends never lose a topic they created: 0.
+    fn topic_generation(&self, _topic: &str) -> u64 {
+        0
+    }
 }

@@ -54,6 +54,9 @@ const BACKEND: &str = "pubsub";
 /// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
 /// budget normally dead-letters first, with a reason.
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
+/// How long one publish call's messages may wait for the server's answers before the
+/// unanswered ones are sent again.
+const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages the stream of one subscription may hold unacked (crate flow control).
 const MAX_OUTSTANDING: i64 = 1000;
 
@@ -271,6 +274,8 @@ struct Inner {
     publishers: Mutex<HashMap<String, Publisher>>,
     subs: Mutex<HashMap<String, Arc<SubState>>>,
     readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Topics seen existing, and how many times each was found lost and re-created.
+    generations: Mutex<HashMap<String, u64>>,
 }
 
 /// Cloud Pub/Sub as a [`Ledger`].
@@ -353,8 +358,38 @@ impl PubSubLedger {
                 publishers: Mutex::default(),
                 subs: Mutex::default(),
                 readers: Mutex::default(),
+                generations: Mutex::default(),
             }),
         })
+    }
+
+    /// Health probe: asks for a topic's metadata; any answer but a transport, auth or server
+    /// failure (a missing topic is fine) shows Pub/Sub is reachable.
+    pub async fn check(&self) -> PortResult<()> {
+        let path = self.inner.topic_path("ledgerhost-health-probe");
+        match self
+            .inner
+            .topic_admin
+            .get_topic()
+            .set_topic(path)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e) == Some(Code::NotFound) => Ok(()),
+            Err(e) => Err(map_err(
+                &format!(
+                    "health probe of project {} at {}",
+                    self.inner.config.project,
+                    self.inner
+                        .config
+                        .resolved_endpoint()
+                        .as_deref()
+                        .unwrap_or("pubsub.googleapis.com")
+                ),
+                &e,
+            )),
+        }
     }
 
     /// The Pub/Sub topic path of a ledger topic.
@@ -385,7 +420,8 @@ impl Inner {
         )
     }
 
-    async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
+    /// Creates the topic if missing; true when it was created now.
+    async fn create_topic(&self, topic: &str) -> PortResult<bool> {
         let path = self.topic_path(topic);
         match self
             .topic_admin
@@ -396,16 +432,53 @@ impl Inner {
         {
             Ok(_) => {
                 info!(topic = %path, "created pubsub topic");
-                Ok(())
+                Ok(true)
             }
-            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(()),
+            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(false),
             Err(e) => Err(map_err(&format!("creating topic {path}"), &e)),
         }
     }
 
+    /// Makes sure the topic exists. If this process had seen it before and it had to be
+    /// created again, its messages are lost: the subscriptions this process ensured on it
+    /// are re-created first, then the topic's generation grows (so a poller re-publishing
+    /// because of it publishes into subscriptions that exist).
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
+        let created = self.create_topic(topic).await?;
+        let known = self
+            .generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(topic);
+        if created && known {
+            warn!(
+                topic,
+                "pubsub topic was lost (with its messages); re-created it"
+            );
+            let specs: Vec<SubscriptionSpec> = self
+                .subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|s| s.spec.topic == topic)
+                .map(|s| s.spec.clone())
+                .collect();
+            for spec in specs {
+                self.create_subscription(&spec).await?;
+            }
+        }
+        let mut gens = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let g = gens.entry(topic.to_string()).or_insert(0);
+        if created && known {
+            *g += 1;
+        }
+        Ok(())
+    }
+
     async fn create_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
-        self.ensure_topic(&spec.topic).await?;
-        self.ensure_topic(&spec.dead_letter_topic).await?;
+        // Plain creates: a lost topic is handled by `ensure_topic` (which calls this).
+        self.create_topic(&spec.topic).await?;
+        self.create_topic(&spec.dead_letter_topic).await?;
         let path = self.subscription_path(&spec.name);
         let ack_secs = spec.ack_deadline.as_secs().clamp(10, 600) as i32;
         let sub = Subscription::new()
@@ -456,6 +529,7 @@ impl Inner {
     /// Recreates a topic and the subscriptions this process ensured on it.
     async fn recreate_topic(&self, topic: &str) -> PortResult<()> {
         self.ensure_topic(topic).await?;
+        // The topic may have survived while a subscription was deleted.
         let specs: Vec<SubscriptionSpec> = self
             .subs
             .lock()
@@ -522,7 +596,7 @@ async fn read_stream(inner: Arc<Inner>, state: Arc<SubState>) {
                     warn!(subscription = %state.spec.name, error = %e, missing, "pubsub stream failed; restarting");
                     state.lock().error = Some(format!("streaming pull on {}: {e}", state.path));
                     state.notify.notify_waiters();
-                    if missing && let Err(e) = inner.create_subscription(&state.spec).await {
+                    if missing && let Err(e) = inner.recreate_topic(&state.spec.topic).await {
                         warn!(subscription = %state.spec.name, error = %e, "cannot recreate the subscription");
                     }
                     break;
@@ -546,6 +620,7 @@ impl Ledger for PubSubLedger {
     }
 
     async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
+        self.inner.ensure_topic(&spec.topic).await?;
         self.inner.create_subscription(spec).await?;
         let mut subs = self.inner.subs.lock().unwrap_or_else(|e| e.into_inner());
         if !subs.contains_key(&spec.name) {
@@ -588,9 +663,33 @@ impl Ledger for PubSubLedger {
                 .collect();
             let mut failed_keys: HashSet<String> = HashSet::new();
             let mut retry = Vec::new();
-            let mut last_error: Option<PublishError> = None;
+            // (message, missing topic, permanent) of the last failure.
+            let mut last_error: Option<(String, bool, bool)> = None;
+            let attempt_deadline = tokio::time::Instant::now() + PUBLISH_ATTEMPT_TIMEOUT;
             for (m, fut) in todo.into_iter().zip(futures) {
-                match fut.await {
+                // A publish in flight when the server vanished can wait forever on the dead
+                // connection: bound each, and resend (same event id) on expiry.
+                let outcome = match tokio::time::timeout_at(attempt_deadline, fut).await {
+                    Ok(r) => r.map_err(|e| {
+                        let (missing, permanent) = match &e {
+                            PublishError::Rpc(e) => (
+                                code_of(e) == Some(Code::NotFound),
+                                matches!(
+                                    code_of(e),
+                                    Some(Code::InvalidArgument | Code::PermissionDenied)
+                                ),
+                            ),
+                            _ => (false, false),
+                        };
+                        (e.to_string(), missing, permanent)
+                    }),
+                    Err(_) => Err((
+                        format!("no answer within {PUBLISH_ATTEMPT_TIMEOUT:?}"),
+                        false,
+                        false,
+                    )),
+                };
+                match outcome {
                     Ok(_id)
                         if !failed_keys.contains(&m.ordering_key) || m.ordering_key.is_empty() => {}
                     // A later message of a key whose earlier message failed was published
@@ -606,24 +705,13 @@ impl Ledger for PubSubLedger {
                     }
                 }
             }
-            let Some(err) = last_error else {
+            let Some((err, missing, permanent)) = last_error else {
                 debug!(topic, "published");
                 return Ok(());
             };
             for key in &failed_keys {
                 publisher.resume_publish(key.clone());
             }
-            let missing = match &err {
-                PublishError::Rpc(e) => code_of(e) == Some(Code::NotFound),
-                _ => false,
-            };
-            let permanent = match &err {
-                PublishError::Rpc(e) => matches!(
-                    code_of(e),
-                    Some(Code::InvalidArgument | Code::PermissionDenied)
-                ),
-                _ => false,
-            };
             if permanent || Instant::now() >= deadline {
                 return Err(if permanent {
                     invalid(format!("publishing to {}: {err}", self.topic_path(topic)))
@@ -787,6 +875,16 @@ impl Ledger for PubSubLedger {
             }
         }
         Ok(())
+    }
+
+    fn topic_generation(&self, topic: &str) -> u64 {
+        self.inner
+            .generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
     }
 
     async fn last_message(&self, topic: &str) -> PortResult<Option<Message>> {

@@ -138,6 +138,18 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             st.leader.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP ledgerhost_poller_republishes_total Re-publishes from the start point after the ledger lost a topic."
+    );
+    let _ = writeln!(out, "# TYPE ledgerhost_poller_republishes_total counter");
+    for (t, st) in &tables {
+        let _ = writeln!(
+            out,
+            "ledgerhost_poller_republishes_total{{table=\"{t}\"}} {}",
+            st.republishes.load(Ordering::Relaxed)
+        );
+    }
 
     let plugins = s.metrics.plugins();
     type Read = fn(&crate::metrics::PluginStats) -> u64;
@@ -317,6 +329,7 @@ async fn status(State(s): State<AdminState>) -> Response {
                 "watermark_micros": t.watermark.load(Ordering::Relaxed),
                 "leader": t.leader.load(Ordering::Relaxed) == 1,
                 "stopped": t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                "republishes": t.republishes.load(Ordering::Relaxed),
             })
         })
         .collect();

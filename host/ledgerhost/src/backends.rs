@@ -12,7 +12,47 @@ use ledgerhost_runtime::Capabilities;
 
 use crate::config::{
     BlobStoreConfig, Config, KeyValueConfig, LedgerKind, SourceConfig, WarehouseConfig,
+    endpoint_url,
 };
+
+/// How long a start-up probe of a remote backend may take before the host refuses to start.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs a backend's start-up probe with [`PROBE_TIMEOUT`]; the error names the backend, the
+/// endpoint and what to check.
+async fn probe<F>(backend: &str, endpoint: &str, check: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = ledgerhost_core::PortResult<()>>,
+{
+    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(())) => {
+            tracing::info!(backend, endpoint, "backend reachable");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "{backend} at {endpoint} is not usable: {e}. Check that it is running and \
+             reachable, and the credentials and names in the config"
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "{backend} at {endpoint} did not answer within {}s. Check that it is running and \
+             reachable (for an emulator: the host and port in the config or the \
+             *_EMULATOR_HOST variable)",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Where a Google client will go: the explicit setting, else the emulator variable, else
+/// Google's endpoint. For messages only.
+fn describe_endpoint(explicit: Option<&str>, env: &str, google: &str) -> String {
+    if let Some(ep) = explicit {
+        return endpoint_url(ep);
+    }
+    match std::env::var(env) {
+        Ok(v) if !v.trim().is_empty() => format!("{} ({env})", endpoint_url(&v)),
+        _ => format!("{google} (application default credentials)"),
+    }
+}
 
 /// The ports of a running host.
 #[derive(Clone)]
@@ -32,9 +72,48 @@ impl Backends {
                 ledgerhost_source::sqlite::SqliteSource::open(path)
                     .with_context(|| format!("cannot open the SQLite source {}", path.display()))?,
             ),
+            #[cfg(feature = "google")]
+            SourceConfig::Spanner {
+                project,
+                instance,
+                database,
+                endpoint,
+                admin_endpoint,
+            } => {
+                use ledgerhost_source::spanner::{SpannerConfig, SpannerSource};
+                let cfg = SpannerConfig {
+                    project: project.clone(),
+                    instance: instance.clone(),
+                    database: database.clone(),
+                    endpoint: endpoint.as_deref().map(endpoint_url),
+                    admin_endpoint: admin_endpoint.as_deref().map(endpoint_url),
+                };
+                let where_ = format!(
+                    "{} ({})",
+                    describe_endpoint(
+                        endpoint.as_deref(),
+                        "SPANNER_EMULATOR_HOST",
+                        "spanner.googleapis.com"
+                    ),
+                    cfg.database_path()
+                );
+                // Building the client already talks to Spanner (sessions), so the probe
+                // bounds the connect too.
+                let mut source = None;
+                probe("Spanner", &where_, async {
+                    let s = SpannerSource::connect(cfg).await?;
+                    s.check().await?;
+                    source = Some(s);
+                    Ok(())
+                })
+                .await?;
+                Arc::new(source.context("the Spanner probe returned no client")?)
+            }
+            #[cfg(not(feature = "google"))]
             SourceConfig::Spanner { .. } => {
                 anyhow::bail!(
-                    "source.kind = \"spanner\" is not available in this build yet; use \"sqlite\""
+                    "source.kind = \"spanner\" is not compiled into this build; rebuild with \
+                     `--features google` (on by default) or use \"sqlite\""
                 )
             }
         };
@@ -53,9 +132,36 @@ impl Backends {
                     })?,
                 )
             }
+            #[cfg(feature = "google")]
+            LedgerKind::Pubsub => {
+                use ledgerhost_ledger::pubsub::{PubSubConfig, PubSubLedger};
+                let project = config
+                    .ledger
+                    .project
+                    .clone()
+                    .context("ledger.project is required when ledger.kind = \"pubsub\"")?;
+                let mut cfg = PubSubConfig::new(project);
+                cfg.endpoint = config.ledger.endpoint.as_deref().map(endpoint_url);
+                let where_ = format!(
+                    "{} (project {})",
+                    describe_endpoint(
+                        config.ledger.endpoint.as_deref(),
+                        "PUBSUB_EMULATOR_HOST",
+                        "pubsub.googleapis.com"
+                    ),
+                    cfg.project
+                );
+                let ledger = PubSubLedger::connect(cfg)
+                    .await
+                    .with_context(|| format!("cannot connect to Pub/Sub at {where_}"))?;
+                probe("Pub/Sub", &where_, ledger.check()).await?;
+                Arc::new(ledger)
+            }
+            #[cfg(not(feature = "google"))]
             LedgerKind::Pubsub => {
                 anyhow::bail!(
-                    "ledger.kind = \"pubsub\" is not available in this build yet; use \"embedded\""
+                    "ledger.kind = \"pubsub\" is not compiled into this build; rebuild with \
+                     `--features google` (on by default) or use \"embedded\""
                 )
             }
         };
@@ -71,10 +177,21 @@ impl Backends {
                         })?,
                 )
             }
-            BlobStoreConfig::Gcs { .. } => {
-                anyhow::bail!(
-                    "blobstore.kind = \"gcs\" is not available in this build yet; use \"local\""
-                )
+            BlobStoreConfig::Gcs { endpoint, project } => {
+                use ledgerhost_capabilities::blobstore::gcs::{GcsBlobStore, GcsConfig};
+                let store = GcsBlobStore::connect(GcsConfig {
+                    endpoint: endpoint.clone(),
+                    project: project.clone(),
+                    ..GcsConfig::default()
+                })
+                .context("cannot set up the Cloud Storage client")?;
+                let where_ = describe_endpoint(
+                    Some(store.endpoint()),
+                    "STORAGE_EMULATOR_HOST",
+                    "storage.googleapis.com",
+                );
+                probe("Cloud Storage", &where_, store.check()).await?;
+                Arc::new(store)
             }
         };
         let keyvalue: Arc<dyn KeyValue> = match &config.keyvalue {
@@ -89,10 +206,15 @@ impl Backends {
                         })?,
                 )
             }
-            KeyValueConfig::Redis { .. } => {
-                anyhow::bail!(
-                    "keyvalue.kind = \"redis\" is not available in this build yet; use \"embedded\""
-                )
+            KeyValueConfig::Redis { url, namespace } => {
+                use ledgerhost_capabilities::keyvalue::redis::{RedisConfig, RedisKeyValue};
+                let mut cfg = RedisConfig::new(url.clone());
+                if let Some(ns) = namespace {
+                    cfg.namespace = ns.clone();
+                }
+                let kv = RedisKeyValue::connect(cfg).context("keyvalue.url")?;
+                probe("Redis", &redact(url), kv.check()).await?;
+                Arc::new(kv)
             }
         };
         let warehouse: Arc<dyn Warehouse> = match &config.warehouse {
@@ -107,10 +229,31 @@ impl Backends {
                         })?,
                 )
             }
-            WarehouseConfig::Bigquery { .. } => {
-                anyhow::bail!(
-                    "warehouse.kind = \"bigquery\" is not available in this build yet; use \"sqlite\""
-                )
+            WarehouseConfig::Bigquery {
+                project,
+                dataset,
+                endpoint,
+                location,
+            } => {
+                use ledgerhost_capabilities::warehouse::bigquery::{
+                    BigQueryConfig, BigQueryWarehouse,
+                };
+                let mut cfg = BigQueryConfig::new(project.clone(), dataset.clone());
+                cfg.endpoint = endpoint.clone();
+                cfg.location = location.clone();
+                let where_ = format!(
+                    "{} (dataset {project}.{dataset})",
+                    describe_endpoint(
+                        endpoint.as_deref(),
+                        "BIGQUERY_EMULATOR_HOST",
+                        "bigquery.googleapis.com"
+                    )
+                );
+                let warehouse = BigQueryWarehouse::connect(cfg)
+                    .await
+                    .with_context(|| format!("cannot set up the BigQuery client for {where_}"))?;
+                probe("BigQuery", &where_, warehouse.check()).await?;
+                Arc::new(warehouse)
             }
         };
         Ok(Backends {
@@ -130,5 +273,13 @@ impl Backends {
             warehouse: self.warehouse.clone(),
             ledger: self.ledger.clone(),
         }
+    }
+}
+
+/// A Redis URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
     }
 }

@@ -80,18 +80,31 @@ impl Default for HostConfig {
 
 /// The source of truth.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum SourceConfig {
     /// An SQLite file the application writes to.
     Sqlite {
         /// Relative to the config file.
         path: PathBuf,
     },
-    /// Cloud Spanner (honours `SPANNER_EMULATOR_HOST`).
+    /// Cloud Spanner: application default credentials, or the emulator through
+    /// `SPANNER_EMULATOR_HOST` / an explicit plaintext `endpoint`.
     Spanner {
         project: String,
         instance: String,
         database: String,
+        /// gRPC endpoint override, e.g. `http://127.0.0.1:9010` (plaintext = anonymous).
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// REST admin endpoint override (creates the lease table), e.g.
+        /// `http://127.0.0.1:9020`.
+        #[serde(default)]
+        admin_endpoint: Option<String>,
     },
 }
 
@@ -225,17 +238,25 @@ impl Default for LedgerConfig {
 
 /// Object storage behind the `blobstore` capability.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum BlobStoreConfig {
     /// A directory (default `<data-dir>/blobs`).
     Local {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    /// Cloud Storage (honours `STORAGE_EMULATOR_HOST`).
+    /// Cloud Storage: application default credentials, or the emulator through
+    /// `STORAGE_EMULATOR_HOST` / an explicit `endpoint`.
     Gcs {
+        /// Base URL override, e.g. `http://127.0.0.1:4443`.
         #[serde(default)]
         endpoint: Option<String>,
+        /// Project owning the buckets the host creates (required by Google).
         #[serde(default)]
         project: Option<String>,
     },
@@ -249,7 +270,12 @@ impl Default for BlobStoreConfig {
 
 /// Store behind the `keyvalue` capability.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum KeyValueConfig {
     /// An SQLite file (default `<data-dir>/keyvalue.db`).
     Embedded {
@@ -257,7 +283,13 @@ pub enum KeyValueConfig {
         path: Option<PathBuf>,
     },
     /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`.
-    Redis { url: String },
+    Redis {
+        url: String,
+        /// Prefix of every stored key (default `ledgerhost:`), so deployments can share one
+        /// Redis.
+        #[serde(default)]
+        namespace: Option<String>,
+    },
 }
 
 impl Default for KeyValueConfig {
@@ -268,19 +300,29 @@ impl Default for KeyValueConfig {
 
 /// Warehouse behind the `warehouse` capability.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum WarehouseConfig {
     /// An SQLite file (default `<data-dir>/warehouse.db`).
     Sqlite {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    /// BigQuery.
+    /// BigQuery: application default credentials, or an emulator through
+    /// `BIGQUERY_EMULATOR_HOST` / an explicit `endpoint`.
     Bigquery {
         project: String,
         dataset: String,
+        /// Base URL override, e.g. `http://127.0.0.1:9050`.
         #[serde(default)]
         endpoint: Option<String>,
+        /// Location of the dataset if the host creates it (e.g. `EU`).
+        #[serde(default)]
+        location: Option<String>,
     },
 }
 
@@ -463,6 +505,71 @@ impl Config {
                 "is required when ledger.kind = \"pubsub\" (the Google Cloud project id)".into(),
             ));
         }
+        if let LedgerConfig {
+            kind: LedgerKind::Pubsub,
+            endpoint: Some(ep),
+            ..
+        } = &self.ledger
+        {
+            check_endpoint(ep).map_err(|p| invalid("ledger.endpoint".into(), p))?;
+        }
+        if let SourceConfig::Spanner {
+            project,
+            instance,
+            database,
+            endpoint,
+            admin_endpoint,
+        } = &self.source
+        {
+            for (k, v) in [
+                ("project", project),
+                ("instance", instance),
+                ("database", database),
+            ] {
+                if v.trim().is_empty() {
+                    return Err(invalid(format!("source.{k}"), "must not be empty".into()));
+                }
+            }
+            if let Some(ep) = endpoint {
+                check_endpoint(ep).map_err(|p| invalid("source.endpoint".into(), p))?;
+            }
+            if let Some(ep) = admin_endpoint {
+                check_endpoint(ep).map_err(|p| invalid("source.admin-endpoint".into(), p))?;
+            }
+        }
+        if let BlobStoreConfig::Gcs {
+            endpoint: Some(ep), ..
+        } = &self.blobstore
+        {
+            check_endpoint(ep).map_err(|p| invalid("blobstore.endpoint".into(), p))?;
+        }
+        if let KeyValueConfig::Redis { url, .. } = &self.keyvalue
+            && !(url.starts_with("redis://") || url.starts_with("redis+unix://"))
+        {
+            return Err(invalid(
+                "keyvalue.url".into(),
+                "must be a URL like `redis://127.0.0.1:6379` (or `redis://:password@host:port/db`)"
+                    .into(),
+            ));
+        }
+        if let WarehouseConfig::Bigquery {
+            project,
+            dataset,
+            endpoint,
+            ..
+        } = &self.warehouse
+        {
+            if project.trim().is_empty() || dataset.trim().is_empty() {
+                return Err(invalid(
+                    "warehouse.project".into(),
+                    "and warehouse.dataset must both be set when warehouse.kind = \"bigquery\""
+                        .into(),
+                ));
+            }
+            if let Some(ep) = endpoint {
+                check_endpoint(ep).map_err(|p| invalid("warehouse.endpoint".into(), p))?;
+            }
+        }
         if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "admin.listen".into(),
@@ -526,6 +633,32 @@ impl Config {
     }
 }
 
+/// Checks an endpoint setting: `http(s)://host:port[/...]` or `host:port`.
+fn check_endpoint(ep: &str) -> Result<(), String> {
+    let rest = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+        .unwrap_or(ep);
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || rest.contains("://") || ep.contains(char::is_whitespace) {
+        return Err(format!(
+            "must be an endpoint like `http://127.0.0.1:8085` or `127.0.0.1:8085`, not `{ep}`"
+        ));
+    }
+    Ok(())
+}
+
+/// An endpoint setting (or emulator variable) as a URL: `host:port` gets `http://`, the
+/// emulators' plaintext scheme.
+pub fn endpoint_url(ep: &str) -> String {
+    let ep = ep.trim().trim_end_matches('/');
+    if ep.starts_with("http://") || ep.starts_with("https://") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
 /// True for names safe to use as SQL identifiers and topic suffixes.
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -586,5 +719,66 @@ mod tests {
         assert!(matches!(c.source, SourceConfig::Spanner { .. }));
         assert_eq!(c.ledger.kind, LedgerKind::Pubsub);
         assert!(matches!(c.keyvalue, KeyValueConfig::Redis { .. }));
+    }
+
+    #[test]
+    fn cloud_sections_reject_unknown_keys_by_name() {
+        let err = parse(
+            "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"i\"\ndatabase = \"d\"\n\
+             emulator = \"x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("emulator"), "{err}");
+        let err = parse("[blobstore]\nkind = \"gcs\"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
+        let err = parse(
+            "[warehouse]\nkind = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\nregion = \"EU\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("region"), "{err}");
+    }
+
+    #[test]
+    fn cloud_endpoints_are_checked_and_normalised() {
+        let c = parse(
+            "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"i\"\ndatabase = \"d\"\n\
+             endpoint = \"127.0.0.1:9010\"\nadmin-endpoint = \"http://127.0.0.1:9020\"\n",
+        )
+        .unwrap();
+        match c.source {
+            SourceConfig::Spanner {
+                endpoint,
+                admin_endpoint,
+                ..
+            } => {
+                assert_eq!(
+                    endpoint_url(endpoint.as_deref().unwrap()),
+                    "http://127.0.0.1:9010"
+                );
+                assert_eq!(admin_endpoint.as_deref(), Some("http://127.0.0.1:9020"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse("[ledger]\nkind = \"pubsub\"\nproject = \"p\"\nendpoint = \"http://\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ledger.endpoint"), "{err}");
+        let err = parse("[keyvalue]\nkind = \"redis\"\nurl = \"127.0.0.1:6379\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keyvalue.url") && err.contains("redis://"),
+            "{err}"
+        );
+        let err = parse(
+            "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"\"\ndatabase = \"d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source.instance"), "{err}");
     }
 }

@@ -18,6 +18,9 @@ pub struct TableStats {
     pub leader: AtomicU64,
     /// Why polling of this table stopped for good (an incompatible schema change), if it did.
     pub stopped: Mutex<Option<String>>,
+    /// Times the poller re-published from its start point because the ledger lost the
+    /// topic (e.g. a restarted Pub/Sub emulator).
+    pub republishes: AtomicU64,
 }
 
 /// Counters of one plugin's subscription.

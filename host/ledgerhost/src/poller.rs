@@ -71,6 +71,12 @@ pub struct Poller {
     /// Schema and encoder of the last poll, to detect drift.
     current: Option<(TableSchema, Encoder)>,
     watermark: Option<i64>,
+    /// The first watermark this process resumed from: where a lost topic is re-published
+    /// from when `start = "now"`.
+    first_watermark: Option<i64>,
+    /// The ledger's generation of the topic when last published to (see
+    /// [`Ledger::topic_generation`]).
+    generation: Option<u64>,
 }
 
 impl Poller {
@@ -90,6 +96,8 @@ impl Poller {
             stats,
             current: None,
             watermark: None,
+            first_watermark: None,
+            generation: None,
         }
     }
 
@@ -231,7 +239,13 @@ impl Poller {
                 .await
                 .map_err(|e| self.port_err(e))?;
         }
+        let generation = self.ledger.topic_generation(&self.settings.topic);
+        if self.generation.is_some_and(|g| g != generation) {
+            self.rewind("before this poll")?;
+        }
+        self.generation = Some(generation);
         let w = self.resume_point().await?;
+        self.first_watermark.get_or_insert(w);
         let mut snapshot = self.source.snapshot().await.map_err(|e| self.port_err(e))?;
         let r = snapshot.read_ts();
         let schema = snapshot
@@ -283,6 +297,12 @@ impl Poller {
                 break;
             }
         }
+        if self.ledger.topic_generation(&self.settings.topic) != generation {
+            // The topic was lost while we published: what earlier polls put there is gone.
+            self.rewind("while publishing")?;
+            self.generation = Some(self.ledger.topic_generation(&self.settings.topic));
+            return Ok(published);
+        }
         // Every row up to R is confirmed on the ledger: only now may W move.
         if r > w {
             self.watermarks.store(&table, r)?;
@@ -293,6 +313,29 @@ impl Poller {
             tracing::debug!(table, rows = published, watermark = r, "published");
         }
         Ok(published)
+    }
+
+    /// Moves the watermark back to the start point after the ledger lost the topic's
+    /// messages (the next poll re-publishes; duplicates keep their event ids). Persisted at
+    /// once, so a crash before the re-publish does not resume past the lost messages.
+    fn rewind(&mut self, when: &str) -> Result<(), PollError> {
+        let to = match self.settings.start {
+            StartFrom::Beginning => i64::MIN,
+            StartFrom::At(t) => t,
+            StartFrom::Now => self.first_watermark.unwrap_or(i64::MIN),
+        };
+        tracing::warn!(
+            table = self.table(),
+            topic = %self.settings.topic,
+            when,
+            from = ?self.watermark,
+            to,
+            "the ledger lost the topic and its messages; re-publishing from the start point"
+        );
+        self.watermarks.store(&self.settings.spec.name, to)?;
+        self.watermark = Some(to);
+        self.stats.republishes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Switches to a new schema if the table changed, refusing incompatible changes.

@@ -176,6 +176,30 @@ impl SpannerSource {
         })
     }
 
+    /// Health probe: runs `SELECT 1` in the database (fails if Spanner is unreachable or the
+    /// database does not exist).
+    pub async fn check(&self) -> PortResult<()> {
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(Statement::builder("SELECT 1").build())
+            .await
+            .map_err(|e| {
+                map_err(
+                    &format!("health probe of {}", self.config.database_path()),
+                    e,
+                )
+            })?;
+        match rs.next().await {
+            Some(Ok(_)) | None => Ok(()),
+            Some(Err(e)) => Err(map_err(
+                &format!("health probe of {}", self.config.database_path()),
+                e,
+            )),
+        }
+    }
+
     /// The database client, for callers that write rows (tests, tools).
     pub fn client(&self) -> &DatabaseClient {
         &self.client
@@ -725,7 +749,9 @@ fn page_statement(
             keys.len()
         )));
     }
-    let w = micros_timestamp(after.commit_ts)?;
+    // A watermark before Spanner's first instant (e.g. `i64::MIN`, "from the beginning")
+    // selects the same rows as that instant: no commit timestamp can be earlier.
+    let w = micros_timestamp(after.commit_ts.max(SPANNER_MIN_MICROS))?;
     let mut params: Vec<(String, SpValue, Type)> = vec![
         ("r".into(), SpValue::from(*read_ts), types::timestamp()),
         ("w".into(), SpValue::from(w), types::timestamp()),
@@ -787,6 +813,9 @@ fn timestamp_micros(t: &Timestamp) -> i64 {
         .saturating_mul(1_000_000)
         .saturating_add(i64::from(t.nanos()) / 1_000)
 }
+
+/// 0001-01-01T00:00:00Z, the earliest timestamp Spanner accepts, in µs since the epoch.
+const SPANNER_MIN_MICROS: i64 = -62_135_596_800 * 1_000_000;
 
 fn micros_timestamp(us: i64) -> PortResult<Timestamp> {
     Timestamp::new(

@@ -1,0 +1,383 @@
+//! Pipeline benchmark on the Google emulators (Spanner source → Pub/Sub ledger → dispatcher)
+//! beside the embedded defaults (SQLite source → embedded ledger), measured in the same run
+//! with the same code: the host's poller and dispatcher, a native handler (the WASM call cost
+//! is the runtime benchmark's), a 100 ms poll interval.
+//!
+//! 1. Throughput: N rows committed in one transaction, then the pipeline starts; rows/s
+//!    until the handler has seen them all (end to end), and the poller's own first poll
+//!    (snapshot + page + encode + confirmed publish).
+//! 2. Commit-to-handler latency: one row per transaction every 20 ms; p50 / p99 / max from
+//!    the moment the commit returned to the handler call, against the poll interval.
+//!
+//! Run: `cargo bench -p ledgerhost-tests --bench google` (starts the emulators itself, from
+//! the Cloud SDK like the tests). Emulator figures say nothing about Cloud Spanner's or
+//! Cloud Pub/Sub's own performance; they show the host's overhead and catch regressions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ledgerhost::config::StartFrom;
+use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use ledgerhost::metrics::Metrics;
+use ledgerhost::poller::{Poller, PollerSettings};
+use ledgerhost::watermark::WatermarkStore;
+use ledgerhost_core::ledger::Ledger;
+use ledgerhost_core::source::{Source, TableSpec};
+use ledgerhost_core::{Disposition, Event, Value};
+use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
+use ledgerhost_ledger::pubsub::PubSubLedger;
+use ledgerhost_source::spanner::SpannerSource;
+use ledgerhost_source::sqlite::SqliteSource;
+use ledgerhost_tests::harness::google::GoogleEmulators;
+use tokio::sync::watch;
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const THROUGHPUT_ROWS: i64 = 5000;
+const LATENCY_ROWS: i64 = 200;
+
+const SQLITE_DDL: &str = "CREATE TABLE orders (id INTEGER PRIMARY KEY, client_id TEXT NOT NULL,
+    amount INTEGER NOT NULL, commit_ts INTEGER)";
+const SPANNER_DDL: &str = "CREATE TABLE orders (id INT64 NOT NULL, client_id STRING(MAX) NOT NULL,
+    amount INT64 NOT NULL,
+    commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)";
+
+fn spec() -> TableSpec {
+    TableSpec {
+        name: "orders".into(),
+        commit_ts_column: None,
+        deleted_column: None,
+    }
+}
+
+/// Writes rows `ids` in one transaction of the backend under test.
+#[derive(Clone)]
+enum Writer {
+    Sqlite(std::path::PathBuf),
+    Spanner(Box<SpannerSource>),
+}
+
+impl Writer {
+    async fn insert(&self, from: i64, n: i64) {
+        match self {
+            Writer::Sqlite(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut c = rusqlite::Connection::open(&db).unwrap();
+                    c.busy_timeout(Duration::from_secs(30)).unwrap();
+                    let tx = c.transaction().unwrap();
+                    for id in from..from + n {
+                        tx.execute(
+                            "INSERT INTO orders (id, client_id, amount) VALUES (?1, 'c', ?1)",
+                            [id],
+                        )
+                        .unwrap();
+                    }
+                    tx.commit().unwrap();
+                })
+                .await
+                .unwrap();
+            }
+            Writer::Spanner(source) => {
+                use google_cloud_spanner::statement::Statement;
+                // PENDING_COMMIT_TIMESTAMP() only in VALUES: statements of 500 rows.
+                let statements: Vec<String> = (from..from + n)
+                    .collect::<Vec<_>>()
+                    .chunks(500)
+                    .map(|ids| {
+                        let values: Vec<String> = ids
+                            .iter()
+                            .map(|id| format!("({id}, 'c', {id}, PENDING_COMMIT_TIMESTAMP())"))
+                            .collect();
+                        format!(
+                            "INSERT INTO orders (id, client_id, amount, commit_ts) VALUES {}",
+                            values.join(", ")
+                        )
+                    })
+                    .collect();
+                // The emulator runs one read-write transaction at a time and may drop ours
+                // for the poller's lease transaction ("Transaction not found"): retry.
+                let mut attempt = 0;
+                loop {
+                    let r = source
+                        .client()
+                        .read_write_transaction()
+                        .build()
+                        .run(async |tx| {
+                            for s in &statements {
+                                tx.execute_update(Statement::builder(s.clone()).build())
+                                    .await?;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => break,
+                        Err(e) if attempt < 20 => {
+                            attempt += 1;
+                            eprintln!("spanner write retried: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(e) => panic!("spanner write: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records when each event first arrived.
+struct Arrivals {
+    seen: Mutex<HashMap<i64, Instant>>,
+}
+
+#[async_trait]
+impl BatchHandler for Arrivals {
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String> {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap();
+        for e in &events {
+            if let Some(Value::Int64(id)) = e.get("id") {
+                seen.entry(*id).or_insert(now);
+            }
+        }
+        Ok(events.iter().map(|_| Disposition::Ack).collect())
+    }
+
+    fn version(&self) -> String {
+        "native".into()
+    }
+}
+
+/// One backend pair under test, with a fresh table.
+struct Backend {
+    name: &'static str,
+    source: Arc<dyn Source>,
+    ledger: Arc<dyn Ledger>,
+    writer: Writer,
+    /// Distinct names per run on a shared emulator.
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+struct Running {
+    arrivals: Arc<Arrivals>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn settings(&self) -> PollerSettings {
+        PollerSettings {
+            spec: spec(),
+            topic: format!("{}orders", self.prefix),
+            interval: INTERVAL,
+            page_size: 5000,
+            start: StartFrom::Beginning,
+            replica: "bench".into(),
+            lease_ttl: Duration::from_secs(5),
+        }
+    }
+
+    async fn start(&self, with_poller: bool) -> Running {
+        let metrics = Metrics::default();
+        let (stop, rx) = watch::channel(false);
+        let arrivals = Arc::new(Arrivals {
+            seen: Mutex::new(HashMap::new()),
+        });
+        let handler: Arc<dyn BatchHandler> = arrivals.clone();
+        let current: CurrentHandler = Arc::new(move || Some(handler.clone()));
+        self.ledger
+            .ensure_topic(&self.settings().topic)
+            .await
+            .unwrap();
+        let dispatcher = Dispatcher::new(
+            SubscriptionPlan {
+                plugin: "bench".into(),
+                subscription: format!("{}plugin-bench", self.prefix),
+                topic: self.settings().topic,
+                dead_letter_topic: format!("{}dead-letter-bench", self.prefix),
+                filter: Filter::default(),
+                batch_size: 256,
+                max_wait: Duration::from_millis(5),
+                max_attempts: 5,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(10),
+                ack_deadline: Duration::from_secs(30),
+            },
+            self.ledger.clone(),
+            Arc::new(ledgerhost_avro::Decoder::new()),
+            current,
+            metrics.plugin("bench"),
+        );
+        dispatcher.bootstrap().await.unwrap();
+        let mut tasks = vec![tokio::spawn(dispatcher.run(rx.clone()))];
+        if with_poller {
+            let poller = self.poller(&metrics);
+            tasks.push(tokio::spawn(async move {
+                let _ = poller.run(rx).await;
+            }));
+        }
+        Running {
+            arrivals,
+            stop,
+            tasks,
+        }
+    }
+
+    fn poller(&self, metrics: &Metrics) -> Poller {
+        Poller::new(
+            self.settings(),
+            self.source.clone(),
+            self.ledger.clone(),
+            WatermarkStore::open(&self.dir.path().join("wm")).unwrap(),
+            metrics.table("orders"),
+        )
+    }
+}
+
+impl Running {
+    async fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.arrivals.seen.lock().unwrap().len() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Rows/s: (first poll alone, end to end).
+async fn throughput(b: &Backend) -> (f64, f64) {
+    b.writer.insert(1, THROUGHPUT_ROWS).await;
+    let run = b.start(false).await;
+    let t = Instant::now();
+    let metrics = Metrics::default();
+    let mut poller = b.poller(&metrics);
+    let published = poller.poll_once().await.unwrap();
+    let poll = t.elapsed();
+    assert_eq!(published as i64, THROUGHPUT_ROWS);
+    run.wait_for(THROUGHPUT_ROWS as usize).await;
+    let total = t.elapsed();
+    assert_eq!(
+        run.arrivals.seen.lock().unwrap().len() as i64,
+        THROUGHPUT_ROWS,
+        "{}: every row arrived",
+        b.name
+    );
+    run.stop().await;
+    let rate = |d: Duration| THROUGHPUT_ROWS as f64 / d.as_secs_f64();
+    (rate(poll), rate(total))
+}
+
+/// Latencies in ms, sorted.
+async fn latency(b: &Backend) -> Vec<f64> {
+    let run = b.start(true).await;
+    let base = 1_000_000;
+    let mut committed = HashMap::new();
+    for i in 0..LATENCY_ROWS {
+        b.writer.insert(base + i, 1).await;
+        committed.insert(base + i, Instant::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.wait_for(LATENCY_ROWS as usize).await;
+    let seen = run.arrivals.seen.lock().unwrap().clone();
+    run.stop().await;
+    let mut lat: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, c)| {
+            seen.get(id)
+                .map(|s| s.saturating_duration_since(*c).as_secs_f64() * 1e3)
+        })
+        .collect();
+    assert_eq!(
+        lat.len() as i64,
+        LATENCY_ROWS,
+        "{}: every row arrived",
+        b.name
+    );
+    lat.sort_by(|a, b| a.total_cmp(b));
+    lat
+}
+
+fn pct(lat: &[f64], p: f64) -> f64 {
+    lat[((lat.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // Embedded baseline.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(SQLITE_DDL)
+        .unwrap();
+    let sqlite = Arc::new(SqliteSource::open(&db).unwrap());
+    sqlite.prepare_table(&spec()).await.unwrap();
+    let embedded = Backend {
+        name: "embedded",
+        source: sqlite,
+        ledger: Arc::new(
+            EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
+        ),
+        writer: Writer::Sqlite(db),
+        prefix: String::new(),
+        dir,
+    };
+
+    // Google emulators.
+    let emu = GoogleEmulators::start().await;
+    let db = emu.create_database(&[SPANNER_DDL]).await;
+    let spanner = SpannerSource::connect(db).await.unwrap();
+    spanner.prepare_table(&spec()).await.unwrap();
+    let google = Backend {
+        name: "google",
+        source: Arc::new(spanner.clone()),
+        ledger: Arc::new(PubSubLedger::connect(emu.pubsub_config()).await.unwrap()),
+        writer: Writer::Spanner(Box::new(spanner)),
+        prefix: "bench-".into(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+
+    let (e_poll, e_total) = throughput(&embedded).await;
+    let (g_poll, g_total) = throughput(&google).await;
+    println!("## Throughput, {THROUGHPUT_ROWS} rows committed in one transaction\n");
+    println!("| path | embedded rows/s | Spanner + Pub/Sub emulators rows/s | google / embedded |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| first poll: snapshot + page + encode + confirmed publish | {e_poll:.0} | {g_poll:.0} | {:.3}x |",
+        g_poll / e_poll
+    );
+    println!(
+        "| end to end: commit → handler (poll + ledger + decode + dispatch) | {e_total:.0} | {g_total:.0} | {:.3}x |",
+        g_total / e_total
+    );
+
+    let e = latency(&embedded).await;
+    let g = latency(&google).await;
+    let i = INTERVAL.as_secs_f64() * 1e3;
+    println!(
+        "\n## Commit-to-handler latency, {} ms poll interval, {LATENCY_ROWS} rows (one per transaction, every 20 ms)\n",
+        INTERVAL.as_millis()
+    );
+    println!(
+        "| | embedded ms | × interval | Spanner + Pub/Sub emulators ms | × interval | google / embedded |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        let (a, b) = (pct(&e, p), pct(&g, p));
+        println!(
+            "| {label} | {a:.1} | {:.2}x | {b:.1} | {:.2}x | {:.2}x |",
+            a / i,
+            b / i,
+            b / a
+        );
+    }
+}
