@@ -2,5 +2,6 @@
 
 mod capabilities;
 mod google;
+mod languages;
 mod pipeline;
 mod runtime;
