@@ -118,10 +118,15 @@ function rustF32(x) {
   return rustFloat(x);
 }
 
-function rustItem(x, f32) {
+/** One value or array element; `kind` says how a number prints: 'f32', 'f64' or integer. */
+function rustItem(x, kind) {
   if (x === undefined || x === null) return 'None';
   if (typeof x === 'boolean') return x ? 'true' : 'false';
-  if (typeof x === 'number') return f32 ? rustF32(x) : rustFloat(x);
+  if (typeof x === 'number') {
+    if (kind === 'f32') return rustF32(x);
+    if (kind === 'f64') return rustFloat(x);
+    return String(x);
+  }
   if (typeof x === 'string') return rustStr(x);
   // list<u8> arrives as a typed array (or a plain array): Rust prints `[1, 2]`.
   if (ArrayBuffer.isView(x) || Array.isArray(x)) return `[${Array.from(x).join(', ')}]`;
@@ -138,15 +143,16 @@ function rustValue(v) {
   const name = caseName(v.tag);
   if (v.tag === 'null') return `Value::${name}`;
   if (Array.isArray(v.val)) {
-    const f32 = v.tag === 'float32-array';
+    const kind = v.tag === 'float32-array' ? 'f32' : v.tag === 'float64-array' ? 'f64' : 'int';
     // Array elements are option<T>: a nested option may come as {tag, val} or as T/undefined.
     const items = v.val.map((x) => {
       const inner = x && typeof x === 'object' && 'tag' in x ? (x.tag === 'some' ? x.val : undefined) : x;
-      return inner === undefined || inner === null ? 'None' : `Some(${rustItem(inner, f32)})`;
+      return inner === undefined || inner === null ? 'None' : `Some(${rustItem(inner, kind)})`;
     });
     return `Value::${name}([${items.join(', ')}])`;
   }
-  return `Value::${name}(${rustItem(v.val, v.tag === 'float32')})`;
+  const kind = v.tag === 'float32' ? 'f32' : v.tag === 'float64' ? 'f64' : 'int';
+  return `Value::${name}(${rustItem(v.val, kind)})`;
 }
 
 /** A capability error as the Rust SDK displays it (`Error::Denied("...")`). */

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ledgerhost::{Config, Host};
 use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
 use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
 use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
@@ -14,6 +15,7 @@ use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec};
 use ledgerhost_core::{ColumnType, Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::{CacheOutcome, Capabilities, Manifest, Runtime, RuntimeConfig};
+use ledgerhost_tests::harness::host::Workspace;
 use ledgerhost_tests::harness::{plugin_manifest, plugin_wasm, workspace_root};
 
 /// The reference first, then the ports.
@@ -116,13 +118,35 @@ fn mixed_batch() -> Vec<Event> {
         amount(27, Value::Numeric(".5".into())),
         amount(28, Value::Numeric("1e3".into())),
         amount(29, Value::Float64(f64::INFINITY)),
+        amount(
+            30,
+            Value::Array(
+                ColumnType::Float64,
+                vec![Value::Float64(1.0), Value::Float64(1e-7), Value::Null],
+            ),
+        ),
+        amount(
+            31,
+            Value::Array(ColumnType::Timestamp, vec![Value::Timestamp(5)]),
+        ),
+        amount(
+            32,
+            Value::Array(
+                ColumnType::String,
+                vec![Value::String("x\"y".into()), Value::Null],
+            ),
+        ),
+        amount(
+            33,
+            Value::Array(ColumnType::Bytes, vec![Value::Bytes(vec![1]), Value::Null]),
+        ),
     ]
 }
 
 /// The numbers of the orders in [`mixed_batch`] that the filter must forward.
 const FORWARDED: [i64; 9] = [2, 3, 5, 8, 16, 20, 21, 25, 29];
 /// The numbers of the orders in [`mixed_batch`] that the filter must reject.
-const REJECTED: [i64; 11] = [7, 10, 14, 15, 17, 18, 19, 22, 23, 24, 28];
+const REJECTED: [i64; 15] = [7, 10, 14, 15, 17, 18, 19, 22, 23, 24, 28, 30, 31, 32, 33];
 
 /// The runtime and ledger one plugin runs against; the compile cache is shared by every
 /// run of the suite (kept under `target/`), so a component is compiled once per machine,
@@ -436,4 +460,109 @@ async fn python_and_javascript_components_import_only_granted_capabilities_and_h
             "{name}: {text}"
         );
     }
+}
+
+/// The real host, SQLite source to derived topics: each language's filter, deployed side by
+/// side with a derived topic of its own, forwards the same orders, unchanged, in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
+    let ws = Workspace::new();
+    ws.sql(
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, \
+         amount INTEGER, commit_ts INTEGER);",
+    );
+    let topic_of = |name: &str| format!("{name}-high-value");
+    for name in [RUST, PORTS[0], PORTS[1]] {
+        let topic = topic_of(name);
+        ws.install_plugin(
+            name,
+            name,
+            &format!(
+                "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
+                 batch-size = 64\nmax-wait-ms = 20\n[limits]\nmemory-mb = 64\n\
+                 [grants]\ntopics = [\"{topic}\"]\nconfig = [\"threshold\", \"topic\"]\n\
+                 [config]\ntopic = \"{topic}\"\n"
+            ),
+        );
+    }
+    // The host compiles into state/component-cache: share the suite's cache so the large
+    // Python and JavaScript components are compiled once per machine.
+    std::fs::create_dir_all(ws.data_dir()).expect("state dir");
+    std::fs::create_dir_all(compile_cache_dir()).expect("compile cache dir");
+    std::os::unix::fs::symlink(compile_cache_dir(), ws.data_dir().join("component-cache"))
+        .expect("link the compile cache");
+    let config = Config::load(
+        &ws.write_config("[[tables]]\nname = \"orders\"\ninterval-ms = 50\npage-size = 100\n"),
+    )
+    .expect("config");
+    let host = {
+        let _one_at_a_time = LOADING.lock().await;
+        Host::start(config).await.expect("host starts")
+    };
+    let ledger = host.backends.ledger.clone();
+    for name in [RUST, PORTS[0], PORTS[1]] {
+        ledger
+            .ensure_subscription(&SubscriptionSpec {
+                name: format!("watch-{name}"),
+                topic: topic_of(name),
+                attribute_filter: BTreeMap::new(),
+                ack_deadline: Duration::from_secs(60),
+                dead_letter_topic: format!("watch-{name}-dead"),
+            })
+            .await
+            .expect("subscription");
+    }
+    let mut sql = String::from("BEGIN;");
+    for id in 1..=300 {
+        // NULL amounts are skipped; 1000 is the inclusive threshold.
+        let amount = match id % 4 {
+            0 => "NULL".to_string(),
+            1 => "1000".to_string(),
+            _ => (id * 7).to_string(),
+        };
+        sql.push_str(&format!(
+            "INSERT INTO orders (id, client_id, amount) VALUES ({id}, 'c{}', {amount});",
+            id % 5
+        ));
+    }
+    sql.push_str("COMMIT;");
+    ws.sql(&sql);
+    let want: Vec<String> = (1..=300i64)
+        .filter(|id| id % 4 == 1 || (id % 4 != 0 && id * 7 >= 1000))
+        .map(|id| id.to_string())
+        .collect();
+
+    let mut reference: Option<Vec<Message>> = None;
+    for name in [RUST, PORTS[0], PORTS[1]] {
+        let sub = format!("watch-{name}");
+        let mut got: Vec<Message> = Vec::new();
+        // A bound for a hung pipeline, not a performance threshold: it normally takes seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while got.len() < want.len() && std::time::Instant::now() < deadline {
+            let batch = ledger
+                .pull(&sub, 1000, Duration::from_millis(200))
+                .await
+                .expect("pull");
+            let ids: Vec<String> = batch.iter().map(|d| d.ack_id.clone()).collect();
+            ledger.ack(&sub, &ids).await.expect("ack");
+            got.extend(batch.into_iter().map(|d| d.message));
+        }
+        let complete = got.len() >= want.len();
+        assert!(
+            complete,
+            "{name} forwarded {} of {} orders within three minutes",
+            got.len(),
+            want.len()
+        );
+        let keys: Vec<&str> = got.iter().map(|m| m.ordering_key.as_str()).collect();
+        assert_eq!(
+            keys, want,
+            "{name}: the high-value orders, in key order, once each"
+        );
+        match &reference {
+            None => reference = Some(got),
+            Some(r) => assert_eq!(&got, r, "{name} republished what the Rust filter did"),
+        }
+    }
+    assert!(host.shutdown().await);
 }
