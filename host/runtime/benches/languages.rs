@@ -156,14 +156,16 @@ async fn main() {
     // Nothing reaches the threshold: the call carries the batch in and the answers out and
     // runs the filter's decision, no I/O. Then the realistic mix: about half the orders are
     // republished to the embedded ledger.
-    for (title, threshold) in [
+    for (title, threshold, total) in [
         (
             "decision only (threshold 10^18, no publish)",
             "1000000000000000000",
+            20_000,
         ),
         (
             "with publishing (threshold 1000: half the orders republished)",
             "1000",
+            5_000,
         ),
     ] {
         println!("\n## Per event, {title}: µs per event (ratio to Rust)\n");
@@ -176,7 +178,7 @@ async fn main() {
         }
         for batch in [1usize, 64, 256] {
             let events: Vec<Event> = (0..batch as i64).map(order).collect();
-            let rounds = (20_000 / batch).max(20);
+            let rounds = (total / batch).max(20);
             let mut cells = Vec::new();
             let mut rust = 0.0;
             for (i, plugin) in plugins.iter().enumerate() {
