@@ -566,3 +566,24 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
     }
     assert!(host.shutdown().await);
 }
+
+/// A batch as large as the manifests allow (batch-size 256) fits in their 32 MiB memory
+/// limit in every language, with the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_fits_the_manifest_memory_limit_in_every_language() {
+    let manifest = Manifest::load(&plugin_manifest(RUST)).expect("manifest");
+    let size = manifest.subscription.expect("subscription").batch_size;
+    let batch = move || {
+        vec![
+            (1..=size as i64)
+                .map(|n| amount(n, Value::Int64(n * 8)))
+                .collect(),
+        ]
+    };
+    same_as_rust(&[], batch, |r| {
+        assert_eq!(r.dispositions, vec![vec![Disposition::Ack; size]]);
+        let high = (1..=size as i64).filter(|n| n * 8 >= 1000).count();
+        assert_eq!(r.published.len(), high);
+    })
+    .await;
+}
