@@ -3,6 +3,7 @@
 mod capabilities;
 mod google;
 mod google_host;
+mod languages;
 mod ops;
 mod pipeline;
 mod runtime;

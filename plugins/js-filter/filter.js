@@ -1,0 +1,276 @@
+// The example filter in JavaScript: routes high-value orders to a derived topic.
+//
+// It does exactly what the Rust example (`plugins/filter`) does, against the same WIT world
+// (`ledgerhost:plugin/consumer@0.1.0`): every order whose `amount` is at least the `threshold`
+// config value (default 1000) is republished unchanged (its Avro, ordering key and
+// attributes) onto the `topic` config value (default `orders-high-value`). Tombstones are
+// routed by their last amount. Everything else is acknowledged; an `amount` that is not a
+// number is rejected (dead-lettered with the reason) rather than silently skipped.
+//
+// Messages (reject and retry reasons) are word for word those of the Rust filter, so the
+// dead-letter topic reads the same whichever language a team chose.
+
+import { createTopic, publish } from 'ledgerhost:plugin/ledger@0.1.0';
+import { get as configGet } from 'wasi:config/store@0.2.0-rc.1';
+
+const DEFAULT_TOPIC = 'orders-high-value';
+const DEFAULT_THRESHOLD = '1000';
+
+const ALL_DIGITS = /^[0-9]*$/;
+
+/** An exact decimal number, so NUMERIC amounts compare without float rounding. */
+class Decimal {
+  constructor(negative, intDigits, fracDigits) {
+    this.negative = negative;
+    this.intDigits = intDigits;
+    this.fracDigits = fracDigits;
+  }
+
+  /** Parses decimal text (`-12.50`, `.5`, `+3`); throws a string reason. */
+  static parse(text) {
+    // String.prototype.trim and Rust's str::trim both strip Unicode white space.
+    const t = text.trim();
+    let negative = false;
+    let digits = t;
+    if (t.startsWith('-')) {
+      negative = true;
+      digits = t.slice(1);
+    } else if (t.startsWith('+')) {
+      digits = t.slice(1);
+    }
+    const dot = digits.indexOf('.');
+    let int = dot < 0 ? digits : digits.slice(0, dot);
+    let frac = dot < 0 ? '' : digits.slice(dot + 1);
+    if ((int === '' && frac === '') || !ALL_DIGITS.test(int) || !ALL_DIGITS.test(frac)) {
+      throw new DecimalError(`\`${text}\` is not a decimal number`);
+    }
+    int = int.replace(/^0+/, '');
+    frac = frac.replace(/0+$/, '');
+    // Zero has no sign, so -0 == 0.
+    negative = negative && !(int === '' && frac === '');
+    return new Decimal(negative, int, frac);
+  }
+
+  toString() {
+    const sign = this.negative ? '-' : '';
+    const int = this.intDigits === '' ? '0' : this.intDigits;
+    return this.fracDigits === '' ? `${sign}${int}` : `${sign}${int}.${this.fracDigits}`;
+  }
+
+  /** -1, 0 or 1 as the magnitudes compare; fractions compare as text once integers tie. */
+  static compareMagnitude(a, b) {
+    const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+    return (
+      cmp(a.intDigits.length, b.intDigits.length) ||
+      cmp(a.intDigits, b.intDigits) ||
+      cmp(a.fracDigits, b.fracDigits)
+    );
+  }
+
+  /** True when this >= other. */
+  ge(other) {
+    if (this.negative !== other.negative) return other.negative;
+    const m = Decimal.compareMagnitude(this, other);
+    return this.negative ? m <= 0 : m >= 0;
+  }
+}
+
+class DecimalError extends Error {}
+
+/** A string as Rust's `{:?}` prints it, so reasons match the Rust filter's. */
+function rustStr(s) {
+  let out = '"';
+  for (const ch of s) {
+    const c = ch.codePointAt(0);
+    if (ch === '\\') out += '\\\\';
+    else if (ch === '"') out += '\\"';
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (c === 0) out += '\\0';
+    else if (c < 0x20 || c === 0x7f) out += `\\u{${c.toString(16)}}`;
+    else out += ch;
+  }
+  return out + '"';
+}
+
+/** A float as Rust's `{:?}` prints it (`1.0`, `NaN`, `inf`, `1e20`, `0.0001`). */
+function rustFloat(x) {
+  if (Number.isNaN(x)) return 'NaN';
+  if (!Number.isFinite(x)) return x > 0 ? 'inf' : '-inf';
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
+  // toExponential() with no argument gives the shortest digits that round-trip.
+  const [mantissa, expText] = x.toExponential().split('e');
+  const exp = Number(expText);
+  const ax = Math.abs(x);
+  if (ax < 1e-4 || ax >= 1e16) return `${mantissa}e${exp}`;
+  const text = String(x);
+  return /[.e]/.test(text) ? text : `${text}.0`;
+}
+
+/** An f32 as Rust prints it: the shortest digits that round-trip through f32. */
+function rustF32(x) {
+  if (!Number.isFinite(x)) return rustFloat(x);
+  for (let p = 1; p <= 9; p++) {
+    const y = Number(x.toPrecision(p));
+    if (Math.fround(y) === x) return rustFloat(y);
+  }
+  return rustFloat(x);
+}
+
+/** One value or array element; `kind` says how a number prints: 'f32', 'f64' or integer. */
+function rustItem(x, kind) {
+  if (x === undefined || x === null) return 'None';
+  if (typeof x === 'boolean') return x ? 'true' : 'false';
+  if (typeof x === 'number') {
+    if (kind === 'f32') return rustF32(x);
+    if (kind === 'f64') return rustFloat(x);
+    return String(x);
+  }
+  if (typeof x === 'string') return rustStr(x);
+  // list<u8> arrives as a typed array (or a plain array): Rust prints `[1, 2]`.
+  if (ArrayBuffer.isView(x) || Array.isArray(x)) return `[${Array.from(x).join(', ')}]`;
+  return String(x);
+}
+
+/** `int64-array` -> `Int64Array`: the case names as the Rust bindings spell them. */
+function caseName(tag) {
+  return tag.replace(/(^|-)([a-z0-9])/g, (_, __, c) => c.toUpperCase());
+}
+
+/** A WIT value as the Rust filter's `{other:?}` prints it. */
+function rustValue(v) {
+  const name = caseName(v.tag);
+  if (v.tag === 'null') return `Value::${name}`;
+  if (Array.isArray(v.val)) {
+    const kind = v.tag === 'float32-array' ? 'f32' : v.tag === 'float64-array' ? 'f64' : 'int';
+    // Array elements are option<T>: a nested option may come as {tag, val} or as T/undefined.
+    const items = v.val.map((x) => {
+      const inner = x && typeof x === 'object' && 'tag' in x ? (x.tag === 'some' ? x.val : undefined) : x;
+      return inner === undefined || inner === null ? 'None' : `Some(${rustItem(inner, kind)})`;
+    });
+    return `Value::${name}([${items.join(', ')}])`;
+  }
+  const kind = v.tag === 'float32' ? 'f32' : v.tag === 'float64' ? 'f64' : 'int';
+  return `Value::${name}(${rustItem(v.val, kind)})`;
+}
+
+/** A capability error as the Rust SDK displays it (`Error::Denied("...")`). */
+function rustError(e) {
+  const payload = e && typeof e === 'object' && 'payload' in e ? e.payload : e;
+  if (payload && typeof payload === 'object' && 'tag' in payload) {
+    return `Error::${caseName(payload.tag)}(${rustStr(String(payload.val))})`;
+  }
+  return String(payload);
+}
+
+const FORWARD = { route: 'forward' };
+const SKIP = { route: 'skip' };
+
+/** FORWARD, SKIP, or the reject reason (a string) for one event against `threshold`. */
+function route(event, threshold) {
+  const field = event.fields.find((f) => f.name === 'amount');
+  const value = field === undefined ? undefined : field.value;
+  if (value === undefined || value.tag === 'null') return SKIP;
+  switch (value.tag) {
+    case 'int64':
+      return Decimal.parse(String(value.val)).ge(threshold) ? FORWARD : SKIP;
+    case 'numeric': {
+      let amount;
+      try {
+        amount = Decimal.parse(value.val);
+      } catch (e) {
+        if (e instanceof DecimalError) return `${event.id}: amount ${e.message}`;
+        throw e;
+      }
+      return amount.ge(threshold) ? FORWARD : SKIP;
+    }
+    case 'float64':
+    case 'float32': {
+      const x = value.val;
+      // The threshold is decimal text of modest size; its float value is exact enough for a
+      // column that is itself a float.
+      const t = Number(threshold.toString());
+      if (Number.isNaN(x)) return `${event.id}: amount is NaN`;
+      return x >= t ? FORWARD : SKIP;
+    }
+    default:
+      return `${event.id}: amount must be INT64, FLOAT64 or NUMERIC, got ${rustValue(value)}`;
+  }
+}
+
+/** The key part of the id `table/key/commit_ts` (the key part escapes `/`). */
+function orderingKey(event) {
+  const first = event.id.indexOf('/');
+  const rest = first < 0 ? '' : event.id.slice(first + 1);
+  const last = rest.lastIndexOf('/');
+  return last < 0 ? rest : rest.slice(0, last);
+}
+
+// The topic this instance already created, so `create-topic` is called once, not per batch.
+let created = null;
+
+/** Republishes `events` unchanged; null on success, else the retry reason. */
+function forward(topic, events) {
+  if (events.length === 0) return null;
+  try {
+    if (created !== topic) {
+      createTopic(topic);
+      created = topic;
+    }
+    publish(
+      topic,
+      events.map((e) => ({
+        data: e.avro,
+        orderingKey: orderingKey(e),
+        attributes: e.attributes,
+      })),
+    );
+  } catch (e) {
+    // A failed publish may mean the topic vanished; re-create it on the next attempt.
+    created = null;
+    return `cannot publish to \`${topic}\`: ${rustError(e)}`;
+  }
+  return null;
+}
+
+/** The granted config value of `key`, or undefined; throws a reason if the store fails. */
+function config(key) {
+  try {
+    const v = configGet(key);
+    return v === null ? undefined : v;
+  } catch (e) {
+    throw new DecimalError(`config store failed reading \`${key}\`: ${rustError(e)}`);
+  }
+}
+
+/** The `consumer` world's export: one disposition per event, in order. */
+export function handle(events) {
+  let threshold;
+  try {
+    const text = config('threshold');
+    threshold = Decimal.parse(text === undefined ? DEFAULT_THRESHOLD : text);
+  } catch (e) {
+    if (!(e instanceof DecimalError)) throw e;
+    const reason = `config \`threshold\`: ${e.message}`;
+    return events.map(() => ({ tag: 'retry', val: reason }));
+  }
+  let topic;
+  try {
+    topic = config('topic');
+  } catch (e) {
+    // As the Rust filter: a failing store reads as absent.
+    if (!(e instanceof DecimalError)) throw e;
+  }
+  if (topic === undefined) topic = DEFAULT_TOPIC;
+  const routes = events.map((e) => route(e, threshold));
+  const failed = forward(
+    topic,
+    events.filter((_, i) => routes[i] === FORWARD),
+  );
+  return routes.map((r) => {
+    if (r === FORWARD && failed !== null) return { tag: 'retry', val: failed };
+    if (r === FORWARD || r === SKIP) return { tag: 'ack' };
+    return { tag: 'reject', val: r };
+  });
+}
