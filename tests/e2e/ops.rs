@@ -920,3 +920,33 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
     // Same event ids: the idempotent sink holds one entry per row version.
     assert_eq!(kv_keys(&ws, "count/").await.len(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_remote_backends() {
+    let mut redis = ledgerhost_tests::harness::redis::RedisServer::start();
+    let ws = Workspace::new();
+    ws.sql(ORDERS);
+    let config = ws.write_config(&format!(
+        "{TABLES}\n[keyvalue]\nkind = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    ));
+    let host = Running::start(&config, &ws.path().join("host.log"));
+    host.wait_ready().await;
+
+    // Redis goes away: the host is alive but no longer ready, and says which backend.
+    redis.stop();
+    let unready = eventually(Duration::from_secs(30), || async {
+        matches!(host.get("/readyz"), Some((503, body)) if body.contains("Redis"))
+    })
+    .await;
+    assert!(
+        unready,
+        "readyz did not report Redis down: {:?}",
+        host.get("/readyz")
+    );
+    assert_eq!(host.get("/livez").map(|r| r.0), Some(200));
+
+    // Back again: ready again, without a restart of the host.
+    redis.restart();
+    host.wait_ready().await;
+}

@@ -29,6 +29,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Plugin files the registry refused, by plugin name: (file, reason).
     pub refused: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>,
+    /// Reachability checks of the remote backends: ready also means all of them answer.
+    pub probes: Arc<Vec<crate::backends::Probe>>,
 }
 
 /// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
@@ -70,12 +72,26 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (
+    if !s.ready.load(Ordering::Relaxed) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready (starting or draining)",
+        )
+            .into_response();
+    }
+    let mut down = Vec::new();
+    for probe in s.probes.iter() {
+        if let Err(why) = probe.run().await {
+            down.push(why);
+        }
+    }
+    if down.is_empty() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        tracing::warn!(unreachable = %down.join("; "), "not ready: a backend does not answer");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", down.join("; ")),
         )
             .into_response()
     }

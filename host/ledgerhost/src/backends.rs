@@ -54,6 +54,53 @@ fn describe_endpoint(explicit: Option<&str>, env: &str, google: &str) -> String 
     }
 }
 
+/// How long `/readyz` waits for one remote backend before calling the host not ready.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type CheckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ledgerhost_core::PortResult<()>> + Send>>;
+
+/// A reachability check of one remote backend, run by `/readyz` (embedded backends are
+/// files in this process and have none).
+#[derive(Clone)]
+pub struct Probe {
+    /// The backend's name for people: "Redis", "Pub/Sub", ...
+    pub backend: &'static str,
+    /// Where it is, without secrets.
+    pub endpoint: String,
+    check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+impl Probe {
+    #[allow(dead_code)] // unused when no cloud backend is compiled in
+    fn of<T, F, Fut>(backend: &'static str, endpoint: String, target: Arc<T>, check: F) -> Probe
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ledgerhost_core::PortResult<()>> + Send + 'static,
+    {
+        Probe {
+            backend,
+            endpoint,
+            check: Arc::new(move || Box::pin(check(target.clone()))),
+        }
+    }
+
+    /// Ok when the backend answered within [`READY_PROBE_TIMEOUT`]; else why not.
+    pub async fn run(&self) -> Result<(), String> {
+        match tokio::time::timeout(READY_PROBE_TIMEOUT, (self.check)()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{} at {}: {e}", self.backend, self.endpoint)),
+            Err(_) => Err(format!(
+                "{} at {}: no answer within {}s",
+                self.backend,
+                self.endpoint,
+                READY_PROBE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
 /// The ports of a running host.
 #[derive(Clone)]
 pub struct Backends {
@@ -62,11 +109,14 @@ pub struct Backends {
     pub blobstore: Arc<dyn BlobStore>,
     pub keyvalue: Arc<dyn KeyValue>,
     pub warehouse: Arc<dyn Warehouse>,
+    /// Reachability checks of the remote backends, for readiness.
+    pub probes: Vec<Probe>,
 }
 
 impl Backends {
     /// Opens or connects every backend named in the config.
     pub async fn connect(config: &Config) -> anyhow::Result<Backends> {
+        let mut probes = Vec::new();
         let source: Arc<dyn Source> = match &config.source {
             SourceConfig::Sqlite { path } => Arc::new(
                 ledgerhost_source::sqlite::SqliteSource::open(path)
@@ -107,7 +157,14 @@ impl Backends {
                     Ok(())
                 })
                 .await?;
-                Arc::new(source.context("the Spanner probe returned no client")?)
+                let source = Arc::new(source.context("the Spanner probe returned no client")?);
+                probes.push(Probe::of(
+                    "Spanner",
+                    where_,
+                    source.clone(),
+                    |s| async move { s.check().await },
+                ));
+                source
             }
             #[cfg(not(feature = "google"))]
             SourceConfig::Spanner { .. } => {
@@ -155,7 +212,14 @@ impl Backends {
                     .await
                     .with_context(|| format!("cannot connect to Pub/Sub at {where_}"))?;
                 probe("Pub/Sub", &where_, ledger.check()).await?;
-                Arc::new(ledger)
+                let ledger = Arc::new(ledger);
+                probes.push(Probe::of(
+                    "Pub/Sub",
+                    where_,
+                    ledger.clone(),
+                    |l| async move { l.check().await },
+                ));
+                ledger
             }
             #[cfg(not(feature = "google"))]
             LedgerKind::Pubsub => {
@@ -191,7 +255,14 @@ impl Backends {
                     "storage.googleapis.com",
                 );
                 probe("Cloud Storage", &where_, store.check()).await?;
-                Arc::new(store)
+                let store = Arc::new(store);
+                probes.push(Probe::of(
+                    "Cloud Storage",
+                    where_,
+                    store.clone(),
+                    |s| async move { s.check().await },
+                ));
+                store
             }
         };
         let keyvalue: Arc<dyn KeyValue> = match &config.keyvalue {
@@ -214,7 +285,14 @@ impl Backends {
                 }
                 let kv = RedisKeyValue::connect(cfg).context("keyvalue.url")?;
                 probe("Redis", &redact(url), kv.check()).await?;
-                Arc::new(kv)
+                let kv = Arc::new(kv);
+                probes.push(Probe::of(
+                    "Redis",
+                    redact(url),
+                    kv.clone(),
+                    |kv| async move { kv.check().await },
+                ));
+                kv
             }
         };
         let warehouse: Arc<dyn Warehouse> = match &config.warehouse {
@@ -253,7 +331,14 @@ impl Backends {
                     .await
                     .with_context(|| format!("cannot set up the BigQuery client for {where_}"))?;
                 probe("BigQuery", &where_, warehouse.check()).await?;
-                Arc::new(warehouse)
+                let warehouse = Arc::new(warehouse);
+                probes.push(Probe::of(
+                    "BigQuery",
+                    where_,
+                    warehouse.clone(),
+                    |w| async move { w.check().await },
+                ));
+                warehouse
             }
         };
         Ok(Backends {
@@ -262,6 +347,7 @@ impl Backends {
             blobstore,
             keyvalue,
             warehouse,
+            probes,
         })
     }
 

@@ -134,6 +134,7 @@ impl Host {
                 registry: registry.clone(),
                 ready: ready.clone(),
                 refused: refused.clone(),
+                probes: Arc::new(backends.probes.clone()),
             },
             shutdown_rx.clone(),
         )
