@@ -5,7 +5,8 @@
 //!
 //! The main chain test also checks, on the same run, that each key's newest warehouse row
 //! (shipped bqloader) equals the source row, and that a materializer fed only by the replay
-//! topic builds the same view, key for key, as one fed live ([`Chain::install_views`]).
+//! topic builds the same view, key for key, as one fed live ([`Chain::install_views`]) —
+//! the views in a real `redis-server`, the host's `keyvalue.kind = "redis"`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
 use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::Value;
-use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
+use ledgerhost_core::capabilities::{KeyValue, Warehouse, WarehouseRow};
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec, attr};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
@@ -49,6 +50,9 @@ pub struct Chain {
     pub admin_port: u16,
     pub log: PathBuf,
     host: Option<HostProcess>,
+    /// Where the views are read from when the host's key-value store is not the embedded
+    /// file (e.g. Redis).
+    pub kv: Option<Arc<dyn KeyValue>>,
 }
 
 /// A raw HTTP answer.
@@ -84,6 +88,7 @@ impl Chain {
             log: ws.path().join("host.log"),
             ws,
             host: None,
+            kv: None,
         };
         chain.write_config(extra_config);
         chain
@@ -161,12 +166,17 @@ impl Chain {
         SqliteWarehouse::open(&self.ws.data_dir().join("warehouse.db")).expect("open warehouse")
     }
 
-    /// The view under `prefix` in the embedded key-value store, keys without the prefix
-    /// (`<client>/orders/<id>` → the row's JSON bytes).
+    /// The view under `prefix` in the host's key-value store ([`Chain::kv`], else the
+    /// embedded file), keys without the prefix (`<client>/orders/<id>` → the row's JSON).
     pub async fn view(&self, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-        let kv =
-            EmbeddedKeyValue::open(&self.ws.data_dir().join("keyvalue.db")).expect("open keyvalue");
-        materialized_view(&kv, prefix)
+        let kv: Arc<dyn KeyValue> = match &self.kv {
+            Some(kv) => kv.clone(),
+            None => Arc::new(
+                EmbeddedKeyValue::open(&self.ws.data_dir().join("keyvalue.db"))
+                    .expect("open keyvalue"),
+            ),
+        };
+        materialized_view(kv.as_ref(), prefix)
             .await
             .expect("read the view")
             .into_iter()
@@ -621,7 +631,16 @@ fn check_single_objects(objects: &BTreeMap<String, Vec<u8>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_are_archived_compacted_and_replayed_onto_a_new_topic_in_commit_order() {
-    let mut chain = Chain::new("");
+    use ledgerhost_capabilities::keyvalue::redis::{RedisConfig, RedisKeyValue};
+    // The views live in a real Redis, as in production; everything else is embedded.
+    let redis = ledgerhost_tests::harness::redis::RedisServer::start();
+    let mut chain = Chain::new(&format!(
+        "[keyvalue]\nkind = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    ));
+    chain.kv = Some(Arc::new(
+        RedisKeyValue::connect(RedisConfig::new(redis.url())).expect("redis client"),
+    ));
     chain.install_views();
     // A first start prepares the table and the plugins' subscriptions; the test's own
     // subscriptions are made with the host stopped.
