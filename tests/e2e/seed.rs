@@ -308,8 +308,16 @@ impl Chain {
         if let Ok(dir) = std::fs::read_dir(self.bucket_dir()) {
             for entry in dir.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("orders-") {
-                    out.insert(name, std::fs::read(entry.path()).expect("read object"));
+                if !name.starts_with("orders-") {
+                    continue;
+                }
+                match std::fs::read(entry.path()) {
+                    Ok(bytes) => {
+                        out.insert(name, bytes);
+                    }
+                    // A running janitor may delete an object between the listing and the read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("read object {name}: {e}"),
                 }
             }
         }
