@@ -2,6 +2,7 @@
 //! the compile cache.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -241,6 +242,33 @@ async fn broken_components_and_manifests_are_refused_and_the_old_version_keeps_s
     // Fixing the manifest brings the plugin back to life.
     std::fs::write(plugins.join("tagger.toml"), &manifest).unwrap();
     still_serves(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_caught_half_written_is_swapped_once_complete_not_refused() {
+    let f = fixture();
+    let plugins = f.dir.path().join("plugins");
+    install(&plugins, "tagger", "tagger");
+    let (_registry, mut events) =
+        Registry::start(f.runtime.clone(), plugins.clone(), BTreeMap::new())
+            .await
+            .unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        RegistryEvent::Loaded(_)
+    ));
+    // A slow copy: the watcher sees the directory quiet with half a component in place.
+    let bytes = std::fs::read(plugin_dir().join("alt/tagger.wasm")).unwrap();
+    let mut file = std::fs::File::create(plugins.join("tagger.wasm")).unwrap();
+    file.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    file.write_all(&bytes[bytes.len() / 2..]).unwrap();
+    drop(file);
+    match next_event(&mut events).await {
+        RegistryEvent::Replaced { .. } => {}
+        other => panic!("expected a swap once the copy completed, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,15 @@
 //! A new pair is loaded; a changed one (component or manifest) is compiled and instantiated
 //! beside the serving version and only then swapped into the plugin's [`PluginSlot`]; a
 //! removed one is unloaded. A pair that fails to load is refused with its reason and the
-//! serving version, if any, stays. Callers take [`PluginSlot::current`] once per batch, so a
+//! serving version, if any, stays. A pair that fails while one of its files is younger than
+//! [`SETTLE`] is taken to be still being written (`cp` truncates, then writes) and is looked
+//! at again once it has settled, so a deploy by plain copy is not refused half-way. Callers take [`PluginSlot::current`] once per batch, so a
 //! batch is handled entirely by one version: swaps happen between batches.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -80,6 +82,8 @@ struct Inner {
     loaded: Mutex<BTreeMap<String, Fingerprint>>,
     refused: Mutex<BTreeMap<String, Fingerprint>>,
     events: mpsc::UnboundedSender<RegistryEvent>,
+    /// Wakes the watch loop; also used to re-check a pair that was still being written.
+    changed: mpsc::UnboundedSender<()>,
 }
 
 /// The watcher of one plugin directory.
@@ -106,6 +110,8 @@ pub struct RegistryError {
 const DEBOUNCE: Duration = Duration::from_millis(25);
 /// A full rescan also runs this often, in case a file system drops change notifications.
 const RESCAN: Duration = Duration::from_secs(10);
+/// A file modified less than this long ago may still be being written.
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 impl Registry {
     /// Loads every plugin in `dir`, then watches it. `overrides` are per-plugin
@@ -116,6 +122,7 @@ impl Registry {
         overrides: BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<(Registry, mpsc::UnboundedReceiver<RegistryEvent>), RegistryError> {
         let (events, rx) = mpsc::unbounded_channel();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
         let inner = Arc::new(Inner {
             runtime,
             dir: dir.clone(),
@@ -124,8 +131,8 @@ impl Registry {
             loaded: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
             events,
+            changed: changed_tx.clone(),
         });
-        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok() {
                 let _ = changed_tx.send(());
@@ -202,6 +209,16 @@ impl Registry {
 impl Inner {
     fn emit(&self, event: RegistryEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// True when one of `paths` was modified within [`SETTLE`].
+    fn still_being_written(&self, paths: &[&Path]) -> bool {
+        let now = SystemTime::now();
+        paths.iter().any(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).map_or(true, |age| age < SETTLE))
+        })
     }
 
     /// Plugin names with both files present.
@@ -317,6 +334,14 @@ impl Inner {
                         self.emit(RegistryEvent::Loaded(plugin));
                     }
                 }
+            }
+            Err(e) if self.still_being_written(&[&wasm_path, &manifest_path]) => {
+                tracing::debug!(plugin = name, error = %e, "plugin files still being written; looking again once they settle");
+                let changed = self.changed.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(SETTLE).await;
+                    let _ = changed.send(());
+                });
             }
             Err(e) => {
                 let serving = self
