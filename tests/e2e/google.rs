@@ -214,21 +214,35 @@ async fn spanner_refuses_a_table_without_commit_timestamp_and_handles_leases() {
     // Leases: two replicas (two clients) contend for one name.
     let b = SpannerSource::connect(db).await.expect("connect b");
     let ttl = Duration::from_secs(3);
-    assert!(a.try_lease("poll:plain", "a", ttl).await.expect("lease a"));
-    assert!(!b.try_lease("poll:plain", "b", ttl).await.expect("lease b"));
-    assert!(a.try_lease("poll:plain", "a", ttl).await.expect("renew a"));
-    // After the TTL passes without renewal, b takes over (Spanner's clock decides).
+    let lease = |src: &SpannerSource, holder: &'static str, progress: Option<i64>| {
+        let src = src.clone();
+        async move {
+            src.try_lease("poll:plain", holder, ttl, progress)
+                .await
+                .expect("lease")
+        }
+    };
+    assert!(lease(&a, "a", None).await.held);
+    assert!(!lease(&b, "b", Some(7)).await.held);
+    let renewed = lease(&a, "a", Some(42)).await;
+    assert!(renewed.held && renewed.progress == Some(42), "{renewed:?}");
+    // After the TTL passes without renewal, b takes over (Spanner's clock decides) and
+    // finds a's progress.
     let taken = ledgerhost_tests::harness::eventually(Duration::from_secs(30), || async {
-        b.try_lease("poll:plain", "b", ttl).await.expect("lease b")
+        lease(&b, "b", None).await.held
     })
     .await;
     assert!(taken, "b takes the lease over after it expired");
-    assert!(!a.try_lease("poll:plain", "a", ttl).await.expect("lease a"));
+    assert_eq!(lease(&b, "b", None).await.progress, Some(42));
+    assert!(!lease(&a, "a", None).await.held);
+    lease(&b, "b", Some(99)).await;
     b.release_lease("poll:plain", "b").await.expect("release");
-    assert!(
-        a.try_lease("poll:plain", "a", ttl)
-            .await
-            .expect("lease a after release")
+    let after = lease(&a, "a", None).await;
+    assert!(after.held, "free after release");
+    assert_eq!(
+        after.progress,
+        Some(99),
+        "the progress survives the release"
     );
 }
 

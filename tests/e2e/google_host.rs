@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledgerhost_source::spanner::SpannerConfig;
 use ledgerhost_tests::harness::eventually;
@@ -513,4 +513,288 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
         "id=int64 3\nclient=string bob\namount=int64 -10\ndeleted=false\n"
     );
     assert_eq!(e, g, "same events in, same plugin output on both backends");
+}
+
+/// Kills and restarts the Pub/Sub emulator during a load (it comes back empty: the host
+/// re-creates topic and subscription and re-publishes what the lost topic held), then
+/// SIGKILLs the host and restarts it. Every row's newest version reaches the plugin;
+/// duplicates carry the same event id; each key's deliveries stay in commit order except
+/// for replays from the start point, which the host logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
+    const ROWS: i64 = 2000;
+    let mut emu = GoogleEmulators::start().await;
+    let db = emu.create_database(&[ORDERS]).await;
+    let host = GoogleHost::new(
+        &emu,
+        &db,
+        "c-",
+        "[[tables]]\nname = \"orders\"\ninterval-ms = 100\n",
+        Endpoints::Explicit,
+    );
+    host.ws
+        .install_plugin("recorder", "rec-c", &recorder_manifest("rec-c", "orders"));
+    let mut proc = host.start_ready().await;
+
+    let writer_db = db.clone();
+    // Its own thread and runtime: the Spanner transaction runner's futures are not `Send`.
+    let writer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("writer runtime");
+        rt.block_on(async move {
+            let mut id = 1;
+            while id <= ROWS {
+                let mut stmts = Vec::new();
+                let values: Vec<String> = (id..id + 40)
+                    .map(|i| format!("({i}, 'c', 0, PENDING_COMMIT_TIMESTAMP())"))
+                    .collect();
+                stmts.push(format!(
+                    "INSERT INTO orders (id, client, amount, commit_ts) VALUES {}",
+                    values.join(", ")
+                ));
+                // A later version of an earlier key in each transaction.
+                if id > 40 {
+                    stmts.push(format!(
+                    "UPDATE orders SET amount = amount + 1, commit_ts = PENDING_COMMIT_TIMESTAMP() \
+                     WHERE id = {}",
+                    id / 2
+                ));
+                }
+                spanner_write(&writer_db, &stmts).await;
+                id += 40;
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        })
+    });
+
+    // Let some rows flow, then take Pub/Sub away and bring it back empty.
+    let flowing = eventually(Duration::from_secs(120), || {
+        let n = host.kv("rec/").len();
+        async move { n >= 200 }
+    })
+    .await;
+    assert!(flowing, "rows did not start flowing:\n{}", host.log_text());
+    emu.stop_pubsub();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    emu.start_pubsub();
+    let republished = eventually(Duration::from_secs(120), || {
+        let n = host.count("re-publishing from the start point");
+        async move { n >= 1 }
+    })
+    .await;
+    assert!(
+        republished,
+        "the host did not notice the lost topic:\n{}",
+        host.log_text()
+    );
+    // Then a crash of the host itself, mid-load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proc.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _proc = host.start_ready().await;
+    while !writer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writer.join().expect("writer");
+
+    let want = spanner_versions(&db, "orders").await;
+    assert_eq!(want.len() as i64, ROWS);
+    let done = eventually(Duration::from_secs(300), || {
+        let done = newest_seen(&host.kv("order/"), "orders") == want;
+        async move { done }
+    })
+    .await;
+    let orders = host.kv("order/");
+    let seen = newest_seen(&orders, "orders");
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| seen.get(k) != Some(v))
+        .take(10)
+        .collect();
+    assert!(
+        done,
+        "keys whose newest version never reached the plugin (first 10): {missing:?}\n{}",
+        host.log_text()
+    );
+
+    // Duplicates carry the same event id: one `rec/` entry per distinct version delivered.
+    let recs = host.kv("rec/orders/");
+    let mut deliveries = 0;
+    let mut versions = BTreeSet::new();
+    let replays = host.count("re-publishing from the start point");
+    for (key, text) in &orders {
+        let id = key.rsplit('/').next().unwrap();
+        let seq = order_of(text);
+        deliveries += seq.len();
+        let backwards = seq.windows(2).filter(|w| w[0] > w[1]).count();
+        assert!(
+            backwards <= replays,
+            "{key} went back in commit order {backwards} times with {replays} replays: {seq:?}"
+        );
+        for ts in seq {
+            versions.insert(format!("rec/orders/{id}/{ts}"));
+        }
+    }
+    let rec_ids: BTreeSet<String> = recs.keys().cloned().collect();
+    assert_eq!(
+        rec_ids, versions,
+        "every delivery was recorded under the event id of its (key, commit timestamp)"
+    );
+    eprintln!(
+        "pubsub restart + host SIGKILL: {} distinct versions, {deliveries} deliveries ({} duplicates), {replays} replays",
+        versions.len(),
+        deliveries - versions.len()
+    );
+}
+
+/// Two hosts on the same configuration: one polls the table (its lease row in Spanner says
+/// which); SIGKILL it and the other takes over once the lease expires, resuming from the
+/// watermark stored with the lease and losing no row (the dead host's unacked deliveries
+/// come back after their ack deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
+    let emu = GoogleEmulators::start().await;
+    let db = emu.create_database(&[ORDERS]).await;
+    let tables = "[[tables]]\nname = \"orders\"\ninterval-ms = 100\n";
+    let a = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
+    let b = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
+    let manifest = recorder_manifest("rec-d", "orders");
+    a.ws.install_plugin("recorder", "rec-d", &manifest);
+    b.ws.install_plugin("recorder", "rec-d", &manifest);
+    let proc_a = a.start_ready().await;
+    let proc_b = b.start_ready().await;
+
+    let db_ref = &db;
+    let holder = move || async move {
+        use google_cloud_spanner::statement::Statement;
+        let source = ledgerhost_source::spanner::SpannerSource::connect(db_ref.clone())
+            .await
+            .expect("connect");
+        let mut rs = source
+            .client()
+            .single_use()
+            .build()
+            .execute_query(
+                Statement::builder(
+                    "SELECT holder FROM ledgerhost_leases WHERE name = 'poller/orders'",
+                )
+                .build(),
+            )
+            .await
+            .ok()?;
+        let row = rs.next().await?.ok()?;
+        row.get::<String>(0).ok()
+    };
+    let leased = eventually(Duration::from_secs(60), move || async move {
+        holder().await.is_some()
+    })
+    .await;
+    assert!(leased, "no host took the poller lease");
+
+    let write = |from: i64| {
+        let db = db.clone();
+        async move {
+            for chunk in 0..5 {
+                let values: Vec<String> = (from + chunk * 20..from + (chunk + 1) * 20)
+                    .map(|i| format!("({i}, 'c', {i}, PENDING_COMMIT_TIMESTAMP())"))
+                    .collect();
+                spanner_write(
+                    &db,
+                    &[format!(
+                        "INSERT INTO orders (id, client, amount, commit_ts) VALUES {}",
+                        values.join(", ")
+                    )],
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    write(1).await;
+    let union = || {
+        let mut all = a.kv("order/");
+        for (k, v) in b.kv("order/") {
+            all.entry(k).or_default().push_str(&v);
+        }
+        newest_seen(&all, "orders")
+    };
+    let want = spanner_versions(&db, "orders").await;
+    let first = eventually(Duration::from_secs(120), || {
+        let done = union() == want;
+        async move { done }
+    })
+    .await;
+    assert!(first, "the first 100 rows did not arrive");
+
+    let leader_id = holder().await.expect("lease row");
+    let took = |h: &GoogleHost| h.count("took the poller lease");
+    assert_eq!(
+        took(&a) + took(&b),
+        1,
+        "exactly one host polls the table; logs:\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let (mut leader, survivor, survivor_host) = if took(&a) == 1 {
+        (proc_a, proc_b, &b)
+    } else {
+        (proc_b, proc_a, &a)
+    };
+    assert!(
+        leader_id.ends_with(&format!("-{}", leader.group.pid())),
+        "the lease row names the polling host: {leader_id} (pid {})",
+        leader.group.pid()
+    );
+
+    leader.kill();
+    let killed = Instant::now();
+    write(101).await;
+    let took_over = eventually(Duration::from_secs(60), || {
+        let n = took(survivor_host);
+        async move { n == 1 }
+    })
+    .await;
+    assert!(
+        took_over,
+        "the surviving host never took the lease:\n{}",
+        survivor_host.log_text()
+    );
+    eprintln!(
+        "lease takeover observed {:?} after the SIGKILL (lease ttl 2 s)",
+        killed.elapsed()
+    );
+    // It resumes where the dead holder got to (the watermark stored with the lease), not
+    // from the table's start.
+    let resumed = eventually(Duration::from_secs(30), || {
+        let n = survivor_host.count("resuming from the watermark stored with the lease");
+        async move { n == 1 }
+    })
+    .await;
+    assert!(
+        resumed && survivor_host.count("no watermark yet: bootstrapping") == 0,
+        "the survivor did not resume from the lease's watermark:\n{}",
+        survivor_host.log_text()
+    );
+    let new_holder = holder().await.expect("lease row");
+    assert!(
+        new_holder.ends_with(&format!("-{}", survivor.group.pid())),
+        "the lease moved to the survivor: {new_holder}"
+    );
+    let want = spanner_versions(&db, "orders").await;
+    assert_eq!(want.len(), 200);
+    let all = eventually(Duration::from_secs(120), || {
+        let done = union() == want;
+        async move { done }
+    })
+    .await;
+    let seen = union();
+    let missing: Vec<_> = want.keys().filter(|k| !seen.contains_key(k)).collect();
+    assert!(
+        all,
+        "rows lost across the failover: {} of 200 arrived; missing {missing:?}\nsurvivor:\n{}",
+        seen.len(),
+        survivor_host.log_text()
+    );
 }

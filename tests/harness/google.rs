@@ -70,8 +70,22 @@ pub struct SpannerEmulator {
 }
 
 impl SpannerEmulator {
-    /// Starts the emulator on free ports and creates [`INSTANCE`].
+    /// Starts the emulator on free ports and creates [`INSTANCE`]. A free port can be taken
+    /// by another process (another test's emulator) before the gateway binds it; the
+    /// instance creation then fails, and the emulator is started again on other ports.
     pub async fn start() -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let emu = Self::spawn();
+            match emu.create_instance().await {
+                Ok(()) => return emu,
+                Err(e) => last = e,
+            }
+        }
+        panic!("cannot create the Spanner emulator instance (3 tries on fresh ports): {last}");
+    }
+
+    fn spawn() -> Self {
         let dir = sdk_root().join("bin/cloud_spanner_emulator");
         let gateway = require(
             dir.join("gateway_main"),
@@ -96,20 +110,18 @@ impl SpannerEmulator {
                 && wait_for_port(http_port, Duration::from_secs(60)),
             "the Spanner emulator did not open ports {grpc_port}/{http_port}"
         );
-        let emu = SpannerEmulator {
+        SpannerEmulator {
             _group: group,
             grpc_port,
             http_port,
-        };
-        emu.create_instance().await;
-        emu
+        }
     }
 
     fn admin_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    async fn create_instance(&self) {
+    async fn create_instance(&self) -> Result<(), String> {
         use google_cloud_spanner_admin_instance_v1::client::InstanceAdmin;
         use google_cloud_spanner_admin_instance_v1::model::Instance;
         let admin = InstanceAdmin::builder()
@@ -117,10 +129,11 @@ impl SpannerEmulator {
             .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
             .build()
             .await
-            .expect("build the Spanner instance admin client");
-        // The REST gateway may accept connections a moment before it serves requests.
+            .map_err(|e| format!("build the Spanner instance admin client: {e}"))?;
+        // The REST gateway may accept connections a while before it serves requests (long
+        // on a loaded machine).
         let mut last = None;
-        for _ in 0..50 {
+        for _ in 0..150 {
             match admin
                 .create_instance()
                 .set_parent(format!("projects/{PROJECT}"))
@@ -137,12 +150,12 @@ impl SpannerEmulator {
                 .until_done()
                 .await
             {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
                 Err(e) => last = Some(e),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("cannot create the Spanner emulator instance: {last:?}");
+        Err(format!("{last:?}"))
     }
 
     /// Creates a fresh database with `ddl` and returns its config (explicit endpoints, no
@@ -241,10 +254,17 @@ impl PubSubEmulator {
             "google-cloud-cli-pubsub-emulator",
         );
         let mut cmd = Command::new(bin);
+        let log =
+            std::env::temp_dir().join(format!("ledgerhost-pubsub-emulator-{}.log", self.port));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("emulator log");
         cmd.arg("--host=127.0.0.1")
             .arg(format!("--port={}", self.port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out);
         self.group =
             Some(ProcessGroup::spawn("pubsub emulator", cmd).expect("spawn the Pub/Sub emulator"));
         assert!(

@@ -55,18 +55,33 @@ pub trait Source: Send + Sync {
     async fn snapshot(&self) -> PortResult<Box<dyn Snapshot>>;
 
     /// Takes or renews the lease `name` for `holder` until `ttl` from now, stored in the
-    /// source itself so every host replica sees it. Returns true when `holder` now holds it;
-    /// false when another holder's lease has not expired. Only the holder of a table's lease
-    /// polls that table (single writer per topic).
+    /// source itself so every host replica sees it. `held` is true when `holder` now holds
+    /// it; false when another holder's lease has not expired. Only the holder of a table's
+    /// lease polls that table (single writer per topic).
+    ///
+    /// The lease row also carries the holder's progress (the poller's watermark), so a
+    /// replica taking the lease over resumes where the last holder got to: a `Some`
+    /// `progress` is stored when the lease is held; the returned `progress` is the row's.
     async fn try_lease(
         &self,
         name: &str,
         holder: &str,
         ttl: std::time::Duration,
-    ) -> PortResult<bool>;
+        progress: Option<i64>,
+    ) -> PortResult<Lease>;
 
-    /// Gives the lease up early (on clean shutdown) so another replica takes over at once.
+    /// Gives the lease up early (on clean shutdown) so another replica takes over at once;
+    /// its progress stays for the next holder.
     async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()>;
+}
+
+/// A lease as [`Source::try_lease`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The caller holds the lease.
+    pub held: bool,
+    /// The progress stored with the lease, if any holder stored one.
+    pub progress: Option<i64>,
 }
 
 /// A consistent read-only view of the source at one read point.

@@ -8,15 +8,18 @@
 //!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
 //!   The dispatcher dead-letters by itself after its own, smaller, attempt budget; the
 //!   server-side policy is a safety net.
-//! - The client crate offers streaming pull only (no unary Pull, Acknowledge or
-//!   ModifyAckDeadline by id). Each subscription therefore runs one background stream into
-//!   an internal buffer, and the trait's calls act on that buffer:
+//! - Consuming uses unary Pull, Acknowledge and ModifyAckDeadline over Pub/Sub's REST
+//!   surface ([`pull`]): the client crate only streams, and a stream pins ordering keys to
+//!   itself, which the emulator never undoes when the streaming process is killed. Each
+//!   subscription runs a background long-poll into an internal buffer (at most
+//!   [`MAX_BUFFERED`] messages) and a lease keeper that extends every held message's
+//!   server deadline; the trait's calls act on that buffer:
 //!   - `pull` hands out at most one outstanding delivery per ordering key (the trait's
-//!     per-key rule) and gives each a local lease of the spec's ack deadline; the crate keeps
-//!     the server lease extended meanwhile.
-//!   - `ack` acks; `nack(delay)` holds the message and nacks it when the delay is over;
-//!     an expired local lease nacks at once. A nack also returns the key's later buffered
-//!     messages, so Pub/Sub redelivers the key from that message on, in order.
+//!     per-key rule) and gives each a local lease of the spec's ack deadline.
+//!   - `ack` acknowledges; `nack(delay)` holds the message and hands it back when the delay
+//!     is over; an expired local lease hands it back at once. Handing back also returns the
+//!     key's later buffered messages, so Pub/Sub redelivers the key from that message on,
+//!     in order.
 //!   - `extend` moves the local lease.
 //!   - `attempt` is the larger of Pub/Sub's `delivery_attempt` and the deliveries of the
 //!     message id this process has seen (the emulator may leave `delivery_attempt` empty).
@@ -39,16 +42,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_pubsub::client::{
-    BasePublisher, Publisher, Subscriber, SubscriptionAdmin, TopicAdmin,
-};
+use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
-use google_cloud_pubsub::subscriber::handler::Handler;
 use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
 use ledgerhost_core::{PortError, PortResult};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+
+pub mod pull;
+
+use pull::{PullClient, PullError, Received};
 
 const BACKEND: &str = "pubsub";
 /// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
@@ -57,8 +61,8 @@ pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
 /// How long one publish call's messages may wait for the server's answers before the
 /// unanswered ones are sent again.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Messages the stream of one subscription may hold unacked (crate flow control).
-const MAX_OUTSTANDING: i64 = 1000;
+/// Messages one subscription may hold unacked in this process (buffered or handed out).
+pub const MAX_BUFFERED: usize = 1000;
 
 /// Where Pub/Sub is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,7 +192,7 @@ fn std_to_wkt(d: Duration) -> google_cloud_wkt::Duration {
 struct Pending {
     message: Message,
     message_id: String,
-    handler: Handler,
+    ack_id: String,
     attempt: u32,
 }
 
@@ -196,37 +200,55 @@ struct Pending {
 struct Outstanding {
     key: String,
     message_id: String,
-    handler: Handler,
     deadline: Instant,
 }
 
 #[derive(Default)]
 struct Buffer {
     pending: VecDeque<Pending>,
+    /// By Pub/Sub ack id.
     outstanding: HashMap<String, Outstanding>,
+    /// Nacked with a delay: held (and kept leased) until the delay is over.
+    held: HashSet<String>,
     /// Ordering keys with an outstanding delivery or a delayed nack.
     busy: HashSet<String>,
     /// Deliveries seen per message id (removed on ack).
     seen: HashMap<String, u32>,
-    /// Last stream error, reported by the next `pull` that finds nothing.
+    /// Last pull error, reported by the next `pull` that finds nothing.
     error: Option<String>,
 }
 
 impl Buffer {
-    /// Returns every buffered message of `key` to Pub/Sub so it redelivers the key in order.
-    fn return_key(&mut self, key: &str) {
+    /// Takes every buffered message of `key` out of the buffer and returns their ack ids, to
+    /// hand back to Pub/Sub so it redelivers the key in order.
+    fn return_key(&mut self, key: &str) -> Vec<String> {
         if key.is_empty() {
-            return;
+            return Vec::new();
         }
-        let mut keep = VecDeque::with_capacity(self.pending.len());
-        for p in self.pending.drain(..) {
-            if p.message.ordering_key == key {
-                p.handler.nack();
-            } else {
-                keep.push_back(p);
+        let mut returned = Vec::new();
+        self.pending.retain(|p| {
+            let same = p.message.ordering_key == key;
+            if same {
+                returned.push(p.ack_id.clone());
             }
-        }
-        self.pending = keep;
+            !same
+        });
+        returned
+    }
+
+    /// Messages held in this process, buffered or handed out.
+    fn held_count(&self) -> usize {
+        self.pending.len() + self.outstanding.len() + self.held.len()
+    }
+
+    /// Every ack id whose server deadline must be kept alive.
+    fn leased_ids(&self) -> Vec<String> {
+        self.pending
+            .iter()
+            .map(|p| p.ack_id.clone())
+            .chain(self.outstanding.keys().cloned())
+            .chain(self.held.iter().cloned())
+            .collect()
     }
 }
 
@@ -235,8 +257,10 @@ struct SubState {
     path: String,
     spec: SubscriptionSpec,
     buffer: Mutex<Buffer>,
+    /// New messages or freed keys.
     notify: Notify,
-    next_id: std::sync::atomic::AtomicU64,
+    /// Room in the buffer.
+    room: Notify,
 }
 
 impl SubState {
@@ -244,8 +268,9 @@ impl SubState {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Nacks deliveries whose local lease expired.
-    fn expire(&self) {
+    /// Takes deliveries whose local lease expired out of the buffer; returns the ack ids to
+    /// hand back (with their keys' later buffered messages).
+    fn expire(&self) -> Vec<String> {
         let now = Instant::now();
         let mut b = self.lock();
         let expired: Vec<String> = b
@@ -254,14 +279,17 @@ impl SubState {
             .filter(|(_, o)| o.deadline <= now)
             .map(|(id, _)| id.clone())
             .collect();
+        let mut back = Vec::new();
         for id in expired {
             if let Some(o) = b.outstanding.remove(&id) {
                 debug!(subscription = %self.spec.name, ack_id = %id, "lease expired; redelivering");
-                o.handler.nack();
                 b.busy.remove(&o.key);
-                b.return_key(&o.key);
+                // The earliest first: the emulator requeues in the order handed back.
+                back.push(id);
+                back.extend(b.return_key(&o.key));
             }
         }
+        back
     }
 }
 
@@ -270,7 +298,7 @@ struct Inner {
     topic_admin: TopicAdmin,
     sub_admin: SubscriptionAdmin,
     base_publisher: BasePublisher,
-    subscriber: Subscriber,
+    puller: PullClient,
     publishers: Mutex<HashMap<String, Publisher>>,
     subs: Mutex<HashMap<String, Arc<SubState>>>,
     readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -343,10 +371,7 @@ impl PubSubLedger {
             .build()
             .await
             .map_err(|e| ctx("publisher", &e))?;
-        let subscriber = configure!(Subscriber::builder(), &endpoint)
-            .build()
-            .await
-            .map_err(|e| ctx("subscriber", &e))?;
+        let puller = PullClient::new(endpoint.as_deref()).map_err(|e| ctx("pull", &e))?;
         info!(project = %config.project, endpoint = ?endpoint, "pubsub ledger connected");
         Ok(PubSubLedger {
             inner: Arc::new(Inner {
@@ -354,7 +379,7 @@ impl PubSubLedger {
                 topic_admin,
                 sub_admin,
                 base_publisher,
-                subscriber,
+                puller,
                 publishers: Mutex::default(),
                 subs: Mutex::default(),
                 readers: Mutex::default(),
@@ -480,7 +505,7 @@ impl Inner {
         self.create_topic(&spec.topic).await?;
         self.create_topic(&spec.dead_letter_topic).await?;
         let path = self.subscription_path(&spec.name);
-        let ack_secs = spec.ack_deadline.as_secs().clamp(10, 600) as i32;
+        let ack_secs = ack_deadline_secs(spec) as i32;
         let sub = Subscription::new()
             .set_name(path.clone())
             .set_topic(self.topic_path(&spec.topic))
@@ -545,68 +570,120 @@ impl Inner {
     }
 }
 
-/// Reads one subscription's stream into its buffer, forever (restarting on errors).
-async fn read_stream(inner: Arc<Inner>, state: Arc<SubState>) {
+impl Inner {
+    /// Hands deliveries back to Pub/Sub for redelivery now (deadline 0). A failure only
+    /// delays them until their deadline passes.
+    async fn hand_back(&self, state: &SubState, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.puller.modify_ack_deadline(&state.path, ids, 0).await {
+            warn!(subscription = %state.spec.name, error = %e, n = ids.len(), "cannot hand deliveries back; they return when their deadline passes");
+        }
+    }
+}
+
+/// Long-polls one subscription into its buffer, forever (backing off on errors).
+async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut stream = inner
-            .subscriber
-            .subscribe(state.path.clone())
-            .set_max_lease(Duration::from_secs(3600))
-            .set_max_lease_extension(state.spec.ack_deadline)
-            .set_max_outstanding_messages(MAX_OUTSTANDING)
-            .build();
-        loop {
-            match stream.next().await {
-                Some(Ok((m, handler))) => {
-                    backoff = Duration::from_millis(100);
-                    // Pub/Sub applies the filter server-side; the emulator does not, so
-                    // check it here too (a non-matching message is settled, as the server
-                    // would have done).
-                    let matches = state
-                        .spec
-                        .attribute_filter
-                        .iter()
-                        .all(|(k, v)| m.attributes.get(k) == Some(v));
-                    if !matches {
-                        handler.ack();
-                        continue;
-                    }
-                    let mut b = state.lock();
-                    b.error = None;
-                    let seen = b.seen.entry(m.message_id.clone()).or_insert(0);
-                    *seen += 1;
-                    let server = handler.delivery_attempt().unwrap_or(1).max(1) as u32;
-                    let attempt = server.max(*seen);
-                    b.pending.push_back(Pending {
-                        message: Message {
-                            data: m.data.to_vec(),
-                            ordering_key: m.ordering_key.clone(),
-                            attributes: m.attributes.into_iter().collect(),
-                        },
-                        message_id: m.message_id,
-                        handler,
-                        attempt,
-                    });
-                    drop(b);
-                    state.notify.notify_waiters();
+        let room = MAX_BUFFERED.saturating_sub(state.lock().held_count());
+        if room == 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(250), state.room.notified()).await;
+            continue;
+        }
+        let received = match inner.puller.pull(&state.path, room).await {
+            Ok(r) => r,
+            // A long poll that ended with nothing.
+            Err(PullError::Unavailable(m)) if m.is_empty() => continue,
+            Err(e) => {
+                let missing = matches!(e, PullError::NotFound(_));
+                warn!(subscription = %state.spec.name, error = %e, missing, "pubsub pull failed; retrying");
+                state.lock().error = Some(format!("pulling from {}: {e}", state.path));
+                state.notify.notify_waiters();
+                if missing && let Err(e) = inner.recreate_topic(&state.spec.topic).await {
+                    warn!(subscription = %state.spec.name, error = %e, "cannot recreate the subscription");
                 }
-                Some(Err(e)) => {
-                    let missing = code_of(&e) == Some(Code::NotFound);
-                    warn!(subscription = %state.spec.name, error = %e, missing, "pubsub stream failed; restarting");
-                    state.lock().error = Some(format!("streaming pull on {}: {e}", state.path));
-                    state.notify.notify_waiters();
-                    if missing && let Err(e) = inner.recreate_topic(&state.spec.topic).await {
-                        warn!(subscription = %state.spec.name, error = %e, "cannot recreate the subscription");
-                    }
-                    break;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut settled = Vec::new();
+        {
+            let mut b = state.lock();
+            b.error = None;
+            for r in received {
+                let Received {
+                    ack_id,
+                    message_id,
+                    data,
+                    ordering_key,
+                    attributes,
+                    delivery_attempt,
+                } = r;
+                // Pub/Sub applies the filter server-side; the emulator does not, so check it
+                // here too (a non-matching message is settled, as the server would have).
+                let matches = state
+                    .spec
+                    .attribute_filter
+                    .iter()
+                    .all(|(k, v)| attributes.get(k) == Some(v));
+                if !matches {
+                    settled.push(ack_id);
+                    continue;
                 }
-                None => break,
+                let seen = b.seen.entry(message_id.clone()).or_insert(0);
+                *seen += 1;
+                let attempt = delivery_attempt.max(1).max(*seen);
+                b.pending.push_back(Pending {
+                    message: Message {
+                        data,
+                        ordering_key,
+                        attributes: attributes.into_iter().collect(),
+                    },
+                    message_id,
+                    ack_id,
+                    attempt,
+                });
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        state.notify.notify_waiters();
+        if !settled.is_empty()
+            && let Err(e) = inner.puller.acknowledge(&state.path, &settled).await
+        {
+            debug!(subscription = %state.spec.name, error = %e, "cannot settle filtered-out messages; they come back and are settled again");
+        }
     }
+}
+
+/// Keeps the server deadline of every message this process holds ahead of its expiry, and
+/// hands back deliveries whose local lease expired.
+async fn keep_leases(inner: Arc<Inner>, state: Arc<SubState>) {
+    let deadline = ack_deadline_secs(&state.spec);
+    let every = Duration::from_secs(u64::from(deadline) / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let back = state.expire();
+        inner.hand_back(&state, &back).await;
+        let ids = state.lock().leased_ids();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = inner
+            .puller
+            .modify_ack_deadline(&state.path, &ids, u64::from(deadline))
+            .await
+        {
+            warn!(subscription = %state.spec.name, error = %e, n = ids.len(), "cannot extend leases; Pub/Sub may redeliver (same event ids)");
+        }
+    }
+}
+
+/// The server-side ack deadline of a subscription, in seconds (Pub/Sub allows 10 to 600).
+fn ack_deadline_secs(spec: &SubscriptionSpec) -> u32 {
+    spec.ack_deadline.as_secs().clamp(10, 600) as u32
 }
 
 #[async_trait]
@@ -629,15 +706,12 @@ impl Ledger for PubSubLedger {
                 spec: spec.clone(),
                 buffer: Mutex::default(),
                 notify: Notify::new(),
-                next_id: Default::default(),
+                room: Notify::new(),
             });
             subs.insert(spec.name.clone(), state.clone());
-            let handle = tokio::spawn(read_stream(self.inner.clone(), state));
-            self.inner
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(handle);
+            let mut readers = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            readers.push(tokio::spawn(read_pulls(self.inner.clone(), state.clone())));
+            readers.push(tokio::spawn(keep_leases(self.inner.clone(), state)));
         }
         Ok(())
     }
@@ -743,7 +817,8 @@ impl Ledger for PubSubLedger {
         let state = self.state(subscription)?;
         let deadline = Instant::now() + wait;
         loop {
-            state.expire();
+            let back = state.expire();
+            self.inner.hand_back(&state, &back).await;
             let notified = state.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -759,24 +834,19 @@ impl Ledger for PubSubLedger {
                         continue;
                     }
                     let Some(p) = b.pending.remove(i) else { break };
-                    let n = state
-                        .next_id
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let ack_id = format!("{}#{n}", state.spec.name);
                     if !key.is_empty() {
                         b.busy.insert(key.clone());
                     }
                     out.push(Delivery {
-                        ack_id: ack_id.clone(),
+                        ack_id: p.ack_id.clone(),
                         message: p.message,
                         attempt: p.attempt,
                     });
                     b.outstanding.insert(
-                        ack_id,
+                        p.ack_id,
                         Outstanding {
                             key,
                             message_id: p.message_id,
-                            handler: p.handler,
                             deadline: lease,
                         },
                     );
@@ -801,20 +871,31 @@ impl Ledger for PubSubLedger {
 
     async fn ack(&self, subscription: &str, ack_ids: &[String]) -> PortResult<()> {
         let state = self.state(subscription)?;
-        let mut b = state.lock();
-        for id in ack_ids {
-            match b.outstanding.remove(id) {
-                Some(o) => {
-                    o.handler.ack();
-                    b.busy.remove(&o.key);
-                    b.seen.remove(&o.message_id);
+        let mut settled = Vec::with_capacity(ack_ids.len());
+        {
+            let mut b = state.lock();
+            for id in ack_ids {
+                match b.outstanding.remove(id) {
+                    Some(o) => {
+                        b.busy.remove(&o.key);
+                        b.seen.remove(&o.message_id);
+                        settled.push(id.clone());
+                    }
+                    None => {
+                        debug!(subscription, ack_id = %id, "ack of an unknown or expired delivery")
+                    }
                 }
-                None => debug!(subscription, ack_id = %id, "ack of an unknown or expired delivery"),
             }
         }
-        drop(b);
         state.notify.notify_waiters();
-        Ok(())
+        state.room.notify_waiters();
+        // Pub/Sub redelivers what it did not hear acked: a failure here costs a duplicate
+        // (same event id), never a loss.
+        self.inner
+            .puller
+            .acknowledge(&state.path, &settled)
+            .await
+            .map_err(|e| unavailable(format!("acknowledging on {}: {e}", state.path)))
     }
 
     async fn nack(
@@ -824,6 +905,7 @@ impl Ledger for PubSubLedger {
         delay: Duration,
     ) -> PortResult<()> {
         let state = self.state(subscription)?;
+        let mut back = Vec::new();
         let mut held = Vec::new();
         {
             let mut b = state.lock();
@@ -833,30 +915,38 @@ impl Ledger for PubSubLedger {
                     continue;
                 };
                 if delay.is_zero() {
-                    o.handler.nack();
                     b.busy.remove(&o.key);
-                    b.return_key(&o.key);
+                    back.push(id.clone());
+                    back.extend(b.return_key(&o.key));
                 } else {
-                    // The key stays busy; the crate keeps the lease alive until the nack.
-                    held.push(o);
+                    // The key stays busy and the lease keeper keeps the message leased.
+                    b.held.insert(id.clone());
+                    held.push((id.clone(), o.key));
                 }
             }
         }
+        self.inner.hand_back(&state, &back).await;
         if !held.is_empty() {
-            let state = state.clone();
+            let (inner, state) = (self.inner.clone(), state.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let mut b = state.lock();
-                for o in held {
-                    o.handler.nack();
-                    b.busy.remove(&o.key);
-                    b.return_key(&o.key);
+                let mut back = Vec::new();
+                {
+                    let mut b = state.lock();
+                    for (id, key) in held {
+                        b.held.remove(&id);
+                        b.busy.remove(&key);
+                        back.push(id);
+                        back.extend(b.return_key(&key));
+                    }
                 }
-                drop(b);
+                inner.hand_back(&state, &back).await;
                 state.notify.notify_waiters();
+                state.room.notify_waiters();
             });
         }
         state.notify.notify_waiters();
+        state.room.notify_waiters();
         Ok(())
     }
 

@@ -77,6 +77,9 @@ pub struct Poller {
     /// The ledger's generation of the topic when last published to (see
     /// [`Ledger::topic_generation`]).
     generation: Option<u64>,
+    /// The progress stored with the table's lease when this replica took it: where the
+    /// previous holder (maybe another replica) got to.
+    lease_progress: Option<i64>,
 }
 
 impl Poller {
@@ -98,6 +101,7 @@ impl Poller {
             watermark: None,
             first_watermark: None,
             generation: None,
+            lease_progress: None,
         }
     }
 
@@ -130,25 +134,29 @@ impl Poller {
             if *shutdown.borrow() {
                 break;
             }
+            // The renewal records the watermark of the last completed poll with the lease.
+            let progress = if leader { self.watermark } else { None };
             match self
                 .source
                 .try_lease(
                     &self.lease_name(),
                     &self.settings.replica,
                     self.settings.lease_ttl,
+                    progress,
                 )
                 .await
             {
-                Ok(true) => {
+                Ok(lease) if lease.held => {
                     if !leader {
                         tracing::info!(table = self.table(), replica = %self.settings.replica, "took the poller lease");
                         leader = true;
                         self.stats.leader.store(1, Ordering::Relaxed);
                         // Another replica may have moved the table on while we waited.
                         self.watermark = None;
+                        self.lease_progress = lease.progress;
                     }
                 }
-                Ok(false) => {
+                Ok(_) => {
                     if leader {
                         tracing::warn!(table = self.table(), "lost the poller lease");
                         leader = false;
@@ -178,6 +186,16 @@ impl Poller {
             }
         }
         if leader {
+            // Record the final watermark, then let another replica take over at once.
+            let _ = self
+                .source
+                .try_lease(
+                    &self.lease_name(),
+                    &self.settings.replica,
+                    self.settings.lease_ttl,
+                    self.watermark,
+                )
+                .await;
             let _ = self
                 .source
                 .release_lease(&self.lease_name(), &self.settings.replica)
@@ -186,13 +204,25 @@ impl Poller {
         Ok(())
     }
 
-    /// The watermark to resume from: local file, else the ledger's newest message, else the
-    /// configured start.
+    /// The watermark to resume from: the progress stored with the lease (shared by every
+    /// replica), else the local file, else the ledger's newest message, else the configured
+    /// start.
     async fn resume_point(&mut self) -> Result<i64, PollError> {
         if let Some(w) = self.watermark {
             return Ok(w);
         }
         let table = self.table().to_string();
+        if let Some(w) = self.lease_progress.take() {
+            // Preferred over the local file, which may be another era's: this replica may
+            // have polled before, then lost the lease while others went on (or rewound).
+            tracing::info!(
+                table,
+                watermark = w,
+                "resuming from the watermark stored with the lease"
+            );
+            self.watermark = Some(w);
+            return Ok(w);
+        }
         if let Some(w) = self.watermarks.load(&table)? {
             tracing::info!(table, watermark = w, "resuming from the local watermark");
             self.watermark = Some(w);

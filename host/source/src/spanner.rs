@@ -29,7 +29,7 @@ use google_cloud_spanner::transaction::{
 };
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::{Date, FromValue, Kind, Type, Value as SpValue};
-use ledgerhost_core::source::{Position, Row, Snapshot, Source, TableSpec};
+use ledgerhost_core::source::{Lease, Position, Row, Snapshot, Source, TableSpec};
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use tracing::{debug, info};
 
@@ -241,11 +241,11 @@ impl SpannerSource {
         self.lease_table_ready
             .get_or_try_init(|| async {
                 if self.table_exists(LEASE_TABLE).await? {
-                    return Ok(());
+                    return self.ensure_lease_progress_column().await;
                 }
                 let ddl = format!(
                     "CREATE TABLE {LEASE_TABLE} (name STRING(MAX) NOT NULL, holder STRING(MAX) NOT NULL, \
-                     expires_at TIMESTAMP NOT NULL) PRIMARY KEY (name)"
+                     expires_at TIMESTAMP NOT NULL, progress INT64) PRIMARY KEY (name)"
                 );
                 match self.update_ddl(vec![ddl]).await {
                     Ok(()) => {
@@ -262,6 +262,49 @@ impl SpannerSource {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Lease tables created by the first host version have no `progress` column.
+    async fn ensure_lease_progress_column(&self) -> PortResult<()> {
+        let stmt = Statement::builder(
+            "SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '' \
+             AND TABLE_NAME = @t AND COLUMN_NAME = 'progress'",
+        )
+        .add_param("t", LEASE_TABLE.to_string())
+        .build();
+        let context = "reading INFORMATION_SCHEMA.COLUMNS";
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(stmt)
+            .await
+            .map_err(|e| map_err(context, e))?;
+        let n: i64 = match rs.next().await {
+            Some(Ok(row)) => row.get(0).map_err(|e| map_err(context, e))?,
+            Some(Err(e)) => return Err(map_err(context, e)),
+            None => 0,
+        };
+        if n > 0 {
+            return Ok(());
+        }
+        info!(
+            table = LEASE_TABLE,
+            "adding the progress column to the lease table"
+        );
+        match self
+            .update_ddl(vec![format!(
+                "ALTER TABLE {LEASE_TABLE} ADD COLUMN progress INT64"
+            )])
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Another replica may have added it at the same moment.
+            Err(e) => {
+                debug!(error = %e, "progress column added concurrently?");
+                Ok(())
+            }
+        }
     }
 
     async fn table_exists(&self, table: &str) -> PortResult<bool> {
@@ -529,12 +572,18 @@ impl Source for SpannerSource {
         }))
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> PortResult<bool> {
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        progress: Option<i64>,
+    ) -> PortResult<Lease> {
         self.ensure_lease_table().await?;
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
-        let taken = run_detached(move || async move {
+        let lease = run_detached(move || async move {
             let runner = client.read_write_transaction().build();
             runner
                 .run(async |tx| {
@@ -543,21 +592,30 @@ impl Source for SpannerSource {
                     let stmt = Statement::builder(format!(
                         "SELECT (SELECT holder FROM {LEASE_TABLE} WHERE name = @n), \
                          (SELECT expires_at > CURRENT_TIMESTAMP() FROM {LEASE_TABLE} WHERE name = @n), \
-                         TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ms MILLISECOND)"
+                         TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ms MILLISECOND), \
+                         (SELECT progress FROM {LEASE_TABLE} WHERE name = @n)"
                     ))
                     .add_param("n", n.clone())
                     .add_param("ms", ttl_ms)
                     .build();
                     let mut rs = tx.execute_query(stmt).await?;
                     let Some(row) = rs.next().await.transpose()? else {
-                        return Ok(false);
+                        return Ok(Lease {
+                            held: false,
+                            progress: None,
+                        });
                     };
                     let current: Option<String> = row.get(0)?;
                     let live: Option<bool> = row.get(1)?;
                     let expires: Timestamp = row.get(2)?;
+                    let stored: Option<i64> = row.get(3)?;
                     if live == Some(true) && current.as_deref() != Some(h.as_str()) {
-                        return Ok(false);
+                        return Ok(Lease {
+                            held: false,
+                            progress: stored,
+                        });
                     }
+                    let progress = progress.or(stored);
                     tx.buffer([Mutation::new_insert_or_update_builder(LEASE_TABLE)
                         .set("name")
                         .to(n.clone())
@@ -565,16 +623,21 @@ impl Source for SpannerSource {
                         .to(h.clone())
                         .set("expires_at")
                         .to(expires)
+                        .set("progress")
+                        .to(progress)
                         .build()])?;
-                    Ok(true)
+                    Ok(Lease {
+                        held: true,
+                        progress,
+                    })
                 })
                 .await
                 .map(|r| r.into_inner())
         })
         .await?
         .map_err(|e| map_err(&format!("taking lease `{name}`"), e))?;
-        debug!(lease = %name, holder = %holder, taken, "spanner lease");
-        Ok(taken)
+        debug!(lease = %name, holder = %holder, held = lease.held, progress = ?lease.progress, "spanner lease");
+        Ok(lease)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()> {
@@ -585,8 +648,10 @@ impl Source for SpannerSource {
             let runner = client.read_write_transaction().build();
             runner
                 .run(async |tx| {
+                    // Expired rather than deleted: the progress stays for the next holder.
                     let stmt = Statement::builder(format!(
-                        "DELETE FROM {LEASE_TABLE} WHERE name = @n AND holder = @h"
+                        "UPDATE {LEASE_TABLE} SET expires_at = TIMESTAMP '1970-01-01T00:00:00Z' \
+                         WHERE name = @n AND holder = @h"
                     ))
                     .add_param("n", n.clone())
                     .add_param("h", h.clone())

@@ -61,7 +61,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ledgerhost_core::source::{Position, Row, Snapshot, Source, TableSpec};
+use ledgerhost_core::source::{Lease, Position, Row, Snapshot, Source, TableSpec};
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -135,7 +135,8 @@ impl SqliteSource {
              CREATE TABLE IF NOT EXISTS _ledgerhost_leases (
                  name TEXT PRIMARY KEY,
                  holder TEXT NOT NULL,
-                 expires_at_micros INTEGER NOT NULL);",
+                 expires_at_micros INTEGER NOT NULL,
+                 progress INTEGER);",
         )
         .map_err(|e| unavailable(format!("cannot prepare {}: {e}", path.display())))?;
         // Files written by the first host version named the expiry column `expires_at`.
@@ -157,6 +158,24 @@ impl SqliteSource {
                     path.display()
                 ))
             })?;
+        }
+        // ... and had no progress column.
+        let has_progress: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('_ledgerhost_leases')
+                 WHERE name = 'progress'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| unavailable(format!("cannot inspect {}: {e}", path.display())))?;
+        if !has_progress {
+            conn.execute_batch("ALTER TABLE _ledgerhost_leases ADD COLUMN progress INTEGER")
+                .map_err(|e| {
+                    unavailable(format!(
+                        "cannot migrate _ledgerhost_leases in {}: {e}",
+                        path.display()
+                    ))
+                })?;
         }
         tracing::debug!(path = %path.display(), "sqlite source opened");
         Ok(SqliteSource {
@@ -491,35 +510,46 @@ impl Source for SqliteSource {
         }))
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> PortResult<bool> {
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        progress: Option<i64>,
+    ) -> PortResult<Lease> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
             let now = now_micros();
-            let current: Option<(String, i64)> = tx
+            let current: Option<(String, i64, Option<i64>)> = tx
                 .query_row(
-                    "SELECT holder, expires_at_micros FROM _ledgerhost_leases WHERE name = ?1",
+                    "SELECT holder, expires_at_micros, progress FROM _ledgerhost_leases
+                     WHERE name = ?1",
                     [&name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(unavailable)?;
             let free = match &current {
                 None => true,
-                Some((h, expires)) => *h == holder || *expires <= now,
+                Some((h, expires, _)) => *h == holder || *expires <= now,
             };
+            let stored = current.as_ref().and_then(|c| c.2);
+            let progress = if free { progress.or(stored) } else { stored };
             if free {
                 tx.execute(
-                    "INSERT INTO _ledgerhost_leases (name, holder, expires_at_micros)
-                     VALUES (?1, ?2, ?3)
+                    "INSERT INTO _ledgerhost_leases (name, holder, expires_at_micros, progress)
+                     VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,
-                                            expires_at_micros = excluded.expires_at_micros",
+                                            expires_at_micros = excluded.expires_at_micros,
+                                            progress = excluded.progress",
                     rusqlite::params![
                         name,
                         holder,
-                        now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX))
+                        now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)),
+                        progress
                     ],
                 )
                 .map_err(unavailable)?;
@@ -528,7 +558,10 @@ impl Source for SqliteSource {
             if !free {
                 tracing::debug!(lease = %name, holder = %holder, "lease held by another holder");
             }
-            Ok(free)
+            Ok(Lease {
+                held: free,
+                progress,
+            })
         })
         .await
     }
@@ -536,8 +569,10 @@ impl Source for SqliteSource {
     async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.with_conn(move |conn| {
+            // Expired rather than deleted: the progress stays for the next holder.
             conn.execute(
-                "DELETE FROM _ledgerhost_leases WHERE name = ?1 AND holder = ?2",
+                "UPDATE _ledgerhost_leases SET expires_at_micros = 0
+                 WHERE name = ?1 AND holder = ?2",
                 [&name, &holder],
             )
             .map_err(unavailable)?;

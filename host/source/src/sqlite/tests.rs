@@ -314,36 +314,110 @@ async fn leases_are_exclusive_until_they_expire() {
     let dir = tempfile::tempdir().unwrap();
     let src = SqliteSource::open(&dir.path().join("app.db")).unwrap();
     let hour = Duration::from_secs(3600);
-    assert!(src.try_lease("poller/t", "a", hour).await.unwrap());
-    assert!(!src.try_lease("poller/t", "b", hour).await.unwrap());
     assert!(
-        src.try_lease("poller/t", "a", hour).await.unwrap(),
+        src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .held
+    );
+    assert!(
+        !src.try_lease("poller/t", "b", hour, None)
+            .await
+            .unwrap()
+            .held
+    );
+    assert!(
+        src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .held,
         "renewal"
     );
     assert!(
-        src.try_lease("poller/u", "b", hour).await.unwrap(),
+        src.try_lease("poller/u", "b", hour, None)
+            .await
+            .unwrap()
+            .held,
         "leases are per name"
     );
     // A zero TTL expires at once, without waiting on the clock.
     assert!(
-        src.try_lease("poller/t", "a", Duration::ZERO)
+        src.try_lease("poller/t", "a", Duration::ZERO, None)
             .await
             .unwrap()
+            .held
     );
     assert!(
-        src.try_lease("poller/t", "b", hour).await.unwrap(),
+        src.try_lease("poller/t", "b", hour, None)
+            .await
+            .unwrap()
+            .held,
         "taken over after expiry"
     );
-    assert!(!src.try_lease("poller/t", "a", hour).await.unwrap());
+    assert!(
+        !src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .held
+    );
     src.release_lease("poller/t", "a").await.unwrap();
     assert!(
-        !src.try_lease("poller/t", "a", hour).await.unwrap(),
+        !src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .held,
         "only the holder releases"
     );
     src.release_lease("poller/t", "b").await.unwrap();
     assert!(
-        src.try_lease("poller/t", "a", hour).await.unwrap(),
+        src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .held,
         "free after release"
+    );
+}
+
+#[tokio::test]
+async fn the_lease_carries_its_holders_progress_to_the_next_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SqliteSource::open(&dir.path().join("app.db")).unwrap();
+    let hour = Duration::from_secs(3600);
+    let first = src.try_lease("poller/t", "a", hour, None).await.unwrap();
+    assert_eq!(
+        first,
+        Lease {
+            held: true,
+            progress: None
+        }
+    );
+    src.try_lease("poller/t", "a", hour, Some(42))
+        .await
+        .unwrap();
+    // A renewal without progress keeps the stored one; a refused contender sees it.
+    assert_eq!(
+        src.try_lease("poller/t", "a", hour, None)
+            .await
+            .unwrap()
+            .progress,
+        Some(42)
+    );
+    assert_eq!(
+        src.try_lease("poller/t", "b", hour, Some(7)).await.unwrap(),
+        Lease {
+            held: false,
+            progress: Some(42)
+        },
+        "a contender cannot overwrite the holder's progress"
+    );
+    src.release_lease("poller/t", "a").await.unwrap();
+    assert_eq!(
+        src.try_lease("poller/t", "b", hour, None).await.unwrap(),
+        Lease {
+            held: true,
+            progress: Some(42)
+        },
+        "the next holder starts where the last one got to"
     );
 }
 
@@ -364,7 +438,11 @@ async fn racing_holders_in_separate_processes_get_one_lease() {
                 let name = name.clone();
                 tokio::spawn(async move {
                     let holder = format!("replica-{i}");
-                    let won = src.try_lease(&name, &holder, hour).await.unwrap();
+                    let won = src
+                        .try_lease(&name, &holder, hour, None)
+                        .await
+                        .unwrap()
+                        .held;
                     (holder, won)
                 })
             })
@@ -401,9 +479,10 @@ async fn old_lease_tables_are_migrated() {
         .unwrap();
     let src = SqliteSource::open(&db).unwrap();
     assert!(
-        !src.try_lease("poller/t", "new", Duration::from_secs(1))
+        !src.try_lease("poller/t", "new", Duration::from_secs(1), None)
             .await
-            .unwrap(),
+            .unwrap()
+            .held,
         "the migrated lease is still held"
     );
 }
