@@ -1,6 +1,6 @@
 //! The Google backends against the official emulators: Spanner source, Pub/Sub ledger.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use ledgerhost_core::ColumnType;
@@ -515,4 +515,40 @@ async fn pubsub_survives_an_emulator_restart_while_publishing() {
         .expect("publish completes after the restart");
     let got = drain(&ledger, "restart-sub", 20).await;
     assert_eq!(by_key(&got)["a"], (10..30).collect::<Vec<_>>());
+}
+
+/// A host that stops hands what it holds back to Pub/Sub: another replica gets it at once,
+/// not after the (here 10-minute) ack deadline.
+#[tokio::test]
+async fn pubsub_release_hands_held_messages_to_another_replica() {
+    let emu = PubSubEmulator::start();
+    let connect = || {
+        ledgerhost_ledger::pubsub::PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+            endpoint: Some(emu.endpoint()),
+            ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+        })
+    };
+    let spec = sub_spec("shared", "handover", Duration::from_secs(600));
+    let a = connect().await.expect("connect a");
+    a.ensure_subscription(&spec).await.expect("subscription");
+    let batch: Vec<Message> = (0..20).map(|i| msg(&format!("k{i}"), 0, "t")).collect();
+    a.publish("handover", batch).await.expect("publish");
+    // A takes one delivery (and buffers what else it pulled), then stops.
+    let first = a
+        .pull("shared", 1, Duration::from_secs(30))
+        .await
+        .expect("pull");
+    assert_eq!(first.len(), 1);
+    a.release().await.expect("release");
+    drop(a);
+
+    let b = connect().await.expect("connect b");
+    b.ensure_subscription(&spec).await.expect("subscription");
+    let got = drain(&b, "shared", 20).await;
+    let keys: BTreeSet<String> = got.iter().map(|m| m.ordering_key.clone()).collect();
+    assert_eq!(
+        keys.len(),
+        20,
+        "every message reached the other replica: {keys:?}"
+    );
 }

@@ -107,4 +107,12 @@ pub trait Ledger: Send + Sync {
     fn topic_generation(&self, _topic: &str) -> u64 {
         0
     }
+
+    /// Stops consuming and hands back every delivery this process still holds, so other
+    /// consumers of the subscriptions get them now rather than after their ack deadline.
+    /// Called once at shutdown, after the dispatchers stopped. Backends that hold nothing
+    /// beyond their durable state do nothing.
+    async fn release(&self) -> PortResult<()> {
+        Ok(())
+    }
 }

@@ -21,6 +21,8 @@
 //!     key's later buffered messages, so Pub/Sub redelivers the key from that message on,
 //!     in order.
 //!   - `extend` moves the local lease.
+//!   - `release` (shutdown) lets each reader finish its Pull in flight, then hands back
+//!     everything held, so other replicas get it at once.
 //!   - `attempt` is the larger of Pub/Sub's `delivery_attempt` and the deliveries of the
 //!     message id this process has seen (the emulator may leave `delivery_attempt` empty).
 //! - The attribute filter is also checked client-side (non-matching messages are acked
@@ -302,6 +304,8 @@ struct Inner {
     publishers: Mutex<HashMap<String, Publisher>>,
     subs: Mutex<HashMap<String, Arc<SubState>>>,
     readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set by `release`: readers finish their Pull in flight and stop.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Topics seen existing, and how many times each was found lost and re-created.
     generations: Mutex<HashMap<String, u64>>,
 }
@@ -383,6 +387,7 @@ impl PubSubLedger {
                 publishers: Mutex::default(),
                 subs: Mutex::default(),
                 readers: Mutex::default(),
+                stopping: tokio::sync::watch::Sender::new(false),
                 generations: Mutex::default(),
             }),
         })
@@ -586,7 +591,9 @@ impl Inner {
 /// Long-polls one subscription into its buffer, forever (backing off on errors).
 async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
     let mut backoff = Duration::from_millis(100);
-    loop {
+    // A Pull is never abandoned midway, only not started again: the emulator does not
+    // notice an abandoned Pull and would hand it the next messages.
+    while !*inner.stopping.borrow() {
         let room = MAX_BUFFERED.saturating_sub(state.lock().held_count());
         if room == 0 {
             let _ = tokio::time::timeout(Duration::from_millis(250), state.room.notified()).await;
@@ -663,8 +670,12 @@ async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
 async fn keep_leases(inner: Arc<Inner>, state: Arc<SubState>) {
     let deadline = ack_deadline_secs(&state.spec);
     let every = Duration::from_secs(u64::from(deadline) / 3).max(Duration::from_secs(1));
+    let mut stopping = inner.stopping.subscribe();
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.wait_for(|s| *s) => break,
+        }
         let back = state.expire();
         inner.hand_back(&state, &back).await;
         let ids = state.lock().leased_ids();
@@ -962,6 +973,47 @@ impl Ledger for PubSubLedger {
         for id in ack_ids {
             if let Some(o) = b.outstanding.get_mut(id) {
                 o.deadline = until;
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self) -> PortResult<()> {
+        self.inner.stopping.send_replace(true);
+        let tasks: Vec<_> = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for mut t in tasks {
+            // Each reader finishes the Pull it has in flight (bounded by the pull timeout).
+            if tokio::time::timeout(pull::PULL_TIMEOUT, &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
+        }
+        let subs: Vec<Arc<SubState>> = self
+            .inner
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for state in subs {
+            let ids = {
+                let mut b = state.lock();
+                let ids = b.leased_ids();
+                *b = Buffer::default();
+                ids
+            };
+            if !ids.is_empty() {
+                info!(subscription = %state.spec.name, n = ids.len(), "handing held deliveries back to Pub/Sub");
+                self.inner.hand_back(&state, &ids).await;
             }
         }
         Ok(())

@@ -283,7 +283,7 @@ impl Host {
             }
         }
         let all = futures_join_all(handles);
-        match tokio::time::timeout(timeout, all).await {
+        let drained = match tokio::time::timeout(timeout, all).await {
             Ok(()) => true,
             Err(_) => {
                 tracing::error!(
@@ -292,7 +292,11 @@ impl Host {
                 );
                 false
             }
+        };
+        if let Err(e) = self.backends.ledger.release().await {
+            tracing::warn!(error = %e, "cannot hand held deliveries back; they return after their ack deadline");
         }
+        drained
     }
 }
 

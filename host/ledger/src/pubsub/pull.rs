@@ -23,9 +23,11 @@ const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 /// honours); the client waits a little longer, because an abandoned Pull stays open on the
 /// emulator (it does not notice the closed connection) and swallows the next messages until
 /// their ack deadline passes.
-const PULL_WAIT_SECS: u64 = 20;
+/// Short, so a stopping host waits little for its Pulls in flight, and a killed one leaves
+/// an open Pull on the emulator for a few seconds only.
+const PULL_WAIT_SECS: u64 = 5;
 /// The client's limit on one Pull.
-const PULL_TIMEOUT: Duration = Duration::from_secs(PULL_WAIT_SECS + 10);
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(PULL_WAIT_SECS + 10);
 /// Pub/Sub takes at most this many ack ids per Acknowledge / ModifyAckDeadline request.
 const IDS_PER_REQUEST: usize = 1000;
 
