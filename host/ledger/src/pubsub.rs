@@ -1,16 +1,18 @@
-//! Cloud Pub/Sub as the ledger (production), through the official `google-cloud-pubsub`
-//! client.
+//! Cloud Pub/Sub as the ledger (production): topics and subscriptions through the official
+//! `google-cloud-pubsub` client, the data plane over Pub/Sub's REST surface ([`rest`]).
 //!
-//! - One topic per table, published with the ordering key and attributes as given;
-//!   [`Ledger::publish`] returns once every message has a server message id.
+//! - One topic per table, published with the ordering key and attributes as given, up to
+//!   1 000 messages per request; [`Ledger::publish`] returns once every request was
+//!   answered with message ids (a failed request is resent whole: duplicates keep their
+//!   event ids).
 //! - Subscriptions have message ordering on, the attribute filter as a Pub/Sub filter, a
 //!   retry policy with backoff, and a dead-letter policy to the spec's dead-letter topic
 //!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
 //!   The dispatcher dead-letters by itself after its own, smaller, attempt budget; the
 //!   server-side policy is a safety net.
-//! - Consuming uses unary Pull, Acknowledge and ModifyAckDeadline over Pub/Sub's REST
-//!   surface ([`pull`]): the client crate only streams, and a stream pins ordering keys to
-//!   itself, which the emulator never undoes when the streaming process is killed. Each
+//! - Consuming uses unary Pull, Acknowledge and ModifyAckDeadline: the client crate only
+//!   streams, and a stream pins ordering keys to itself, which the emulator never undoes
+//!   when the streaming process is killed. Each
 //!   subscription runs a background long-poll into an internal buffer (at most
 //!   [`MAX_BUFFERED`] messages) and a lease keeper that extends every held message's
 //!   server deadline; the trait's calls act on that buffer:
@@ -44,25 +46,21 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
-use google_cloud_pubsub::error::PublishError;
+use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
 use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
 use ledgerhost_core::{PortError, PortResult};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-pub mod pull;
+pub mod rest;
 
-use pull::{PullClient, PullError, Received};
+use rest::{Received, RestClient, RestError};
 
 const BACKEND: &str = "pubsub";
 /// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
 /// budget normally dead-letters first, with a reason.
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
-/// How long one publish call's messages may wait for the server's answers before the
-/// unanswered ones are sent again.
-const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages one subscription may hold unacked in this process (buffered or handed out).
 pub const MAX_BUFFERED: usize = 1000;
 
@@ -299,9 +297,8 @@ struct Inner {
     config: PubSubConfig,
     topic_admin: TopicAdmin,
     sub_admin: SubscriptionAdmin,
-    base_publisher: BasePublisher,
-    puller: PullClient,
-    publishers: Mutex<HashMap<String, Publisher>>,
+    /// Publish, Pull, Acknowledge, ModifyAckDeadline.
+    rest: RestClient,
     subs: Mutex<HashMap<String, Arc<SubState>>>,
     readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set by `release`: readers finish their Pull in flight and stop.
@@ -371,20 +368,14 @@ impl PubSubLedger {
             .build()
             .await
             .map_err(|e| ctx("subscription admin", &e))?;
-        let base_publisher = configure!(BasePublisher::builder(), &endpoint)
-            .build()
-            .await
-            .map_err(|e| ctx("publisher", &e))?;
-        let puller = PullClient::new(endpoint.as_deref()).map_err(|e| ctx("pull", &e))?;
+        let rest = RestClient::new(endpoint.as_deref()).map_err(|e| ctx("REST", &e))?;
         info!(project = %config.project, endpoint = ?endpoint, "pubsub ledger connected");
         Ok(PubSubLedger {
             inner: Arc::new(Inner {
                 config,
                 topic_admin,
                 sub_admin,
-                base_publisher,
-                puller,
-                publishers: Mutex::default(),
+                rest,
                 subs: Mutex::default(),
                 readers: Mutex::default(),
                 stopping: tokio::sync::watch::Sender::new(false),
@@ -543,19 +534,6 @@ impl Inner {
         }
     }
 
-    fn publisher(&self, topic: &str) -> Publisher {
-        let mut map = self.publishers.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(topic.to_string())
-            .or_insert_with(|| {
-                self.base_publisher
-                    .publisher(self.topic_path(topic))
-                    // One poll's batch goes out as soon as it is handed over.
-                    .set_delay_threshold(Duration::from_millis(1))
-                    .build()
-            })
-            .clone()
-    }
-
     /// Recreates a topic and the subscriptions this process ensured on it.
     async fn recreate_topic(&self, topic: &str) -> PortResult<()> {
         self.ensure_topic(topic).await?;
@@ -582,7 +560,7 @@ impl Inner {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self.puller.modify_ack_deadline(&state.path, ids, 0).await {
+        if let Err(e) = self.rest.modify_ack_deadline(&state.path, ids, 0).await {
             warn!(subscription = %state.spec.name, error = %e, n = ids.len(), "cannot hand deliveries back; they return when their deadline passes");
         }
     }
@@ -599,12 +577,11 @@ async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
             let _ = tokio::time::timeout(Duration::from_millis(250), state.room.notified()).await;
             continue;
         }
-        let received = match inner.puller.pull(&state.path, room).await {
+        let received = match inner.rest.pull(&state.path, room).await {
             Ok(r) => r,
-            // A long poll that ended with nothing.
-            Err(PullError::Unavailable(m)) if m.is_empty() => continue,
+            Err(RestError::PullTimedOut) => continue,
             Err(e) => {
-                let missing = matches!(e, PullError::NotFound(_));
+                let missing = matches!(e, RestError::NotFound(_));
                 warn!(subscription = %state.spec.name, error = %e, missing, "pubsub pull failed; retrying");
                 state.lock().error = Some(format!("pulling from {}: {e}", state.path));
                 state.notify.notify_waiters();
@@ -658,7 +635,7 @@ async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
         }
         state.notify.notify_waiters();
         if !settled.is_empty()
-            && let Err(e) = inner.puller.acknowledge(&state.path, &settled).await
+            && let Err(e) = inner.rest.acknowledge(&state.path, &settled).await
         {
             debug!(subscription = %state.spec.name, error = %e, "cannot settle filtered-out messages; they come back and are settled again");
         }
@@ -683,7 +660,7 @@ async fn keep_leases(inner: Arc<Inner>, state: Arc<SubState>) {
             continue;
         }
         if let Err(e) = inner
-            .puller
+            .rest
             .modify_ack_deadline(&state.path, &ids, u64::from(deadline))
             .await
         {
@@ -728,95 +705,39 @@ impl Ledger for PubSubLedger {
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let publisher = self.inner.publisher(topic);
-        let deadline = Instant::now() + self.inner.config.publish_retry_for;
-        let mut todo: Vec<Message> = messages;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let futures: Vec<_> = todo
-                .iter()
-                .map(|m| {
-                    let msg = google_cloud_pubsub::model::Message::new()
-                        .set_data(bytes::Bytes::from(m.data.clone()))
-                        .set_ordering_key(m.ordering_key.clone())
-                        .set_attributes(m.attributes.clone());
-                    publisher.publish(msg)
-                })
-                .collect();
-            let mut failed_keys: HashSet<String> = HashSet::new();
-            let mut retry = Vec::new();
-            // (message, missing topic, permanent) of the last failure.
-            let mut last_error: Option<(String, bool, bool)> = None;
-            let attempt_deadline = tokio::time::Instant::now() + PUBLISH_ATTEMPT_TIMEOUT;
-            for (m, fut) in todo.into_iter().zip(futures) {
-                // A publish in flight when the server vanished can wait forever on the dead
-                // connection: bound each, and resend (same event id) on expiry.
-                let outcome = match tokio::time::timeout_at(attempt_deadline, fut).await {
-                    Ok(r) => r.map_err(|e| {
-                        let (missing, permanent) = match &e {
-                            PublishError::Rpc(e) => (
-                                code_of(e) == Some(Code::NotFound),
-                                matches!(
-                                    code_of(e),
-                                    Some(Code::InvalidArgument | Code::PermissionDenied)
-                                ),
-                            ),
-                            _ => (false, false),
-                        };
-                        (e.to_string(), missing, permanent)
-                    }),
-                    Err(_) => Err((
-                        format!("no answer within {PUBLISH_ATTEMPT_TIMEOUT:?}"),
-                        false,
-                        false,
-                    )),
-                };
-                match outcome {
-                    Ok(_id)
-                        if !failed_keys.contains(&m.ordering_key) || m.ordering_key.is_empty() => {}
-                    // A later message of a key whose earlier message failed was published
-                    // out of order only if the crate let it through; resend it after the
-                    // earlier one to keep the key's order.
-                    Ok(_id) => retry.push(m),
-                    Err(e) => {
-                        if !m.ordering_key.is_empty() {
-                            failed_keys.insert(m.ordering_key.clone());
-                        }
-                        last_error = Some(e);
-                        retry.push(m);
+        let path = self.inner.topic_path(topic);
+        let retry_for = self.inner.config.publish_retry_for;
+        let deadline = Instant::now() + retry_for;
+        // One request after the other: a later request may hold later messages of a key.
+        for chunk in rest::publish_chunks(&messages) {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let e = match self.inner.rest.publish(&path, chunk).await {
+                    Ok(_) => break,
+                    Err(RestError::Invalid(e)) => {
+                        return Err(invalid(format!("publishing to {path}: {e}")));
                     }
+                    Err(e) => e,
+                };
+                // Resending is safe: a request that did land gives duplicates with the same
+                // event ids, never a gap.
+                if Instant::now() >= deadline {
+                    return Err(unavailable(format!(
+                        "publishing {} messages to {path} failed for {retry_for:?}: {e}",
+                        chunk.len()
+                    )));
                 }
+                let missing = matches!(e, RestError::NotFound(_));
+                warn!(topic, messages = chunk.len(), missing, error = %e, "publish failed; retrying");
+                if missing && let Err(e) = self.inner.recreate_topic(topic).await {
+                    warn!(topic, error = %e, "cannot recreate the topic yet");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            let Some((err, missing, permanent)) = last_error else {
-                debug!(topic, "published");
-                return Ok(());
-            };
-            for key in &failed_keys {
-                publisher.resume_publish(key.clone());
-            }
-            if permanent || Instant::now() >= deadline {
-                return Err(if permanent {
-                    invalid(format!("publishing to {}: {err}", self.topic_path(topic)))
-                } else {
-                    unavailable(format!(
-                        "publishing {} messages to {} failed for {:?}: {err}",
-                        retry.len(),
-                        self.topic_path(topic),
-                        self.inner.config.publish_retry_for
-                    ))
-                });
-            }
-            warn!(topic, failed = retry.len(), missing, error = %err, "publish failed; retrying");
-            if missing && let Err(e) = self.inner.recreate_topic(topic).await {
-                warn!(topic, error = %e, "cannot recreate the topic yet");
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            todo = retry;
         }
+        debug!(topic, messages = messages.len(), "published");
+        Ok(())
     }
 
     async fn pull(
@@ -903,7 +824,7 @@ impl Ledger for PubSubLedger {
         // Pub/Sub redelivers what it did not hear acked: a failure here costs a duplicate
         // (same event id), never a loss.
         self.inner
-            .puller
+            .rest
             .acknowledge(&state.path, &settled)
             .await
             .map_err(|e| unavailable(format!("acknowledging on {}: {e}", state.path)))
@@ -989,7 +910,7 @@ impl Ledger for PubSubLedger {
             .collect();
         for mut t in tasks {
             // Each reader finishes the Pull it has in flight (bounded by the pull timeout).
-            if tokio::time::timeout(pull::PULL_TIMEOUT, &mut t)
+            if tokio::time::timeout(rest::PULL_TIMEOUT, &mut t)
                 .await
                 .is_err()
             {
