@@ -335,13 +335,15 @@ async fn main() {
     // Google emulators.
     let emu = GoogleEmulators::start().await;
     let db = emu.create_database(&[SPANNER_DDL]).await;
-    let spanner = SpannerSource::connect(db).await.unwrap();
+    let spanner = SpannerSource::connect(db.clone()).await.unwrap();
+    // The application writes through its own client, as it would in its own process.
+    let app = SpannerSource::connect(db).await.unwrap();
     spanner.prepare_table(&spec()).await.unwrap();
     let google = Backend {
         name: "google",
-        source: Arc::new(spanner.clone()),
+        source: Arc::new(spanner),
         ledger: Arc::new(PubSubLedger::connect(emu.pubsub_config()).await.unwrap()),
-        writer: Writer::Spanner(Box::new(spanner)),
+        writer: Writer::Spanner(Box::new(app)),
         prefix: "bench-".into(),
         dir: tempfile::tempdir().unwrap(),
     };

@@ -206,19 +206,36 @@ pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
     let source = SpannerSource::connect(db.clone())
         .await
         .expect("connect to the Spanner emulator");
-    let result = source
-        .client()
-        .read_write_transaction()
-        .build()
-        .run(async |tx| {
-            for s in statements {
-                tx.execute_update(Statement::builder(s.clone()).build())
-                    .await?;
+    // The emulator runs one read-write transaction at a time and fails a concurrent one
+    // (the host's lease renewal, say) with these; an application would retry too.
+    let conflict = |e: &str| {
+        e.contains("Transaction not found")
+            || e.contains("Invalid transaction ID")
+            || e.contains("ABORTED")
+    };
+    let mut attempt = 0;
+    let result = loop {
+        let r = source
+            .client()
+            .read_write_transaction()
+            .build()
+            .run(async |tx| {
+                for s in statements {
+                    tx.execute_update(Statement::builder(s.clone()).build())
+                        .await?;
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(r) => break r,
+            Err(e) if attempt < 20 && conflict(&e.to_string()) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
             }
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("Spanner write failed ({statements:?}): {e}"));
+            Err(e) => panic!("Spanner write failed ({statements:?}): {e}"),
+        }
+    };
     let ts = result
         .commit_timestamp()
         .expect("Spanner reports the commit timestamp");

@@ -63,6 +63,8 @@ const BACKEND: &str = "pubsub";
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
 /// Messages one subscription may hold unacked in this process (buffered or handed out).
 pub const MAX_BUFFERED: usize = 1000;
+/// Message ids whose deliveries one subscription counts locally.
+const SEEN_LIMIT: usize = 100_000;
 
 /// Where Pub/Sub is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -617,6 +619,12 @@ async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
                 if !matches {
                     settled.push(ack_id);
                     continue;
+                }
+                if b.seen.len() >= SEEN_LIMIT {
+                    // Entries of messages handed back and then acked elsewhere are never
+                    // removed here; forget them all rather than grow without bound (the
+                    // server's count still applies).
+                    b.seen.clear();
                 }
                 let seen = b.seen.entry(message_id.clone()).or_insert(0);
                 *seen += 1;

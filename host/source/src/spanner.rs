@@ -139,6 +139,8 @@ pub struct SpannerSource {
     spanner: Spanner,
     client: DatabaseClient,
     lease_table_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// Held while one of this source's read-write transactions runs.
+    read_write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SpannerSource {
@@ -173,6 +175,7 @@ impl SpannerSource {
             spanner,
             client,
             lease_table_ready: Default::default(),
+            read_write_turn: Default::default(),
         })
     }
 
@@ -226,15 +229,27 @@ impl SpannerSource {
             .await
             .map_err(|e| unavailable(format!("cannot build the Spanner admin client: {e}")))?;
         debug!(database = %self.config.database_path(), ?statements, "applying DDL");
-        admin
-            .update_database_ddl()
-            .set_database(self.config.database_path())
-            .set_statements(statements.clone())
-            .poller()
-            .until_done()
-            .await
-            .map_err(|e| map_err(&format!("applying DDL {statements:?}"), e))?;
-        Ok(())
+        let mut attempt = 0u64;
+        loop {
+            let result = admin
+                .update_database_ddl()
+                .set_database(self.config.database_path())
+                .set_statements(statements.clone())
+                .poller()
+                .until_done()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // The emulator refuses a schema change while any read-write transaction
+                // runs (the application's, another replica's lease renewal).
+                Err(e) if attempt < 30 && e.to_string().contains("concurrent schema change") => {
+                    attempt += 1;
+                    debug!(attempt, error = %e, "schema change refused for a concurrent transaction; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt.min(10))).await;
+                }
+                Err(e) => return Err(map_err(&format!("applying DDL {statements:?}"), e)),
+            }
+        }
     }
 
     async fn ensure_lease_table(&self) -> PortResult<()> {
@@ -583,7 +598,10 @@ impl Source for SpannerSource {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
-        let lease = run_detached(move || async move {
+        let what = format!("taking lease `{name}`");
+        let lease = self.read_write(&what, move || {
+            let (client, n, h) = (client.clone(), n.clone(), h.clone());
+            async move {
             let runner = client.read_write_transaction().build();
             runner
                 .run(async |tx| {
@@ -633,9 +651,9 @@ impl Source for SpannerSource {
                 })
                 .await
                 .map(|r| r.into_inner())
+            }
         })
-        .await?
-        .map_err(|e| map_err(&format!("taking lease `{name}`"), e))?;
+        .await?;
         debug!(lease = %name, holder = %holder, held = lease.held, progress = ?lease.progress, "spanner lease");
         Ok(lease)
     }
@@ -644,25 +662,70 @@ impl Source for SpannerSource {
         self.ensure_lease_table().await?;
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
-        run_detached(move || async move {
-            let runner = client.read_write_transaction().build();
-            runner
-                .run(async |tx| {
-                    // Expired rather than deleted: the progress stays for the next holder.
-                    let stmt = Statement::builder(format!(
+        let what = format!("releasing lease `{name}`");
+        self.read_write(&what, move || {
+            let (client, n, h) = (client.clone(), n.clone(), h.clone());
+            async move {
+                let runner = client.read_write_transaction().build();
+                runner
+                    .run(async |tx| {
+                        // Expired rather than deleted: the progress stays for the next holder.
+                        let stmt = Statement::builder(format!(
                         "UPDATE {LEASE_TABLE} SET expires_at = TIMESTAMP '1970-01-01T00:00:00Z' \
                          WHERE name = @n AND holder = @h"
                     ))
                     .add_param("n", n.clone())
                     .add_param("h", h.clone())
                     .build();
-                    tx.execute_update(stmt).await
-                })
-                .await
+                        tx.execute_update(stmt).await
+                    })
+                    .await
+            }
         })
-        .await?
-        .map_err(|e| map_err(&format!("releasing lease `{name}`"), e))?;
+        .await?;
         Ok(())
+    }
+}
+
+impl SpannerSource {
+    /// Runs the read-write transaction `make` builds, one at a time per source (the
+    /// emulator runs one read-write transaction at a time and fails the others with
+    /// "Transaction not found" / "Invalid transaction ID" rather than ABORTED), retrying such
+    /// conflicts, which the client's runner does not, a few times.
+    async fn read_write<T, F, Fut>(&self, what: &str, make: F) -> PortResult<T>
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = google_cloud_spanner::Result<T>>,
+        T: Send + 'static,
+    {
+        let _one_at_a_time = self.read_write_turn.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            match run_detached(make.clone()).await? {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < RW_CONFLICT_RETRIES && is_transaction_conflict(&e) => {
+                    attempt += 1;
+                    debug!(what, attempt, error = %e, "read-write transaction conflicted; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(map_err(what, e)),
+            }
+        }
+    }
+}
+
+/// How often a conflicting read-write transaction is retried.
+const RW_CONFLICT_RETRIES: u32 = 10;
+
+/// An abort, or the emulator's way of failing a concurrent read-write transaction.
+fn is_transaction_conflict(e: &google_cloud_spanner::Error) -> bool {
+    match e.status().map(|s| s.code) {
+        Some(Code::Aborted) => true,
+        Some(Code::NotFound | Code::FailedPrecondition) => {
+            let text = e.to_string();
+            text.contains("Transaction not found") || text.contains("Invalid transaction ID")
+        }
+        _ => false,
     }
 }
 
