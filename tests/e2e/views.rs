@@ -273,10 +273,12 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
     );
     assert!(host.shutdown().await);
 
-    // Lose the local watermark: the restarted poller recovers it from the ledger and
-    // republishes the last commit timestamp's rows, which both plugins receive again.
+    // Lose the watermark (the local file and the lease's copy): the restarted poller
+    // recovers it from the ledger and republishes the last commit timestamp's rows, which
+    // both plugins receive again.
     std::fs::remove_file(ws.data_dir().join("watermarks/orders.watermark"))
         .expect("the poller persisted its watermark");
+    ws.sql("UPDATE _ledgerhost_leases SET progress = NULL;");
     let host = Host::start(Config::load(&config_path).unwrap())
         .await
         .unwrap();
