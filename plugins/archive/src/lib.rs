@@ -17,6 +17,8 @@
 
 mod compacted;
 mod names;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use compacted::{
     ArchivedEvent, COMPACTED_SCHEMA, FormatError, archived_event, read_compacted, sort_events,

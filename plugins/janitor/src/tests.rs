@@ -1,41 +1,18 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use ledgerhost_archive::testing::{HOUR, T0, orders_encoder};
 use ledgerhost_archive::{event_digits, single_name};
-use ledgerhost_avro::Encoder;
+use ledgerhost_core::Value as CoreValue;
 use ledgerhost_core::source::Row;
-use ledgerhost_core::{Column, ColumnType, TableSchema, Value as CoreValue};
 use ledgerhost_sdk::testing::{Capability, MockHost};
 
 const MANIFEST: &str = include_str!("../plugin.toml");
 const BUCKET: &str = "archive-orders";
-const HOUR: i64 = 3_600_000_000;
-/// 2026-11-22T12:00:00Z.
-const T0: i64 = 1_795_348_800_000_000;
-
-fn encoder() -> Encoder {
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: false,
-    };
-    Encoder::new(&TableSchema {
-        name: "orders".into(),
-        columns: vec![
-            col("id", ColumnType::Int64),
-            col("amount", ColumnType::Int64),
-            col("commit_ts", ColumnType::Int64),
-        ],
-        primary_key: vec!["id".into()],
-        commit_ts_column: "commit_ts".into(),
-        deleted_column: None,
-    })
-    .unwrap()
-}
 
 /// Archives an event as the archiver would; returns (object name, event id, Avro).
 fn archive(host: &MockHost, id: i64, ts: i64) -> (String, String, Vec<u8>) {
-    let m = encoder()
+    let m = orders_encoder()
         .encode(&Row {
             values: vec![
                 CoreValue::Int64(id),
@@ -244,7 +221,7 @@ fn foreign_objects_and_misplaced_events_are_left_alone() {
     let (_, _, avro) = archive(&host, 1, T0 + 1);
     // A valid event under a name of another span.
     host.put_blob(BUCKET, "orders-2026_11_22_120500_000-0002.avro", &{
-        let m = encoder()
+        let m = orders_encoder()
             .encode(&Row {
                 values: vec![
                     CoreValue::Int64(9),

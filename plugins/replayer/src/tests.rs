@@ -1,39 +1,16 @@
 use super::*;
+use ledgerhost_archive::testing::{HOUR, T0, orders_encoder};
 use ledgerhost_archive::{Span, compacted_name, event_digits, single_name, write_compacted};
-use ledgerhost_avro::Encoder;
+use ledgerhost_core::Value as CoreValue;
 use ledgerhost_core::source::Row;
-use ledgerhost_core::{Column, ColumnType, TableSchema, Value as CoreValue};
 use ledgerhost_sdk::testing::{Capability, MockHost};
 
 const MANIFEST: &str = include_str!("../plugin.toml");
 const BUCKET: &str = "archive-orders";
-const HOUR: i64 = 3_600_000_000;
-/// 2026-11-22T12:00:00Z.
-const T0: i64 = 1_795_348_800_000_000;
-
-fn encoder() -> Encoder {
-    let col = |name: &str, ty| Column {
-        name: name.into(),
-        ty,
-        nullable: false,
-    };
-    Encoder::new(&TableSchema {
-        name: "orders".into(),
-        columns: vec![
-            col("id", ColumnType::Int64),
-            col("amount", ColumnType::Int64),
-            col("commit_ts", ColumnType::Int64),
-        ],
-        primary_key: vec!["id".into()],
-        commit_ts_column: "commit_ts".into(),
-        deleted_column: None,
-    })
-    .unwrap()
-}
 
 /// The message the poller published for a row version.
 fn polled(id: i64, ts: i64) -> ledgerhost_core::ledger::Message {
-    encoder()
+    orders_encoder()
         .encode(&Row {
             values: vec![
                 CoreValue::Int64(id),
