@@ -1,27 +1,37 @@
-//! The cloud capability backends against real servers: Redis (`redis-server`), Cloud Storage
-//! (fake-gcs-server) and BigQuery (bqemulator), each started on a free loopback port.
+//! The cloud capability backends against real servers: Redis (`redis-server`, plaintext and
+//! TLS), Cloud Storage (fake-gcs-server) and BigQuery (bqemulator), each started on a free
+//! loopback port. Every Redis test runs over both transports (`redis_tls_*` over TLS).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ledgerhost_capabilities::blobstore::gcs::{GcsAuth, GcsBlobStore, GcsConfig};
-use ledgerhost_capabilities::keyvalue::redis::{RedisConfig, RedisKeyValue};
+use ledgerhost_capabilities::keyvalue::redis::RedisKeyValue;
 use ledgerhost_core::PortError;
 use ledgerhost_core::capabilities::{BlobStore, KeyValue};
 use ledgerhost_tests::harness::eventually;
 use ledgerhost_tests::harness::gcs::GcsEmulator;
-use ledgerhost_tests::harness::redis::RedisServer;
+use ledgerhost_tests::harness::redis::{RedisOptions, RedisServer, TlsFiles, Transport};
 
 fn redis_kv(server: &RedisServer, namespace: &str) -> RedisKeyValue {
-    let mut config = RedisConfig::new(server.url());
+    let mut config = server.client_config();
     config.namespace = namespace.to_string();
     RedisKeyValue::connect(config).expect("redis client")
 }
 
 #[tokio::test]
 async fn redis_versioned_writes_match_the_embedded_semantics() {
-    let server = RedisServer::start();
+    versioned_writes_match_the_embedded_semantics(Transport::Plain).await;
+}
+
+#[tokio::test]
+async fn redis_tls_versioned_writes_match_the_embedded_semantics() {
+    versioned_writes_match_the_embedded_semantics(Transport::Tls).await;
+}
+
+async fn versioned_writes_match_the_embedded_semantics(transport: Transport) {
+    let server = RedisServer::start_on(transport);
     let kv = redis_kv(&server, "t1:");
     kv.check().await.expect("redis answers PING");
 
@@ -107,7 +117,16 @@ async fn redis_versioned_writes_match_the_embedded_semantics() {
 
 #[tokio::test]
 async fn redis_errors_while_down_are_retryable() {
-    let mut server = RedisServer::start();
+    errors_while_down_are_retryable(Transport::Plain).await;
+}
+
+#[tokio::test]
+async fn redis_tls_errors_while_down_are_retryable() {
+    errors_while_down_are_retryable(Transport::Tls).await;
+}
+
+async fn errors_while_down_are_retryable(transport: Transport) {
+    let mut server = RedisServer::start_on(transport);
     let kv = redis_kv(&server, "t:");
     kv.set("k", b"v".to_vec()).await.unwrap();
     server.stop();
@@ -168,10 +187,19 @@ async fn write_versions(
 
 #[tokio::test]
 async fn redis_restart_during_a_versioned_load_loses_and_reorders_nothing() {
+    restart_during_a_versioned_load_loses_and_reorders_nothing(Transport::Plain).await;
+}
+
+#[tokio::test]
+async fn redis_tls_restart_during_a_versioned_load_loses_and_reorders_nothing() {
+    restart_during_a_versioned_load_loses_and_reorders_nothing(Transport::Tls).await;
+}
+
+async fn restart_during_a_versioned_load_loses_and_reorders_nothing(transport: Transport) {
     // Append-only file fsync'd on every write: an acknowledged write survives the crash,
     // as on Memorystore. (Without persistence a restart empties Redis, and no client can
     // keep what the server forgot; the view would be rebuilt by replay.)
-    let mut server = RedisServer::start_persistent();
+    let mut server = RedisServer::start_persistent_on(transport);
     let kv = redis_kv(&server, "load:");
     const KEYS: usize = 16;
     const LAST: i64 = 400;
@@ -242,6 +270,90 @@ async fn redis_restart_during_a_versioned_load_loses_and_reorders_nothing() {
     let mut live = kv.list_keys("key").await.unwrap();
     live.sort();
     assert_eq!(live.len(), KEYS);
+}
+
+#[tokio::test]
+async fn redis_tls_refuses_a_server_certificate_from_another_ca_naming_what_to_check() {
+    let server = RedisServer::start_on(Transport::Tls);
+    let other = tempfile::tempdir().unwrap();
+    let wrong_ca = TlsFiles::generate(other.path()).ca;
+    let mut config = server.client_config();
+    config.tls.ca_file = Some(wrong_ca.clone());
+    let kv = RedisKeyValue::connect(config).expect("the client is built; the handshake fails");
+    let e = kv.check().await.unwrap_err();
+    let text = e.to_string();
+    eprintln!("wrong CA: {text}");
+    for part in [
+        "TLS handshake with",
+        server.url().as_str(),
+        "keyvalue.tls-ca-file",
+        wrong_ca.to_str().unwrap(),
+        "CA that signed the server's certificate",
+        "not signed by a CA this client trusts",
+    ] {
+        assert!(text.contains(part), "`{part}` missing: {text}");
+    }
+    // Writes fail the same way, and stay retryable (fixing the config must lose no event).
+    let e = kv.set_if_newer("k", b"v".to_vec(), 1).await.unwrap_err();
+    assert!(
+        e.is_transient() && e.to_string().contains("TLS handshake"),
+        "{e}"
+    );
+
+    // The host refuses to start with it, naming the backend, the endpoint and the fix.
+    let config = ledgerhost::Config::parse(
+        &format!(
+            "[host]\ndata-dir = \"state\"\n[source]\nkind = \"sqlite\"\npath = \"app.db\"\n\
+             [keyvalue]\nkind = \"redis\"\nurl = \"{}\"\ntls-ca-file = {:?}\n",
+            server.url(),
+            wrong_ca.display().to_string()
+        ),
+        std::path::Path::new("ledgerhost.toml"),
+        other.path(),
+    )
+    .unwrap();
+    let e = match ledgerhost::backends::Backends::connect(&config).await {
+        Ok(_) => panic!("the host started with a CA that did not sign the server's certificate"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains(&format!("Redis at {}", server.url()))
+            && e.contains("TLS handshake")
+            && e.contains("keyvalue.tls-ca-file"),
+        "{e}"
+    );
+
+    // The right CA on a plaintext URL is a config error before any connection.
+    let mut config = server.client_config();
+    config.url = config.url.replace("rediss://", "redis://");
+    let e = RedisKeyValue::connect(config).err().expect("refused");
+    assert!(e.to_string().contains("rediss://"), "{e}");
+}
+
+#[tokio::test]
+async fn redis_tls_presents_a_client_certificate_when_the_server_requires_one() {
+    let server = RedisServer::start_with(RedisOptions {
+        transport: Transport::Tls,
+        require_client_certs: true,
+        ..RedisOptions::default()
+    });
+    let kv = redis_kv(&server, "mtls:");
+    kv.check().await.expect("PING with a client certificate");
+    assert!(kv.set_if_newer("k", b"v".to_vec(), 1).await.unwrap());
+    assert_eq!(kv.get("k").await.unwrap(), Some(b"v".to_vec()));
+
+    let mut config = server.client_config();
+    config.tls.client_cert_file = None;
+    config.tls.client_key_file = None;
+    let anonymous = RedisKeyValue::connect(config).unwrap();
+    let e = anonymous.check().await.unwrap_err();
+    eprintln!("no client certificate: {e}");
+    assert!(e.is_transient(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&server.url()) && text.contains("keyvalue.tls-cert-file"),
+        "says to set the client certificate: {text}"
+    );
 }
 
 fn gcs_store(emu: &GcsEmulator, page: u32) -> GcsBlobStore {

@@ -950,3 +950,83 @@ async fn readiness_follows_the_remote_backends() {
     redis.restart();
     host.wait_ready().await;
 }
+
+/// Checks one line of `--log-json` output: a JSON object with Cloud Logging's keys.
+fn cloud_logging_line(line: &str) -> serde_json::Map<String, serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {line}"))
+        .clone();
+    let severity = obj["severity"].as_str().unwrap_or_default();
+    assert!(
+        ["DEBUG", "INFO", "WARNING", "ERROR"].contains(&severity),
+        "severity: {line}"
+    );
+    assert!(obj["message"].is_string(), "message: {line}");
+    let time = obj["time"].as_str().unwrap_or_default();
+    assert!(
+        time.len() >= 20 && &time[4..5] == "-" && &time[10..11] == "T" && time.ends_with('Z'),
+        "RFC 3339 time: {line}"
+    );
+    assert!(
+        obj["logging.googleapis.com/sourceLocation"]["file"].is_string(),
+        "source location: {line}"
+    );
+    obj
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_structured_lines_cloud_logging_reads() {
+    let ws = Workspace::new();
+    ws.sql(ORDERS);
+    let config = ws.write_config(TABLES);
+    let mut host = Running::start_with(
+        &config,
+        &ws.path().join("host.log"),
+        &[("LEDGERHOST_LOG_JSON", "1")],
+    );
+    host.wait_ready().await;
+    let status = host
+        .group
+        .signal_and_wait("TERM", Duration::from_secs(30))
+        .expect("the host exits on SIGTERM");
+    assert!(status.success(), "{}", host.log_text());
+    let text = host.log_text();
+    let lines: Vec<_> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(cloud_logging_line)
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["severity"] == "INFO" && l["message"] == "drained; bye"),
+        "{text}"
+    );
+    // Fields are keys of their own (the poller's table, here).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.get("table").is_some_and(|t| t == "orders")),
+        "{text}"
+    );
+
+    // A refused config is one ERROR line naming the key, not free text.
+    let bad = ws.write_config("[[tables]]\nname = \"orders\"\ninterval-ms = 0\n");
+    let err = run_host_expecting_failure(&bad, &[("LEDGERHOST_LOG_JSON", "1")]);
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(cloud_logging_line)
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["severity"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tables[0].interval-ms"))),
+        "{err}"
+    );
+}

@@ -11,14 +11,14 @@ use std::time::Duration;
 use ledgerhost::{Config, Host};
 use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
 use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
-use ledgerhost_capabilities::keyvalue::redis::{RedisConfig, RedisKeyValue};
+use ledgerhost_capabilities::keyvalue::redis::RedisKeyValue;
 use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::capabilities::{KeyValue, Warehouse, WarehouseRow};
 use ledgerhost_core::{Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::{Capabilities, Plugin, Runtime, RuntimeConfig};
 use ledgerhost_tests::harness::host::Workspace;
-use ledgerhost_tests::harness::redis::RedisServer;
+use ledgerhost_tests::harness::redis::{RedisServer, Transport};
 use ledgerhost_tests::harness::views::{materialized_rows, materialized_view};
 use ledgerhost_tests::harness::{eventually, plugin_manifest, plugin_wasm};
 use serde_json::json;
@@ -401,10 +401,19 @@ async fn deliver(plugin: &Plugin, batch: &[Event], failures: &AtomicU64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn materializer_on_redis_survives_a_redis_restart_without_losing_or_reordering() {
+    materializer_on_redis_survives_a_restart(Transport::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materializer_on_redis_tls_survives_a_redis_restart_without_losing_or_reordering() {
+    materializer_on_redis_survives_a_restart(Transport::Tls).await;
+}
+
+async fn materializer_on_redis_survives_a_restart(transport: Transport) {
     // Append-only file fsync'd on every write, as Memorystore keeps acknowledged writes
     // across a failover; without it no client could keep what the server forgot.
-    let mut server = RedisServer::start_persistent();
-    let mut config = RedisConfig::new(server.url());
+    let mut server = RedisServer::start_persistent_on(transport);
+    let mut config = server.client_config();
     config.namespace = "mat:".into();
     config.response_timeout = Duration::from_secs(1);
     let kv = Arc::new(RedisKeyValue::connect(config).unwrap());

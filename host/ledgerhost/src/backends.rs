@@ -277,13 +277,28 @@ impl Backends {
                         })?,
                 )
             }
-            KeyValueConfig::Redis { url, namespace } => {
-                use ledgerhost_capabilities::keyvalue::redis::{RedisConfig, RedisKeyValue};
+            KeyValueConfig::Redis {
+                url,
+                namespace,
+                tls_ca_file,
+                tls_cert_file,
+                tls_key_file,
+            } => {
+                use ledgerhost_capabilities::keyvalue::redis::{
+                    RedisConfig, RedisKeyValue, RedisTls,
+                };
                 let mut cfg = RedisConfig::new(url.clone());
                 if let Some(ns) = namespace {
                     cfg.namespace = ns.clone();
                 }
-                let kv = RedisKeyValue::connect(cfg).context("keyvalue.url")?;
+                cfg.tls = RedisTls {
+                    ca_file: tls_ca_file.clone(),
+                    client_cert_file: tls_cert_file.clone(),
+                    client_key_file: tls_key_file.clone(),
+                };
+                let kv = RedisKeyValue::connect(cfg).with_context(|| {
+                    format!("cannot set up the Redis client for {}", redact(url))
+                })?;
                 probe("Redis", &redact(url), kv.check()).await?;
                 let kv = Arc::new(kv);
                 probes.push(Probe::of(

@@ -25,7 +25,8 @@ use crate::host::Host;
                   Config keys can be overridden by LEDGERHOST__SECTION__KEY=value (e.g. LEDGERHOST__ADMIN__LISTEN=0.0.0.0:8686)."
 )]
 pub struct Cli {
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text, in the form Cloud Logging reads (`severity`,
+    /// `message`, `time`, source location, trace; see docs/operations.md).
     #[arg(
         long,
         global = true,
@@ -156,7 +157,7 @@ pub fn main() -> ExitCode {
         Command::Replay(_) | Command::Backfill(_) => "warn",
         _ => "info,wasmtime=warn,cranelift=warn",
     };
-    init_logging(cli.log_json, default_level);
+    crate::logging::init(cli.log_json, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -169,24 +170,15 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli.log_json => {
+            // One structured line, so the reason shows as an ERROR entry in Cloud Logging.
+            tracing::error!("error: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(json: bool, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("LEDGERHOST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -6,6 +6,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The environment variable naming the Google Cloud project of every Google backend whose
+/// config names none (`ledger.project`, `source.project`, `blobstore.project`,
+/// `warehouse.project`), as Google's client libraries and Cloud Run use it.
+pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
+
+/// The project from [`PROJECT_ENV`] in this process's environment (unset or blank: `None`).
+pub fn project_from_env() -> Option<String> {
+    std::env::var(PROJECT_ENV)
+        .ok()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+}
+
 /// Why a configuration could not be used. Always names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -95,6 +108,8 @@ pub enum SourceConfig {
     /// Cloud Spanner: application default credentials, or the emulator through
     /// `SPANNER_EMULATOR_HOST` / an explicit plaintext `endpoint`.
     Spanner {
+        /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
+        #[serde(default)]
         project: String,
         instance: String,
         database: String,
@@ -190,7 +205,8 @@ pub struct LedgerConfig {
     /// Embedded: how long messages are kept.
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
-    /// Pub/Sub: the Google Cloud project.
+    /// Pub/Sub: the Google Cloud project (default: the environment variable
+    /// `GOOGLE_CLOUD_PROJECT`).
     #[serde(default)]
     pub project: Option<String>,
     /// Pub/Sub: endpoint override (else `PUBSUB_EMULATOR_HOST`, else Google's).
@@ -256,7 +272,8 @@ pub enum BlobStoreConfig {
         /// Base URL override, e.g. `http://127.0.0.1:4443`.
         #[serde(default)]
         endpoint: Option<String>,
-        /// Project owning the buckets the host creates (required by Google).
+        /// Project owning the buckets the host creates (required by Google; default: the
+        /// environment variable `GOOGLE_CLOUD_PROJECT`).
         #[serde(default)]
         project: Option<String>,
     },
@@ -282,13 +299,26 @@ pub enum KeyValueConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`.
+    /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`, or `rediss://10.0.0.3:6378` over
+    /// TLS (Memorystore's in-transit encryption).
     Redis {
         url: String,
         /// Prefix of every stored key (default `ledgerhost:`), so deployments can share one
         /// Redis.
         #[serde(default)]
         namespace: Option<String>,
+        /// `rediss://`: PEM file of the CA the server's certificate must chain to
+        /// (Memorystore: the instance's server CA); default: the system's roots. Relative to
+        /// the config file.
+        #[serde(default)]
+        tls_ca_file: Option<PathBuf>,
+        /// `rediss://`: PEM client certificate, for servers that require one (with
+        /// `tls-key-file`). Relative to the config file.
+        #[serde(default)]
+        tls_cert_file: Option<PathBuf>,
+        /// `rediss://`: PEM private key of `tls-cert-file`. Relative to the config file.
+        #[serde(default)]
+        tls_key_file: Option<PathBuf>,
     },
 }
 
@@ -315,6 +345,8 @@ pub enum WarehouseConfig {
     /// BigQuery: application default credentials, or an emulator through
     /// `BIGQUERY_EMULATOR_HOST` / an explicit `endpoint`.
     Bigquery {
+        /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
+        #[serde(default)]
         project: String,
         dataset: String,
         /// Base URL override, e.g. `http://127.0.0.1:9050`.
@@ -365,14 +397,26 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse_with_overrides(&text, path, base, &crate::envconfig::from_process_env())
+        Config::parse_in_env(
+            &text,
+            path,
+            base,
+            &crate::envconfig::from_process_env(),
+            project_from_env().as_deref(),
+        )
     }
 
-    /// Embedded defaults in `base` plus this process's `LEDGERHOST__…` overrides (for
-    /// `ledgerhost run` without `--config`).
+    /// Embedded defaults in `base` plus this process's `LEDGERHOST__…` overrides and
+    /// `GOOGLE_CLOUD_PROJECT` (for `ledgerhost run` without `--config`).
     pub fn defaults_with_env(base: &Path) -> Result<Config, ConfigError> {
         let overrides = crate::envconfig::from_process_env();
-        Config::parse_with_overrides("", Path::new("(built-in defaults)"), base, &overrides)
+        Config::parse_in_env(
+            "",
+            Path::new("(built-in defaults)"),
+            base,
+            &overrides,
+            project_from_env().as_deref(),
+        )
     }
 
     /// As [`Config::parse`], then applies `LEDGERHOST__SECTION__KEY` overrides (see
@@ -383,8 +427,20 @@ impl Config {
         base: &Path,
         overrides: &[(String, String)],
     ) -> Result<Config, ConfigError> {
+        Config::parse_in_env(text, path, base, overrides, None)
+    }
+
+    /// As [`Config::parse_with_overrides`]; then `google_project` (the value of
+    /// `GOOGLE_CLOUD_PROJECT`) is the project of every Google backend whose config names none.
+    pub fn parse_in_env(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        overrides: &[(String, String)],
+        google_project: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         if overrides.is_empty() {
-            return Config::parse(text, path, base);
+            return Config::parse_with_project(text, path, base, google_project);
         }
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -413,6 +469,7 @@ impl Config {
                         names.join(", ")
                     ),
                 })?;
+        config.resolve_projects(google_project);
         config.validate(path).map_err(|e| match e {
             ConfigError::Invalid { path, key, problem } => {
                 let from_env = applied.iter().find(|(_, k)| *k == key).map(|(v, _)| v);
@@ -431,12 +488,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config text; `path` is used in messages, `base` to resolve relative paths.
+    /// Parses config text; `path` is used in messages, `base` to resolve relative paths. Reads
+    /// no environment: see [`Config::load`] for that.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with_project(text, path, base, None)
+    }
+
+    fn parse_with_project(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        google_project: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        config.resolve_projects(google_project);
         config.validate(path)?;
         config.resolve_paths(base);
         Ok(config)
@@ -447,6 +515,32 @@ impl Config {
         let mut config: Config = toml::from_str("").expect("empty config is valid");
         config.resolve_paths(base);
         config
+    }
+
+    /// Gives every Google backend whose config names no project `google_project` (the value
+    /// of [`PROJECT_ENV`]); a project set in the file or a `LEDGERHOST__…` override wins.
+    fn resolve_projects(&mut self, google_project: Option<&str>) {
+        let Some(env) = google_project.map(str::trim).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        if self.ledger.kind == LedgerKind::Pubsub && self.ledger.project.is_none() {
+            self.ledger.project = Some(env.to_string());
+        }
+        if let SourceConfig::Spanner { project, .. } = &mut self.source
+            && project.trim().is_empty()
+        {
+            *project = env.to_string();
+        }
+        if let BlobStoreConfig::Gcs { project, .. } = &mut self.blobstore
+            && project.is_none()
+        {
+            *project = Some(env.to_string());
+        }
+        if let WarehouseConfig::Bigquery { project, .. } = &mut self.warehouse
+            && project.trim().is_empty()
+        {
+            *project = env.to_string();
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -499,10 +593,16 @@ impl Config {
                 "must be at least 1000 milliseconds".into(),
             ));
         }
-        if self.ledger.kind == LedgerKind::Pubsub && self.ledger.project.is_none() {
+        if self.ledger.kind == LedgerKind::Pubsub
+            && self
+                .ledger
+                .project
+                .as_deref()
+                .is_none_or(|p| p.trim().is_empty())
+        {
             return Err(invalid(
                 "ledger.project".into(),
-                "is required when ledger.kind = \"pubsub\" (the Google Cloud project id)".into(),
+                missing_project("ledger.kind = \"pubsub\""),
             ));
         }
         if let LedgerConfig {
@@ -521,11 +621,13 @@ impl Config {
             admin_endpoint,
         } = &self.source
         {
-            for (k, v) in [
-                ("project", project),
-                ("instance", instance),
-                ("database", database),
-            ] {
+            if project.trim().is_empty() {
+                return Err(invalid(
+                    "source.project".into(),
+                    missing_project("source.kind = \"spanner\""),
+                ));
+            }
+            for (k, v) in [("instance", instance), ("database", database)] {
                 if v.trim().is_empty() {
                     return Err(invalid(format!("source.{k}"), "must not be empty".into()));
                 }
@@ -543,14 +645,45 @@ impl Config {
         {
             check_endpoint(ep).map_err(|p| invalid("blobstore.endpoint".into(), p))?;
         }
-        if let KeyValueConfig::Redis { url, .. } = &self.keyvalue
-            && !(url.starts_with("redis://") || url.starts_with("redis+unix://"))
+        if let KeyValueConfig::Redis {
+            url,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            ..
+        } = &self.keyvalue
         {
-            return Err(invalid(
-                "keyvalue.url".into(),
-                "must be a URL like `redis://127.0.0.1:6379` (or `redis://:password@host:port/db`)"
-                    .into(),
-            ));
+            let tls = url.starts_with("rediss://");
+            if !(tls || url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+                return Err(invalid(
+                    "keyvalue.url".into(),
+                    "must be a URL like `redis://127.0.0.1:6379` (or \
+                     `redis://:password@host:port/db`, or `rediss://host:port` for TLS)"
+                        .into(),
+                ));
+            }
+            for (key, file) in [
+                ("tls-ca-file", tls_ca_file),
+                ("tls-cert-file", tls_cert_file),
+                ("tls-key-file", tls_key_file),
+            ] {
+                if file.is_some() && !tls {
+                    return Err(invalid(
+                        format!("keyvalue.{key}"),
+                        "is a TLS setting: the url must start with `rediss://` (e.g. \
+                         `rediss://10.0.0.3:6378` for Memorystore with in-transit encryption)"
+                            .into(),
+                    ));
+                }
+            }
+            if tls_cert_file.is_some() != tls_key_file.is_some() {
+                return Err(invalid(
+                    "keyvalue.tls-cert-file".into(),
+                    "and keyvalue.tls-key-file must be set together (a client certificate and \
+                     its private key)"
+                        .into(),
+                ));
+            }
         }
         if let WarehouseConfig::Bigquery {
             project,
@@ -559,11 +692,16 @@ impl Config {
             ..
         } = &self.warehouse
         {
-            if project.trim().is_empty() || dataset.trim().is_empty() {
+            if project.trim().is_empty() {
                 return Err(invalid(
                     "warehouse.project".into(),
-                    "and warehouse.dataset must both be set when warehouse.kind = \"bigquery\""
-                        .into(),
+                    missing_project("warehouse.kind = \"bigquery\""),
+                ));
+            }
+            if dataset.trim().is_empty() {
+                return Err(invalid(
+                    "warehouse.dataset".into(),
+                    "must be set when warehouse.kind = \"bigquery\"".into(),
                 ));
             }
             if let Some(ep) = endpoint {
@@ -606,7 +744,19 @@ impl Config {
                 let p = path.get_or_insert_with(|| data.join("keyvalue.db"));
                 abs(p);
             }
-            KeyValueConfig::Redis { .. } => {}
+            KeyValueConfig::Redis {
+                tls_ca_file,
+                tls_cert_file,
+                tls_key_file,
+                ..
+            } => {
+                for p in [tls_ca_file, tls_cert_file, tls_key_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    abs(p);
+                }
+            }
         }
         match &mut self.warehouse {
             WarehouseConfig::Sqlite { path } => {
@@ -631,6 +781,14 @@ impl Config {
             format!("{host}-{}", std::process::id())
         })
     }
+}
+
+/// The problem of a missing Google Cloud project: where it may come from.
+fn missing_project(when: &str) -> String {
+    format!(
+        "is required when {when}: set it to the Google Cloud project id, or set the \
+         environment variable {PROJECT_ENV}"
+    )
 }
 
 /// Checks an endpoint setting: `http(s)://host:port[/...]` or `host:port`.
@@ -780,5 +938,157 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("source.instance"), "{err}");
+    }
+
+    #[test]
+    fn google_projects_come_from_the_config_else_google_cloud_project() {
+        let in_env = |text: &str, overrides: &[(String, String)], project: Option<&str>| {
+            Config::parse_in_env(
+                text,
+                Path::new("ledgerhost.toml"),
+                Path::new("/base"),
+                overrides,
+                project,
+            )
+        };
+        let projects = |c: &Config| {
+            let source = match &c.source {
+                SourceConfig::Spanner { project, .. } => project.clone(),
+                other => panic!("{other:?}"),
+            };
+            let blob = match &c.blobstore {
+                BlobStoreConfig::Gcs { project, .. } => project.clone(),
+                other => panic!("{other:?}"),
+            };
+            let warehouse = match &c.warehouse {
+                WarehouseConfig::Bigquery { project, .. } => project.clone(),
+                other => panic!("{other:?}"),
+            };
+            (c.ledger.project.clone(), source, blob, warehouse)
+        };
+        let google = "[source]\nkind = \"spanner\"\ninstance = \"i\"\ndatabase = \"d\"\n\
+                      [ledger]\nkind = \"pubsub\"\n[blobstore]\nkind = \"gcs\"\n\
+                      [warehouse]\nkind = \"bigquery\"\ndataset = \"ds\"\n";
+        let env = Some("env-proj");
+        let c = in_env(google, &[], env).unwrap();
+        assert_eq!(
+            projects(&c),
+            (
+                Some("env-proj".into()),
+                "env-proj".into(),
+                Some("env-proj".into()),
+                "env-proj".into()
+            )
+        );
+
+        // A project in the file, or a LEDGERHOST__ override, wins over the variable.
+        let text = google
+            .replace(
+                "kind = \"pubsub\"\n",
+                "kind = \"pubsub\"\nproject = \"file-proj\"\n",
+            )
+            .replace(
+                "kind = \"gcs\"\n",
+                "kind = \"gcs\"\nproject = \"blob-proj\"\n",
+            );
+        let overrides = [(
+            "LEDGERHOST__WAREHOUSE__PROJECT".to_string(),
+            "wh-proj".to_string(),
+        )];
+        let c = in_env(&text, &overrides, env).unwrap();
+        assert_eq!(
+            projects(&c),
+            (
+                Some("file-proj".into()),
+                "env-proj".into(),
+                Some("blob-proj".into()),
+                "wh-proj".into()
+            )
+        );
+
+        // The embedded defaults take nothing from the variable.
+        let c = in_env("", &[], env).unwrap();
+        assert_eq!(c.ledger.project, None);
+
+        // Missing everywhere: the key and the variable are named, per backend. A blank
+        // variable counts as unset; Cloud Storage alone may go without a project.
+        for (text, key) in [
+            ("[ledger]\nkind = \"pubsub\"\n", "ledger.project"),
+            (
+                "[source]\nkind = \"spanner\"\ninstance = \"i\"\ndatabase = \"d\"\n",
+                "source.project",
+            ),
+            (
+                "[warehouse]\nkind = \"bigquery\"\ndataset = \"ds\"\n",
+                "warehouse.project",
+            ),
+        ] {
+            for project in [None, Some("  ")] {
+                let err = in_env(text, &[], project).unwrap_err().to_string();
+                assert!(
+                    err.contains(key) && err.contains("GOOGLE_CLOUD_PROJECT"),
+                    "{key}: {err}"
+                );
+            }
+        }
+        let c = in_env("[blobstore]\nkind = \"gcs\"\n", &[], None).unwrap();
+        assert!(matches!(
+            c.blobstore,
+            BlobStoreConfig::Gcs { project: None, .. }
+        ));
+        // A missing dataset is its own key.
+        let err = in_env(
+            "[warehouse]\nkind = \"bigquery\"\ndataset = \" \"\n",
+            &[],
+            env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("warehouse.dataset"), "{err}");
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked_and_resolved() {
+        let c = parse(
+            "[keyvalue]\nkind = \"redis\"\nurl = \"rediss://10.0.0.3:6378\"\n\
+             tls-ca-file = \"server-ca.pem\"\ntls-cert-file = \"/etc/c.pem\"\n\
+             tls-key-file = \"k.pem\"\n",
+        )
+        .unwrap();
+        match c.keyvalue {
+            KeyValueConfig::Redis {
+                tls_ca_file,
+                tls_cert_file,
+                tls_key_file,
+                ..
+            } => {
+                assert_eq!(tls_ca_file, Some(PathBuf::from("/base/server-ca.pem")));
+                assert_eq!(tls_cert_file, Some(PathBuf::from("/etc/c.pem")));
+                assert_eq!(tls_key_file, Some(PathBuf::from("/base/k.pem")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(
+            "[keyvalue]\nkind = \"redis\"\nurl = \"redis://h:6379\"\n\
+             tls-ca-file = \"server-ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("keyvalue.tls-ca-file") && err.contains("rediss://"),
+            "{err}"
+        );
+        let err = parse(
+            "[keyvalue]\nkind = \"redis\"\nurl = \"rediss://h:6378\"\n\
+             tls-cert-file = \"c.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("keyvalue.tls-key-file"), "{err}");
+        let err =
+            parse("[keyvalue]\nkind = \"redis\"\nurl = \"rediss://h:6378\"\ntls-ca = \"x\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("tls-ca"), "unknown key named: {err}");
     }
 }

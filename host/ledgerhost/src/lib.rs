@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod envconfig;
 pub mod host;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod plugin_dev;
