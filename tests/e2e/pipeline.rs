@@ -71,7 +71,9 @@ fn spec(name: &str, topic: &str) -> SubscriptionSpec {
 }
 
 fn key_of(d: &Delivery) -> i64 {
-    d.message.ordering_key.parse().expect("integer key")
+    ledgerhost_tests::harness::event_key(&d.message)
+        .parse()
+        .expect("integer key")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// The encoded primary key of an event message, read from its `event_id` attribute
+/// (`table/key/commit_ts`; the key part escapes `/`). The ordering key is an ordering shard,
+/// not the key.
+pub fn event_key(m: &ledgerhost_core::ledger::Message) -> String {
+    let id = m
+        .attributes
+        .get(ledgerhost_core::ledger::attr::EVENT_ID)
+        .expect("an event message carries its event id");
+    let rest = id.split_once('/').map_or("", |(_, r)| r);
+    rest.rsplit_once('/').map_or(rest, |(k, _)| k).to_string()
+}
+
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -28,7 +28,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ledgerhost_core::event::encode_key;
-use ledgerhost_core::ledger::{Message, attr};
+use ledgerhost_core::ledger::ordering::Ordering;
+use ledgerhost_core::ledger::{Message, attr, limits};
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Event, EventId, Field, TableSchema, Value};
 
@@ -88,6 +89,7 @@ pub struct Encoder {
     sync: [u8; 16],
     key_indexes: Vec<usize>,
     commit_ts_index: usize,
+    ordering: Ordering,
 }
 
 impl Encoder {
@@ -120,7 +122,15 @@ impl Encoder {
             sync,
             key_indexes,
             commit_ts_index,
+            ordering: Ordering::default(),
         })
+    }
+
+    /// Derives ordering keys with `ordering` instead of the default (see
+    /// [`ledgerhost_core::ledger::ordering`]); every publisher of one ledger must use the same.
+    pub fn with_ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
     }
 
     /// The derived schema.
@@ -173,12 +183,15 @@ impl Encoder {
             .iter()
             .map(|i| row.values[*i].clone())
             .collect();
-        let ordering_key = encode_key(&key);
+        let ordering_key = self.ordering.key_for(&encode_key(&key));
         let id = EventId::new(&t.name, &key, row.commit_ts);
         let attributes = [
             (attr::TABLE.to_string(), t.name.clone()),
             (attr::COMMIT_TS.to_string(), row.commit_ts.to_string()),
-            (attr::EVENT_ID.to_string(), id.0),
+            (
+                attr::EVENT_ID.to_string(),
+                limits::fit_event_id(&id.0).into_owned(),
+            ),
             (
                 attr::SCHEMA_FINGERPRINT.to_string(),
                 self.schema.fingerprint.clone(),

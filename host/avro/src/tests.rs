@@ -101,12 +101,43 @@ fn every_type_round_trips_with_key_id_and_attributes() {
         assert_eq!(event.schema_fingerprint, enc.schema().fingerprint);
         assert_eq!(event.avro, msg.data);
         assert!(!event.deleted);
-        // The ordering key is the encoded primary key.
-        assert_eq!(
-            msg.ordering_key,
-            encode_key(&[values[1].clone(), values[0].clone()])
-        );
+        // The ordering key is the default ordering shard of the encoded primary key.
+        let key = encode_key(&[values[1].clone(), values[0].clone()]);
+        assert_eq!(msg.ordering_key, Ordering::default().key_for(&key));
+        let by_key = Encoder::new(&table)
+            .unwrap()
+            .with_ordering(Ordering::Key)
+            .encode(&row)
+            .unwrap();
+        assert_eq!(by_key.ordering_key, key);
     }
+}
+
+#[test]
+fn an_event_id_too_long_for_an_attribute_travels_as_a_digest_and_decodes_whole() {
+    let table = TableSchema {
+        name: "t".into(),
+        columns: vec![
+            col("k", ColumnType::String, false),
+            col("ts", ColumnType::Timestamp, false),
+        ],
+        primary_key: vec!["k".into()],
+        commit_ts_column: "ts".into(),
+        deleted_column: None,
+    };
+    let long = "k".repeat(5000);
+    let msg = Encoder::new(&table)
+        .unwrap()
+        .encode(&Row {
+            values: vec![Value::String(long.clone()), Value::Timestamp(7)],
+            commit_ts: 7,
+        })
+        .unwrap();
+    ledgerhost_core::ledger::limits::check_message(&msg).expect("within Pub/Sub's limits");
+    assert!(msg.attributes[attr::EVENT_ID].starts_with("sha256:"));
+    let attrs: Vec<(String, String)> = msg.attributes.clone().into_iter().collect();
+    let event = Decoder::new().decode(&msg.data, &attrs).unwrap();
+    assert_eq!(event.id.0, format!("t/{long}/7"), "the full id, from the data");
 }
 
 #[test]

@@ -7,6 +7,9 @@ use async_trait::async_trait;
 
 use crate::PortResult;
 
+pub mod limits;
+pub mod ordering;
+
 /// Attribute names every event message carries.
 pub mod attr {
     /// Source table.

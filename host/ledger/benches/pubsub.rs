@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ledgerhost_core::ledger::ordering::Ordering;
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec};
+use ledgerhost_ledger::pubsub::rest::RestClient;
 use ledgerhost_ledger::pubsub::{PubSubConfig, PubSubLedger};
 
 struct Emulator(Child);
@@ -73,6 +75,94 @@ fn message(key: usize, i: usize) -> Message {
     }
 }
 
+/// `n` messages over `keys` distinct primary keys, ordering keys derived with `ordering`.
+fn rows(n: usize, keys: usize, ordering: Ordering) -> Vec<Message> {
+    (0..n)
+        .map(|i| {
+            let mut m = message(i % keys, i);
+            m.ordering_key = ordering.key_for(&(i % keys).to_string());
+            m
+        })
+        .collect()
+}
+
+/// Publish throughput of each way to publish a poll's rows, in one run: the same 20 000
+/// rows over 5 000 primary keys, handed over 1 000 at a time as the poller does.
+async fn publish_modes(port: u16, ledger: &PubSubLedger) {
+    const N: usize = 20_000;
+    const KEYS: usize = 5_000;
+    const PAGE: usize = 1_000;
+    let report = |label: &str, took: Duration| {
+        println!(
+            "publish mode {label}: {N} messages of 256 B, {KEYS} primary keys, pages of {PAGE}: {:.2} s, {:.0} msg/s",
+            took.as_secs_f64(),
+            N as f64 / took.as_secs_f64()
+        );
+    };
+    for (i, (label, ordering)) in [
+        ("shards (16, the default)", Ordering::Shards(16)),
+        ("shards (64)", Ordering::Shards(64)),
+        ("key (one request per key)", Ordering::Key),
+        ("none", Ordering::None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let topic = format!("bench-mode-{i}");
+        ledger.ensure_topic(&topic).await.expect("topic");
+        let all = rows(N, KEYS, ordering);
+        let started = Instant::now();
+        for page in all.chunks(PAGE) {
+            ledger.publish(&topic, page.to_vec()).await.expect("publish");
+        }
+        report(label, started.elapsed());
+    }
+
+    // The old data plane: 1 000 messages of mixed ordering keys per request, which the
+    // emulator accepts and production refuses. Measured only as the baseline.
+    let rest = RestClient::new(Some(&format!("http://127.0.0.1:{port}"))).expect("rest");
+    ledger.ensure_topic("bench-mode-mixed").await.expect("topic");
+    let path = ledger.topic_path("bench-mode-mixed");
+    let all = rows(N, KEYS, Ordering::Key);
+    let started = Instant::now();
+    for page in all.chunks(PAGE) {
+        rest.publish(&path, page).await.expect("mixed publish");
+    }
+    report("mixed keys per request (old; production refuses)", started.elapsed());
+
+    // The client crate's Publisher (gRPC, batching per ordering key, a task per key).
+    ledger.ensure_topic("bench-mode-crate").await.expect("topic");
+    let publisher = google_cloud_pubsub::client::Publisher::builder(
+        ledger.topic_path("bench-mode-crate"),
+    )
+    .with_endpoint(format!("http://127.0.0.1:{port}"))
+    .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+    .set_message_count_threshold(1000u32)
+    .set_delay_threshold(Duration::from_millis(5))
+    .build()
+    .await
+    .expect("publisher");
+    let all = rows(N, KEYS, Ordering::Shards(16));
+    let started = Instant::now();
+    for page in all.chunks(PAGE) {
+        let futures: Vec<_> = page
+            .iter()
+            .map(|m| {
+                publisher.publish(
+                    google_cloud_pubsub::model::Message::new()
+                        .set_data(m.data.clone())
+                        .set_ordering_key(m.ordering_key.clone())
+                        .set_attributes(m.attributes.clone()),
+                )
+            })
+            .collect();
+        for f in futures {
+            f.await.expect("crate publish");
+        }
+    }
+    report("client crate Publisher, shards (16)", started.elapsed());
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -114,6 +204,8 @@ async fn main() {
         publish.as_secs_f64(),
         total as f64 / publish.as_secs_f64()
     );
+
+    publish_modes(port, &ledger).await;
 
     // Drain throughput (pull + ack) of what was published.
     let started = Instant::now();

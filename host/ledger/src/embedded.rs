@@ -11,7 +11,12 @@
 //! live in memory: after a restart every unacked message is delivered again (at least once).
 //!
 //! Order per key: a message is held back while an earlier message of the same ordering key is
-//! leased or waiting for its retry; other keys flow.
+//! leased or waiting for its retry; other keys flow. One pull may hand out several messages of
+//! a key, in order. The ordering key is the one the publisher chose (the poller's ordering
+//! shard, as on Pub/Sub), so a poison event holds back its shard here as it does there.
+//!
+//! Limits: a message Pub/Sub would refuse ([`limits::check_message`]) is refused here too,
+//! with the same rule in the error.
 //!
 //! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
 //! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limits};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
@@ -547,6 +552,13 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
+        // Pub/Sub's limits hold here too, so what works on a laptop works in production.
+        for m in &messages {
+            limits::check_message(m).map_err(|e| PortError::Invalid {
+                backend: BACKEND,
+                message: format!("publishing to topic `{topic}`: {e}"),
+            })?;
+        }
         if messages.is_empty() {
             return Ok(());
         }

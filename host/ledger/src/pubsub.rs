@@ -48,9 +48,10 @@ use async_trait::async_trait;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limits};
 use ledgerhost_core::{PortError, PortResult};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub mod rest;
@@ -61,6 +62,9 @@ const BACKEND: &str = "pubsub";
 /// Server-side dead-letter budget (Pub/Sub allows 5 to 100); the dispatcher's own, smaller
 /// budget normally dead-letters first, with a reason.
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
+/// Default [`PubSubConfig::publish_concurrency`]: one request per ordering shard at the
+/// default shard count.
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
 /// Messages one subscription may hold unacked in this process (buffered or handed out).
 pub const MAX_BUFFERED: usize = 1000;
 /// Message ids whose deliveries one subscription counts locally.
@@ -78,6 +82,9 @@ pub struct PubSubConfig {
     /// How long `publish` keeps retrying while Pub/Sub is unreachable or a topic is being
     /// recreated, before it reports the error.
     pub publish_retry_for: Duration,
+    /// Publish requests in flight at once (of different ordering keys; one key's requests
+    /// are always sequential).
+    pub publish_concurrency: usize,
 }
 
 impl PubSubConfig {
@@ -87,6 +94,7 @@ impl PubSubConfig {
             project: project.into(),
             endpoint: None,
             publish_retry_for: Duration::from_secs(60),
+            publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
         }
     }
 
@@ -212,8 +220,8 @@ struct Buffer {
     outstanding: HashMap<String, Outstanding>,
     /// Nacked with a delay: held (and kept leased) until the delay is over.
     held: HashSet<String>,
-    /// Ordering keys with an outstanding delivery or a delayed nack.
-    busy: HashSet<String>,
+    /// Ordering keys with outstanding deliveries or delayed nacks, and how many.
+    busy: HashMap<String, usize>,
     /// Deliveries seen per message id (removed on ack).
     seen: HashMap<String, u32>,
     /// Last pull error, reported by the next `pull` that finds nothing.
@@ -221,6 +229,16 @@ struct Buffer {
 }
 
 impl Buffer {
+    /// One delivery of `key` is settled or handed back.
+    fn free_key(&mut self, key: &str) {
+        if let Some(n) = self.busy.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(key);
+            }
+        }
+    }
+
     /// Takes every buffered message of `key` out of the buffer and returns their ack ids, to
     /// hand back to Pub/Sub so it redelivers the key in order.
     fn return_key(&mut self, key: &str) -> Vec<String> {
@@ -285,7 +303,7 @@ impl SubState {
         for id in expired {
             if let Some(o) = b.outstanding.remove(&id) {
                 debug!(subscription = %self.spec.name, ack_id = %id, "lease expired; redelivering");
-                b.busy.remove(&o.key);
+                b.free_key(&o.key);
                 // The earliest first: the emulator requeues in the order handed back.
                 back.push(id);
                 back.extend(b.return_key(&o.key));
@@ -556,6 +574,46 @@ impl Inner {
 }
 
 impl Inner {
+    /// Sends one ordering key's requests in order, each retried (with backoff, re-creating
+    /// a lost topic) until confirmed or `deadline`. Resending is safe: a request that did
+    /// land gives duplicates with the same event ids, never a gap.
+    async fn publish_lane(
+        &self,
+        topic: &str,
+        path: &str,
+        lane: rest::KeyLane,
+        deadline: Instant,
+    ) -> PortResult<()> {
+        for request in &lane.requests {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let e = match self.rest.publish(path, request).await {
+                    Ok(_) => break,
+                    Err(RestError::Invalid(e)) => {
+                        return Err(invalid(format!("publishing to {path}: {e}")));
+                    }
+                    Err(e) => e,
+                };
+                if Instant::now() >= deadline {
+                    return Err(unavailable(format!(
+                        "publishing {} messages of ordering key `{}` to {path} failed for {:?}: {e}",
+                        request.len(),
+                        lane.ordering_key,
+                        self.config.publish_retry_for
+                    )));
+                }
+                let missing = matches!(e, RestError::NotFound(_));
+                warn!(topic, ordering_key = %lane.ordering_key, messages = request.len(), missing, error = %e, "publish failed; retrying this key");
+                if missing && let Err(e) = self.recreate_topic(topic).await {
+                    warn!(topic, error = %e, "cannot recreate the topic yet");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        Ok(())
+    }
+
     /// Hands deliveries back to Pub/Sub for redelivery now (deadline 0). A failure only
     /// delays them until their deadline passes.
     async fn hand_back(&self, state: &SubState, ids: &[String]) {
@@ -713,39 +771,42 @@ impl Ledger for PubSubLedger {
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
-        let path = self.inner.topic_path(topic);
-        let retry_for = self.inner.config.publish_retry_for;
-        let deadline = Instant::now() + retry_for;
-        // One request after the other: a later request may hold later messages of a key.
-        for chunk in rest::publish_chunks(&messages) {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let e = match self.inner.rest.publish(&path, chunk).await {
-                    Ok(_) => break,
-                    Err(RestError::Invalid(e)) => {
-                        return Err(invalid(format!("publishing to {path}: {e}")));
-                    }
-                    Err(e) => e,
-                };
-                // Resending is safe: a request that did land gives duplicates with the same
-                // event ids, never a gap.
-                if Instant::now() >= deadline {
-                    return Err(unavailable(format!(
-                        "publishing {} messages to {path} failed for {retry_for:?}: {e}",
-                        chunk.len()
-                    )));
-                }
-                let missing = matches!(e, RestError::NotFound(_));
-                warn!(topic, messages = chunk.len(), missing, error = %e, "publish failed; retrying");
-                if missing && let Err(e) = self.inner.recreate_topic(topic).await {
-                    warn!(topic, error = %e, "cannot recreate the topic yet");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        for m in &messages {
+            limits::check_message(m)
+                .map_err(|e| invalid(format!("publishing to topic `{topic}`: {e}")))?;
+        }
+        let n = messages.len();
+        let path: Arc<str> = self.inner.topic_path(topic).into();
+        let deadline = Instant::now() + self.inner.config.publish_retry_for;
+        // One lane per ordering key: lanes run concurrently (bounded), a lane's requests one
+        // after the other, each only once the previous is confirmed, so a failing request
+        // holds back only its key and is resent before anything later of that key.
+        let permits = Arc::new(Semaphore::new(self.inner.config.publish_concurrency.max(1)));
+        let mut lanes = JoinSet::new();
+        for lane in rest::publish_requests(messages) {
+            let (inner, path, permits) = (self.inner.clone(), path.clone(), permits.clone());
+            let topic = topic.to_string();
+            lanes.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                inner.publish_lane(&topic, &path, lane, deadline).await
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = lanes.join_next().await {
+            let result = done.unwrap_or_else(|e| {
+                Err(unavailable(format!("a publish to {path} was cancelled: {e}")))
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
             }
         }
-        debug!(topic, messages = messages.len(), "published");
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                debug!(topic, messages = n, "published");
+                Ok(())
+            }
+        }
     }
 
     async fn pull(
@@ -766,16 +827,19 @@ impl Ledger for PubSubLedger {
             {
                 let mut b = state.lock();
                 let lease = Instant::now() + state.spec.ack_deadline;
+                // A key with deliveries out from an earlier pull waits for them; within this
+                // pull a key's messages go out together, in order (a shard's events batch).
+                let blocked: HashSet<String> = b.busy.keys().cloned().collect();
                 let mut i = 0;
                 while i < b.pending.len() && out.len() < max {
                     let key = b.pending[i].message.ordering_key.clone();
-                    if !key.is_empty() && b.busy.contains(&key) {
+                    if !key.is_empty() && blocked.contains(&key) {
                         i += 1;
                         continue;
                     }
                     let Some(p) = b.pending.remove(i) else { break };
                     if !key.is_empty() {
-                        b.busy.insert(key.clone());
+                        *b.busy.entry(key.clone()).or_insert(0) += 1;
                     }
                     out.push(Delivery {
                         ack_id: p.ack_id.clone(),
@@ -817,7 +881,7 @@ impl Ledger for PubSubLedger {
             for id in ack_ids {
                 match b.outstanding.remove(id) {
                     Some(o) => {
-                        b.busy.remove(&o.key);
+                        b.free_key(&o.key);
                         b.seen.remove(&o.message_id);
                         settled.push(id.clone());
                     }
@@ -855,7 +919,7 @@ impl Ledger for PubSubLedger {
                     continue;
                 };
                 if delay.is_zero() {
-                    b.busy.remove(&o.key);
+                    b.free_key(&o.key);
                     back.push(id.clone());
                     back.extend(b.return_key(&o.key));
                 } else {
@@ -875,7 +939,7 @@ impl Ledger for PubSubLedger {
                     let mut b = state.lock();
                     for (id, key) in held {
                         b.held.remove(&id);
-                        b.busy.remove(&key);
+                        b.free_key(&key);
                         back.push(id);
                         back.extend(b.return_key(&key));
                     }

@@ -46,6 +46,7 @@ fn settings(interval: Duration, page_size: usize) -> PollerSettings {
         start: StartFrom::Beginning,
         replica: "bench".into(),
         lease_ttl: Duration::from_secs(5),
+        ordering: Default::default(),
     }
 }
 

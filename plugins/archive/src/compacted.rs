@@ -48,7 +48,9 @@ pub struct ArchivedEvent {
     pub table: String,
     /// Microseconds since the epoch.
     pub commit_ts: i64,
-    /// The encoded primary key the ledger orders by.
+    /// The encoded primary key (`encode_key`). Named after the field of the compacted format,
+    /// from when the ledger ordered by the key itself; the ledger's ordering key derives from
+    /// it (see [`ArchivedEvent::ledger_ordering_key`]).
     pub ordering_key: String,
     pub deleted: bool,
     pub schema_fingerprint: String,
@@ -59,12 +61,21 @@ pub struct ArchivedEvent {
 }
 
 impl ArchivedEvent {
+    /// The ordering key to republish this event with: the default ordering shard of its
+    /// primary key, so one key's events keep their order and a replay batches like the poller.
+    pub fn ledger_ordering_key(&self) -> String {
+        ledgerhost_core::ledger::ordering::Ordering::default().key_for(&self.ordering_key)
+    }
+
     /// The ledger attributes the poller gave the event.
     pub fn attributes(&self) -> Vec<(String, String)> {
         vec![
             ("table".into(), self.table.clone()),
             ("commit_ts".into(), self.commit_ts.to_string()),
-            ("event_id".into(), self.event_id.clone()),
+            (
+                "event_id".into(),
+                ledgerhost_core::ledger::limits::fit_event_id(&self.event_id).into_owned(),
+            ),
             ("schema_fingerprint".into(), self.schema_fingerprint.clone()),
         ]
     }
@@ -329,6 +340,6 @@ mod tests {
         mine.sort();
         let theirs: Vec<(String, String)> = m.attributes.into_iter().collect();
         assert_eq!(mine, theirs);
-        assert_eq!(e.ordering_key, m.ordering_key);
+        assert_eq!(e.ledger_ordering_key(), m.ordering_key);
     }
 }

@@ -319,7 +319,7 @@ pub fn collect(bucket: &str, table: &str, from: i64, to: i64) -> Result<Collecte
 fn message(e: &ArchivedEvent) -> Message {
     Message {
         data: e.avro.clone(),
-        ordering_key: e.ordering_key.clone(),
+        ordering_key: e.ledger_ordering_key(),
         attributes: e.attributes(),
     }
 }

@@ -140,7 +140,8 @@ pub trait EventExt {
     }
     /// A ledger attribute.
     fn attribute(&self, name: &str) -> Option<&str>;
-    /// The ordering key (the encoded primary key) the host used for this event.
+    /// The encoded primary key of this event (stable, injective; use it to key views). The
+    /// ledger's ordering key derives from it: by default an ordering shard of the table.
     fn ordering_key(&self) -> &str;
 }
 

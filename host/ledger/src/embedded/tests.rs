@@ -320,3 +320,52 @@ fn publishes_survive_sigkill() {
     }
     assert!(confirmed > 0);
 }
+
+#[tokio::test]
+async fn messages_pubsub_refuses_are_refused_naming_the_rule_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    let long_key = Message {
+        ordering_key: "k".repeat(5000),
+        ..msg("k", 1)
+    };
+    let many_attrs = Message {
+        attributes: (0..300)
+            .map(|i| (format!("a{i}"), "v".repeat(2048)))
+            .collect(),
+        ..msg("k", 2)
+    };
+    for (bad, rule) in [
+        (long_key, "ordering key of 5000 bytes"),
+        (many_attrs, "300 attributes"),
+    ] {
+        let err = l.publish("t", vec![msg("k", 0), bad]).await.unwrap_err();
+        assert!(
+            matches!(err, PortError::Invalid { .. }) && err.to_string().contains(rule),
+            "{err}"
+        );
+    }
+    assert!(
+        l.pull("s", 10, Duration::from_millis(50)).await.unwrap().is_empty(),
+        "a refused batch writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn one_pull_hands_out_a_keys_messages_together_in_order_and_a_later_pull_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.publish("t", (0..4).map(|n| msg("shard-0001", n)).collect())
+        .await
+        .unwrap();
+    let first = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(first.len(), 4, "a shard's events batch");
+    l.publish("t", vec![msg("shard-0001", 4)]).await.unwrap();
+    assert!(
+        l.pull("s", 10, Duration::from_millis(50)).await.unwrap().is_empty(),
+        "later events of the shard wait while earlier ones are out"
+    );
+    l.ack("s", &ids(&first)).await.unwrap();
+    let next = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(next.iter().map(body).collect::<Vec<_>>(), vec!["shard-0001:4"]);
+}

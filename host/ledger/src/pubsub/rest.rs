@@ -1,9 +1,9 @@
 //! Pub/Sub's data plane — Publish, Pull, Acknowledge, ModifyAckDeadline — over its REST
 //! surface (the admin plane stays with the client crate).
 //!
-//! - Publish: the crate's publisher batches per ordering key, so with one key per row every
-//!   message was its own request (and it keeps one task per key ever seen). One Publish
-//!   request here carries up to [`PUBLISH_MAX_MESSAGES`] messages of any keys, in order.
+//! - Publish: one request carries the messages of one ordering key (production's rule), up
+//!   to [`limits::MAX_MESSAGES_PER_PUBLISH`]; [`publish_requests`] splits a batch into one
+//!   lane of requests per key. The caller runs lanes concurrently, a lane's requests in order.
 //! - Pull: the crate offers only streaming pull, and a streaming pull pins each ordering key
 //!   to one open stream. The emulator never notices that a stream's process died (SIGKILL),
 //!   so the keys pinned to it were never delivered again; unary pull has no stream to pin
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use google_cloud_auth::credentials::AccessTokenCredentials;
-use ledgerhost_core::ledger::Message;
+use ledgerhost_core::ledger::{Message, limits};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +37,10 @@ const PULL_WAIT_SECS: u64 = 5;
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(PULL_WAIT_SECS + 10);
 /// Pub/Sub takes at most this many ack ids per Acknowledge / ModifyAckDeadline request.
 const IDS_PER_REQUEST: usize = 1000;
-/// Pub/Sub takes at most 1 000 messages per Publish request...
-pub const PUBLISH_MAX_MESSAGES: usize = 1000;
-/// ... and 10 MB; data goes base64-encoded, so stay well below.
-const PUBLISH_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// What one Publish request may carry, counted as [`limits::message_size`]: below Pub/Sub's
+/// 10 MB ([`limits::MAX_PUBLISH_BYTES`]) because data travels base64-encoded in the JSON
+/// body (4/3 larger).
+const PUBLISH_REQUEST_BUDGET: usize = 7_000_000;
 
 /// What a call failed with.
 #[derive(Debug, thiserror::Error)]
@@ -149,28 +149,48 @@ pub struct RestClient {
     credentials: Option<AccessTokenCredentials>,
 }
 
-/// Splits `messages` into Publish requests: in order, each within Pub/Sub's count and size
-/// limits (a message above the size limit goes alone, and Pub/Sub says why it refuses it).
-pub fn publish_chunks(messages: &[Message]) -> Vec<&[Message]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut bytes) = (0, 0usize);
-    for (i, m) in messages.iter().enumerate() {
-        let size = m.data.len()
-            + m.ordering_key.len()
-            + m.attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if i > start && (i - start == PUBLISH_MAX_MESSAGES || bytes + size > PUBLISH_MAX_BYTES) {
-            chunks.push(&messages[start..i]);
-            (start, bytes) = (i, 0);
+/// The Publish requests of one ordering key, to send one after another.
+#[derive(Debug)]
+pub struct KeyLane {
+    /// The ordering key every message of these requests carries.
+    pub ordering_key: String,
+    /// The key's messages in their order, split within Pub/Sub's count and size limits.
+    pub requests: Vec<Vec<Message>>,
+}
+
+/// Splits `messages` into Publish requests production accepts: one ordering key per request
+/// ("All PubsubMessages published in a given PublishRequest must specify the same
+/// ordering_key value", `PubsubMessage.ordering_key`), a key's messages in their order,
+/// each request within [`limits::MAX_MESSAGES_PER_PUBLISH`] and the size budget (a message
+/// above the budget goes alone, and Pub/Sub says why it refuses it). Lanes come in the order
+/// their keys first appear.
+pub fn publish_requests(messages: Vec<Message>) -> Vec<KeyLane> {
+    let mut lanes: Vec<KeyLane> = Vec::new();
+    // Per lane: bytes of its last request.
+    let mut open: Vec<usize> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for m in messages {
+        let size = limits::message_size(&m);
+        let i = *index.entry(m.ordering_key.clone()).or_insert_with(|| {
+            lanes.push(KeyLane {
+                ordering_key: m.ordering_key.clone(),
+                requests: Vec::new(),
+            });
+            open.push(0);
+            lanes.len() - 1
+        });
+        let lane = &mut lanes[i];
+        let fits = lane.requests.last().is_some_and(|r| {
+            r.len() < limits::MAX_MESSAGES_PER_PUBLISH && open[i] + size <= PUBLISH_REQUEST_BUDGET
+        });
+        if !fits {
+            lane.requests.push(Vec::new());
+            open[i] = 0;
         }
-        bytes += size;
+        open[i] += size;
+        lane.requests.last_mut().expect("pushed above").push(m);
     }
-    if start < messages.len() {
-        chunks.push(&messages[start..]);
-    }
-    chunks
+    lanes
 }
 
 impl RestClient {
@@ -209,13 +229,18 @@ impl RestClient {
         })
     }
 
-    /// Publishes `messages` (at most [`PUBLISH_MAX_MESSAGES`]) to `topic` (a full path) in
-    /// one request; Pub/Sub keeps their order per ordering key. Returns the message ids.
+    /// Publishes `messages` (one request of [`publish_requests`]) to `topic` (a full path);
+    /// Pub/Sub keeps their order. Returns the message ids.
     pub async fn publish(
         &self,
         topic: &str,
         messages: &[Message],
     ) -> Result<Vec<String>, RestError> {
+        debug_assert!(
+            limits::check_publish(messages).is_ok(),
+            "a publish request production refuses: {:?}",
+            limits::check_publish(messages)
+        );
         let req = PublishRequest {
             messages: messages
                 .iter()
@@ -358,19 +383,51 @@ mod tests {
     }
 
     #[test]
-    fn publish_requests_keep_order_within_count_and_size_limits() {
-        let many: Vec<Message> = (0..2500).map(|i| message(&i.to_string(), 10)).collect();
-        let chunks = publish_chunks(&many);
+    fn publish_requests_carry_one_ordering_key_each_in_order_within_limits() {
+        // 2 500 messages over 3 keys, interleaved.
+        let many: Vec<Message> = (0..2500)
+            .map(|i| {
+                let mut m = message(&(i % 3).to_string(), 10);
+                m.attributes.insert("i".into(), i.to_string());
+                m
+            })
+            .collect();
+        let lanes = publish_requests(many);
         assert_eq!(
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
-            vec![1000, 1000, 500]
+            lanes.iter().map(|l| l.ordering_key.as_str()).collect::<Vec<_>>(),
+            vec!["0", "1", "2"]
         );
-        assert_eq!(chunks[1][0].ordering_key, "1000", "in order");
-        let big: Vec<Message> = (0..5).map(|i| message(&i.to_string(), 2 << 20)).collect();
-        let sizes: Vec<usize> = publish_chunks(&big).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![2, 2, 1], "6 MiB per request at most");
-        assert!(publish_chunks(&[]).is_empty());
-        assert_eq!(publish_chunks(&[message("huge", 20 << 20)]).len(), 1);
+        for lane in &lanes {
+            let mut last = -1i64;
+            for r in &lane.requests {
+                limits::check_publish(r).expect("production accepts every request");
+                for m in r {
+                    assert_eq!(m.ordering_key, lane.ordering_key);
+                    let i: i64 = m.attributes["i"].parse().unwrap();
+                    assert!(i > last, "in order within the key");
+                    last = i;
+                }
+            }
+        }
+        assert_eq!(
+            lanes[0].requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![834]
+        );
+        let one_key: Vec<Message> = (0..2500).map(|_| message("k", 10)).collect();
+        let sizes: Vec<usize> = publish_requests(one_key)[0]
+            .requests
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        let big: Vec<Message> = (0..5).map(|_| message("k", 3_000_000)).collect();
+        let sizes: Vec<usize> = publish_requests(big)[0]
+            .requests
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1], "within the size budget");
+        assert!(publish_requests(Vec::new()).is_empty());
     }
 
     #[test]

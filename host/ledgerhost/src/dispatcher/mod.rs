@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost_avro::Decoder;
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, attr};
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, attr, limits};
 use ledgerhost_core::{Disposition, Event, PortError};
 use tokio::sync::watch;
 
@@ -68,6 +68,20 @@ impl SubscriptionPlan {
             .saturating_mul(factor)
             .min(self.backoff_max)
     }
+}
+
+/// The longest plugin reason the host keeps (logs, dead letters, status); longer ones are
+/// cut with a marker. A dead letter's attribute is cut further, to Pub/Sub's value limit.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason` cut to [`MAX_REASON_BYTES`], with a marker when cut.
+fn capped(reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut out = limits::truncate(&reason, MAX_REASON_BYTES - limits::TRUNCATED.len()).into_owned();
+    out.push_str(limits::TRUNCATED);
+    out
 }
 
 /// One subscription's loop.
@@ -355,6 +369,7 @@ impl Dispatcher {
             match outcome.unwrap_or(Outcome::Retry("no outcome".into())) {
                 Outcome::Ack => acks.push(d.ack_id.clone()),
                 Outcome::Retry(reason) => {
+                    let reason = capped(reason);
                     tracing::debug!(
                         plugin = plan.plugin,
                         event = d.message.attributes.get(attr::EVENT_ID).map_or("?", |s| s),
@@ -367,7 +382,7 @@ impl Dispatcher {
                         .or_default()
                         .push(d.ack_id.clone());
                 }
-                Outcome::DeadLetter(reason) => dead.push((d, reason)),
+                Outcome::DeadLetter(reason) => dead.push((d, capped(reason))),
             }
         }
         if !dead.is_empty() {
@@ -375,8 +390,11 @@ impl Dispatcher {
                 .iter()
                 .map(|(d, reason)| {
                     let mut m = d.message.clone();
-                    m.attributes
-                        .insert(attr::DEAD_LETTER_REASON.into(), reason.clone());
+                    // A plugin's reason may be megabytes; an attribute value is 1 024 bytes.
+                    m.attributes.insert(
+                        attr::DEAD_LETTER_REASON.into(),
+                        limits::fit_attribute_value(reason).into_owned(),
+                    );
                     m.attributes.insert(
                         attr::DEAD_LETTER_SUBSCRIPTION.into(),
                         plan.subscription.clone(),
