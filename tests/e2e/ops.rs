@@ -891,7 +891,7 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
         .unwrap();
     let ids: Vec<i64> = copies
         .iter()
-        .map(|(_, m)| m.ordering_key.parse().unwrap())
+        .map(|(_, m)| ledgerhost_tests::harness::event_key(m).parse().unwrap())
         .collect();
     assert_eq!(
         ids,

@@ -398,7 +398,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let read_ts = snapshot.read_ts();
     let end = args.to.map_or(read_ts, |t| t.min(read_ts));
     let schema = snapshot.schema(&spec).await?;
-    let encoder = ledgerhost_avro::Encoder::new(&schema)?;
+    let encoder = ledgerhost_avro::Encoder::new(&schema)?.with_ordering(config.ledger.ordering());
     let start = args.from.unwrap_or(0);
     let mut after = Position::after_ts(start.saturating_sub(1));
     let mut first_ts: Option<i64> = None;
