@@ -166,3 +166,59 @@ async fn embedded_refuses_what_pubsub_refuses_naming_the_rule() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_through_the_strict_front_bounds_a_4_mib_plugin_reason() {
+    let emu = ledgerhost_tests::harness::google::PubSubEmulator::start();
+    let ledger = ledgerhost_ledger::pubsub::PubSubLedger::connect(
+        ledgerhost_ledger::pubsub::PubSubConfig {
+            endpoint: Some(emu.endpoint()),
+            ..ledgerhost_ledger::pubsub::PubSubConfig::new("ledgerhost-test")
+        },
+    )
+    .await
+    .unwrap();
+    assert_bounded(&dead_letter_reason_of_a_4_mib_reject(Arc::new(ledger), "").await);
+    emu.assert_clean("a 4 MiB reason on Pub/Sub");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_strict_front_and_the_embedded_ledger_refuse_the_same_oversize_message() {
+    let (m, rule) = oversize_message();
+    // A second front, which may refuse: it gets the raw request the ledger would not send.
+    let emu = ledgerhost_tests::harness::google::PubSubEmulator::start();
+    let mut raw_front =
+        ledgerhost_tests::harness::pubsub_front::PubSubFront::start(emu.emulator_endpoint());
+    raw_front.allow_refusals();
+    let ledger = ledgerhost_ledger::pubsub::PubSubLedger::connect(
+        ledgerhost_ledger::pubsub::PubSubConfig {
+            endpoint: Some(emu.endpoint()),
+            ..ledgerhost_ledger::pubsub::PubSubConfig::new("ledgerhost-test")
+        },
+    )
+    .await
+    .unwrap();
+    ledger.ensure_topic("ledger-orders").await.unwrap();
+    let rest =
+        ledgerhost_ledger::pubsub::rest::RestClient::new(Some(&raw_front.endpoint())).unwrap();
+    let front_err = rest
+        .publish(&ledger.topic_path("ledger-orders"), std::slice::from_ref(&m))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(front_err.contains("400") && front_err.contains(rule), "{front_err}");
+    let ledger_err = ledger
+        .publish("ledger-orders", vec![m.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(ledger_err, PortError::Invalid { .. }) && ledger_err.to_string().contains(rule),
+        "{ledger_err}"
+    );
+    let (_dir, embedded) = embedded();
+    embedded.ensure_topic("ledger-orders").await.unwrap();
+    let embedded_err = embedded.publish("ledger-orders", vec![m]).await.unwrap_err();
+    assert!(embedded_err.to_string().contains(rule), "{embedded_err}");
+    assert_eq!(raw_front.refusals().len(), 1, "the raw request was refused");
+    emu.assert_clean("the ledger sent nothing production refuses");
+}
