@@ -334,7 +334,12 @@ async fn main() {
 
     // Google emulators.
     let emu = GoogleEmulators::start().await;
-    let db = emu.create_database(&[SPANNER_DDL]).await;
+    let db = emu
+        .create_database(&[
+            SPANNER_DDL,
+            "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)",
+        ])
+        .await;
     let spanner = SpannerSource::connect(db.clone()).await.unwrap();
     // The application writes through its own client, as it would in its own process.
     let app = SpannerSource::connect(db).await.unwrap();

@@ -28,11 +28,13 @@ const EVERY_TYPE: &str = "CREATE TABLE every_type (
     ats ARRAY<TIMESTAMP>, aj ARRAY<JSON>,
     commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
 ) PRIMARY KEY (id)";
+/// Every polled table has an index leading with its commit-timestamp column.
+const EVERY_TYPE_INDEX: &str = "CREATE INDEX every_type_by_commit_ts ON every_type (commit_ts)";
 
 #[tokio::test]
 async fn spanner_reads_every_type_with_nulls() {
     let emu = SpannerEmulator::start().await;
-    let db = emu.create_database(&[EVERY_TYPE]).await;
+    let db = emu.create_database(&[EVERY_TYPE, EVERY_TYPE_INDEX]).await;
     let commit = spanner_write(
         &db,
         &[
@@ -111,6 +113,7 @@ async fn spanner_pages_one_big_transaction_by_key_and_hides_later_commits() {
             "CREATE TABLE big (k STRING(MAX) NOT NULL, n INT64 NOT NULL, \
              v STRING(MAX), commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) \
              PRIMARY KEY (k, n)",
+            "CREATE INDEX big_by_commit_ts ON big (commit_ts)",
         ])
         .await;
     // 5 000 rows, one transaction, one commit timestamp; a composite key spreads them over
@@ -226,6 +229,29 @@ async fn spanner_refuses_a_table_without_commit_timestamp_and_handles_leases() {
     assert!(!lease(&b, "b", Some(7)).await.held);
     let renewed = lease(&a, "a", Some(42)).await;
     assert!(renewed.held && renewed.progress == Some(42), "{renewed:?}");
+    // A replica watches the lease with a single-use read: holder, time left (Spanner's
+    // clock) and progress, without a read-write transaction.
+    let seen = b.read_lease("poll:plain", "b").await.expect("read");
+    assert!(
+        !seen.held
+            && seen.progress == Some(42)
+            && !seen.remaining.is_zero()
+            && seen.remaining <= ttl,
+        "{seen:?}"
+    );
+    assert!(a.read_lease("poll:plain", "a").await.expect("read").held);
+    let count = |src: &SpannerSource, kind, purpose| {
+        src.transactions()
+            .iter()
+            .find(|c| c.kind == kind && c.purpose == purpose)
+            .map_or(0, |c| c.count)
+    };
+    use ledgerhost_core::source::{TransactionKind as K, TransactionPurpose as P};
+    assert_eq!(count(&a, K::ReadWrite, P::LeaseTake), 1);
+    assert_eq!(count(&a, K::ReadWrite, P::LeaseRenew), 1);
+    assert_eq!(count(&a, K::ReadOnly, P::LeaseRead), 1);
+    assert_eq!(count(&b, K::ReadWrite, P::LeaseTake), 1, "b's refused take");
+    assert_eq!(count(&b, K::ReadOnly, P::LeaseRead), 1);
     // After the TTL passes without renewal, b takes over (Spanner's clock decides) and
     // finds a's progress.
     let taken = ledgerhost_tests::harness::eventually(Duration::from_secs(30), || async {
@@ -236,13 +262,143 @@ async fn spanner_refuses_a_table_without_commit_timestamp_and_handles_leases() {
     assert_eq!(lease(&b, "b", None).await.progress, Some(42));
     assert!(!lease(&a, "a", None).await.held);
     lease(&b, "b", Some(99)).await;
-    b.release_lease("poll:plain", "b").await.expect("release");
+    b.release_lease("poll:plain", "b", None)
+        .await
+        .expect("release");
     let after = lease(&a, "a", None).await;
     assert!(after.held, "free after release");
     assert_eq!(
         after.progress,
         Some(99),
         "the progress survives the release"
+    );
+}
+
+/// Production scans the whole table at every poll unless an index leads with the
+/// commit-timestamp column (the emulator hides the cost): a table without one is refused
+/// with the `CREATE INDEX` to run, or polled by scans with `MissingCommitIndex::Warn`; a
+/// table with one is polled through it (`FORCE_INDEX`), and a dropped index is noticed.
+#[tokio::test]
+async fn spanner_polls_through_the_commit_timestamp_index_and_refuses_a_table_without_one() {
+    use ledgerhost_core::PortError;
+    use ledgerhost_source::spanner::{MissingCommitIndex, PollIndex};
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE noidx (id INT64 NOT NULL, v STRING(MAX), \
+             commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+            // The sharded form leads with the shard: not usable by today's poll.
+            "CREATE TABLE sharded (id INT64 NOT NULL, \
+             commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true), \
+             shard INT64 AS (MOD(FARM_FINGERPRINT(CAST(id AS STRING)), 8)) STORED) PRIMARY KEY (id)",
+            "CREATE INDEX sharded_by_shard_commit_ts ON sharded (shard, commit_ts)",
+            "CREATE TABLE orders (id INT64 NOT NULL, v STRING(MAX), \
+             commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+            "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)",
+        ])
+        .await;
+    for t in ["noidx", "orders"] {
+        spanner_write(
+            &db,
+            &[format!(
+                "INSERT INTO {t} (id, v, commit_ts) VALUES (1, 'x', PENDING_COMMIT_TIMESTAMP()), \
+                 (2, 'y', PENDING_COMMIT_TIMESTAMP())"
+            )],
+        )
+        .await;
+    }
+
+    // Refused by default, with the DDL.
+    let strict = SpannerSource::connect(db.clone()).await.expect("connect");
+    for (table, ddl) in [
+        (
+            "noidx",
+            "CREATE INDEX `noidx_by_commit_ts` ON `noidx` (`commit_ts`)",
+        ),
+        (
+            "sharded",
+            "CREATE INDEX `sharded_by_commit_ts` ON `sharded` (`commit_ts`)",
+        ),
+    ] {
+        let err = strict
+            .prepare_table(&spec(table))
+            .await
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(matches!(err, PortError::Invalid { .. }), "{msg}");
+        assert!(msg.contains(ddl), "{msg}");
+        assert!(msg.contains("would scan the whole table"), "{msg}");
+        assert!(msg.contains("missing-commit-index = \"warn\""), "{msg}");
+    }
+
+    // Warned about only, on request: polled by scans.
+    let lenient = SpannerSource::connect(ledgerhost_source::spanner::SpannerConfig {
+        missing_commit_index: MissingCommitIndex::Warn,
+        ..db.clone()
+    })
+    .await
+    .expect("connect");
+    let schema = lenient.prepare_table(&spec("noidx")).await.expect("warned");
+    assert_eq!(lenient.poll_index("noidx"), Some(PollIndex::FullScan));
+    let mut snap = lenient.snapshot().await.expect("snapshot");
+    let rows = snap
+        .page(&schema, &Position::after_ts(0), 10)
+        .await
+        .expect("page by scan");
+    assert_eq!(rows.len(), 2);
+
+    // With the index: the poll query forces it, and the emulator runs it.
+    let orders = strict.prepare_table(&spec("orders")).await.expect("ready");
+    assert_eq!(
+        strict.poll_index("orders"),
+        Some(PollIndex::Index("orders_by_commit_ts".into()))
+    );
+    let (sql, plan) = strict.poll_query_plan(&orders).await.expect("plan");
+    assert!(
+        sql.contains("FROM `orders`@{FORCE_INDEX=`orders_by_commit_ts`} WHERE"),
+        "{sql}"
+    );
+    let real_plan = plan.iter().any(|n| !n.starts_with("No query plan"));
+    if real_plan {
+        // Production (and any emulator that plans): the scan reads the index.
+        assert!(
+            plan.iter().any(|n| n.contains("orders_by_commit_ts")),
+            "the poll's plan does not read the index: {plan:#?}"
+        );
+    } else {
+        // This emulator answers "No query plan"; it does check the hint (an unknown index is
+        // refused), so the statement it ran reads the index.
+        eprintln!("emulator query plan: {plan:?} (hint checked instead)");
+    }
+    let mut snap = strict.snapshot().await.expect("snapshot");
+    let rows = snap
+        .page(&orders, &Position::after_ts(0), 10)
+        .await
+        .expect("page through the index");
+    assert_eq!(rows.len(), 2);
+    drop(snap);
+
+    // The index dropped while the host runs: the next page fails transiently and the one
+    // after refuses the table with the DDL.
+    strict
+        .update_ddl(vec!["DROP INDEX orders_by_commit_ts".into()])
+        .await
+        .expect("drop index");
+    let mut snap = strict.snapshot().await.expect("snapshot");
+    let first = snap
+        .page(&orders, &Position::after_ts(0), 10)
+        .await
+        .expect_err("the forced index is gone");
+    assert!(first.is_transient(), "{first}");
+    let again = snap
+        .page(&orders, &Position::after_ts(0), 10)
+        .await
+        .expect_err("refused now");
+    assert!(
+        again
+            .to_string()
+            .contains("CREATE INDEX `orders_by_commit_ts` ON `orders` (`commit_ts`)"),
+        "{again}"
     );
 }
 
@@ -255,6 +411,7 @@ async fn spanner_leases_of_many_tables_renew_concurrently_beside_application_wri
     let db = emu
         .create_database(&[
             "CREATE TABLE t (id INT64 NOT NULL, ts TIMESTAMP OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+            "CREATE INDEX t_by_ts ON t (ts)",
         ])
         .await;
     let host = SpannerSource::connect(db.clone()).await.expect("connect");

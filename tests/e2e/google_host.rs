@@ -19,6 +19,8 @@ const ORDERS: &str = "CREATE TABLE orders (
     id INT64 NOT NULL, client STRING(MAX), amount INT64,
     commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
 ) PRIMARY KEY (id)";
+/// The index every polled table needs (the host refuses a table without one).
+const ORDERS_INDEX: &str = "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)";
 
 /// A recorder manifest under another plugin name (so plugins of different scenarios on one
 /// emulator get distinct subscriptions `plugin-<name>`).
@@ -208,6 +210,7 @@ const EVERY_TYPE: &str = "CREATE TABLE every_type (
     ats ARRAY<TIMESTAMP>, aj ARRAY<JSON>,
     commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)
 ) PRIMARY KEY (id)";
+const EVERY_TYPE_INDEX: &str = "CREATE INDEX every_type_by_commit_ts ON every_type (commit_ts)";
 
 /// a: every Spanner type, NULLs included, reaches the WASM plugin decoded through Pub/Sub.
 /// b: 5 000 rows of one transaction all arrive, and later versions of a key arrive after
@@ -217,7 +220,7 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
     let emu = GoogleEmulators::start().await;
 
     // --- a: every type ---
-    let db = emu.create_database(&[EVERY_TYPE]).await;
+    let db = emu.create_database(&[EVERY_TYPE, EVERY_TYPE_INDEX]).await;
     let host_a = GoogleHost::new(
         &emu,
         &db,
@@ -287,7 +290,7 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
     proc_a.kill();
 
     // --- b: 5 000 rows in one transaction, then later versions of some keys ---
-    let db = emu.create_database(&[ORDERS]).await;
+    let db = emu.create_database(&[ORDERS, ORDERS_INDEX]).await;
     let host_b = GoogleHost::new(
         &emu,
         &db,
@@ -418,7 +421,7 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
 
     // Google: Spanner source, Pub/Sub ledger.
     let emu = GoogleEmulators::start().await;
-    let db = emu.create_database(&[ORDERS]).await;
+    let db = emu.create_database(&[ORDERS, ORDERS_INDEX]).await;
     let google = GoogleHost::new(
         &emu,
         &db,
@@ -524,7 +527,7 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
 async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
     const ROWS: i64 = 2000;
     let mut emu = GoogleEmulators::start().await;
-    let db = emu.create_database(&[ORDERS]).await;
+    let db = emu.create_database(&[ORDERS, ORDERS_INDEX]).await;
     let host = GoogleHost::new(
         &emu,
         &db,
@@ -547,6 +550,17 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
             let mut id = 1;
             while id <= ROWS {
                 let mut stmts = Vec::new();
+                // A later version of an earlier key in each transaction, first: once a
+                // statement wrote a pending commit timestamp, Spanner refuses any later
+                // statement of the transaction that must read the commit-timestamp index
+                // (an UPDATE of the table does), while an INSERT does not.
+                if id > 40 {
+                    stmts.push(format!(
+                        "UPDATE orders SET amount = amount + 1, commit_ts = PENDING_COMMIT_TIMESTAMP() \
+                         WHERE id = {}",
+                        id / 2
+                    ));
+                }
                 let values: Vec<String> = (id..id + 40)
                     .map(|i| format!("({i}, 'c', 0, PENDING_COMMIT_TIMESTAMP())"))
                     .collect();
@@ -554,14 +568,6 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
                     "INSERT INTO orders (id, client, amount, commit_ts) VALUES {}",
                     values.join(", ")
                 ));
-                // A later version of an earlier key in each transaction.
-                if id > 40 {
-                    stmts.push(format!(
-                    "UPDATE orders SET amount = amount + 1, commit_ts = PENDING_COMMIT_TIMESTAMP() \
-                     WHERE id = {}",
-                    id / 2
-                ));
-                }
                 spanner_write(&writer_db, &stmts).await;
                 id += 40;
                 tokio::time::sleep(Duration::from_millis(60)).await;
@@ -656,7 +662,7 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
     let emu = GoogleEmulators::start().await;
-    let db = emu.create_database(&[ORDERS]).await;
+    let db = emu.create_database(&[ORDERS, ORDERS_INDEX]).await;
     let tables = "[[tables]]\nname = \"orders\"\ninterval-ms = 100\n";
     let a = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
     let b = GoogleHost::new(&emu, &db, "d-", tables, Endpoints::Environment);
@@ -797,4 +803,66 @@ async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
         seen.len(),
         survivor_host.log_text()
     );
+}
+
+/// Production scans a table at every poll unless an index leads with its commit-timestamp
+/// column: a table without one stops the host at start with the `CREATE INDEX` to run;
+/// with `[source] missing-commit-index = "warn"` (here through its environment override)
+/// the host starts, says so, and polls the table by scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spanner_table_without_a_commit_timestamp_index_is_refused_unless_warned() {
+    let emu = GoogleEmulators::start().await;
+    let db = emu.create_database(&[ORDERS]).await;
+    let tables = "[[tables]]\nname = \"orders\"\ninterval-ms = 100\n";
+    let ddl = "CREATE INDEX `orders_by_commit_ts` ON `orders` (`commit_ts`)";
+
+    let refused = GoogleHost::new(&emu, &db, "i-", tables, Endpoints::Explicit);
+    let mut proc = refused.start();
+    let said = eventually(Duration::from_secs(120), || {
+        let log = refused.log_text();
+        async move { log.contains(ddl) }
+    })
+    .await;
+    // Signal 0 only checks the process: this waits for the host to exit on its own.
+    let status = proc.group.signal_and_wait("0", Duration::from_secs(60));
+    let log = refused.log_text();
+    assert!(said, "the refusal names the DDL:\n{log}");
+    assert!(
+        log.contains("cannot be captured") && !log.contains("ledgerhost ready"),
+        "the host does not start without the index:\n{log}"
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the host exits with an error: {status:?}\n{log}"
+    );
+
+    let mut warned = GoogleHost::new(&emu, &db, "w-", tables, Endpoints::Explicit);
+    warned.env.push((
+        "LEDGERHOST__SOURCE__MISSING_COMMIT_INDEX".into(),
+        "warn".into(),
+    ));
+    warned
+        .ws
+        .install_plugin("recorder", "rec-w", &recorder_manifest("rec-w", "orders"));
+    let _proc = warned.start_ready().await;
+    let log = warned.log_text();
+    assert!(
+        log.contains(ddl) && log.contains("polling by full scans"),
+        "the host warns with the DDL:\n{log}"
+    );
+    spanner_write(
+        &db,
+        &[
+            "INSERT INTO orders (id, client, amount, commit_ts) VALUES (1, 'c', 1, \
+           PENDING_COMMIT_TIMESTAMP())"
+                .to_string(),
+        ],
+    )
+    .await;
+    let arrived = eventually(Duration::from_secs(120), || {
+        let n = warned.kv("rec/").len();
+        async move { n == 1 }
+    })
+    .await;
+    assert!(arrived, "the row arrives:\n{}", warned.log_text());
 }

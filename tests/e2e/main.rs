@@ -4,6 +4,7 @@ mod capabilities;
 mod google;
 mod google_host;
 mod languages;
+mod leases;
 mod ops;
 mod pipeline;
 mod runtime;

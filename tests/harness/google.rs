@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! let emu = GoogleEmulators::start();
-//! let db = emu.create_database(&["CREATE TABLE t (...) PRIMARY KEY (id)"]).await;
+//! let db = emu.create_database(&["CREATE TABLE t (...) PRIMARY KEY (id)", &commit_ts_index("t")]).await;
 //! let source = SpannerSource::connect(db.clone()).await?;
 //! let ledger = PubSubLedger::connect(emu.pubsub_config()).await?;
 //! emu.stop_pubsub(); emu.start_pubsub(); // same port, empty state
@@ -190,6 +190,7 @@ impl SpannerEmulator {
             database: name.into(),
             endpoint: Some(format!("http://127.0.0.1:{}", self.grpc_port)),
             admin_endpoint: Some(self.admin_endpoint()),
+            missing_commit_index: Default::default(),
         }
     }
 
@@ -197,6 +198,12 @@ impl SpannerEmulator {
     pub fn emulator_host(&self) -> String {
         format!("127.0.0.1:{}", self.grpc_port)
     }
+}
+
+/// The index a captured table needs (production refuses to poll without one): on
+/// `table`'s `commit_ts` column, as the host's refusal message prints it.
+pub fn commit_ts_index(table: &str) -> String {
+    format!("CREATE INDEX {table}_by_commit_ts ON {table} (commit_ts)")
 }
 
 /// Runs `statements` (DML) in one read-write transaction and returns its commit timestamp

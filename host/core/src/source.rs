@@ -59,6 +59,10 @@ pub trait Source: Send + Sync {
     /// it; false when another holder's lease has not expired. Only the holder of a table's
     /// lease polls that table (single writer per topic).
     ///
+    /// This is a read-write transaction: callers renew a held lease at most every third of
+    /// its TTL and, while another replica holds it, watch it with [`Source::read_lease`]
+    /// instead, calling this only once the lease has expired.
+    ///
     /// The lease row also carries the holder's progress (the poller's watermark), so a
     /// replica taking the lease over resumes where the last holder got to: a `Some`
     /// `progress` is stored when the lease is held; the returned `progress` is the row's.
@@ -70,18 +74,152 @@ pub trait Source: Send + Sync {
         progress: Option<i64>,
     ) -> PortResult<Lease>;
 
-    /// Gives the lease up early (on clean shutdown) so another replica takes over at once;
-    /// its progress stays for the next holder.
-    async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()>;
+    /// Reads the lease `name` without taking it and without a read-write transaction (a
+    /// single-use read on Spanner), judged by the source's clock: `held` is true when
+    /// `holder` holds it and it has not expired; `remaining` is how long its current
+    /// holder (whoever it is) still holds it, zero when it expired, was released or was
+    /// never taken.
+    async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease>;
+
+    /// Gives the lease up early (on clean shutdown) so another replica takes over at once,
+    /// storing `progress` (when `Some`) with it, in one transaction; the progress stays for
+    /// the next holder.
+    async fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        progress: Option<i64>,
+    ) -> PortResult<()>;
+
+    /// How many transactions this source ran, by kind and purpose (for `/metrics`). A
+    /// source that does not count returns nothing.
+    fn transactions(&self) -> Vec<TransactionCount> {
+        Vec::new()
+    }
 }
 
-/// A lease as [`Source::try_lease`] left it.
+/// A lease as [`Source::try_lease`] left it or [`Source::read_lease`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     /// The caller holds the lease.
     pub held: bool,
     /// The progress stored with the lease, if any holder stored one.
     pub progress: Option<i64>,
+    /// Time left until the lease expires, by the source's clock (for the caller if `held`,
+    /// else for its current holder); zero when nobody holds it.
+    pub remaining: std::time::Duration,
+}
+
+/// What a source transaction was: a read-write transaction (locks, commit) or a read-only
+/// one (a snapshot or a single-use read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransactionKind {
+    ReadWrite,
+    ReadOnly,
+}
+
+impl TransactionKind {
+    pub const ALL: [TransactionKind; 2] = [TransactionKind::ReadWrite, TransactionKind::ReadOnly];
+
+    /// The metric label: `read_write`, `read_only`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransactionKind::ReadWrite => "read_write",
+            TransactionKind::ReadOnly => "read_only",
+        }
+    }
+}
+
+/// Why a source transaction ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransactionPurpose {
+    /// A poll's snapshot (SQLite: also the short write that closes the commit epoch).
+    PollSnapshot,
+    /// Schema, index and lease-table checks (`INFORMATION_SCHEMA`, capture triggers).
+    Schema,
+    /// Renewing a lease this replica holds.
+    LeaseRenew,
+    /// Trying to take a lease this replica does not hold (free, expired or another's).
+    LeaseTake,
+    /// Reading a lease without taking it.
+    LeaseRead,
+    /// Giving a lease up at shutdown.
+    Release,
+    /// Readiness and start-up probes.
+    Probe,
+}
+
+impl TransactionPurpose {
+    pub const ALL: [TransactionPurpose; 7] = [
+        TransactionPurpose::PollSnapshot,
+        TransactionPurpose::Schema,
+        TransactionPurpose::LeaseRenew,
+        TransactionPurpose::LeaseTake,
+        TransactionPurpose::LeaseRead,
+        TransactionPurpose::Release,
+        TransactionPurpose::Probe,
+    ];
+
+    /// The metric label: `poll_snapshot`, `schema`, `lease_renew`, `lease_take`,
+    /// `lease_read`, `release`, `probe`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransactionPurpose::PollSnapshot => "poll_snapshot",
+            TransactionPurpose::Schema => "schema",
+            TransactionPurpose::LeaseRenew => "lease_renew",
+            TransactionPurpose::LeaseTake => "lease_take",
+            TransactionPurpose::LeaseRead => "lease_read",
+            TransactionPurpose::Release => "release",
+            TransactionPurpose::Probe => "probe",
+        }
+    }
+}
+
+/// One counter of [`Source::transactions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionCount {
+    pub kind: TransactionKind,
+    pub purpose: TransactionPurpose,
+    pub count: u64,
+}
+
+/// Transaction counters by kind and purpose, for a source to keep.
+#[derive(Debug, Default)]
+pub struct TransactionCounters {
+    counts:
+        [[std::sync::atomic::AtomicU64; TransactionPurpose::ALL.len()]; TransactionKind::ALL.len()],
+}
+
+impl TransactionCounters {
+    /// Counts one transaction.
+    pub fn record(&self, kind: TransactionKind, purpose: TransactionPurpose) {
+        self.counts[kind as usize][purpose as usize]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counters that are not zero, by kind then purpose.
+    pub fn snapshot(&self) -> Vec<TransactionCount> {
+        let mut out = Vec::new();
+        for kind in TransactionKind::ALL {
+            for purpose in TransactionPurpose::ALL {
+                let count = self.counts[kind as usize][purpose as usize]
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if count > 0 {
+                    out.push(TransactionCount {
+                        kind,
+                        purpose,
+                        count,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// One counter's value.
+    pub fn get(&self, kind: TransactionKind, purpose: TransactionPurpose) -> u64 {
+        self.counts[kind as usize][purpose as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A consistent read-only view of the source at one read point.

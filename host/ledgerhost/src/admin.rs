@@ -31,6 +31,8 @@ pub struct AdminState {
     pub refused: Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>,
     /// Reachability checks of the remote backends: ready also means all of them answer.
     pub probes: Arc<Vec<crate::backends::Probe>>,
+    /// The source, for its transaction counters.
+    pub source: Arc<dyn ledgerhost_core::source::Source>,
 }
 
 /// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
@@ -164,6 +166,21 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             out,
             "ledgerhost_poller_republishes_total{{table=\"{t}\"}} {}",
             st.republishes.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ledgerhost_source_transactions_total Transactions this host ran in the source, by kind (read_write, read_only) and purpose (poll_snapshot, schema, lease_renew, lease_take, lease_read, release, probe)."
+    );
+    let _ = writeln!(out, "# TYPE ledgerhost_source_transactions_total counter");
+    let backend = s.source.backend();
+    for c in s.source.transactions() {
+        let _ = writeln!(
+            out,
+            "ledgerhost_source_transactions_total{{backend=\"{backend}\",kind=\"{}\",purpose=\"{}\"}} {}",
+            c.kind.label(),
+            c.purpose.label(),
+            c.count
         );
     }
 

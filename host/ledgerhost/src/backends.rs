@@ -129,14 +129,21 @@ impl Backends {
                 database,
                 endpoint,
                 admin_endpoint,
+                missing_commit_index,
             } => {
-                use ledgerhost_source::spanner::{SpannerConfig, SpannerSource};
+                use ledgerhost_source::spanner::{
+                    MissingCommitIndex, SpannerConfig, SpannerSource,
+                };
                 let cfg = SpannerConfig {
                     project: project.clone(),
                     instance: instance.clone(),
                     database: database.clone(),
                     endpoint: endpoint.as_deref().map(endpoint_url),
                     admin_endpoint: admin_endpoint.as_deref().map(endpoint_url),
+                    missing_commit_index: match missing_commit_index {
+                        crate::config::MissingCommitIndex::Refuse => MissingCommitIndex::Refuse,
+                        crate::config::MissingCommitIndex::Warn => MissingCommitIndex::Warn,
+                    },
                 };
                 let where_ = format!(
                     "{} ({})",

@@ -120,7 +120,23 @@ pub enum SourceConfig {
         /// `http://127.0.0.1:9020`.
         #[serde(default)]
         admin_endpoint: Option<String>,
+        /// A table whose commit-timestamp column leads no index is refused at start (each
+        /// poll would scan it whole), or only warned about.
+        #[serde(default)]
+        missing_commit_index: MissingCommitIndex,
     },
+}
+
+/// `[source] missing-commit-index` (Spanner): what the host does at start with a table that
+/// has no index leading with its commit-timestamp column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingCommitIndex {
+    /// Refuse to start, printing the `CREATE INDEX` to run.
+    #[default]
+    Refuse,
+    /// Log a warning with the `CREATE INDEX` and poll by full table scans.
+    Warn,
 }
 
 impl Default for SourceConfig {
@@ -619,6 +635,7 @@ impl Config {
             database,
             endpoint,
             admin_endpoint,
+            ..
         } = &self.source
         {
             if project.trim().is_empty() {
@@ -877,6 +894,28 @@ mod tests {
         assert!(matches!(c.source, SourceConfig::Spanner { .. }));
         assert_eq!(c.ledger.kind, LedgerKind::Pubsub);
         assert!(matches!(c.keyvalue, KeyValueConfig::Redis { .. }));
+    }
+
+    #[test]
+    fn a_missing_commit_index_is_refused_unless_set_to_warn() {
+        let spanner = "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"i\"\n\
+                       database = \"d\"\n";
+        let policy = |c: Config| match c.source {
+            SourceConfig::Spanner {
+                missing_commit_index,
+                ..
+            } => missing_commit_index,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(policy(parse(spanner).unwrap()), MissingCommitIndex::Refuse);
+        assert_eq!(
+            policy(parse(&format!("{spanner}missing-commit-index = \"warn\"\n")).unwrap()),
+            MissingCommitIndex::Warn
+        );
+        let err = parse(&format!("{spanner}missing-commit-index = \"ignore\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refuse") && err.contains("warn"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Host {
                 ready: ready.clone(),
                 refused: refused.clone(),
                 probes: Arc::new(backends.probes.clone()),
+                source: backends.source.clone(),
             },
             shutdown_rx.clone(),
         )

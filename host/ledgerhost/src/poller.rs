@@ -15,6 +15,7 @@ use ledgerhost_core::ledger::{Ledger, attr};
 use ledgerhost_core::source::{Position, Source, TableSpec};
 use ledgerhost_core::{PortError, TableSchema};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::StartFrom;
 use crate::metrics::{TableStats, now_micros};
@@ -120,55 +121,99 @@ impl Poller {
         format!("poller/{}", self.table())
     }
 
-    /// Polls at the configured interval until `shutdown` turns true. Returns early only on a
-    /// non-transient error (incompatible schema change), which the caller reports.
+    /// Polls at the configured interval until `shutdown` turns true, while this replica
+    /// holds the table's lease. Returns early only on a non-transient error (incompatible
+    /// schema change), which the caller reports.
+    ///
+    /// Lease cadence (each step one source transaction, counted in `/metrics`):
+    /// - holding it: renewed (read-write, carrying the watermark of the last completed poll)
+    ///   at most every third of the TTL, so a failed renewal leaves two thirds of the TTL to
+    ///   retry; the table is polled only while the last renewal is younger than two thirds
+    ///   of the TTL;
+    /// - not holding it: read without a read-write transaction ([`Source::read_lease`]) at
+    ///   most every third of the TTL and when it is due to expire, and taken (read-write)
+    ///   only once the read shows it expired or released;
+    /// - at shutdown: released with the final watermark (one read-write transaction).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PollError> {
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut leader = false;
+        let ttl = self.settings.lease_ttl;
+        let renew_every = ttl / 3;
+        // Holding the lease: when it was last taken or renewed (the start of that
+        // transaction, so the lease is known to last at least until then + ttl).
+        let mut renewed_at: Option<Instant> = None;
+        // Not holding it: when to read it again.
+        let mut next_read = Instant::now();
+        // After a failed renewal: not retried before this (the next tick).
+        let mut renew_not_before = Instant::now();
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => {}
-            }
+            // A renewal may fall due between two ticks when the interval is long.
+            let renew_due = renewed_at.map(|at| (at + renew_every).max(renew_not_before));
+            let tick = tokio::select! {
+                _ = ticker.tick() => true,
+                _ = sleep_until_or_forever(renew_due) => false,
+                changed = shutdown.changed() => {
+                    // Nobody can stop us any more once the sender is gone: stop now.
+                    if changed.is_err() {
+                        break;
+                    }
+                    false
+                }
+            };
             if *shutdown.borrow() {
                 break;
             }
-            // The renewal records the watermark of the last completed poll with the lease.
-            let progress = if leader { self.watermark } else { None };
-            match self
-                .source
-                .try_lease(
-                    &self.lease_name(),
-                    &self.settings.replica,
-                    self.settings.lease_ttl,
-                    progress,
-                )
-                .await
-            {
-                Ok(lease) if lease.held => {
-                    if !leader {
-                        tracing::info!(table = self.table(), replica = %self.settings.replica, "took the poller lease");
-                        leader = true;
-                        self.stats.leader.store(1, Ordering::Relaxed);
-                        // Another replica may have moved the table on while we waited.
-                        self.watermark = None;
-                        self.lease_progress = lease.progress;
+            if let Some(at) = renewed_at {
+                if at.elapsed() >= renew_every && Instant::now() >= renew_not_before {
+                    let started = Instant::now();
+                    match self
+                        .source
+                        .try_lease(
+                            &self.lease_name(),
+                            &self.settings.replica,
+                            ttl,
+                            self.watermark,
+                        )
+                        .await
+                    {
+                        Ok(lease) if lease.held => renewed_at = Some(started),
+                        Ok(lease) => {
+                            tracing::warn!(table = self.table(), "lost the poller lease");
+                            renewed_at = None;
+                            self.stats.leader.store(0, Ordering::Relaxed);
+                            next_read = Instant::now() + lease.remaining.min(renew_every);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(table = self.table(), error = %e, "cannot renew the poller lease; retrying");
+                            renew_not_before =
+                                Instant::now() + self.settings.interval.min(renew_every);
+                            if at.elapsed() >= ttl {
+                                tracing::warn!(
+                                    table = self.table(),
+                                    "the poller lease may have expired: stopped polling until it is taken again"
+                                );
+                                renewed_at = None;
+                                self.stats.leader.store(0, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
                     }
                 }
-                Ok(_) => {
-                    if leader {
-                        tracing::warn!(table = self.table(), "lost the poller lease");
-                        leader = false;
-                        self.stats.leader.store(0, Ordering::Relaxed);
-                    }
+            } else {
+                if !tick || Instant::now() < next_read {
                     continue;
                 }
-                Err(e) => {
-                    self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(table = self.table(), error = %e, "cannot renew the poller lease; retrying");
+                if !self.take_lease_if_free(ttl, &mut next_read).await {
                     continue;
                 }
+                renewed_at = Some(next_read);
+            }
+            let Some(at) = renewed_at else { continue };
+            if !tick || at.elapsed() >= ttl * 2 / 3 {
+                // Not a poll tick, or the lease is too close to its expiry to start a poll.
+                continue;
             }
             match self.poll_once().await {
                 Ok(_) => {}
@@ -181,27 +226,64 @@ impl Poller {
                     tracing::error!(table = self.table(), error = %e, "poller stopped");
                     *self.stats.stopped.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
+                    // The lease is left to expire: this replica no longer polls the table.
+                    self.stats.leader.store(0, Ordering::Relaxed);
                     return Err(e);
                 }
             }
         }
-        if leader {
-            // Record the final watermark, then let another replica take over at once.
+        if renewed_at.is_some() {
+            // Record the final watermark and let another replica take over at once.
             let _ = self
                 .source
-                .try_lease(
-                    &self.lease_name(),
-                    &self.settings.replica,
-                    self.settings.lease_ttl,
-                    self.watermark,
-                )
-                .await;
-            let _ = self
-                .source
-                .release_lease(&self.lease_name(), &self.settings.replica)
+                .release_lease(&self.lease_name(), &self.settings.replica, self.watermark)
                 .await;
         }
         Ok(())
+    }
+
+    /// Reads the lease (no read-write transaction) and takes it only if it is free, expired
+    /// or already this replica's. True once taken; then `when` is the start of the taking
+    /// transaction. Otherwise `when` is when to read it again: when the holder's lease
+    /// expires, or after a third of the TTL (a release frees it early), whichever is first.
+    async fn take_lease_if_free(&mut self, ttl: Duration, when: &mut Instant) -> bool {
+        let name = self.lease_name();
+        let replica = self.settings.replica.clone();
+        let again = |remaining: Duration| Instant::now() + remaining.min(ttl / 3);
+        match self.source.read_lease(&name, &replica).await {
+            Ok(lease) if lease.held || lease.remaining.is_zero() => {}
+            Ok(lease) => {
+                *when = again(lease.remaining);
+                return false;
+            }
+            Err(e) => {
+                self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(table = self.table(), error = %e, "cannot read the poller lease; retrying next tick");
+                return false;
+            }
+        }
+        let started = Instant::now();
+        match self.source.try_lease(&name, &replica, ttl, None).await {
+            Ok(lease) if lease.held => {
+                tracing::info!(table = self.table(), replica = %replica, "took the poller lease");
+                self.stats.leader.store(1, Ordering::Relaxed);
+                // Another replica may have moved the table on while we waited.
+                self.watermark = None;
+                self.lease_progress = lease.progress;
+                *when = started;
+                true
+            }
+            Ok(lease) => {
+                // Another replica took it first.
+                *when = again(lease.remaining);
+                false
+            }
+            Err(e) => {
+                self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(table = self.table(), error = %e, "cannot take the poller lease; retrying next tick");
+                false
+            }
+        }
     }
 
     /// The watermark to resume from: the progress stored with the lease (shared by every
@@ -392,5 +474,13 @@ impl Poller {
         })?;
         self.current = Some((schema, encoder));
         Ok(())
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

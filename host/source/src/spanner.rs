@@ -8,9 +8,15 @@
 //!   identifiers are validated and backquoted, values never appear in SQL text.
 //! - The commit-timestamp column is the one declared `OPTIONS (allow_commit_timestamp=true)`;
 //!   writers set it to `PENDING_COMMIT_TIMESTAMP()`.
-//! - Leases live in `ledgerhost_leases`, created on first use, taken in read-write
-//!   transactions judged by Spanner's own clock (`CURRENT_TIMESTAMP()`), so replicas with
-//!   skewed clocks agree.
+//! - The poll reads through an index leading with the commit-timestamp column
+//!   (`@{FORCE_INDEX=...}`), found in `INFORMATION_SCHEMA.INDEXES` when the table is
+//!   prepared; without one every poll would scan the whole table, so the table is refused
+//!   with the `CREATE INDEX` to run, or only warned about with
+//!   [`MissingCommitIndex::Warn`].
+//! - Leases live in `ledgerhost_leases`, created on first use, taken and renewed in
+//!   read-write transactions and watched with single-use reads, judged by Spanner's own clock
+//!   (`CURRENT_TIMESTAMP()`), so replicas with skewed clocks agree.
+//! - Every transaction is counted by kind and purpose ([`Source::transactions`]).
 //!
 //! The emulator is reached through `SPANNER_EMULATOR_HOST` (read by the client crate) or an
 //! explicit plaintext `endpoint`; both use anonymous credentials. Otherwise application
@@ -29,7 +35,10 @@ use google_cloud_spanner::transaction::{
 };
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::{Date, FromValue, Kind, Type, Value as SpValue};
-use ledgerhost_core::source::{Lease, Position, Row, Snapshot, Source, TableSpec};
+use ledgerhost_core::source::{
+    Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount, TransactionCounters,
+    TransactionKind, TransactionPurpose,
+};
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use tracing::{debug, info};
 
@@ -54,6 +63,19 @@ pub struct SpannerConfig {
     /// Admin (REST) endpoint override, used for the lease table's DDL. When `None` the client
     /// derives it (for the emulator: gRPC port 9010 maps to REST port 9020).
     pub admin_endpoint: Option<String>,
+    /// What to do with a table that has no index leading with its commit-timestamp column.
+    pub missing_commit_index: MissingCommitIndex,
+}
+
+/// What [`Source::prepare_table`] does with a table whose commit-timestamp column leads no
+/// index (so each poll's `commit_ts > @w AND commit_ts <= @r` would scan the whole table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingCommitIndex {
+    /// Refuse the table, printing the `CREATE INDEX` to run (the default).
+    #[default]
+    Refuse,
+    /// Log a warning with the `CREATE INDEX` and poll by full scans.
+    Warn,
 }
 
 impl SpannerConfig {
@@ -72,6 +94,24 @@ pub fn capture_ddl(table: &str, commit_ts_column: &str) -> String {
         "ALTER TABLE {} ADD COLUMN {} TIMESTAMP OPTIONS (allow_commit_timestamp=true)",
         quote(table),
         quote(commit_ts_column)
+    )
+}
+
+/// The index the poll of `table` reads through: `CREATE INDEX <table>_by_<column> ON
+/// <table> (<column>)`. Spanner appends the primary key to every secondary index's key, so
+/// the index is ordered by (commit timestamp, primary key), the order of the poll's keyset
+/// pages, and a page is one range scan of it (plus a lookup of each row's other columns in
+/// the table: add `STORING (...)` to save those at the cost of writing the columns twice).
+/// A primary key with a descending column is listed explicitly, ascending, so the index
+/// order still matches the page order.
+pub fn commit_index_ddl(table: &str, commit_ts_column: &str, descending_key: &[String]) -> String {
+    let mut columns = vec![quote(commit_ts_column)];
+    columns.extend(descending_key.iter().map(|k| quote(k)));
+    format!(
+        "CREATE INDEX {} ON {} ({})",
+        quote(&format!("{table}_by_{commit_ts_column}")),
+        quote(table),
+        columns.join(", ")
     )
 }
 
@@ -98,6 +138,11 @@ fn corrupt(message: impl Into<String>) -> PortError {
 
 /// Maps a client error to a port error, keeping `context` (what was being done).
 fn map_err(context: &str, e: google_cloud_spanner::Error) -> PortError {
+    // The emulator fails a transaction another one on the same session replaced with
+    // FAILED_PRECONDITION / NOT_FOUND: a conflict, worth retrying, not a wrong request.
+    if is_transaction_conflict(&e) {
+        return unavailable(format!("{context}: {e}"));
+    }
     let code = e.status().map(|s| s.code);
     match code {
         Some(Code::NotFound) => PortError::NotFound {
@@ -141,7 +186,34 @@ pub struct SpannerSource {
     lease_table_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
     /// Held while one of this source's read-write transactions runs.
     read_write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Transactions run, by kind and purpose.
+    counters: std::sync::Arc<TransactionCounters>,
+    /// `(lease, holder)` pairs this source last saw held: a `try_lease` of one is a renewal.
+    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Per table, how its poll reads: through which index (see [`PollIndex`]).
+    poll_index: PollIndexes,
+    /// Idle clients for snapshots, each with its own (multiplexed) session: the emulator
+    /// keeps one transaction per session and fails the older one ("Invalid transaction
+    /// ID") when another begins, so the snapshots of concurrent polls, and the lease
+    /// transactions on `client`, must not share a session.
+    snapshot_clients: std::sync::Arc<std::sync::Mutex<Vec<DatabaseClient>>>,
 }
+
+/// Idle snapshot clients kept; more exist only while more snapshots are open at once.
+const MAX_IDLE_SNAPSHOT_CLIENTS: usize = 8;
+
+/// How the poll of one table reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollIndex {
+    /// The primary key leads with the commit-timestamp column: the table itself is in order.
+    PrimaryKey,
+    /// Through this secondary index (`@{FORCE_INDEX=...}`).
+    Index(String),
+    /// No usable index (allowed by [`MissingCommitIndex::Warn`]): each poll scans the table.
+    FullScan,
+}
+
+type PollIndexes = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PollIndex>>>;
 
 impl std::fmt::Debug for SpannerSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,12 +248,69 @@ impl SpannerSource {
             client,
             lease_table_ready: Default::default(),
             read_write_turn: Default::default(),
+            counters: Default::default(),
+            held: Default::default(),
+            poll_index: Default::default(),
+            snapshot_clients: Default::default(),
         })
+    }
+
+    /// How the poll of `table` reads, once the table was prepared (or polled).
+    pub fn poll_index(&self, table: &str) -> Option<PollIndex> {
+        self.poll_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
+    }
+
+    /// The first page query of `table` (the statement every poll runs, after watermark
+    /// 0) and Spanner's plan for it (`queryMode: PLAN`): the display names of the plan's
+    /// nodes with their metadata, one per line. The emulator answers "No query plan".
+    pub async fn poll_query_plan(&self, table: &TableSchema) -> PortResult<(String, Vec<String>)> {
+        use google_cloud_spanner::model::execute_sql_request::QueryMode;
+        let index = resolve_poll_index(
+            &self.client,
+            &self.counters,
+            &self.poll_index,
+            self.config.missing_commit_index,
+            table,
+        )
+        .await?;
+        let read_ts = micros_timestamp(now_micros_local())?;
+        let stmt = page_statement(table, &Position::after_ts(0), &read_ts, 100, &index)?;
+        let sql = stmt.sql().to_string();
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
+        let context = format!("planning the poll query of `{}`", table.name);
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(stmt.set_query_mode(QueryMode::Plan))
+            .await
+            .map_err(|e| map_err(&context, e))?;
+        while let Some(row) = rs.next().await {
+            row.map_err(|e| map_err(&context, e))?;
+        }
+        let nodes = rs
+            .stats()
+            .and_then(|s| s.query_plan.as_ref())
+            .map(|p| {
+                p.plan_nodes
+                    .iter()
+                    .map(|n| format!("{} {:?}", n.display_name, n.metadata))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((sql, nodes))
     }
 
     /// Health probe: runs `SELECT 1` in the database (fails if Spanner is unreachable or the
     /// database does not exist).
     pub async fn check(&self) -> PortResult<()> {
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::Probe);
         let mut rs = self
             .client
             .single_use()
@@ -288,6 +417,8 @@ impl SpannerSource {
         .add_param("t", LEASE_TABLE.to_string())
         .build();
         let context = "reading INFORMATION_SCHEMA.COLUMNS";
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
         let mut rs = self
             .client
             .single_use()
@@ -328,6 +459,8 @@ impl SpannerSource {
         )
         .add_param("t", table.to_string())
         .build();
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
         let mut rs = self
             .client
             .single_use()
@@ -556,19 +689,54 @@ impl Source for SpannerSource {
 
     async fn prepare_table(&self, spec: &TableSpec) -> PortResult<TableSchema> {
         let client = self.client.clone();
+        let counters = self.counters.clone();
         let schema = read_schema(spec, |stmt| {
             let client = client.clone();
+            counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
             async move { client.single_use().build().execute_query(stmt).await }
         })
         .await?;
+        // Looked up again rather than kept: the index may have been created since.
+        self.poll_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&schema.name);
+        let index = resolve_poll_index(
+            &self.client,
+            &self.counters,
+            &self.poll_index,
+            self.config.missing_commit_index,
+            &schema,
+        )
+        .await?;
         info!(table = %schema.name, commit_ts_column = %schema.commit_ts_column,
-              primary_key = ?schema.primary_key, "spanner table ready for capture");
+              primary_key = ?schema.primary_key, poll_index = ?index, "spanner table ready for capture");
         Ok(schema)
     }
 
     async fn snapshot(&self) -> PortResult<Box<dyn Snapshot>> {
-        let tx = self
-            .client
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::PollSnapshot);
+        let idle = self
+            .snapshot_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let client = match idle {
+            Some(c) => c,
+            None => self
+                .spanner
+                .database_client(self.config.database_path())
+                .build()
+                .await
+                .map_err(|e| {
+                    map_err(
+                        &format!("opening database {}", self.config.database_path()),
+                        e,
+                    )
+                })?,
+        };
+        let tx = client
             .read_only_transaction()
             .set_begin_transaction_option(BeginTransactionOption::ExplicitBegin)
             .build()
@@ -580,7 +748,12 @@ impl Source for SpannerSource {
             )
         })?;
         Ok(Box::new(SpannerSnapshot {
-            client: self.client.clone(),
+            client,
+            pool: self.snapshot_clients.clone(),
+            single_use: self.client.clone(),
+            counters: self.counters.clone(),
+            poll_index: self.poll_index.clone(),
+            missing_commit_index: self.config.missing_commit_index,
             read_ts_micros: timestamp_micros(&read_ts),
             read_ts,
             tx,
@@ -595,6 +768,20 @@ impl Source for SpannerSource {
         progress: Option<i64>,
     ) -> PortResult<Lease> {
         self.ensure_lease_table().await?;
+        let pair = (name.to_string(), holder.to_string());
+        let renewal = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pair);
+        self.counters.record(
+            TransactionKind::ReadWrite,
+            if renewal {
+                TransactionPurpose::LeaseRenew
+            } else {
+                TransactionPurpose::LeaseTake
+            },
+        );
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
@@ -611,7 +798,9 @@ impl Source for SpannerSource {
                         "SELECT (SELECT holder FROM {LEASE_TABLE} WHERE name = @n), \
                          (SELECT expires_at > CURRENT_TIMESTAMP() FROM {LEASE_TABLE} WHERE name = @n), \
                          TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ms MILLISECOND), \
-                         (SELECT progress FROM {LEASE_TABLE} WHERE name = @n)"
+                         (SELECT progress FROM {LEASE_TABLE} WHERE name = @n), \
+                         (SELECT TIMESTAMP_DIFF(expires_at, CURRENT_TIMESTAMP(), MICROSECOND) \
+                          FROM {LEASE_TABLE} WHERE name = @n)"
                     ))
                     .add_param("n", n.clone())
                     .add_param("ms", ttl_ms)
@@ -621,16 +810,19 @@ impl Source for SpannerSource {
                         return Ok(Lease {
                             held: false,
                             progress: None,
+                            remaining: Duration::ZERO,
                         });
                     };
                     let current: Option<String> = row.get(0)?;
                     let live: Option<bool> = row.get(1)?;
                     let expires: Timestamp = row.get(2)?;
                     let stored: Option<i64> = row.get(3)?;
+                    let left: Option<i64> = row.get(4)?;
                     if live == Some(true) && current.as_deref() != Some(h.as_str()) {
                         return Ok(Lease {
                             held: false,
                             progress: stored,
+                            remaining: micros_duration(left.unwrap_or(0)),
                         });
                     }
                     let progress = progress.or(stored);
@@ -647,19 +839,83 @@ impl Source for SpannerSource {
                     Ok(Lease {
                         held: true,
                         progress,
+                        remaining: ttl,
                     })
                 })
                 .await
                 .map(|r| r.into_inner())
             }
         })
-        .await?;
+        .await;
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            match &lease {
+                Ok(l) if l.held => {
+                    held.insert(pair);
+                }
+                _ => {
+                    held.remove(&pair);
+                }
+            }
+        }
+        let lease = lease?;
         debug!(lease = %name, holder = %holder, held = lease.held, progress = ?lease.progress, "spanner lease");
         Ok(lease)
     }
 
-    async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()> {
+    async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease> {
         self.ensure_lease_table().await?;
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead);
+        // A strong single-use read: no locks, no commit, and Spanner's clock judges expiry.
+        let stmt = Statement::builder(format!(
+            "SELECT holder, TIMESTAMP_DIFF(expires_at, CURRENT_TIMESTAMP(), MICROSECOND), \
+             progress FROM {LEASE_TABLE} WHERE name = @n"
+        ))
+        .add_param("n", name.to_string())
+        .build();
+        let context = format!("reading lease `{name}`");
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(stmt)
+            .await
+            .map_err(|e| map_err(&context, e))?;
+        let lease = match rs.next().await {
+            None => Lease {
+                held: false,
+                progress: None,
+                remaining: Duration::ZERO,
+            },
+            Some(Err(e)) => return Err(map_err(&context, e)),
+            Some(Ok(row)) => {
+                let current: String = row.get(0).map_err(|e| map_err(&context, e))?;
+                let left: i64 = row.get(1).map_err(|e| map_err(&context, e))?;
+                let progress: Option<i64> = row.get(2).map_err(|e| map_err(&context, e))?;
+                Lease {
+                    held: current == holder && left > 0,
+                    progress,
+                    remaining: micros_duration(left),
+                }
+            }
+        };
+        Ok(lease)
+    }
+
+    async fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        progress: Option<i64>,
+    ) -> PortResult<()> {
+        self.ensure_lease_table().await?;
+        self.counters
+            .record(TransactionKind::ReadWrite, TransactionPurpose::Release);
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(name.to_string(), holder.to_string()));
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
         let what = format!("releasing lease `{name}`");
@@ -671,12 +927,17 @@ impl Source for SpannerSource {
                     .run(async |tx| {
                         // Expired rather than deleted: the progress stays for the next holder.
                         let stmt = Statement::builder(format!(
-                        "UPDATE {LEASE_TABLE} SET expires_at = TIMESTAMP '1970-01-01T00:00:00Z' \
-                         WHERE name = @n AND holder = @h"
-                    ))
-                    .add_param("n", n.clone())
-                    .add_param("h", h.clone())
-                    .build();
+                            "UPDATE {LEASE_TABLE} SET expires_at = TIMESTAMP '1970-01-01T00:00:00Z', \
+                             progress = COALESCE(@p, progress) WHERE name = @n AND holder = @h"
+                        ))
+                        .add_param("n", n.clone())
+                        .add_param("h", h.clone())
+                        .add_typed_param(
+                            "p",
+                            progress.map_or_else(SpValue::null, SpValue::from),
+                            types::int64(),
+                        )
+                        .build();
                         tx.execute_update(stmt).await
                     })
                     .await
@@ -684,6 +945,10 @@ impl Source for SpannerSource {
         })
         .await?;
         Ok(())
+    }
+
+    fn transactions(&self) -> Vec<TransactionCount> {
+        self.counters.snapshot()
     }
 }
 
@@ -748,10 +1013,28 @@ where
 
 /// A poll's consistent view: one read-only transaction at read timestamp R.
 pub struct SpannerSnapshot {
+    /// The snapshot's own client (session), back to `pool` when the snapshot ends.
     client: DatabaseClient,
+    pool: std::sync::Arc<std::sync::Mutex<Vec<DatabaseClient>>>,
+    /// The source's client, for single-use reads beside the transaction (on the emulator a
+    /// single-use read on the snapshot's session would end its transaction).
+    single_use: DatabaseClient,
+    counters: std::sync::Arc<TransactionCounters>,
+    /// The source's per-table [`PollIndex`] cache.
+    poll_index: PollIndexes,
+    missing_commit_index: MissingCommitIndex,
     tx: MultiUseReadOnlyTransaction,
     read_ts: Timestamp,
     read_ts_micros: i64,
+}
+
+impl Drop for SpannerSnapshot {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < MAX_IDLE_SNAPSHOT_CLIENTS {
+            pool.push(self.client.clone());
+        }
+    }
 }
 
 #[async_trait]
@@ -768,9 +1051,11 @@ impl Snapshot for SpannerSnapshot {
             // read is then the closest view (the transaction was begun explicitly, so it
             // stays usable after a failed statement).
             Err(PortError::Unavailable { .. } | PortError::Invalid { .. }) => {
-                let client = self.client.clone();
+                let client = self.single_use.clone();
+                let counters = self.counters.clone();
                 read_schema(spec, |stmt| {
                     let client = client.clone();
+                    counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
                     async move { client.single_use().build().execute_query(stmt).await }
                 })
                 .await
@@ -785,9 +1070,34 @@ impl Snapshot for SpannerSnapshot {
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>> {
-        let stmt = page_statement(table, after, &self.read_ts, limit)?;
+        let index = resolve_poll_index(
+            &self.single_use,
+            &self.counters,
+            &self.poll_index,
+            self.missing_commit_index,
+            table,
+        )
+        .await?;
+        let stmt = page_statement(table, after, &self.read_ts, limit, &index)?;
         let context = format!("reading table `{}`", table.name);
-        let (_, raw) = query_rows(&context, || self.tx.execute_query(stmt)).await?;
+        let raw = match query_rows(&context, || self.tx.execute_query(stmt)).await {
+            Ok((_, raw)) => raw,
+            Err(PortError::Invalid { message, .. })
+                if matches!(index, PollIndex::Index(_)) && message.contains("index") =>
+            {
+                // Dropped since the table was prepared: look again at the next poll (which
+                // refuses the table, or polls by scans with missing-commit-index = "warn").
+                self.poll_index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&table.name);
+                return Err(unavailable(format!(
+                    "{context} through {index:?} failed ({message}); looking for the table's \
+                     commit-timestamp index again at the next poll"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let ts_index = table.column_index(&table.commit_ts_column).ok_or_else(|| {
             invalid(format!(
                 "table `{}`: schema has no column `{}`",
@@ -833,12 +1143,182 @@ impl Snapshot for SpannerSnapshot {
     }
 }
 
+/// A duration of `micros` microseconds, zero when negative (an expired lease).
+fn micros_duration(micros: i64) -> Duration {
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
+fn now_micros_local() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// How the poll of `table` reads ([`PollIndex`]), from the cache or, once per table, from
+/// `INFORMATION_SCHEMA` (a table without a usable index is refused or warned about, as
+/// `policy` says).
+async fn resolve_poll_index(
+    client: &DatabaseClient,
+    counters: &TransactionCounters,
+    cache: &PollIndexes,
+    policy: MissingCommitIndex,
+    table: &TableSchema,
+) -> PortResult<PollIndex> {
+    if let Some(found) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&table.name)
+    {
+        return Ok(found.clone());
+    }
+    counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
+    let client = client.clone();
+    let (_, rows) = query_rows("reading INFORMATION_SCHEMA.INDEXES", || {
+        let stmt = Statement::builder(
+            "SELECT i.INDEX_NAME, i.INDEX_TYPE, i.INDEX_STATE, i.SPANNER_IS_MANAGED, \
+             c.COLUMN_NAME, c.COLUMN_ORDERING \
+             FROM INFORMATION_SCHEMA.INDEXES AS i JOIN INFORMATION_SCHEMA.INDEX_COLUMNS AS c \
+             ON c.TABLE_SCHEMA = i.TABLE_SCHEMA AND c.TABLE_NAME = i.TABLE_NAME \
+             AND c.INDEX_NAME = i.INDEX_NAME \
+             WHERE i.TABLE_SCHEMA = '' AND i.TABLE_NAME = @t AND c.ORDINAL_POSITION IS NOT NULL \
+             ORDER BY i.INDEX_NAME, c.ORDINAL_POSITION",
+        )
+        .add_param("t", table.name.clone())
+        .build();
+        async move { client.single_use().build().execute_query(stmt).await }
+    })
+    .await?;
+    let mut indexes: Vec<IndexInfo> = Vec::new();
+    for row in &rows {
+        let [name, kind, state, managed, column, ordering] = row.as_slice() else {
+            return Err(corrupt(
+                "INFORMATION_SCHEMA.INDEXES returned an unexpected shape",
+            ));
+        };
+        let text = |v: &SpValue| v.as_str().unwrap_or_default().to_string();
+        let name = text(name);
+        if indexes.last().is_none_or(|i| i.name != name) {
+            indexes.push(IndexInfo {
+                name: name.clone(),
+                kind: text(kind),
+                state: text(state),
+                managed: managed.as_bool().unwrap_or(false),
+                columns: Vec::new(),
+            });
+        }
+        if let Some(last) = indexes.last_mut() {
+            last.columns.push((text(column), text(ordering)));
+        }
+    }
+    let found = match choose_poll_index(table, &indexes) {
+        Ok(found) => found,
+        Err(why) => {
+            let message = missing_index_message(table, &indexes, &why);
+            match policy {
+                MissingCommitIndex::Refuse => {
+                    return Err(invalid(format!(
+                        "{message}; or set [source] missing-commit-index = \"warn\" to poll by \
+                         full scans"
+                    )));
+                }
+                MissingCommitIndex::Warn => {
+                    tracing::warn!(table = %table.name, "{message}; polling by full scans (missing-commit-index = \"warn\")");
+                    PollIndex::FullScan
+                }
+            }
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(table.name.clone(), found.clone());
+    Ok(found)
+}
+
+/// Why `table` cannot be polled cheaply, with the DDL that fixes it.
+fn missing_index_message(table: &TableSchema, indexes: &[IndexInfo], why: &str) -> String {
+    let descending: Vec<String> = indexes
+        .iter()
+        .find(|i| i.kind == "PRIMARY_KEY")
+        .filter(|pk| pk.columns.iter().any(|(_, o)| o == "DESC"))
+        .map(|pk| pk.columns.iter().map(|(c, _)| c.clone()).collect())
+        .unwrap_or_default();
+    let ddl = commit_index_ddl(&table.name, &table.commit_ts_column, &descending);
+    format!(
+        "table `{}`: {why}, so every poll (`{ts} > @w AND {ts} <= @r ORDER BY {ts}, primary \
+         key`) would scan the whole table. Create the index with:\n  {ddl}\n(Spanner appends \
+         the primary key to the index, so it is in the poll's page order; STORING (...) spares \
+         the lookup of each row's other columns at the cost of writing them twice)",
+        table.name,
+        ts = table.commit_ts_column
+    )
+}
+
+/// One index of a table as `INFORMATION_SCHEMA` describes it.
+#[derive(Debug, Clone)]
+struct IndexInfo {
+    name: String,
+    /// `PRIMARY_KEY`, `INDEX` (or another kind, not usable here).
+    kind: String,
+    /// `READ_WRITE` once built (empty for the primary key).
+    state: String,
+    managed: bool,
+    /// Key columns in order, with `ASC` / `DESC`.
+    columns: Vec<(String, String)>,
+}
+
+/// The best index for the poll of `table` among `indexes`, or why there is none: one whose
+/// first key column is the commit-timestamp column, ascending, built, not managed by
+/// Spanner. The primary key is best (no hint needed), then an index whose next columns
+/// are the primary key (or none: Spanner appends it), then any other, by name.
+fn choose_poll_index(table: &TableSchema, indexes: &[IndexInfo]) -> Result<PollIndex, String> {
+    let ts = &table.commit_ts_column;
+    let leads = |i: &IndexInfo| {
+        i.columns
+            .first()
+            .is_some_and(|(c, o)| c == ts && o != "DESC")
+    };
+    let key: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
+    let mut best: Option<(u8, &IndexInfo)> = None;
+    let mut building = None;
+    for i in indexes.iter().filter(|i| leads(i)) {
+        let rank = match i.kind.as_str() {
+            "PRIMARY_KEY" => 0,
+            "INDEX" if i.managed => continue,
+            "INDEX" if i.state != "READ_WRITE" => {
+                building = Some(format!(
+                    "index `{}` on its commit-timestamp column `{ts}` is not built yet (state \
+                     {}); wait until it is",
+                    i.name, i.state
+                ));
+                continue;
+            }
+            "INDEX" => {
+                let rest: Vec<&str> = i.columns[1..].iter().map(|(c, _)| c.as_str()).collect();
+                if rest.is_empty() || rest == key { 1 } else { 2 }
+            }
+            _ => continue,
+        };
+        if best.is_none_or(|(r, b)| (rank, &i.name) < (r, &b.name)) {
+            best = Some((rank, i));
+        }
+    }
+    match best {
+        Some((0, _)) => Ok(PollIndex::PrimaryKey),
+        Some((_, i)) => Ok(PollIndex::Index(i.name.clone())),
+        None => Err(building
+            .unwrap_or_else(|| format!("no index leads with its commit-timestamp column `{ts}`"))),
+    }
+}
+
 /// Builds the keyset page query: rows after `after` up to R, ordered by (commit ts, key).
 fn page_statement(
     table: &TableSchema,
     after: &Position,
     read_ts: &Timestamp,
     limit: usize,
+    index: &PollIndex,
 ) -> PortResult<Statement> {
     let cols = table
         .columns
@@ -924,8 +1404,14 @@ fn page_statement(
         .chain(keys.iter().cloned())
         .collect::<Vec<_>>()
         .join(", ");
+    // The hint makes the planner read the commit-timestamp index (a range scan in page
+    // order) rather than choose by statistics it may not have yet.
+    let hint = match index {
+        PollIndex::Index(name) => format!("@{{FORCE_INDEX={}}}", ident(name)?),
+        PollIndex::PrimaryKey | PollIndex::FullScan => String::new(),
+    };
     let sql = format!(
-        "SELECT {cols} FROM {} WHERE {ts} <= @r AND ({ts} > @w{same_ts}) ORDER BY {order} LIMIT @n",
+        "SELECT {cols} FROM {}{hint} WHERE {ts} <= @r AND ({ts} > @w{same_ts}) ORDER BY {order} LIMIT @n",
         ident(&table.name)?
     );
     let mut builder: StatementBuilder = Statement::builder(sql);
@@ -1132,8 +1618,9 @@ mod tests {
             key: vec![Value::String("x'; --".into()), Value::Null],
         };
         let r = micros_timestamp(10).unwrap();
-        let stmt = page_statement(&table, &after, &r, 7).unwrap();
+        let stmt = page_statement(&table, &after, &r, 7, &PollIndex::FullScan).unwrap();
         let sql = stmt.sql();
+        assert!(sql.contains("FROM `orders` WHERE"), "{sql}");
         assert!(!sql.contains("x'"), "{sql}");
         assert!(
             sql.contains("(`id` > @k0) OR (`id` = @k0 AND `n` IS NOT NULL)"),
@@ -1143,5 +1630,143 @@ mod tests {
             sql.ends_with("ORDER BY `commit_ts`, `id`, `n` LIMIT @n"),
             "{sql}"
         );
+    }
+
+    fn orders() -> TableSchema {
+        TableSchema {
+            name: "orders".into(),
+            columns: ["id", "client", "commit_ts"]
+                .iter()
+                .map(|n| Column {
+                    name: (*n).into(),
+                    ty: if *n == "commit_ts" {
+                        ColumnType::Timestamp
+                    } else {
+                        ColumnType::String
+                    },
+                    nullable: false,
+                })
+                .collect(),
+            primary_key: vec!["id".into()],
+            commit_ts_column: "commit_ts".into(),
+            deleted_column: None,
+        }
+    }
+
+    fn index(name: &str, kind: &str, state: &str, columns: &[(&str, &str)]) -> IndexInfo {
+        IndexInfo {
+            name: name.into(),
+            kind: kind.into(),
+            state: state.into(),
+            managed: false,
+            columns: columns
+                .iter()
+                .map(|(c, o)| ((*c).into(), (*o).into()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_poll_index_leads_with_the_commit_timestamp() {
+        let t = orders();
+        let pk = index("PRIMARY_KEY", "PRIMARY_KEY", "", &[("id", "ASC")]);
+        let by_ts = index(
+            "orders_by_commit_ts",
+            "INDEX",
+            "READ_WRITE",
+            &[("commit_ts", "ASC")],
+        );
+        let by_ts_client = index(
+            "a_by_ts_client",
+            "INDEX",
+            "READ_WRITE",
+            &[("commit_ts", "ASC"), ("client", "ASC")],
+        );
+        let sharded = index(
+            "orders_by_shard",
+            "INDEX",
+            "READ_WRITE",
+            &[("shard", "ASC"), ("commit_ts", "ASC")],
+        );
+        let desc = index(
+            "orders_desc",
+            "INDEX",
+            "READ_WRITE",
+            &[("commit_ts", "DESC")],
+        );
+        let building = index("orders_new", "INDEX", "WRITE_ONLY", &[("commit_ts", "ASC")]);
+
+        assert_eq!(
+            choose_poll_index(&t, &[pk.clone(), by_ts_client.clone(), by_ts.clone()]),
+            Ok(PollIndex::Index("orders_by_commit_ts".into())),
+            "an index in page order wins over another leading with the timestamp"
+        );
+        assert_eq!(
+            choose_poll_index(&t, &[pk.clone(), by_ts_client.clone()]),
+            Ok(PollIndex::Index("a_by_ts_client".into()))
+        );
+        let refused = choose_poll_index(&t, &[pk.clone(), sharded, desc]).unwrap_err();
+        assert!(refused.contains("no index leads"), "{refused}");
+        let not_yet = choose_poll_index(&t, &[pk.clone(), building]).unwrap_err();
+        assert!(
+            not_yet.contains("`orders_new`") && not_yet.contains("WRITE_ONLY"),
+            "{not_yet}"
+        );
+        let mut managed = by_ts.clone();
+        managed.managed = true;
+        assert!(choose_poll_index(&t, &[pk, managed]).is_err());
+        let ts_key = index(
+            "PRIMARY_KEY",
+            "PRIMARY_KEY",
+            "",
+            &[("commit_ts", "ASC"), ("id", "ASC")],
+        );
+        assert_eq!(choose_poll_index(&t, &[ts_key]), Ok(PollIndex::PrimaryKey));
+    }
+
+    #[test]
+    fn the_missing_index_message_names_the_ddl() {
+        let t = orders();
+        let pk = index("PRIMARY_KEY", "PRIMARY_KEY", "", &[("id", "ASC")]);
+        let msg = missing_index_message(&t, &[pk], "no index");
+        assert!(
+            msg.contains("CREATE INDEX `orders_by_commit_ts` ON `orders` (`commit_ts`)"),
+            "{msg}"
+        );
+        // A descending key column is listed, ascending, so the index is in page order.
+        let desc = index("PRIMARY_KEY", "PRIMARY_KEY", "", &[("id", "DESC")]);
+        let msg = missing_index_message(&t, &[desc], "no index");
+        assert!(
+            msg.contains("CREATE INDEX `orders_by_commit_ts` ON `orders` (`commit_ts`, `id`)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_page_query_forces_the_commit_timestamp_index() {
+        let r = micros_timestamp(10).unwrap();
+        let stmt = page_statement(
+            &orders(),
+            &Position::after_ts(5),
+            &r,
+            7,
+            &PollIndex::Index("orders_by_commit_ts".into()),
+        )
+        .unwrap();
+        assert!(
+            stmt.sql()
+                .contains("FROM `orders`@{FORCE_INDEX=`orders_by_commit_ts`} WHERE"),
+            "{}",
+            stmt.sql()
+        );
+        let stmt = page_statement(
+            &orders(),
+            &Position::after_ts(5),
+            &r,
+            7,
+            &PollIndex::PrimaryKey,
+        )
+        .unwrap();
+        assert!(!stmt.sql().contains("FORCE_INDEX"), "{}", stmt.sql());
     }
 }

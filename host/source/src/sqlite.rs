@@ -52,16 +52,23 @@
 //!
 //! # Leases
 //!
-//! `_ledgerhost_leases(name PRIMARY KEY, holder, expires_at_micros)` in the same file, taken
-//! or renewed in one `BEGIN IMMEDIATE` transaction when the holder matches or the lease
-//! expired, so host processes sharing the file agree on one holder.
+//! `_ledgerhost_leases(name PRIMARY KEY, holder, expires_at_micros, progress)` in the same
+//! file, taken or renewed in one `BEGIN IMMEDIATE` transaction when the holder matches or the
+//! lease expired, so host processes sharing the file agree on one holder; read
+//! ([`Source::read_lease`]) with a plain `SELECT`, which takes no write lock.
+//!
+//! Transactions are counted by kind and purpose ([`Source::transactions`]): a snapshot is a
+//! short write (the epoch close) plus a read transaction.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ledgerhost_core::source::{Lease, Position, Row, Snapshot, Source, TableSpec};
+use ledgerhost_core::source::{
+    Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount, TransactionCounters,
+    TransactionKind, TransactionPurpose,
+};
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -115,6 +122,10 @@ pub struct SqliteSource {
     conn: Arc<Mutex<Connection>>,
     /// Idle read connections, reused by snapshots (each keeps its prepared statements).
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Transactions run, by kind and purpose.
+    counters: Arc<TransactionCounters>,
+    /// `(lease, holder)` pairs this source last saw held: a `try_lease` of one is a renewal.
+    held: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// Idle read connections kept for reuse; more only occur with concurrent snapshots.
@@ -182,6 +193,8 @@ impl SqliteSource {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            counters: Arc::default(),
+            held: Arc::default(),
         })
     }
 
@@ -454,6 +467,11 @@ impl Source for SqliteSource {
 
     async fn prepare_table(&self, spec: &TableSpec) -> PortResult<TableSchema> {
         let spec = spec.clone();
+        // The table's columns (read), then the capture index and triggers (one write).
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
+        self.counters
+            .record(TransactionKind::ReadWrite, TransactionPurpose::Schema);
         self.with_conn(move |conn| {
             let schema = read_schema(conn, &spec)?;
             install_capture(conn, &schema)?;
@@ -463,6 +481,11 @@ impl Source for SqliteSource {
     }
 
     async fn snapshot(&self) -> PortResult<Box<dyn Snapshot>> {
+        // The epoch close (a short write), then the read transaction.
+        self.counters
+            .record(TransactionKind::ReadWrite, TransactionPurpose::PollSnapshot);
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::PollSnapshot);
         let read_ts = self
             .with_conn(|conn| {
                 // IMMEDIATE waits for the writer in progress, if any, to commit or roll back.
@@ -518,7 +541,22 @@ impl Source for SqliteSource {
         progress: Option<i64>,
     ) -> PortResult<Lease> {
         let (name, holder) = (name.to_string(), holder.to_string());
-        self.with_conn(move |conn| {
+        let pair = (name.clone(), holder.clone());
+        let renewal = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pair);
+        self.counters.record(
+            TransactionKind::ReadWrite,
+            if renewal {
+                TransactionPurpose::LeaseRenew
+            } else {
+                TransactionPurpose::LeaseTake
+            },
+        );
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let result = self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
@@ -536,6 +574,11 @@ impl Source for SqliteSource {
                 None => true,
                 Some((h, expires, _)) => *h == holder || *expires <= now,
             };
+            let remaining = if free {
+                ttl_micros
+            } else {
+                current.as_ref().map_or(0, |c| c.1.saturating_sub(now).max(0))
+            };
             let stored = current.as_ref().and_then(|c| c.2);
             let progress = if free { progress.or(stored) } else { stored };
             if free {
@@ -548,7 +591,7 @@ impl Source for SqliteSource {
                     rusqlite::params![
                         name,
                         holder,
-                        now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)),
+                        now.saturating_add(ttl_micros),
                         progress
                     ],
                 )
@@ -561,24 +604,89 @@ impl Source for SqliteSource {
             Ok(Lease {
                 held: free,
                 progress,
+                remaining: Duration::from_micros(u64::try_from(remaining).unwrap_or(0)),
             })
+        })
+        .await;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(lease) if lease.held => {
+                held.insert(pair);
+            }
+            _ => {
+                held.remove(&pair);
+            }
+        }
+        result
+    }
+
+    async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease> {
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead);
+        let (name, holder) = (name.to_string(), holder.to_string());
+        // A plain read on the host's connection: no write lock, so it never waits for (or
+        // holds up) the application's writers.
+        self.with_conn(move |conn| {
+            let current: Option<(String, i64, Option<i64>)> = conn
+                .query_row(
+                    "SELECT holder, expires_at_micros, progress FROM _ledgerhost_leases
+                     WHERE name = ?1",
+                    [&name],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            Ok(lease_as_read(current, &holder, now_micros()))
         })
         .await
     }
 
-    async fn release_lease(&self, name: &str, holder: &str) -> PortResult<()> {
+    async fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        progress: Option<i64>,
+    ) -> PortResult<()> {
+        self.counters
+            .record(TransactionKind::ReadWrite, TransactionPurpose::Release);
         let (name, holder) = (name.to_string(), holder.to_string());
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(name.clone(), holder.clone()));
         self.with_conn(move |conn| {
             // Expired rather than deleted: the progress stays for the next holder.
             conn.execute(
-                "UPDATE _ledgerhost_leases SET expires_at_micros = 0
+                "UPDATE _ledgerhost_leases SET expires_at_micros = 0,
+                        progress = coalesce(?3, progress)
                  WHERE name = ?1 AND holder = ?2",
-                [&name, &holder],
+                rusqlite::params![name, holder, progress],
             )
             .map_err(unavailable)?;
             Ok(())
         })
         .await
+    }
+
+    fn transactions(&self) -> Vec<TransactionCount> {
+        self.counters.snapshot()
+    }
+}
+
+/// The lease `holder` sees in the row `(holder, expires_at_micros, progress)` at `now`.
+fn lease_as_read(row: Option<(String, i64, Option<i64>)>, holder: &str, now: i64) -> Lease {
+    let Some((h, expires, progress)) = row else {
+        return Lease {
+            held: false,
+            progress: None,
+            remaining: Duration::ZERO,
+        };
+    };
+    let remaining = expires.saturating_sub(now).max(0);
+    Lease {
+        held: h == holder && remaining > 0,
+        progress,
+        remaining: Duration::from_micros(u64::try_from(remaining).unwrap_or(0)),
     }
 }
 

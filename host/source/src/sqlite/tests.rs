@@ -360,7 +360,7 @@ async fn leases_are_exclusive_until_they_expire() {
             .unwrap()
             .held
     );
-    src.release_lease("poller/t", "a").await.unwrap();
+    src.release_lease("poller/t", "a", None).await.unwrap();
     assert!(
         !src.try_lease("poller/t", "a", hour, None)
             .await
@@ -368,7 +368,7 @@ async fn leases_are_exclusive_until_they_expire() {
             .held,
         "only the holder releases"
     );
-    src.release_lease("poller/t", "b").await.unwrap();
+    src.release_lease("poller/t", "b", None).await.unwrap();
     assert!(
         src.try_lease("poller/t", "a", hour, None)
             .await
@@ -388,7 +388,8 @@ async fn the_lease_carries_its_holders_progress_to_the_next_holder() {
         first,
         Lease {
             held: true,
-            progress: None
+            progress: None,
+            remaining: hour,
         }
     );
     src.try_lease("poller/t", "a", hour, Some(42))
@@ -402,22 +403,134 @@ async fn the_lease_carries_its_holders_progress_to_the_next_holder() {
             .progress,
         Some(42)
     );
+    let refused = src.try_lease("poller/t", "b", hour, Some(7)).await.unwrap();
     assert_eq!(
-        src.try_lease("poller/t", "b", hour, Some(7)).await.unwrap(),
-        Lease {
-            held: false,
-            progress: Some(42)
-        },
+        (refused.held, refused.progress),
+        (false, Some(42)),
         "a contender cannot overwrite the holder's progress"
     );
-    src.release_lease("poller/t", "a").await.unwrap();
+    assert!(
+        refused.remaining > hour - Duration::from_secs(60) && refused.remaining <= hour,
+        "a contender learns how long the holder still holds it: {refused:?}"
+    );
+    src.release_lease("poller/t", "a", None).await.unwrap();
     assert_eq!(
         src.try_lease("poller/t", "b", hour, None).await.unwrap(),
         Lease {
             held: true,
-            progress: Some(42)
+            progress: Some(42),
+            remaining: hour,
         },
         "the next holder starts where the last one got to"
+    );
+}
+
+/// `read_lease` tells a replica who holds a lease, for how long, and with which progress,
+/// without a write transaction: it does not wait for a writer holding the database's write
+/// lock (the application's transaction in progress), and it never takes or renews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_lease_takes_no_write_lock_and_changes_nothing() {
+    use ledgerhost_core::source::{TransactionKind, TransactionPurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let src = SqliteSource::open(&path).unwrap();
+    let hour = Duration::from_secs(3600);
+
+    let none = src.read_lease("poller/t", "a").await.unwrap();
+    assert_eq!(
+        none,
+        Lease {
+            held: false,
+            progress: None,
+            remaining: Duration::ZERO
+        },
+        "a lease never taken is free"
+    );
+    src.try_lease("poller/t", "a", hour, Some(42))
+        .await
+        .unwrap();
+
+    // The application holds the write lock while a replica reads the lease.
+    let app = app(&path);
+    app.execute_batch("BEGIN IMMEDIATE; CREATE TABLE busy (x INTEGER);")
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        (
+            src.read_lease("poller/t", "a").await.unwrap(),
+            src.read_lease("poller/t", "b").await.unwrap(),
+        )
+    })
+    .await
+    .expect("a lease read does not wait for the writer");
+    app.execute_batch("ROLLBACK").unwrap();
+    let (mine, theirs) = read;
+    assert!(mine.held && mine.progress == Some(42), "{mine:?}");
+    assert!(
+        !theirs.held && theirs.progress == Some(42),
+        "another replica sees the holder's progress: {theirs:?}"
+    );
+    assert!(
+        theirs.remaining > hour - Duration::from_secs(60) && theirs.remaining <= hour,
+        "and how long until it may try to take it: {theirs:?}"
+    );
+
+    // Expiry by the row's clock: a lease of zero TTL reads as free, and reading it did
+    // not take it for the reader.
+    src.try_lease("poller/u", "a", Duration::ZERO, Some(1))
+        .await
+        .unwrap();
+    let expired = src.read_lease("poller/u", "b").await.unwrap();
+    assert_eq!(
+        (expired.held, expired.remaining, expired.progress),
+        (false, Duration::ZERO, Some(1))
+    );
+    let row: String = app
+        .query_row(
+            "SELECT holder FROM _ledgerhost_leases WHERE name = 'poller/u'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(row, "a", "a read changes nothing");
+
+    // Released: free at once, with the progress given at release.
+    src.release_lease("poller/t", "a", Some(99)).await.unwrap();
+    let released = src.read_lease("poller/t", "b").await.unwrap();
+    assert_eq!(
+        (released.held, released.remaining, released.progress),
+        (false, Duration::ZERO, Some(99))
+    );
+
+    // Counted by kind and purpose: reads are read-only, a try of a lease this source did not
+    // hold is a take, the release a release.
+    let count = |kind, purpose| {
+        src.transactions()
+            .iter()
+            .find(|c| c.kind == kind && c.purpose == purpose)
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(
+        count(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead),
+        5
+    );
+    assert_eq!(
+        count(TransactionKind::ReadWrite, TransactionPurpose::LeaseTake),
+        2
+    );
+    assert_eq!(
+        count(TransactionKind::ReadWrite, TransactionPurpose::LeaseRenew),
+        0
+    );
+    assert_eq!(
+        count(TransactionKind::ReadWrite, TransactionPurpose::Release),
+        1
+    );
+    src.try_lease("poller/v", "a", hour, None).await.unwrap();
+    src.try_lease("poller/v", "a", hour, None).await.unwrap();
+    assert_eq!(
+        count(TransactionKind::ReadWrite, TransactionPurpose::LeaseRenew),
+        1,
+        "a try_lease of a lease held is a renewal"
     );
 }
 
