@@ -10,6 +10,7 @@ use ledgerhost_core::source::{Position, Source, TableSpec};
 use ledgerhost_ledger::pubsub::PubSubLedger;
 use ledgerhost_source::spanner::SpannerSource;
 use ledgerhost_tests::harness::google::{PROJECT, PubSubEmulator, SpannerEmulator, spanner_write};
+use ledgerhost_tests::harness::pubsub_front::Rpc;
 
 fn spec(name: &str) -> TableSpec {
     TableSpec {
@@ -486,19 +487,15 @@ async fn drain(ledger: &PubSubLedger, sub: &str, n: usize) -> Vec<Message> {
             continue;
         }
         idle = 0;
-        // At most one outstanding delivery per ordering key.
-        let mut keys: Vec<&str> = batch
-            .iter()
-            .map(|d| d.message.ordering_key.as_str())
-            .collect();
-        keys.sort();
-        let before = keys.len();
-        keys.dedup();
-        assert_eq!(
-            keys.len(),
-            before,
-            "two deliveries of one key outstanding at once"
-        );
+        // A pull hands out a key's buffered messages together, in order (and a later pull
+        // waits while they are out; each batch is acked before the next pull here).
+        let messages: Vec<Message> = batch.iter().map(|d| d.message.clone()).collect();
+        for (key, seqs) in by_key(&messages) {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of order within one pull: {seqs:?}"
+            );
+        }
         let ids: Vec<String> = batch.iter().map(|d| d.ack_id.clone()).collect();
         got.extend(batch.into_iter().map(|d| d.message));
         ledger.ack(sub, &ids).await.expect("ack");
@@ -573,20 +570,29 @@ async fn pubsub_publishes_in_key_order_filters_and_redelivers() {
             .is_empty()
     );
 
-    // Nack: redelivered, attempt counted, and the key's next message waits behind it.
+    // Nack: redelivered from the nacked message on, attempt counted; a pull hands out a
+    // key's buffered messages together, and a later pull waits while they are out.
     ledger
         .publish("orders", vec![msg("k9", 0, "t2"), msg("k9", 1, "t2")])
         .await
         .expect("publish");
+    let seqs = |ds: &[ledgerhost_core::ledger::Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| d.message.attributes["seq"].clone())
+            .collect()
+    };
     let first = ledger
         .pull("all-orders", 10, Duration::from_secs(10))
         .await
         .expect("pull");
-    assert_eq!(first.len(), 1, "one delivery per key outstanding");
-    assert_eq!(first[0].attempt, 1);
-    assert_eq!(first[0].message.attributes["seq"], "0");
+    assert!(
+        !first.is_empty() && first.iter().all(|d| d.attempt == 1),
+        "{first:?}"
+    );
+    assert_eq!(seqs(&first)[0], "0", "the key's first message first");
+    let first_ids: Vec<String> = first.iter().map(|d| d.ack_id.clone()).collect();
     ledger
-        .nack("all-orders", &[first[0].ack_id.clone()], Duration::ZERO)
+        .nack("all-orders", &first_ids, Duration::ZERO)
         .await
         .expect("nack");
     let mut again = Vec::new();
@@ -599,17 +605,14 @@ async fn pubsub_publishes_in_key_order_filters_and_redelivers() {
             break;
         }
     }
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].message.attributes["seq"], "0", "redelivered first");
+    assert!(!again.is_empty(), "redelivered after the nack");
+    assert_eq!(seqs(&again)[0], "0", "redelivered first");
     assert_eq!(again[0].attempt, 2);
 
     // Extend keeps the lease; expiry (short deadline) redelivers.
+    let again_ids: Vec<String> = again.iter().map(|d| d.ack_id.clone()).collect();
     ledger
-        .extend(
-            "all-orders",
-            &[again[0].ack_id.clone()],
-            Duration::from_secs(600),
-        )
+        .extend("all-orders", &again_ids, Duration::from_secs(600))
         .await
         .expect("extend");
     assert!(
@@ -618,17 +621,26 @@ async fn pubsub_publishes_in_key_order_filters_and_redelivers() {
             .await
             .expect("pull")
             .is_empty(),
-        "an extended lease is not redelivered"
+        "an extended lease is not redelivered, and the key waits behind it"
     );
-    ledger
-        .ack("all-orders", &[again[0].ack_id.clone()])
-        .await
-        .expect("ack");
-    let rest = drain(&ledger, "all-orders", 1).await;
-    assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].attributes["seq"], "1");
+    ledger.ack("all-orders", &again_ids).await.expect("ack");
+    let rest = drain(&ledger, "all-orders", 2 - again.len()).await;
+    let mut delivered = seqs(&again);
+    delivered.extend(rest.iter().map(|m| m.attributes["seq"].clone()));
+    assert_eq!(
+        delivered,
+        vec!["0", "1"],
+        "the key's messages, in order, once"
+    );
 
     assert_eq!(ledger.last_message("orders").await.expect("last"), None);
+
+    // Everything went through the strict front, one ordering key per Publish.
+    let stats = emu.front().stats();
+    assert_eq!(stats.max_ordering_keys_per_publish(), 1, "{stats:?}");
+    assert!(stats.published_messages() >= 62, "{stats:?}");
+    assert!(stats.count(Rpc::Pull) > 0 && stats.count(Rpc::Acknowledge) > 0);
+    emu.assert_clean("pubsub_publishes_in_key_order_filters_and_redelivers");
 }
 
 #[tokio::test]
@@ -676,6 +688,7 @@ async fn pubsub_lease_expiry_redelivers() {
         .ack("short", &[again[0].ack_id.clone()])
         .await
         .expect("ack");
+    emu.assert_clean("pubsub_lease_expiry_redelivers");
 }
 
 #[tokio::test]
@@ -720,6 +733,7 @@ async fn pubsub_survives_an_emulator_restart_while_publishing() {
         .expect("publish completes after the restart");
     let got = drain(&ledger, "restart-sub", 20).await;
     assert_eq!(by_key(&got)["a"], (10..30).collect::<Vec<_>>());
+    emu.assert_clean("pubsub_survives_an_emulator_restart_while_publishing");
 }
 
 /// A host that stops hands what it holds back to Pub/Sub: another replica gets it at once,
@@ -755,5 +769,114 @@ async fn pubsub_release_hands_held_messages_to_another_replica() {
         keys.len(),
         20,
         "every message reached the other replica: {keys:?}"
+    );
+    emu.assert_clean("pubsub_release_hands_held_messages_to_another_replica");
+}
+
+/// GetSubscription through the front, as JSON.
+async fn get_subscription(emu: &PubSubEmulator, id: &str) -> serde_json::Value {
+    let url = format!(
+        "{}/v1/projects/{PROJECT}/subscriptions/{id}",
+        emu.endpoint()
+    );
+    let resp = reqwest::get(&url).await.expect("GetSubscription");
+    let status = resp.status();
+    let body = resp.bytes().await.expect("GetSubscription answer");
+    assert!(
+        status.is_success(),
+        "GetSubscription {id}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("a Subscription")
+}
+
+/// A subscription found existing must match its manifest: a new ack deadline is applied in
+/// place (UpdateSubscription, read back with GetSubscription), a new filter is refused with
+/// what differs and what to do (Pub/Sub cannot change a filter), never kept silently.
+#[tokio::test]
+async fn pubsub_an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_new_filter() {
+    let emu = PubSubEmulator::start();
+    let ledger = PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    })
+    .await
+    .expect("connect");
+    let mut spec = sub_spec("plugin-drift", "drift-orders", Duration::from_secs(30));
+    spec.attribute_filter.insert("table".into(), "t1".into());
+    ledger.ensure_subscription(&spec).await.expect("create");
+    let updates = |emu: &PubSubEmulator| emu.front().stats().count(Rpc::UpdateSubscription);
+    // The same spec again: read back, nothing to change.
+    ledger.ensure_subscription(&spec).await.expect("again");
+    assert_eq!(updates(&emu), 0, "an unchanged subscription is left alone");
+    assert!(emu.front().stats().count(Rpc::GetSubscription) >= 1);
+
+    // Another process (a restarted host) with a longer ack deadline: updated in place.
+    let other = PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    })
+    .await
+    .expect("connect");
+    let longer = SubscriptionSpec {
+        ack_deadline: Duration::from_secs(120),
+        ..spec.clone()
+    };
+    other.ensure_subscription(&longer).await.expect("updated");
+    assert_eq!(updates(&emu), 1);
+    let read = get_subscription(&emu, "plugin-drift").await;
+    assert_eq!(read["ackDeadlineSeconds"], 120, "{read}");
+    assert_eq!(read["filter"], "attributes.table = \"t1\"", "{read}");
+
+    // A changed filter: refused, naming both filters and the way out.
+    let mut refiltered = longer.clone();
+    refiltered
+        .attribute_filter
+        .insert("table".into(), "t2".into());
+    let err = other
+        .ensure_subscription(&refiltered)
+        .await
+        .expect_err("a changed filter is refused");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ledgerhost_core::PortError::Invalid { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "filter is `attributes.table = \"t1\"` but the manifest asks for \
+             `attributes.table = \"t2\"`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Pub/Sub cannot change a subscription's filter")
+            && text.contains("gcloud pubsub subscriptions delete plugin-drift")
+            && text.contains("new name"),
+        "{text}"
+    );
+    let read = get_subscription(&emu, "plugin-drift").await;
+    assert_eq!(
+        read["filter"], "attributes.table = \"t1\"",
+        "unchanged: {read}"
+    );
+    assert_eq!(updates(&emu), 1, "nothing was updated for the refused spec");
+
+    // A subscription on another topic under the same name: refused too.
+    let moved = SubscriptionSpec {
+        topic: "drift-other".into(),
+        ..longer.clone()
+    };
+    let text = other
+        .ensure_subscription(&moved)
+        .await
+        .expect_err("a changed topic is refused")
+        .to_string();
+    assert!(
+        text.contains("topic is `projects/ledgerhost-test/topics/drift-orders` but the manifest asks for `projects/ledgerhost-test/topics/drift-other`"),
+        "{text}"
+    );
+    emu.assert_clean(
+        "pubsub_an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_new_filter",
     );
 }

@@ -374,6 +374,9 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
         assert_eq!(distinct.len(), versions, "{key}: {seq:?}");
     }
     proc_b.kill();
+    emu.assert_pubsub_clean(
+        "spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_order",
+    );
 }
 
 /// The same `.wasm` and manifest, unchanged, on the embedded defaults and on Spanner +
@@ -516,6 +519,9 @@ async fn the_same_plugin_gives_the_same_output_on_embedded_and_google_backends()
         "id=int64 3\nclient=string bob\namount=int64 -10\ndeleted=false\n"
     );
     assert_eq!(e, g, "same events in, same plugin output on both backends");
+    emu.assert_pubsub_clean(
+        "the_same_plugin_gives_the_same_output_on_embedded_and_google_backends",
+    );
 }
 
 /// Kills and restarts the Pub/Sub emulator during a load (it comes back empty: the host
@@ -653,6 +659,7 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
         versions.len(),
         deliveries - versions.len()
     );
+    emu.assert_pubsub_clean("nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill");
 }
 
 /// Two hosts on the same configuration: one polls the table (its lease row in Spanner says
@@ -803,6 +810,7 @@ async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
         seen.len(),
         survivor_host.log_text()
     );
+    emu.assert_pubsub_clean("two_hosts_share_the_table_through_the_spanner_lease_and_fail_over");
 }
 
 /// Production scans a table at every poll unless an index leads with its commit-timestamp
@@ -865,4 +873,7 @@ async fn a_spanner_table_without_a_commit_timestamp_index_is_refused_unless_warn
     })
     .await;
     assert!(arrived, "the row arrives:\n{}", warned.log_text());
+    emu.assert_pubsub_clean(
+        "a_spanner_table_without_a_commit_timestamp_index_is_refused_unless_warned",
+    );
 }

@@ -7,6 +7,7 @@ mod languages;
 mod leases;
 mod ops;
 mod pipeline;
+mod pubsub_front;
 mod runtime;
 mod seed;
 mod views;

@@ -1,5 +1,7 @@
 //! The official Google emulators (Cloud Spanner, Pub/Sub), started on free loopback ports
-//! for one test and killed with their process groups when dropped.
+//! for one test and killed with their process groups when dropped. Pub/Sub is reached
+//! through a strict front (`pubsub_front`) that refuses what production refuses; a test
+//! whose requests it refused fails.
 //!
 //! ```text
 //! let emu = GoogleEmulators::start();
@@ -18,6 +20,7 @@ use google_cloud_lro::Poller;
 use ledgerhost_ledger::pubsub::PubSubConfig;
 use ledgerhost_source::spanner::{SpannerConfig, SpannerSource};
 
+use super::pubsub_front::PubSubFront;
 use super::{ProcessGroup, free_port, wait_for_port};
 
 /// Project id used on the emulators.
@@ -249,22 +252,49 @@ pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
     ts.seconds() * 1_000_000 + i64::from(ts.nanos()) / 1_000
 }
 
-/// A running Pub/Sub emulator that can be stopped and started again on the same port.
+/// A running Pub/Sub emulator that can be stopped and started again on the same port, behind
+/// a strict front ([`PubSubFront`]): [`PubSubEmulator::endpoint`] is the front's, so every
+/// request is held to production's rules. The front outlives emulator restarts (same
+/// endpoint). A test fails if the front refused anything: at [`PubSubEmulator::assert_clean`]
+/// or, at the latest, when the emulator is dropped.
 pub struct PubSubEmulator {
     group: Option<ProcessGroup>,
-    /// The port serving gRPC and REST.
+    /// The emulator's port (gRPC and REST), behind the front.
     pub port: u16,
+    front: PubSubFront,
 }
 
 impl PubSubEmulator {
-    /// Starts the emulator on a free port.
+    /// Starts the emulator on a free port, and its front.
     pub fn start() -> Self {
+        let port = free_port();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a Google test")
+            .to_string();
         let mut emu = PubSubEmulator {
             group: None,
-            port: free_port(),
+            port,
+            front: PubSubFront::start(format!("http://127.0.0.1:{port}"))
+                .fail_on_refusals_at_drop(test),
         };
         emu.start_again();
         emu
+    }
+
+    /// The strict front (its counters and refusals).
+    pub fn front(&self) -> &PubSubFront {
+        &self.front
+    }
+
+    /// Fails the test if the front refused any request (production would have).
+    pub fn assert_clean(&self, context: &str) {
+        self.front.assert_no_refusals(context);
+    }
+
+    /// The emulator itself, bypassing the front (`http://127.0.0.1:PORT`).
+    pub fn emulator_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Starts the emulator (again) on its port; its state starts empty.
@@ -312,9 +342,14 @@ impl PubSubEmulator {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// The front's `http://127.0.0.1:PORT`: what clients use.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.front.endpoint()
+    }
+
+    /// The front's `127.0.0.1:PORT` (a `PUBSUB_EMULATOR_HOST` value).
+    pub fn host(&self) -> String {
+        self.front.host()
     }
 }
 
@@ -338,16 +373,18 @@ impl GoogleEmulators {
     pub fn spanner_env(&self) -> Vec<(String, String)> {
         vec![
             ("SPANNER_EMULATOR_HOST".into(), self.spanner.emulator_host()),
-            (
-                "PUBSUB_EMULATOR_HOST".into(),
-                format!("127.0.0.1:{}", self.pubsub.port),
-            ),
+            ("PUBSUB_EMULATOR_HOST".into(), self.pubsub.host()),
         ]
     }
 
-    /// The Pub/Sub endpoint (`http://127.0.0.1:PORT`).
+    /// The Pub/Sub endpoint (`http://127.0.0.1:PORT` of the strict front).
     pub fn pubsub_endpoint(&self) -> String {
         self.pubsub.endpoint()
+    }
+
+    /// Fails the test if the strict Pub/Sub front refused any request.
+    pub fn assert_pubsub_clean(&self, context: &str) {
+        self.pubsub.assert_clean(context);
     }
 
     /// A ledger config pointing at the Pub/Sub emulator.

@@ -166,5 +166,6 @@ pub mod bigquery;
 pub mod gcs;
 pub mod google;
 pub mod host;
+pub mod pubsub_front;
 pub mod redis;
 pub mod views;

@@ -18,6 +18,9 @@
 //! Limits: a message Pub/Sub would refuse ([`limits::check_message`]) is refused here too,
 //! with the same rule in the error.
 //!
+//! Existing subscriptions: as on Pub/Sub ([`crate::drift`]), a changed ack deadline or
+//! dead-letter topic is applied, a changed topic or filter refused naming what differs.
+//!
 //! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
 //! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
 
@@ -31,6 +34,8 @@ use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limit
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
+
+use crate::drift;
 
 const BACKEND: &str = "embedded";
 /// Messages kept in memory per subscription ahead of delivery.
@@ -270,6 +275,32 @@ fn load_subscriptions(conn: &Connection) -> rusqlite::Result<HashMap<String, Sub
     Ok(subs)
 }
 
+/// What the embedded ledger stores of a subscription, for [`drift::compare`]. Every
+/// subscription here keeps per-key order; there is no retry policy (the dispatcher's
+/// backoff is the nack delay).
+fn drift_settings(
+    topic: &str,
+    filter: &BTreeMap<String, String>,
+    ack_deadline: Duration,
+    dead_letter_topic: &str,
+) -> drift::Settings {
+    drift::Settings {
+        topic: topic.to_string(),
+        filter: filter
+            .iter()
+            .map(|(k, v)| format!("{k} = {v:?}"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        message_ordering: true,
+        ack_deadline,
+        dead_letter: Some(drift::DeadLetter {
+            topic: dead_letter_topic.to_string(),
+            max_delivery_attempts: 0,
+        }),
+        retry: None,
+    }
+}
+
 fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
     conn.query_row("SELECT 1 FROM topics WHERE name = ?1", [topic], |_| Ok(()))
         .optional()
@@ -491,25 +522,56 @@ impl Ledger for EmbeddedLedger {
             let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
             let deadline = spec.ack_deadline.as_millis() as i64;
             if let Some(sub) = inner.subs.get_mut(&spec.name) {
-                if sub.topic != spec.topic {
-                    return Err(PortError::Invalid {
-                        backend: BACKEND,
-                        message: format!(
-                            "subscription `{}` exists on topic `{}`, not `{}`",
-                            spec.name, sub.topic, spec.topic
-                        ),
-                    });
+                // It exists: it must match the manifest, as on Pub/Sub (crate::drift): the
+                // ack deadline and dead-letter topic change in place, topic and filter not.
+                let stored_dead_letter: String = inner
+                    .conn
+                    .query_row(
+                        "SELECT dead_letter_topic FROM subscriptions WHERE name = ?1",
+                        [&spec.name],
+                        |r| r.get(0),
+                    )
+                    .map_err(unavailable)?;
+                let existing = drift_settings(
+                    &sub.topic,
+                    &sub.filter,
+                    sub.ack_deadline,
+                    &stored_dead_letter,
+                );
+                let wanted = drift_settings(
+                    &spec.topic,
+                    &spec.attribute_filter,
+                    spec.ack_deadline,
+                    &spec.dead_letter_topic,
+                );
+                match drift::compare(&wanted, &existing) {
+                    drift::Verdict::Same => return Ok(()),
+                    drift::Verdict::Refuse(differences) => {
+                        let name = &spec.name;
+                        let remedy = format!(
+                            "Give the plugin a new name (a new subscription `plugin-<name>`, \
+                             starting at the topic's end), or, with the host stopped, remove \
+                             the old one from the embedded ledger's `ledger.db` (`DELETE FROM \
+                             subscriptions WHERE name = '{name}'; DELETE FROM acks WHERE sub = \
+                             '{name}'; DELETE FROM nacks WHERE sub = '{name}';`)."
+                        );
+                        return Err(PortError::Invalid {
+                            backend: BACKEND,
+                            message: drift::refusal(name, &differences, &remedy),
+                        });
+                    }
+                    drift::Verdict::Update(_) => {}
                 }
-                sub.filter = spec.attribute_filter.clone();
                 sub.ack_deadline = spec.ack_deadline;
                 inner
                     .conn
                     .execute(
-                        "UPDATE subscriptions SET filter = ?2, ack_deadline_ms = ?3,
-                         dead_letter_topic = ?4 WHERE name = ?1",
-                        params![spec.name, filter, deadline, spec.dead_letter_topic],
+                        "UPDATE subscriptions SET ack_deadline_ms = ?2, dead_letter_topic = ?3
+                         WHERE name = ?1",
+                        params![spec.name, deadline, spec.dead_letter_topic],
                     )
                     .map_err(unavailable)?;
+                tracing::info!(subscription = %spec.name, "updated embedded subscription to match its manifest");
                 return Ok(());
             }
             // Like Pub/Sub: a new subscription starts at the topic's end.

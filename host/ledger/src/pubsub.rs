@@ -10,6 +10,10 @@
 //!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
 //!   The dispatcher dead-letters by itself after its own, smaller, attempt budget; the
 //!   server-side policy is a safety net.
+//! - A subscription found existing is read back and compared ([`crate::drift`]): ack
+//!   deadline, retry and dead-letter policy are updated in place (UpdateSubscription with an
+//!   update mask); a different topic, filter or message ordering is refused, naming what
+//!   differs (Pub/Sub cannot change them in place).
 //! - Consuming uses unary Pull, Acknowledge and ModifyAckDeadline: the client crate only
 //!   streams, and a stream pins ordering keys to itself, which the emulator never undoes
 //!   when the streaming process is killed. Each
@@ -56,6 +60,7 @@ use tracing::{debug, info, warn};
 
 pub mod rest;
 
+use crate::drift;
 use rest::{Received, RestClient, RestError};
 
 const BACKEND: &str = "pubsub";
@@ -541,7 +546,7 @@ impl Inner {
         match self
             .sub_admin
             .create_subscription()
-            .with_request(sub)
+            .with_request(sub.clone())
             .send()
             .await
         {
@@ -549,8 +554,56 @@ impl Inner {
                 info!(subscription = %path, topic = %spec.topic, "created pubsub subscription");
                 Ok(())
             }
-            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(()),
+            // It exists: it must match the manifest (never keep old settings silently).
+            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => {
+                self.reconcile_subscription(spec, sub).await
+            }
             Err(e) => Err(map_err(&format!("creating subscription {path}"), &e)),
+        }
+    }
+
+    /// Makes an existing subscription match `wanted` (what [`Inner::create_subscription`]
+    /// would create): updates ack deadline, retry and dead-letter policy in place, refuses a
+    /// changed topic, filter or message ordering (see [`crate::drift`]).
+    async fn reconcile_subscription(
+        &self,
+        spec: &SubscriptionSpec,
+        wanted: Subscription,
+    ) -> PortResult<()> {
+        let path = wanted.name.clone();
+        let existing = self
+            .sub_admin
+            .get_subscription()
+            .set_subscription(path.clone())
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("reading subscription {path}"), &e))?;
+        match drift::compare(&settings_of(&wanted), &settings_of(&existing)) {
+            drift::Verdict::Same => Ok(()),
+            drift::Verdict::Refuse(differences) => {
+                let id = resource_id(&spec.name);
+                let remedy = format!(
+                    "Delete the subscription (`gcloud pubsub subscriptions delete {id} \
+                     --project {}`; its unacknowledged messages go with it, and the host \
+                     creates it anew at the topic's end), or give the plugin a new name (a new \
+                     subscription `plugin-<name>`).",
+                    self.config.project
+                );
+                Err(invalid(drift::refusal(&path, &differences, &remedy)))
+            }
+            drift::Verdict::Update(fields) => {
+                let mask: Vec<&str> = fields.iter().map(|f| f.mask_path()).collect();
+                let update_mask = google_cloud_wkt::FieldMask::default().set_paths(mask.clone());
+                self.sub_admin
+                    .update_subscription()
+                    .set_subscription(wanted)
+                    .set_update_mask(update_mask)
+                    .send()
+                    .await
+                    .map_err(|e| map_err(&format!("updating subscription {path}"), &e))?;
+                info!(subscription = %path, updated = ?mask, "updated pubsub subscription to match its manifest");
+                Ok(())
+            }
         }
     }
 
@@ -735,9 +788,33 @@ async fn keep_leases(inner: Arc<Inner>, state: Arc<SubState>) {
     }
 }
 
+/// The settings of a Pub/Sub subscription the host compares ([`drift::compare`]).
+fn settings_of(sub: &Subscription) -> drift::Settings {
+    let std_of = |d: &Option<google_cloud_wkt::Duration>| {
+        d.as_ref()
+            .and_then(|d| Duration::try_from(*d).ok())
+            .unwrap_or_default()
+    };
+    drift::Settings {
+        topic: sub.topic.clone(),
+        filter: sub.filter.clone(),
+        message_ordering: sub.enable_message_ordering,
+        ack_deadline: Duration::from_secs(sub.ack_deadline_seconds.max(0) as u64),
+        dead_letter: sub.dead_letter_policy.as_ref().map(|p| drift::DeadLetter {
+            topic: p.dead_letter_topic.clone(),
+            max_delivery_attempts: p.max_delivery_attempts,
+        }),
+        retry: sub.retry_policy.as_ref().map(|p| drift::Retry {
+            minimum_backoff: std_of(&p.minimum_backoff),
+            maximum_backoff: std_of(&p.maximum_backoff),
+        }),
+    }
+}
+
 /// The server-side ack deadline of a subscription, in seconds (Pub/Sub allows 10 to 600).
 fn ack_deadline_secs(spec: &SubscriptionSpec) -> u32 {
-    spec.ack_deadline.as_secs().clamp(10, 600) as u32
+    let allowed = &limits::ACK_DEADLINE_SECS;
+    (spec.ack_deadline.as_secs() as i64).clamp(*allowed.start(), *allowed.end()) as u32
 }
 
 #[async_trait]
@@ -794,7 +871,9 @@ impl Ledger for PubSubLedger {
         let mut first_error = None;
         while let Some(done) = lanes.join_next().await {
             let result = done.unwrap_or_else(|e| {
-                Err(unavailable(format!("a publish to {path} was cancelled: {e}")))
+                Err(unavailable(format!(
+                    "a publish to {path} was cancelled: {e}"
+                )))
             });
             if let Err(e) = result {
                 first_error.get_or_insert(e);

@@ -346,7 +346,10 @@ async fn messages_pubsub_refuses_are_refused_naming_the_rule_and_nothing_is_writ
         );
     }
     assert!(
-        l.pull("s", 10, Duration::from_millis(50)).await.unwrap().is_empty(),
+        l.pull("s", 10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty(),
         "a refused batch writes nothing"
     );
 }
@@ -362,10 +365,78 @@ async fn one_pull_hands_out_a_keys_messages_together_in_order_and_a_later_pull_w
     assert_eq!(first.len(), 4, "a shard's events batch");
     l.publish("t", vec![msg("shard-0001", 4)]).await.unwrap();
     assert!(
-        l.pull("s", 10, Duration::from_millis(50)).await.unwrap().is_empty(),
+        l.pull("s", 10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty(),
         "later events of the shard wait while earlier ones are out"
     );
     l.ack("s", &ids(&first)).await.unwrap();
     let next = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
-    assert_eq!(next.iter().map(body).collect::<Vec<_>>(), vec!["shard-0001:4"]);
+    assert_eq!(
+        next.iter().map(body).collect::<Vec<_>>(),
+        vec!["shard-0001:4"]
+    );
+}
+
+/// An existing subscription follows its manifest, as on Pub/Sub: a changed filter or topic
+/// is refused naming what differs and what to do, a changed ack deadline is applied (and
+/// stored).
+#[tokio::test]
+async fn an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_new_filter_or_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    let mut filtered = spec("s", "t");
+    filtered.attribute_filter = BTreeMap::from([("n".to_string(), "2".to_string())]);
+    let err = l.ensure_subscription(&filtered).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PortError::Invalid { .. }), "{text}");
+    assert!(
+        text.contains("filter is none but the manifest asks for `n = \"2\"`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot change a subscription's filter") && text.contains("new name"),
+        "{text}"
+    );
+    l.ensure_topic("u").await.unwrap();
+    let text = l
+        .ensure_subscription(&spec("s", "u"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("topic is `t` but the manifest asks for `u`"),
+        "{text}"
+    );
+
+    // A shorter ack deadline applies to the next lease.
+    let mut short = spec("s", "t");
+    short.ack_deadline = Duration::from_millis(200);
+    l.ensure_subscription(&short).await.unwrap();
+    l.publish("t", vec![msg("k", 1)]).await.unwrap();
+    let first = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    let again = l.pull("s", 10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.len(), 1, "redelivered once the new deadline passed");
+    assert_eq!(again[0].attempt, 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(l);
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    let stored: i64 = conn
+        .query_row(
+            "SELECT ack_deadline_ms FROM subscriptions WHERE name = 's'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 200, "the new deadline is stored");
+    // Nothing refused the filter for good: the original settings still pass.
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    l.ensure_subscription(&short).await.unwrap();
 }
