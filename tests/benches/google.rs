@@ -177,6 +177,7 @@ impl Backend {
             start: StartFrom::Beginning,
             replica: "bench".into(),
             lease_ttl: Duration::from_secs(5),
+            ordering: Default::default(),
         }
     }
 

@@ -110,7 +110,10 @@ pub async fn dead_letter_reason_of_a_4_mib_reject(ledger: Arc<dyn Ledger>, prefi
             .unwrap();
         if let Some(d) = got.first() {
             ledger
-                .ack(&format!("{prefix}dead-reader"), &[d.ack_id.clone()])
+                .ack(
+                    &format!("{prefix}dead-reader"),
+                    std::slice::from_ref(&d.ack_id),
+                )
                 .await
                 .unwrap();
             break d.message.attributes[attr::DEAD_LETTER_REASON].clone();
@@ -170,14 +173,13 @@ async fn embedded_refuses_what_pubsub_refuses_naming_the_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_through_the_strict_front_bounds_a_4_mib_plugin_reason() {
     let emu = ledgerhost_tests::harness::google::PubSubEmulator::start();
-    let ledger = ledgerhost_ledger::pubsub::PubSubLedger::connect(
-        ledgerhost_ledger::pubsub::PubSubConfig {
+    let ledger =
+        ledgerhost_ledger::pubsub::PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
             endpoint: Some(emu.endpoint()),
             ..ledgerhost_ledger::pubsub::PubSubConfig::new("ledgerhost-test")
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     assert_bounded(&dead_letter_reason_of_a_4_mib_reject(Arc::new(ledger), "").await);
     emu.assert_clean("a 4 MiB reason on Pub/Sub");
 }
@@ -190,23 +192,28 @@ async fn the_strict_front_and_the_embedded_ledger_refuse_the_same_oversize_messa
     let mut raw_front =
         ledgerhost_tests::harness::pubsub_front::PubSubFront::start(emu.emulator_endpoint());
     raw_front.allow_refusals();
-    let ledger = ledgerhost_ledger::pubsub::PubSubLedger::connect(
-        ledgerhost_ledger::pubsub::PubSubConfig {
+    let ledger =
+        ledgerhost_ledger::pubsub::PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
             endpoint: Some(emu.endpoint()),
             ..ledgerhost_ledger::pubsub::PubSubConfig::new("ledgerhost-test")
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap();
     ledger.ensure_topic("ledger-orders").await.unwrap();
     let rest =
         ledgerhost_ledger::pubsub::rest::RestClient::new(Some(&raw_front.endpoint())).unwrap();
     let front_err = rest
-        .publish(&ledger.topic_path("ledger-orders"), std::slice::from_ref(&m))
+        .publish(
+            &ledger.topic_path("ledger-orders"),
+            std::slice::from_ref(&m),
+        )
         .await
         .unwrap_err()
         .to_string();
-    assert!(front_err.contains("400") && front_err.contains(rule), "{front_err}");
+    assert!(
+        front_err.contains("400") && front_err.contains(rule),
+        "{front_err}"
+    );
     let ledger_err = ledger
         .publish("ledger-orders", vec![m.clone()])
         .await
@@ -217,7 +224,10 @@ async fn the_strict_front_and_the_embedded_ledger_refuse_the_same_oversize_messa
     );
     let (_dir, embedded) = embedded();
     embedded.ensure_topic("ledger-orders").await.unwrap();
-    let embedded_err = embedded.publish("ledger-orders", vec![m]).await.unwrap_err();
+    let embedded_err = embedded
+        .publish("ledger-orders", vec![m])
+        .await
+        .unwrap_err();
     assert!(embedded_err.to_string().contains(rule), "{embedded_err}");
     assert_eq!(raw_front.refusals().len(), 1, "the raw request was refused");
     emu.assert_clean("the ledger sent nothing production refuses");

@@ -5,6 +5,7 @@ mod google;
 mod google_host;
 mod languages;
 mod leases;
+mod limits;
 mod ops;
 mod pipeline;
 mod pubsub_front;

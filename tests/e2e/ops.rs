@@ -529,10 +529,8 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
         })
         .collect();
     assert!(
-        lines.iter().any(|l| l["level"] == "INFO"
-            && l["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("drained"))),
+        lines.iter().any(|l| l["severity"] == "INFO"
+            && l["message"].as_str().is_some_and(|m| m.contains("drained"))),
         "no `drained` line in the JSON log:\n{}",
         host.log_text()
     );

@@ -382,9 +382,15 @@ impl GoogleEmulators {
         self.pubsub.endpoint()
     }
 
-    /// Fails the test if the strict Pub/Sub front refused any request.
+    /// Fails the test if the strict Pub/Sub front refused any request, or saw no Publish (a
+    /// host that bypassed it would prove nothing).
     pub fn assert_pubsub_clean(&self, context: &str) {
         self.pubsub.assert_clean(context);
+        let stats = self.pubsub.front().stats();
+        assert!(
+            stats.count(super::pubsub_front::Rpc::Publish) > 0,
+            "{context}: no Publish went through the strict Pub/Sub front: {stats:?}"
+        );
     }
 
     /// A ledger config pointing at the Pub/Sub emulator.

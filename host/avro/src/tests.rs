@@ -137,7 +137,11 @@ fn an_event_id_too_long_for_an_attribute_travels_as_a_digest_and_decodes_whole()
     assert!(msg.attributes[attr::EVENT_ID].starts_with("sha256:"));
     let attrs: Vec<(String, String)> = msg.attributes.clone().into_iter().collect();
     let event = Decoder::new().decode(&msg.data, &attrs).unwrap();
-    assert_eq!(event.id.0, format!("t/{long}/7"), "the full id, from the data");
+    assert_eq!(
+        event.id.0,
+        format!("t/{long}/7"),
+        "the full id, from the data"
+    );
 }
 
 #[test]

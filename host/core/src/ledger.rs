@@ -60,8 +60,10 @@ pub struct Delivery {
 
 /// Durable topics with subscriptions.
 ///
-/// Delivery is at least once. Per ordering key, a message is not delivered while an earlier
-/// message of the same key on the same subscription is outstanding or waiting for retry.
+/// Delivery is at least once. Per ordering key, messages are handed out in publish order:
+/// one pull may hand out several of a key (in order), and a message is not delivered while an
+/// earlier message of the same key on the same subscription is outstanding from an earlier
+/// pull or waiting for retry. Every ledger refuses a message Pub/Sub would ([`limits`]).
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Backend name for logs and errors ("embedded", "pubsub").

@@ -113,7 +113,10 @@ async fn publish_modes(port: u16, ledger: &PubSubLedger) {
         let all = rows(N, KEYS, ordering);
         let started = Instant::now();
         for page in all.chunks(PAGE) {
-            ledger.publish(&topic, page.to_vec()).await.expect("publish");
+            ledger
+                .publish(&topic, page.to_vec())
+                .await
+                .expect("publish");
         }
         report(label, started.elapsed());
     }
@@ -121,27 +124,35 @@ async fn publish_modes(port: u16, ledger: &PubSubLedger) {
     // The old data plane: 1 000 messages of mixed ordering keys per request, which the
     // emulator accepts and production refuses. Measured only as the baseline.
     let rest = RestClient::new(Some(&format!("http://127.0.0.1:{port}"))).expect("rest");
-    ledger.ensure_topic("bench-mode-mixed").await.expect("topic");
+    ledger
+        .ensure_topic("bench-mode-mixed")
+        .await
+        .expect("topic");
     let path = ledger.topic_path("bench-mode-mixed");
     let all = rows(N, KEYS, Ordering::Key);
     let started = Instant::now();
     for page in all.chunks(PAGE) {
         rest.publish(&path, page).await.expect("mixed publish");
     }
-    report("mixed keys per request (old; production refuses)", started.elapsed());
+    report(
+        "mixed keys per request (old; production refuses)",
+        started.elapsed(),
+    );
 
     // The client crate's Publisher (gRPC, batching per ordering key, a task per key).
-    ledger.ensure_topic("bench-mode-crate").await.expect("topic");
-    let publisher = google_cloud_pubsub::client::Publisher::builder(
-        ledger.topic_path("bench-mode-crate"),
-    )
-    .with_endpoint(format!("http://127.0.0.1:{port}"))
-    .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
-    .set_message_count_threshold(1000u32)
-    .set_delay_threshold(Duration::from_millis(5))
-    .build()
-    .await
-    .expect("publisher");
+    ledger
+        .ensure_topic("bench-mode-crate")
+        .await
+        .expect("topic");
+    let publisher =
+        google_cloud_pubsub::client::Publisher::builder(ledger.topic_path("bench-mode-crate"))
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .set_message_count_threshold(1000u32)
+            .set_delay_threshold(Duration::from_millis(5))
+            .build()
+            .await
+            .expect("publisher");
     let all = rows(N, KEYS, Ordering::Shards(16));
     let started = Instant::now();
     for page in all.chunks(PAGE) {

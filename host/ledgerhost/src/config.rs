@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ledgerhost_core::ledger::ordering::Ordering;
 use serde::Deserialize;
 
 /// The environment variable naming the Google Cloud project of every Google backend whose
@@ -234,6 +235,38 @@ pub struct LedgerConfig {
     /// Lease on a delivery before it is redelivered (extended while a batch runs).
     #[serde(default = "default_ack_deadline_ms")]
     pub ack_deadline_ms: u64,
+    /// How an event's ordering key is derived from its primary key: `shards` (the default:
+    /// hashed into `ordering-shards` keys per table), `key` (the primary key itself) or `none`.
+    #[serde(default)]
+    pub ordering: OrderingMode,
+    /// With `ordering = "shards"`: ordering keys per table (1 to 1024).
+    #[serde(default = "default_ordering_shards")]
+    pub ordering_shards: u32,
+}
+
+/// `[ledger] ordering`: see [`ledgerhost_core::ledger::ordering::Ordering`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderingMode {
+    #[default]
+    Shards,
+    Key,
+    None,
+}
+
+impl LedgerConfig {
+    /// The ordering every publisher of events on this ledger uses.
+    pub fn ordering(&self) -> Ordering {
+        match self.ordering {
+            OrderingMode::Shards => Ordering::Shards(self.ordering_shards),
+            OrderingMode::Key => Ordering::Key,
+            OrderingMode::None => Ordering::None,
+        }
+    }
+}
+
+fn default_ordering_shards() -> u32 {
+    ledgerhost_core::ledger::ordering::DEFAULT_SHARDS
 }
 
 /// Which ledger backend.
@@ -264,6 +297,8 @@ impl Default for LedgerConfig {
             endpoint: None,
             topic_prefix: default_topic_prefix(),
             ack_deadline_ms: default_ack_deadline_ms(),
+            ordering: OrderingMode::default(),
+            ordering_shards: default_ordering_shards(),
         }
     }
 }
@@ -601,6 +636,15 @@ impl Config {
             return Err(invalid(
                 "host.lease-ttl-ms".into(),
                 "must be at least 500 milliseconds".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.ledger.ordering_shards) {
+            return Err(invalid(
+                "ledger.ordering-shards".into(),
+                format!(
+                    "must be between 1 and 1024, not {}",
+                    self.ledger.ordering_shards
+                ),
             ));
         }
         if self.ledger.ack_deadline_ms < 1000 {

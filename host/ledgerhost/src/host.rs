@@ -227,6 +227,7 @@ impl Host {
                     .map_err(|e| anyhow::anyhow!("tables.{}.start {e}", t.name))?,
                 replica: replica.clone(),
                 lease_ttl: Duration::from_millis(host.config.host.lease_ttl_ms),
+                ordering: host.config.ledger.ordering(),
                 spec,
             };
             let poller = Poller::new(

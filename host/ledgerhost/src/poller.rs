@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ledgerhost_avro::Encoder;
+use ledgerhost_core::ledger::ordering::Ordering as OrderingRule;
 use ledgerhost_core::ledger::{Ledger, attr};
 use ledgerhost_core::source::{Position, Source, TableSpec};
 use ledgerhost_core::{PortError, TableSchema};
@@ -60,6 +61,8 @@ pub struct PollerSettings {
     /// This replica's id, for the table's lease.
     pub replica: String,
     pub lease_ttl: Duration,
+    /// How ordering keys derive from primary keys (the ledger's `[ledger] ordering`).
+    pub ordering: OrderingRule,
 }
 
 /// One table's poller.
@@ -468,10 +471,12 @@ impl Poller {
                 "compatible schema change: publishing with the new schema"
             );
         }
-        let encoder = Encoder::new(&schema).map_err(|e| PollError::Encode {
-            table,
-            message: e.to_string(),
-        })?;
+        let encoder = Encoder::new(&schema)
+            .map_err(|e| PollError::Encode {
+                table,
+                message: e.to_string(),
+            })?
+            .with_ordering(self.settings.ordering);
         self.current = Some((schema, encoder));
         Ok(())
     }

@@ -48,7 +48,9 @@ pub enum LimitError {
          `{other}`); Pub/Sub requires one ordering key per PublishRequest"
     )]
     MixedOrderingKeys { first: String, other: String },
-    #[error("{count} messages in one publish request; Pub/Sub takes at most {MAX_MESSAGES_PER_PUBLISH}")]
+    #[error(
+        "{count} messages in one publish request; Pub/Sub takes at most {MAX_MESSAGES_PER_PUBLISH}"
+    )]
     TooManyMessages { count: usize },
     #[error("publish request of {bytes} bytes; Pub/Sub takes at most {MAX_PUBLISH_BYTES}")]
     RequestTooLarge { bytes: usize },
@@ -162,7 +164,9 @@ pub fn check_publish(messages: &[Message]) -> Result<(), LimitError> {
         return Err(LimitError::RequestTooLarge { bytes });
     }
     if let Some(first) = messages.first()
-        && let Some(other) = messages.iter().find(|m| m.ordering_key != first.ordering_key)
+        && let Some(other) = messages
+            .iter()
+            .find(|m| m.ordering_key != first.ordering_key)
     {
         return Err(LimitError::MixedOrderingKeys {
             first: truncate(&first.ordering_key, 64).into_owned(),
@@ -283,7 +287,10 @@ mod tests {
             Err(LimitError::MixedOrderingKeys { .. })
         ));
         let many: Vec<Message> = (0..1001).map(|_| msg("k", &[])).collect();
-        assert!(matches!(check_publish(&many), Err(LimitError::TooManyMessages { count: 1001 })));
+        assert!(matches!(
+            check_publish(&many),
+            Err(LimitError::TooManyMessages { count: 1001 })
+        ));
         assert!(check_publish(&many[..1000]).is_ok());
         let big = Message {
             data: vec![1; 6_000_000],
@@ -299,13 +306,17 @@ mod tests {
             attributes: BTreeMap::new(),
         };
         assert_eq!(check_message(&empty), Err(LimitError::EmptyMessage));
-        let hundred: Vec<(String, String)> =
-            (0..101).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let hundred: Vec<(String, String)> = (0..101)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         let m = Message {
             attributes: hundred.into_iter().collect(),
             ..msg("", &[])
         };
-        assert!(matches!(check_message(&m), Err(LimitError::TooManyAttributes { count: 101 })));
+        assert!(matches!(
+            check_message(&m),
+            Err(LimitError::TooManyAttributes { count: 101 })
+        ));
         let long_key = "k".repeat(257);
         assert!(matches!(
             check_message(&msg("", &[(&long_key, "v")])),

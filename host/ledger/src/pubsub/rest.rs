@@ -236,7 +236,6 @@ impl RestClient {
         topic: &str,
         messages: &[Message],
     ) -> Result<Vec<String>, RestError> {
-
         let req = PublishRequest {
             messages: messages
                 .iter()

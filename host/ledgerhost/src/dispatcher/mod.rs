@@ -79,7 +79,8 @@ fn capped(reason: String) -> String {
     if reason.len() <= MAX_REASON_BYTES {
         return reason;
     }
-    let mut out = limits::truncate(&reason, MAX_REASON_BYTES - limits::TRUNCATED.len()).into_owned();
+    let mut out =
+        limits::truncate(&reason, MAX_REASON_BYTES - limits::TRUNCATED.len()).into_owned();
     out.push_str(limits::TRUNCATED);
     out
 }
