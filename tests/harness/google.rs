@@ -382,6 +382,11 @@ impl GoogleEmulators {
         self.pubsub.endpoint()
     }
 
+    /// What the strict Pub/Sub front saw so far.
+    pub fn pubsub_front_stats(&self) -> super::pubsub_front::FrontStats {
+        self.pubsub.front().stats()
+    }
+
     /// Fails the test if the strict Pub/Sub front refused any request, or saw no Publish (a
     /// host that bypassed it would prove nothing).
     pub fn assert_pubsub_clean(&self, context: &str) {
