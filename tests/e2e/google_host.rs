@@ -374,6 +374,22 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
         assert_eq!(distinct.len(), versions, "{key}: {seq:?}");
     }
     proc_b.kill();
+    // 5 000 keys in one transaction went out in requests of one ordering key each (the
+    // ordering shards), as production requires, and they batched: far fewer than 5 000.
+    let stats = emu.pubsub_front_stats();
+    let orders: Vec<_> = stats
+        .publishes
+        .iter()
+        .filter(|p| p.topic == "b-orders")
+        .collect();
+    assert!(orders.iter().all(|p| p.ordering_keys == 1), "{orders:?}");
+    let messages: usize = orders.iter().map(|p| p.messages).sum();
+    assert!(messages >= 5000, "{messages} messages published");
+    assert!(
+        orders.len() * 10 < messages,
+        "{} requests for {messages} messages: publishes did not batch",
+        orders.len()
+    );
     emu.assert_pubsub_clean(
         "spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_order",
     );
