@@ -183,6 +183,39 @@ pub struct TransactionCount {
     pub count: u64,
 }
 
+/// The `(lease, holder)` pairs a source last saw held, so a `try_lease` of one is counted as a
+/// renewal and any other as a take.
+#[derive(Debug, Default)]
+pub struct HeldLeases(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+impl HeldLeases {
+    fn pairs(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a `try_lease` of `name` by `holder` is now: a renewal or a take.
+    pub fn purpose_of_try(&self, name: &str, holder: &str) -> TransactionPurpose {
+        if self
+            .pairs()
+            .contains(&(name.to_string(), holder.to_string()))
+        {
+            TransactionPurpose::LeaseRenew
+        } else {
+            TransactionPurpose::LeaseTake
+        }
+    }
+
+    /// Records whether `holder` holds `name` after a try (an error counts as not held).
+    pub fn record(&self, name: &str, holder: &str, held: bool) {
+        let pair = (name.to_string(), holder.to_string());
+        if held {
+            self.pairs().insert(pair);
+        } else {
+            self.pairs().remove(&pair);
+        }
+    }
+}
+
 /// Transaction counters by kind and purpose, for a source to keep.
 #[derive(Debug, Default)]
 pub struct TransactionCounters {

@@ -36,8 +36,8 @@ use google_cloud_spanner::transaction::{
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::{Date, FromValue, Kind, Type, Value as SpValue};
 use ledgerhost_core::source::{
-    Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount, TransactionCounters,
-    TransactionKind, TransactionPurpose,
+    HeldLeases, Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount,
+    TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use tracing::{debug, info};
@@ -188,8 +188,8 @@ pub struct SpannerSource {
     read_write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Transactions run, by kind and purpose.
     counters: std::sync::Arc<TransactionCounters>,
-    /// `(lease, holder)` pairs this source last saw held: a `try_lease` of one is a renewal.
-    held: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Leases this source last saw held (renewal or take).
+    held: std::sync::Arc<HeldLeases>,
     /// Per table, how its poll reads: through which index (see [`PollIndex`]).
     poll_index: PollIndexes,
     /// Idle clients for snapshots, each with its own (multiplexed) session: the emulator
@@ -768,19 +768,9 @@ impl Source for SpannerSource {
         progress: Option<i64>,
     ) -> PortResult<Lease> {
         self.ensure_lease_table().await?;
-        let pair = (name.to_string(), holder.to_string());
-        let renewal = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&pair);
         self.counters.record(
             TransactionKind::ReadWrite,
-            if renewal {
-                TransactionPurpose::LeaseRenew
-            } else {
-                TransactionPurpose::LeaseTake
-            },
+            self.held.purpose_of_try(name, holder),
         );
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let client = self.client.clone();
@@ -847,17 +837,8 @@ impl Source for SpannerSource {
             }
         })
         .await;
-        {
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            match &lease {
-                Ok(l) if l.held => {
-                    held.insert(pair);
-                }
-                _ => {
-                    held.remove(&pair);
-                }
-            }
-        }
+        self.held
+            .record(name, holder, matches!(&lease, Ok(l) if l.held));
         let lease = lease?;
         debug!(lease = %name, holder = %holder, held = lease.held, progress = ?lease.progress, "spanner lease");
         Ok(lease)
@@ -912,10 +893,7 @@ impl Source for SpannerSource {
         self.ensure_lease_table().await?;
         self.counters
             .record(TransactionKind::ReadWrite, TransactionPurpose::Release);
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(name.to_string(), holder.to_string()));
+        self.held.record(name, holder, false);
         let client = self.client.clone();
         let (n, h) = (name.to_string(), holder.to_string());
         let what = format!("releasing lease `{name}`");

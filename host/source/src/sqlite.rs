@@ -66,8 +66,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ledgerhost_core::source::{
-    Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount, TransactionCounters,
-    TransactionKind, TransactionPurpose,
+    HeldLeases, Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount,
+    TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use rusqlite::types::ValueRef;
@@ -124,8 +124,8 @@ pub struct SqliteSource {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Transactions run, by kind and purpose.
     counters: Arc<TransactionCounters>,
-    /// `(lease, holder)` pairs this source last saw held: a `try_lease` of one is a renewal.
-    held: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Leases this source last saw held (renewal or take).
+    held: std::sync::Arc<HeldLeases>,
 }
 
 /// Idle read connections kept for reuse; more only occur with concurrent snapshots.
@@ -540,21 +540,12 @@ impl Source for SqliteSource {
         ttl: Duration,
         progress: Option<i64>,
     ) -> PortResult<Lease> {
-        let (name, holder) = (name.to_string(), holder.to_string());
-        let pair = (name.clone(), holder.clone());
-        let renewal = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&pair);
         self.counters.record(
             TransactionKind::ReadWrite,
-            if renewal {
-                TransactionPurpose::LeaseRenew
-            } else {
-                TransactionPurpose::LeaseTake
-            },
+            self.held.purpose_of_try(name, holder),
         );
+        let (lease_name, lease_holder) = (name, holder);
+        let (name, holder) = (name.to_string(), holder.to_string());
         let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let result = self.with_conn(move |conn| {
             let tx = conn
@@ -608,15 +599,11 @@ impl Source for SqliteSource {
             })
         })
         .await;
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        match &result {
-            Ok(lease) if lease.held => {
-                held.insert(pair);
-            }
-            _ => {
-                held.remove(&pair);
-            }
-        }
+        self.held.record(
+            lease_name,
+            lease_holder,
+            matches!(&result, Ok(lease) if lease.held),
+        );
         result
     }
 
@@ -650,10 +637,7 @@ impl Source for SqliteSource {
         self.counters
             .record(TransactionKind::ReadWrite, TransactionPurpose::Release);
         let (name, holder) = (name.to_string(), holder.to_string());
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(name.clone(), holder.clone()));
+        self.held.record(&name, &holder, false);
         self.with_conn(move |conn| {
             // Expired rather than deleted: the progress stays for the next holder.
             conn.execute(
