@@ -323,7 +323,18 @@ async fn misbehaving_plugins_are_stopped_and_nothing_else_is_disturbed() {
     // A trap fails only that call; the instance is rebuilt for the next one.
     let err = trapper.handle(vec![event(1, true)]).await.unwrap_err();
     match &err {
-        CallError::Trap { message, .. } => assert!(message.contains("poison event"), "{message}"),
+        // The reason is the plugin's own panic message on one line, not a wasm backtrace.
+        CallError::Trap { message, .. } => {
+            assert!(
+                message.contains("panicked at ") && message.contains("trapper/src/lib.rs:"),
+                "{message}"
+            );
+            assert!(message.contains("poison event orders/1/"), "{message}");
+            assert!(
+                !message.contains("wasm function") && !message.contains('\n'),
+                "{message}"
+            );
+        }
         other => panic!("expected a trap, got {other}"),
     }
     assert_eq!(
@@ -331,6 +342,19 @@ async fn misbehaving_plugins_are_stopped_and_nothing_else_is_disturbed() {
         vec![Disposition::Ack]
     );
     assert!(trapper.stats().rebuilds >= 1);
+    // Unbounded recursion is named as what it is.
+    let mut deep = event(4, false);
+    deep.fields.push(Field {
+        name: "recurse".into(),
+        value: Value::Bool(true),
+    });
+    match trapper.handle(vec![deep]).await.unwrap_err() {
+        CallError::Trap { message, .. } => {
+            assert!(message.starts_with("stack overflow"), "{message}");
+            assert!(!message.contains("wasm function"), "{message}");
+        }
+        other => panic!("expected a stack overflow, got {other}"),
+    }
 
     // The neighbour makes progress while the spinner burns its whole deadline: the loop
     // blocks neither the host nor other plugins.

@@ -14,6 +14,7 @@ mod limits;
 pub mod manifest;
 mod plugin;
 pub mod registry;
+mod trap;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

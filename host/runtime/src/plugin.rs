@@ -327,23 +327,9 @@ impl Plugin {
         } else {
             stats.traps += 1;
             let stderr = live.stderr.contents();
-            let text = String::from_utf8_lossy(&stderr);
-            let tail: String = text
-                .lines()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join(" | ");
             CallError::Trap {
+                message: crate::trap::reason(&plugin, &e, &String::from_utf8_lossy(&stderr)),
                 plugin,
-                message: if tail.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{e}; stderr: {tail}")
-                },
             }
         };
         stats.last_error = Some(err.to_string());

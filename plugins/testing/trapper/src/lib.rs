@@ -1,5 +1,16 @@
-//! Panics (a trap) on an event whose `poison` field is true; acks the others.
+//! Panics (a trap) on an event whose `poison` field is true, overflows its stack on one whose
+//! `recurse` field is true; acks the others.
 use ledgerhost_sdk::prelude::*;
+
+/// Recursion the optimiser cannot turn into a loop (no locals in linear memory, so the
+/// engine's call stack, not the guest's shadow stack, runs out).
+#[inline(never)]
+fn dig(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    1 + dig(std::hint::black_box(depth + 1))
+}
 
 /// Whether the event asks the plugin to trap.
 pub fn is_poison(e: &Event) -> bool {
@@ -13,6 +24,9 @@ impl Consumer for Trapper {
         for e in &events {
             if is_poison(e) {
                 panic!("poison event {}", e.id);
+            }
+            if e.bool("recurse") == Some(true) {
+                std::hint::black_box(dig(0));
             }
         }
         ack_all(&events)
