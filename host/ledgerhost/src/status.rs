@@ -224,7 +224,10 @@ mod tests {
             text.contains("orders") && text.contains("2.5s behind"),
             "{text}"
         );
-        assert!(text.contains("serving 0123456789ab in 7, acked 7"), "{text}");
+        assert!(
+            text.contains("serving 0123456789ab in 7, acked 7"),
+            "{text}"
+        );
         assert!(
             text.contains("broken") && text.contains("refused -"),
             "{text}"
