@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost::config::StartFrom;
+use ledgerhost::dispatcher::HandlerError;
 use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
 use ledgerhost::metrics::Metrics;
 use ledgerhost::poller::{Poller, PollerSettings};
@@ -134,7 +135,7 @@ struct Arrivals {
 
 #[async_trait]
 impl BatchHandler for Arrivals {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String> {
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError> {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap();
         for e in &events {

@@ -880,3 +880,38 @@ async fn pubsub_an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_n
         "pubsub_an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_new_filter",
     );
 }
+
+#[tokio::test]
+async fn pubsub_lists_its_topics_by_ledger_name_and_refuses_topic_reads_naming_why() {
+    let emu = PubSubEmulator::start();
+    let ledger = PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    })
+    .await
+    .expect("connect");
+    // "t1" is too short for Pub/Sub: stored as `lh-t1`, listed back as "t1".
+    for topic in ["orders-list", "t1", "payments-list"] {
+        ledger.ensure_topic(topic).await.expect("topic");
+    }
+    let topics = ledger.list_topics().await.expect("list topics");
+    for topic in ["orders-list", "payments-list", "t1"] {
+        assert!(topics.iter().any(|t| t == topic), "{topic} in {topics:?}");
+    }
+    assert!(topics.windows(2).all(|w| w[0] <= w[1]), "{topics:?}");
+    let err = ledger
+        .read_retained("orders-list", 0, 10)
+        .await
+        .expect_err("Pub/Sub cannot read a topic");
+    assert!(
+        matches!(err, ledgerhost_core::PortError::Unsupported { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("subscriptions seek") && text.contains("backfill"),
+        "{text}"
+    );
+    assert!(ledger.retained_count("orders-list").await.is_err());
+    emu.assert_clean("pubsub_lists_its_topics_by_ledger_name_and_refuses_topic_reads_naming_why");
+}

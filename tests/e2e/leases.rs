@@ -88,7 +88,8 @@ impl Replica {
 
     /// `/metrics` as (name, labels) → value; empty when the host does not answer.
     fn metrics(&self) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-        let Ok((200, text)) = ledgerhost::ops::http_get(&self.admin, "/metrics") else {
+        let Ok((200, text)) = ledgerhost::admin_client::get_blocking(&self.admin, "/metrics")
+        else {
             return BTreeMap::new();
         };
         parse_metrics(&text)

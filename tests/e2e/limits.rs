@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ledgerhost::dispatcher::HandlerError;
 use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
 use ledgerhost::metrics::Metrics;
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec, attr, limits};
@@ -19,7 +20,7 @@ struct Verbose;
 
 #[async_trait]
 impl BatchHandler for Verbose {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String> {
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError> {
         let reason = format!("refused: {}", "é".repeat(2 << 20));
         Ok(events
             .iter()

@@ -75,7 +75,7 @@ impl Running {
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        ledgerhost::ops::http_get(&self.admin, path).ok()
+        ledgerhost::admin_client::get_blocking(&self.admin, path).ok()
     }
 
     async fn wait_ready(&self) {
@@ -883,13 +883,18 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
         ledgerhost_ledger::embedded::EmbeddedOptions::default(),
     )
     .unwrap();
+    use ledgerhost_core::ledger::Ledger as _;
     let copies = ledger
         .read_retained("orders-replay-1", 0, 1000)
         .await
         .unwrap();
     let ids: Vec<i64> = copies
         .iter()
-        .map(|(_, m)| ledgerhost_tests::harness::event_key(m).parse().unwrap())
+        .map(|r| {
+            ledgerhost_tests::harness::event_key(&r.message)
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(
         ids,

@@ -24,6 +24,11 @@ pub mod attr {
     pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
     /// On dead-lettered messages: the subscription that gave up.
     pub const DEAD_LETTER_SUBSCRIPTION: &str = "dead_letter_subscription";
+    /// On replayed copies: the only plugin that handles the message; the dispatchers of the
+    /// other plugins on the topic ack it without calling their plugin.
+    pub const REPLAY_FOR: &str = "replay_for";
+    /// On replayed copies: the topic the message was read from.
+    pub const REPLAY_OF: &str = "replay_of";
 }
 
 /// A message on a topic.
@@ -34,6 +39,14 @@ pub struct Message {
     /// Messages with one ordering key are delivered in publish order (the primary key).
     pub ordering_key: String,
     pub attributes: BTreeMap<String, String>,
+}
+
+/// A message kept on a topic, with its position in the topic's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    /// Increases with publish order; pass the last one seen as `after` to read on.
+    pub position: i64,
+    pub message: Message,
 }
 
 /// A subscription to create (idempotently) on a topic.
@@ -104,6 +117,19 @@ pub trait Ledger: Send + Sync {
     /// The newest message on the topic, when the backend can tell (used to recover a lost
     /// poller watermark). `Ok(None)` when the topic is empty or the backend cannot tell.
     async fn last_message(&self, topic: &str) -> PortResult<Option<Message>>;
+
+    /// The ledger's topics (the names given to [`Ledger::ensure_topic`]), sorted.
+    async fn list_topics(&self) -> PortResult<Vec<String>>;
+
+    /// Messages retained on `topic` after position `after` (0: from the oldest), oldest
+    /// first, at most `max`: what the topic keeps whatever its subscriptions did with them
+    /// (for `replay` and `plugin test`). [`PortError::Unsupported`](crate::PortError) where
+    /// the backend cannot read a topic (Pub/Sub delivers only through subscriptions).
+    async fn read_retained(&self, topic: &str, after: i64, max: usize)
+    -> PortResult<Vec<Retained>>;
+
+    /// How many messages `topic` retains; unsupported where [`Ledger::read_retained`] is.
+    async fn retained_count(&self, topic: &str) -> PortResult<u64>;
 
     /// How many times this process found `topic` lost (with the messages it held, e.g. a
     /// restarted emulator) and re-created it and its subscriptions. A poller that sees it

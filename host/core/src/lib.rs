@@ -39,6 +39,14 @@ pub enum PortError {
         backend: &'static str,
         message: String,
     },
+    /// The backend has no such operation (its API cannot do it); `why` says what to use
+    /// instead. Retrying will not help.
+    #[error("{backend} cannot {operation}: {why}")]
+    Unsupported {
+        backend: &'static str,
+        operation: &'static str,
+        why: String,
+    },
 }
 
 impl PortError {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limits};
+use ledgerhost_core::ledger::{Delivery, Ledger, Message, Retained, SubscriptionSpec, limits};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
@@ -168,71 +168,6 @@ impl EmbeddedLedger {
         })
         .await
         .map_err(|e| unavailable(format!("ledger task failed: {e}")))?
-    }
-}
-
-impl EmbeddedLedger {
-    /// Retained messages of `topic` after position `after` (0 = the oldest), oldest first,
-    /// at most `max`, each with its position. For replay tools: the log keeps messages for
-    /// `retention` whatever the subscriptions did with them.
-    pub async fn read_retained(
-        &self,
-        topic: &str,
-        after: i64,
-        max: usize,
-    ) -> PortResult<Vec<(i64, Message)>> {
-        let topic = topic.to_string();
-        self.run(move |inner| {
-            let mut stmt = inner
-                .conn
-                .prepare_cached(
-                    "SELECT id, ordering_key, attributes, data FROM messages
-                     WHERE topic = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map(params![topic, after, max as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                })
-                .map_err(unavailable)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, ordering_key, attrs, data) = row.map_err(unavailable)?;
-                let attributes = serde_json::from_str(&attrs).map_err(unavailable)?;
-                out.push((
-                    id,
-                    Message {
-                        data,
-                        ordering_key,
-                        attributes,
-                    },
-                ));
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// How many messages of `topic` are retained.
-    pub async fn retained_count(&self, topic: &str) -> PortResult<u64> {
-        let topic = topic.to_string();
-        self.run(move |inner| {
-            inner
-                .conn
-                .query_row(
-                    "SELECT COUNT(*) FROM messages WHERE topic = ?1",
-                    [&topic],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map(|n| n as u64)
-                .map_err(unavailable)
-        })
-        .await
     }
 }
 
@@ -772,6 +707,84 @@ impl Ledger for EmbeddedLedger {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn list_topics(&self) -> PortResult<Vec<String>> {
+        self.run(|inner| {
+            let mut stmt = inner
+                .conn
+                .prepare_cached("SELECT name FROM topics ORDER BY name")
+                .map_err(unavailable)?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(unavailable)?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn read_retained(
+        &self,
+        topic: &str,
+        after: i64,
+        max: usize,
+    ) -> PortResult<Vec<Retained>> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            let mut stmt = inner
+                .conn
+                .prepare_cached(
+                    "SELECT id, ordering_key, attributes, data FROM messages
+                     WHERE topic = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![topic, after, max as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (position, ordering_key, attrs, data) = row.map_err(unavailable)?;
+                let attributes = serde_json::from_str(&attrs).map_err(|e| PortError::Corrupt {
+                    backend: BACKEND,
+                    message: format!("attributes of message {position} on {topic}: {e}"),
+                })?;
+                out.push(Retained {
+                    position,
+                    message: Message {
+                        data,
+                        ordering_key,
+                        attributes,
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn retained_count(&self, topic: &str) -> PortResult<u64> {
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            inner
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE topic = ?1",
+                    [&topic],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(unavailable)
         })
         .await
     }

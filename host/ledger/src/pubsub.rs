@@ -1108,6 +1108,93 @@ impl Ledger for PubSubLedger {
         );
         Ok(None)
     }
+
+    async fn list_topics(&self) -> PortResult<Vec<String>> {
+        let project = format!("projects/{}", self.inner.config.project);
+        let mut names = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .inner
+                .topic_admin
+                .list_topics()
+                .set_project(project.clone())
+                .set_page_token(token)
+                .send()
+                .await
+                .map_err(|e| map_err(&format!("listing the topics of {project}"), &e))?;
+            for t in page.topics {
+                if let Some(id) = t.name.rsplit('/').next() {
+                    names.push(ledger_name(id));
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn read_retained(
+        &self,
+        _topic: &str,
+        _after: i64,
+        _max: usize,
+    ) -> PortResult<Vec<ledgerhost_core::ledger::Retained>> {
+        Err(no_topic_reads("read a topic's retained messages"))
+    }
+
+    async fn retained_count(&self, _topic: &str) -> PortResult<u64> {
+        Err(no_topic_reads("count a topic's retained messages"))
+    }
+}
+
+/// Pub/Sub's API has no read of a topic: messages reach a reader only through a
+/// subscription, from the time it was created (or sought to).
+fn no_topic_reads(operation: &'static str) -> PortError {
+    PortError::Unsupported {
+        backend: BACKEND,
+        operation,
+        why: "Pub/Sub delivers messages only through subscriptions (there is no API to read \
+              a topic); to re-deliver a time range, seek the plugin's subscription \
+              (`gcloud pubsub subscriptions seek plugin-<name> --time=...`, which needs \
+              `retain-acked-messages` on it) or republish from the source with `ledgerhost backfill`"
+            .into(),
+    }
+}
+
+/// The ledger name of a Pub/Sub topic or subscription id: the inverse of [`resource_id`]
+/// (an id that does not decode to a name mapping back to it is a name as is).
+pub fn ledger_name(id: &str) -> String {
+    if let Some(rest) = id.strip_prefix("lh-") {
+        let bytes = rest.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = (bytes[i] == b'%')
+                .then(|| rest.get(i + 1..i + 3))
+                .flatten()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        if let Ok(name) = String::from_utf8(out)
+            && resource_id(&name) == id
+        {
+            return name;
+        }
+    }
+    id.to_string()
 }
 
 impl PubSubLedger {
@@ -1138,6 +1225,15 @@ mod tests {
         assert_eq!(resource_id("a b/c"), "lh-a%20b%2Fc");
         assert_eq!(resource_id("9lives"), "lh-9lives");
         assert_ne!(resource_id("a%b"), resource_id("a%25b"));
+    }
+
+    #[test]
+    fn ledger_names_invert_resource_ids() {
+        for name in [
+            "orders", "t", "a b/c", "9lives", "a%b", "a%25b", "lh-abc", "día", "goog-x",
+        ] {
+            assert_eq!(ledger_name(&resource_id(name)), name, "{name}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost::config::StartFrom;
+use ledgerhost::dispatcher::HandlerError;
 use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
 use ledgerhost::metrics::{Metrics, now_micros};
 use ledgerhost::poller::{Poller, PollerSettings};
@@ -154,7 +155,7 @@ struct Recorder {
 
 #[async_trait]
 impl BatchHandler for Recorder {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String> {
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError> {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap();
         for e in &events {

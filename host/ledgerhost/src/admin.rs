@@ -1,23 +1,23 @@
-//! The admin HTTP port: liveness, readiness, Prometheus metrics, JSON status, and the routes
-//! of HTTP-triggered plugins (`/plugins/<name>/...`). Loopback by default.
+//! The admin HTTP port: liveness, readiness, Prometheus metrics and JSON status
+//! ([`crate::status`]). The same port serves the routes of HTTP-triggered plugins
+//! ([`crate::trigger`], the data plane). Loopback by default.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use ledgerhost_runtime::manifest::World;
+use axum::routing::get;
 use ledgerhost_runtime::registry::Registry;
-use ledgerhost_runtime::{HttpRequest, HttpResponse};
 use tokio::sync::watch;
 
 use crate::metrics::{LATENCY_BUCKETS_MICROS, Metrics, now_micros};
+use crate::status::{HostStatus, PluginState, PluginStatus, TableStatus};
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -43,16 +43,14 @@ pub async fn serve(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on admin.listen = {listen}: {e}"))?;
+        .with_context(|| format!("cannot listen on admin.listen = {listen}"))?;
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/plugins/{name}", any(plugin_http_root))
-        .route("/plugins/{name}/", any(plugin_http_root))
-        .route("/plugins/{name}/{*rest}", any(plugin_http))
+        .merge(crate::trigger::routes())
         .with_state(state);
     let handle = tokio::spawn(async move {
         let stop = async move {
@@ -350,25 +348,28 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 }
 
 async fn status(State(s): State<AdminState>) -> Response {
-    let tables: Vec<_> = s
+    axum::Json(host_status(&s)).into_response()
+}
+
+/// The [`HostStatus`] of this host now.
+pub fn host_status(s: &AdminState) -> HostStatus {
+    let tables = s
         .metrics
         .tables()
         .into_iter()
-        .map(|(name, t)| {
-            serde_json::json!({
-                "table": name,
-                "rows_polled": t.rows_polled.load(Ordering::Relaxed),
-                "poll_errors": t.poll_errors.load(Ordering::Relaxed),
-                "watermark_micros": t.watermark.load(Ordering::Relaxed),
-                "leader": t.leader.load(Ordering::Relaxed) == 1,
-                "stopped": t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                "republishes": t.republishes.load(Ordering::Relaxed),
-            })
+        .map(|(table, t)| TableStatus {
+            table,
+            rows_polled: t.rows_polled.load(Ordering::Relaxed),
+            poll_errors: t.poll_errors.load(Ordering::Relaxed),
+            watermark_micros: t.watermark.load(Ordering::Relaxed),
+            leader: t.leader.load(Ordering::Relaxed) == 1,
+            stopped: t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            republishes: t.republishes.load(Ordering::Relaxed),
         })
         .collect();
     let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let serving = s.registry.plugins();
-    let mut plugins: Vec<_> = serving
+    let mut plugins: Vec<PluginStatus> = serving
         .iter()
         .map(|p| {
             let m = p.manifest();
@@ -377,198 +378,48 @@ async fn status(State(s): State<AdminState>) -> Response {
             // A refused new version leaves the old one serving; say both.
             let (state, last_error) = match refused.get(&m.name) {
                 Some((file, why)) => (
-                    "serving (newer files refused)",
+                    PluginState::ServingNewerRefused,
                     Some(format!("{file}: {why}")),
                 ),
-                None => ("serving", st.last_error.clone()),
+                None => (PluginState::Serving, st.last_error.clone()),
             };
-            serde_json::json!({
-                "name": m.name,
-                "version": p.version(),
-                "world": format!("{:?}", m.world),
-                "state": state,
-                "last_error": last_error,
-                "calls": st.calls,
-                "traps": st.traps,
-                "rebuilds": st.rebuilds,
-                "events_in": counters.events_in.load(Ordering::Relaxed),
-                "acked": counters.acked.load(Ordering::Relaxed),
-                "retried": counters.retried.load(Ordering::Relaxed),
-                "dead_lettered": counters.dead_lettered.load(Ordering::Relaxed),
-            })
+            PluginStatus {
+                name: m.name.clone(),
+                version: Some(p.version().to_string()),
+                world: Some(format!("{:?}", m.world)),
+                state,
+                last_error,
+                calls: st.calls,
+                traps: st.traps,
+                rebuilds: st.rebuilds,
+                events_in: counters.events_in.load(Ordering::Relaxed),
+                acked: counters.acked.load(Ordering::Relaxed),
+                retried: counters.retried.load(Ordering::Relaxed),
+                dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+            }
         })
         .collect();
     for (name, (file, why)) in &refused {
         if !serving.iter().any(|p| p.manifest().name == *name) {
-            plugins.push(serde_json::json!({
-                "name": name,
-                "version": null,
-                "state": "refused",
-                "last_error": format!("{file}: {why}"),
-            }));
+            plugins.push(PluginStatus {
+                name: name.clone(),
+                version: None,
+                world: None,
+                state: PluginState::Refused,
+                last_error: Some(format!("{file}: {why}")),
+                calls: 0,
+                traps: 0,
+                rebuilds: 0,
+                events_in: 0,
+                acked: 0,
+                retried: 0,
+                dead_lettered: 0,
+            });
         }
     }
-    axum::Json(serde_json::json!({
-        "ready": s.ready.load(Ordering::Relaxed),
-        "tables": tables,
-        "plugins": plugins,
-    }))
-    .into_response()
-}
-
-async fn plugin_http_root(
-    state: State<AdminState>,
-    Path(name): Path<String>,
-    method: Method,
-    query: RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call_plugin(state.0, name, "/".into(), method, query, headers, body).await
-}
-
-async fn plugin_http(
-    state: State<AdminState>,
-    Path((name, rest)): Path<(String, String)>,
-    method: Method,
-    query: RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call_plugin(
-        state.0,
-        name,
-        format!("/{rest}"),
-        method,
-        query,
-        headers,
-        body,
-    )
-    .await
-}
-
-async fn call_plugin(
-    s: AdminState,
-    name: String,
-    path: String,
-    method: Method,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let plugin = match s.registry.slot(&name).and_then(|slot| slot.current()) {
-        Some(p) if p.manifest().world == World::HttpTrigger => p,
-        Some(p) if p.manifest().world == World::Scheduled && path == "/tick" => {
-            return tick_now(&p, &name, &method, query.as_deref()).await;
-        }
-        Some(p) if p.manifest().world == World::Scheduled => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!(
-                    "plugin `{name}` is a scheduled plugin: its only route is \
-                     `POST /plugins/{name}/tick[?now=<µs since the epoch>]`"
-                ),
-            )
-                .into_response();
-        }
-        Some(_) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("plugin `{name}` is not an http-trigger plugin"),
-            )
-                .into_response();
-        }
-        None => {
-            return (StatusCode::NOT_FOUND, format!("no plugin named `{name}`")).into_response();
-        }
-    };
-    let request = HttpRequest {
-        method: method.to_string(),
-        path,
-        query: query.unwrap_or_default(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: body.to_vec(),
-    };
-    match plugin.http(request).await {
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        }) => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                body,
-            )
-                .into_response();
-            for (k, v) in headers {
-                if let (Ok(k), Ok(v)) = (
-                    axum::http::HeaderName::try_from(k),
-                    axum::http::HeaderValue::try_from(v),
-                ) {
-                    response.headers_mut().insert(k, v);
-                }
-            }
-            response
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin `{name}` failed: {e}"),
-        )
-            .into_response(),
-    }
-}
-
-/// `POST /plugins/<name>/tick[?now=<µs>]`: runs one tick of a scheduled plugin now, between
-/// its scheduled ticks (calls of one plugin never overlap). `now` is the time the plugin is
-/// told (default: the host's clock), e.g. to compact a span before its scheduled hour.
-async fn tick_now(
-    plugin: &ledgerhost_runtime::Plugin,
-    name: &str,
-    method: &Method,
-    query: Option<&str>,
-) -> Response {
-    if method != Method::POST {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("use POST /plugins/{name}/tick to run a tick"),
-        )
-            .into_response();
-    }
-    let mut now = now_micros();
-    for (k, v) in query
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-    {
-        if k == "now" {
-            match v.parse::<i64>() {
-                Ok(n) => now = n,
-                Err(_) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        format!("`now` = {v:?} is not microseconds since the epoch"),
-                    )
-                        .into_response();
-                }
-            }
-        }
-    }
-    tracing::info!(plugin = name, now, "tick requested on the admin port");
-    match plugin.tick(now).await {
-        Ok(()) => {
-            tracing::info!(plugin = name, "tick done");
-            (StatusCode::OK, "tick done\n").into_response()
-        }
-        Err(e) => {
-            tracing::warn!(plugin = name, error = %e, "requested tick failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("tick of plugin `{name}` failed: {e}\n"),
-            )
-                .into_response()
-        }
+    HostStatus {
+        ready: s.ready.load(Ordering::Relaxed),
+        tables,
+        plugins,
     }
 }

@@ -15,6 +15,11 @@ use crate::config::{
     endpoint_url,
 };
 
+/// The SQLite source's helpers for the tools beside the host: the capture DDL an
+/// application runs (`ledgerhost sqlite-ddl`) and the demo's application writer
+/// (`ledgerhost demo`).
+pub use ledgerhost_source::sqlite::{capture_ddl as sqlite_capture_ddl, demo as sqlite_demo};
+
 /// How long a start-up probe of a remote backend may take before the host refuses to start.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -246,16 +246,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     .with_context(|| format!("--config `{kv}`: expected KEY=VALUE"))?;
                 values.insert(k.to_string(), v.to_string());
             }
-            crate::plugin_dev::test(&crate::plugin_dev::TestRun {
+            let report = crate::plugin_dev::test(&crate::plugin_dev::TestRun {
                 wasm: file,
                 manifest,
                 events,
                 config: values,
                 state_dir,
-                json,
             })
-            .await
-            .map(|_| ())
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
         }
         Command::Replay(args) => crate::ops::replay(args).await,
         Command::Backfill(args) => crate::ops::backfill(args).await,
@@ -276,7 +280,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             println!(
                 "{}",
-                ledgerhost_source::sqlite::capture_ddl(&table, &commit_ts_column)
+                crate::backends::sqlite_capture_ddl(&table, &commit_ts_column)
             );
             Ok(())
         }
@@ -286,29 +290,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 /// Runs the host until SIGTERM or Ctrl-C, then drains.
 pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
     let host = Host::start(config).await?;
-    wait_for_signal().await;
+    crate::signal::wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight batches");
     if host.shutdown().await {
         tracing::info!("drained; bye");
         Ok(())
     } else {
         anyhow::bail!("drain timed out; unfinished batches will be redelivered on restart")
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the host");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

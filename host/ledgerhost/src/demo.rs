@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::backends::sqlite_demo;
 use crate::config::Config;
 use crate::host::Host;
 use crate::metrics::now_micros;
@@ -41,16 +42,6 @@ interval-ms = 100
 listen = "127.0.0.1:0"
 "#;
 
-/// The demo's table, as an application would create it (see `ledgerhost sqlite-ddl`).
-pub const ORDERS_DDL: &str = "CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    amount INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    deleted BOOLEAN NOT NULL DEFAULT 0,
-    commit_ts INTEGER
-)";
-
 /// Runs the demo until Ctrl-C / SIGTERM or `seconds`.
 pub async fn run(
     dir: &Path,
@@ -83,11 +74,8 @@ pub async fn run(
         );
     }
     let db = dir.join("app.db");
-    let conn =
-        rusqlite::Connection::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-    conn.execute_batch(ORDERS_DDL)
-        .context("cannot create the demo's orders table")?;
-    drop(conn);
+    sqlite_demo::create_orders(&db)
+        .with_context(|| format!("cannot create the demo's orders table in {}", db.display()))?;
 
     let config = Config::load(&config_path)?;
     let host = Host::start(config).await?;
@@ -100,7 +88,7 @@ pub async fn run(
     let writer = tokio::task::spawn_blocking({
         let db = db.clone();
         let stop = host.shutdown_signal();
-        move || write_orders(&db, rate, stop)
+        move || sqlite_demo::write_orders(&db, rate, &|| *stop.borrow())
     });
 
     let started = Instant::now();
@@ -110,7 +98,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = crate::cli::wait_for_signal() => break,
+            _ = crate::signal::wait_for_signal() => break,
         }
         let rows: u64 = host
             .metrics
@@ -154,51 +142,5 @@ pub async fn run(
         anyhow::bail!("drain timed out");
     }
     println!("stopped cleanly");
-    Ok(())
-}
-
-/// Inserts `rate` orders per second in small transactions, updates and soft-deletes a few.
-fn write_orders(
-    db: &Path,
-    rate: u32,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut conn = rusqlite::Connection::open(db)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mut next_id: i64 =
-        conn.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM orders", [], |r| {
-            r.get(0)
-        })?;
-    let per_tick = (rate / 10).max(1);
-    // A small deterministic generator: the demo needs variety, not randomness.
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ next_id as u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    while !*stop.borrow() {
-        let tx = conn.transaction()?;
-        for _ in 0..per_tick {
-            let client = format!("c-{}", rnd() % 20);
-            let amount = (rnd() % 2000) as i64;
-            tx.execute(
-                "INSERT INTO orders (id, client_id, amount, status) VALUES (?1, ?2, ?3, 'new')",
-                rusqlite::params![next_id, client, amount],
-            )?;
-            next_id += 1;
-        }
-        if next_id > 10 {
-            let id = (rnd() % (next_id as u64 - 1)) as i64 + 1;
-            if rnd() % 10 == 0 {
-                tx.execute("UPDATE orders SET deleted = 1 WHERE id = ?1", [id])?;
-            } else {
-                tx.execute("UPDATE orders SET status = 'shipped' WHERE id = ?1", [id])?;
-            }
-        }
-        tx.commit()?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
     Ok(())
 }

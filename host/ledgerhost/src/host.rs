@@ -12,11 +12,12 @@ use ledgerhost_core::source::TableSpec;
 use ledgerhost_runtime::manifest::World;
 use ledgerhost_runtime::registry::{PluginSlot, Registry, RegistryEvent};
 use ledgerhost_runtime::{Plugin, Runtime, RuntimeConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::backends::Backends;
-use crate::config::Config;
+use crate::config::{Config, TableConfig};
+use crate::dispatcher::HandlerError;
 use crate::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
 use crate::metrics::{Metrics, now_micros};
 use crate::poller::{Poller, PollerSettings};
@@ -50,8 +51,8 @@ impl BatchHandler for PluginHandler {
     async fn handle(
         &self,
         events: Vec<ledgerhost_core::Event>,
-    ) -> Result<Vec<ledgerhost_core::Disposition>, String> {
-        self.0.handle(events).await.map_err(|e| e.to_string())
+    ) -> Result<Vec<ledgerhost_core::Disposition>, HandlerError> {
+        Ok(self.0.handle(events).await?)
     }
 
     fn version(&self) -> String {
@@ -59,74 +60,21 @@ impl BatchHandler for PluginHandler {
     }
 }
 
+/// Plugin files the registry refused, by plugin name: (file, reason). Shown by `/status`.
+type Refused = Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>>;
+
 impl Host {
     /// Starts everything. Fails with a precise message if a backend or table is unusable.
     pub async fn start(config: Config) -> anyhow::Result<Host> {
-        std::fs::create_dir_all(&config.host.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.host.data_dir.display()
-            )
-        })?;
-        std::fs::create_dir_all(&config.host.plugin_dir).with_context(|| {
-            format!(
-                "cannot create the plugin directory {}",
-                config.host.plugin_dir.display()
-            )
-        })?;
+        create_directories(&config)?;
         let backends = Backends::connect(&config).await?;
+        // Tables first: a table that cannot be captured stops the start with its fix.
+        let tables = prepare_tables(&config, &backends).await?;
+        let (registry, events) = start_registry(&config, &backends).await?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-        // Tables first: a table that cannot be captured stops the start with its fix.
-        let mut specs = Vec::new();
-        for t in &config.tables {
-            let spec = TableSpec {
-                name: t.name.clone(),
-                commit_ts_column: t.commit_ts_column.clone(),
-                deleted_column: t.deleted_column.clone(),
-            };
-            backends
-                .source
-                .prepare_table(&spec)
-                .await
-                .with_context(|| format!("table `{}` cannot be captured", t.name))?;
-            backends
-                .ledger
-                .ensure_topic(&config.topic_for(&t.name))
-                .await
-                .with_context(|| format!("cannot create the topic of table `{}`", t.name))?;
-            specs.push((t.clone(), spec));
-        }
-
-        let runtime = Runtime::new(
-            RuntimeConfig {
-                cache_dir: Some(config.host.data_dir.join("component-cache")),
-                ..RuntimeConfig::default()
-            },
-            backends.capabilities(),
-        )
-        .context("cannot start the WebAssembly runtime")?;
-        let overrides: BTreeMap<String, BTreeMap<String, String>> = config
-            .plugins
-            .iter()
-            .map(|(k, v)| (k.clone(), v.config.clone()))
-            .collect();
-        let (registry, mut events) =
-            Registry::start(runtime, config.host.plugin_dir.clone(), overrides)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot watch the plugin directory {}",
-                        config.host.plugin_dir.display()
-                    )
-                })?;
-        let registry = Arc::new(registry);
-        let decoder = Arc::new(Decoder::new());
-        let plugin_tasks = Arc::new(tokio::sync::Mutex::new(BTreeMap::new()));
-
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refused: Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>> = Arc::default();
+        let refused = Refused::default();
         let (admin_addr, admin_task) = crate::admin::serve(
             &config.admin.listen,
             crate::admin::AdminState {
@@ -140,112 +88,119 @@ impl Host {
             shutdown_rx.clone(),
         )
         .await?;
-
         let mut host = Host {
             config,
             backends,
             metrics,
-            registry: registry.clone(),
+            registry,
             admin_addr,
             shutdown_tx,
-            ready: ready.clone(),
+            ready,
             tasks: vec![admin_task],
-            plugin_tasks: plugin_tasks.clone(),
+            plugin_tasks: Arc::default(),
         };
+        let decoder = Arc::new(Decoder::new());
+        host.start_present_plugins(&decoder).await;
+        let watcher = host.follow_registry(events, decoder, refused, shutdown_rx.clone());
+        host.tasks.push(watcher);
+        host.start_pollers(tables, &shutdown_rx)?;
+        host.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(admin = %host.admin_addr, tables = host.config.tables.len(), plugins = host.registry.plugins().len(), "ledgerhost ready");
+        Ok(host)
+    }
 
-        // Subscriptions of the plugins present at start exist before the first poll, so the
-        // bootstrap scan reaches them.
-        for plugin in registry.plugins() {
-            host.start_plugin(&plugin, &decoder).await;
+    /// Subscriptions of the plugins present at start exist before the first poll, so the
+    /// bootstrap scan reaches them.
+    async fn start_present_plugins(&self, decoder: &Arc<Decoder>) {
+        for plugin in self.registry.plugins() {
+            self.start_plugin(&plugin, decoder).await;
         }
+    }
 
-        // Registry events: load, swap, unload while running.
-        {
-            let ctx = host.plugin_context(decoder.clone());
-            let registry = registry.clone();
-            let refused = refused.clone();
-            let mut shutdown = shutdown_rx.clone();
-            host.tasks.push(tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        e = events.recv() => e,
-                        _ = shutdown.changed() => None,
-                    };
-                    let Some(event) = event else { break };
-                    {
-                        let mut r = refused.lock().unwrap_or_else(|e| e.into_inner());
-                        match &event {
-                            RegistryEvent::Loaded(p) => {
-                                r.remove(&p.manifest().name);
-                            }
-                            RegistryEvent::Replaced { new, .. } => {
-                                r.remove(&new.manifest().name);
-                            }
-                            RegistryEvent::Removed(name) => {
-                                r.remove(name);
-                            }
-                            RegistryEvent::Refused { path, error } => {
-                                let name = path
-                                    .file_stem()
-                                    .map(|s| s.to_string_lossy().into_owned())
-                                    .unwrap_or_default();
-                                r.insert(name, (path.display().to_string(), error.clone()));
-                            }
-                        }
+    /// Follows registry events while running: load, swap, unload, refusals (for `/status`).
+    fn follow_registry(
+        &self,
+        mut events: mpsc::UnboundedReceiver<RegistryEvent>,
+        decoder: Arc<Decoder>,
+        refused: Refused,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let ctx = self.plugin_context(decoder);
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = shutdown.changed() => None,
+                };
+                let Some(event) = event else { break };
+                note_refusal(&refused, &event);
+                match event {
+                    RegistryEvent::Loaded(p) => {
+                        tracing::info!(
+                            plugin = p.manifest().name,
+                            version = p.version(),
+                            "plugin loaded"
+                        );
+                        ctx.ensure_running(&registry, &p).await;
                     }
-                    match event {
-                        RegistryEvent::Loaded(p) => {
-                            tracing::info!(plugin = p.manifest().name, version = p.version(), "plugin loaded");
-                            ctx.ensure_running(&registry, &p).await;
-                        }
-                        RegistryEvent::Replaced { old, new } => {
-                            tracing::info!(plugin = new.manifest().name, from = old.version(), to = new.version(), "plugin swapped");
-                            ctx.ensure_running(&registry, &new).await;
-                        }
-                        RegistryEvent::Removed(name) => {
-                            tracing::info!(plugin = name, "plugin removed");
-                            ctx.stop(&name).await;
-                        }
-                        RegistryEvent::Refused { path, error } => {
-                            tracing::error!(path = %path.display(), error, "plugin refused; the previous version (if any) keeps running");
-                        }
+                    RegistryEvent::Replaced { old, new } => {
+                        tracing::info!(
+                            plugin = new.manifest().name,
+                            from = old.version(),
+                            to = new.version(),
+                            "plugin swapped"
+                        );
+                        ctx.ensure_running(&registry, &new).await;
+                    }
+                    RegistryEvent::Removed(name) => {
+                        tracing::info!(plugin = name, "plugin removed");
+                        ctx.stop(&name).await;
+                    }
+                    RegistryEvent::Refused { path, error } => {
+                        tracing::error!(path = %path.display(), error, "plugin refused; the previous version (if any) keeps running");
                     }
                 }
-            }));
-        }
+            }
+        })
+    }
 
-        let watermarks = WatermarkStore::open(&host.config.host.data_dir.join("watermarks"))
+    /// One poller task per prepared table.
+    fn start_pollers(
+        &mut self,
+        tables: Vec<(TableConfig, TableSpec)>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let watermarks = WatermarkStore::open(&self.config.host.data_dir.join("watermarks"))
             .context("cannot open the watermark directory")?;
-        let replica = host.config.replica_id();
-        for (t, spec) in specs {
+        let replica = self.config.replica_id();
+        for (t, spec) in tables {
             let settings = PollerSettings {
-                topic: host.config.topic_for(&t.name),
+                topic: self.config.topic_for(&t.name),
                 interval: t.interval(),
                 page_size: t.page_size,
                 start: t
                     .start_from()
                     .map_err(|e| anyhow::anyhow!("tables.{}.start {e}", t.name))?,
                 replica: replica.clone(),
-                lease_ttl: Duration::from_millis(host.config.host.lease_ttl_ms),
-                ordering: host.config.ledger.ordering(),
+                lease_ttl: Duration::from_millis(self.config.host.lease_ttl_ms),
+                ordering: self.config.ledger.ordering(),
                 spec,
             };
             let poller = Poller::new(
                 settings,
-                host.backends.source.clone(),
-                host.backends.ledger.clone(),
+                self.backends.source.clone(),
+                self.backends.ledger.clone(),
                 watermarks.clone(),
-                host.metrics.table(&t.name),
+                self.metrics.table(&t.name),
             );
-            let rx = shutdown_rx.clone();
-            host.tasks.push(tokio::spawn(async move {
+            let rx = shutdown.clone();
+            self.tasks.push(tokio::spawn(async move {
                 // The poller logs its own fatal error; other tables go on.
                 let _ = poller.run(rx).await;
             }));
         }
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(admin = %host.admin_addr, tables = host.config.tables.len(), plugins = host.registry.plugins().len(), "ledgerhost ready");
-        Ok(host)
+        Ok(())
     }
 
     fn plugin_context(&self, decoder: Arc<Decoder>) -> PluginContext {
@@ -305,6 +260,102 @@ impl Host {
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+/// The data and plugin directories exist.
+fn create_directories(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.host.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.host.data_dir.display()
+        )
+    })?;
+    std::fs::create_dir_all(&config.host.plugin_dir).with_context(|| {
+        format!(
+            "cannot create the plugin directory {}",
+            config.host.plugin_dir.display()
+        )
+    })
+}
+
+/// Prepares every configured table for capture and creates its topic.
+async fn prepare_tables(
+    config: &Config,
+    backends: &Backends,
+) -> anyhow::Result<Vec<(TableConfig, TableSpec)>> {
+    let mut tables = Vec::new();
+    for t in &config.tables {
+        let spec = TableSpec {
+            name: t.name.clone(),
+            commit_ts_column: t.commit_ts_column.clone(),
+            deleted_column: t.deleted_column.clone(),
+        };
+        backends
+            .source
+            .prepare_table(&spec)
+            .await
+            .with_context(|| format!("table `{}` cannot be captured", t.name))?;
+        backends
+            .ledger
+            .ensure_topic(&config.topic_for(&t.name))
+            .await
+            .with_context(|| format!("cannot create the topic of table `{}`", t.name))?;
+        tables.push((t.clone(), spec));
+    }
+    Ok(tables)
+}
+
+/// The WebAssembly runtime on the capability ports, and the registry watching the plugin
+/// directory (its events drive [`Host::follow_registry`]).
+async fn start_registry(
+    config: &Config,
+    backends: &Backends,
+) -> anyhow::Result<(Arc<Registry>, mpsc::UnboundedReceiver<RegistryEvent>)> {
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            cache_dir: Some(config.host.data_dir.join("component-cache")),
+            ..RuntimeConfig::default()
+        },
+        backends.capabilities(),
+    )
+    .context("cannot start the WebAssembly runtime")?;
+    let overrides: BTreeMap<String, BTreeMap<String, String>> = config
+        .plugins
+        .iter()
+        .map(|(k, v)| (k.clone(), v.config.clone()))
+        .collect();
+    let (registry, events) = Registry::start(runtime, config.host.plugin_dir.clone(), overrides)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot watch the plugin directory {}",
+                config.host.plugin_dir.display()
+            )
+        })?;
+    Ok((Arc::new(registry), events))
+}
+
+/// Keeps the refused-files map of `/status` in step with a registry event.
+fn note_refusal(refused: &Refused, event: &RegistryEvent) {
+    let mut r = refused.lock().unwrap_or_else(|e| e.into_inner());
+    match event {
+        RegistryEvent::Loaded(p) => {
+            r.remove(&p.manifest().name);
+        }
+        RegistryEvent::Replaced { new, .. } => {
+            r.remove(&new.manifest().name);
+        }
+        RegistryEvent::Removed(name) => {
+            r.remove(name);
+        }
+        RegistryEvent::Refused { path, error } => {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            r.insert(name, (path.display().to_string(), error.clone()));
+        }
     }
 }
 

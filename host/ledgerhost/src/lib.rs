@@ -4,6 +4,7 @@
 //! Data flows one way: source → [`poller`] → ledger → [`dispatcher`] → plugin → capability.
 
 pub mod admin;
+pub mod admin_client;
 pub mod backends;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,9 @@ pub mod metrics;
 pub mod ops;
 pub mod plugin_dev;
 pub mod poller;
+pub mod signal;
+pub mod status;
+pub mod trigger;
 pub mod watermark;
 
 pub use config::Config;

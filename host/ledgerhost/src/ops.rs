@@ -3,141 +3,31 @@
 //! a table's rows from the source). Both republishing commands keep event ids, ordering keys
 //! and attributes, so idempotent sinks absorb the copies.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ledgerhost_core::Value;
+use ledgerhost_core::ledger::attr::{REPLAY_FOR, REPLAY_OF};
 use ledgerhost_core::ledger::{Message, attr};
 use ledgerhost_core::source::{Position, TableSpec};
 
-use crate::config::{Config, LedgerKind};
-
-/// Attribute naming the only plugin that handles a replayed message; the dispatchers of the
-/// other plugins on the topic ack it without calling their plugin.
-pub const REPLAY_FOR: &str = "replay_for";
-/// Attribute marking a message as a replay copy (the topic it was read from).
-pub const REPLAY_OF: &str = "replay_of";
+use crate::config::Config;
 
 // ---------------------------------------------------------------------------------------
 // status
 
-/// `GET path` on `addr` over plain HTTP/1.1; returns status and body.
-pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr).with_context(|| {
-        format!(
-            "cannot reach the admin port at {addr}: is the host running (`ledgerhost run`), and \
-             is `admin.listen` {addr}?"
-        )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of {addr}{path}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("{addr}{path}: not an HTTP answer"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{addr}{path}: no HTTP status line"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Prints a running host's status.
+/// Prints a running host's status ([`crate::status::HostStatus`]): as JSON with `json`,
+/// else one line per table and plugin.
 pub async fn status(addr: &str, json: bool) -> anyhow::Result<()> {
-    let addr = addr.to_string();
-    let (code, body) = tokio::task::spawn_blocking(move || http_get(&addr, "/status")).await??;
-    if code != 200 {
-        bail!("the admin port answered {code}: {body}");
-    }
-    let s: serde_json::Value =
-        serde_json::from_str(&body).context("the admin port's /status is not JSON")?;
+    let status = crate::admin_client::status(addr).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
-    }
-    println!(
-        "host: {}",
-        if s["ready"].as_bool() == Some(true) {
-            "ready"
-        } else {
-            "not ready"
-        }
-    );
-    let now = crate::metrics::now_micros();
-    for t in s["tables"].as_array().into_iter().flatten() {
-        let w = t["watermark_micros"].as_i64().unwrap_or(0);
-        let age = if w > 0 {
-            format!("{:.1}s behind", (now - w).max(0) as f64 / 1e6)
-        } else {
-            "no poll yet".into()
-        };
-        println!(
-            "table  {:<20} {} rows polled, {} poll errors, {age}{}",
-            t["table"].as_str().unwrap_or("?"),
-            t["rows_polled"],
-            t["poll_errors"],
-            if t["leader"].as_bool() == Some(true) {
-                ""
-            } else {
-                " (another replica polls)"
-            }
-        );
-    }
-    for p in s["plugins"].as_array().into_iter().flatten() {
-        let err = p["last_error"]
-            .as_str()
-            .map(|e| format!("\n       last error: {e}"))
-            .unwrap_or_default();
-        println!(
-            "plugin {:<20} {} {} in {}, acked {}, retried {}, dead-lettered {}{err}",
-            p["name"].as_str().unwrap_or("?"),
-            p["state"].as_str().unwrap_or("?"),
-            p["version"].as_str().map(short).unwrap_or("-"),
-            p["events_in"],
-            p["acked"],
-            p["retried"],
-            p["dead_lettered"],
-        );
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render(crate::metrics::now_micros()));
     }
     Ok(())
-}
-
-fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -236,27 +126,20 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    if config.ledger.kind != LedgerKind::Embedded {
-        bail!(
-            "replay reads the retained log of the embedded ledger; with Pub/Sub, seek the \
-             plugin's subscription (`gcloud pubsub subscriptions seek plugin-<name> --time=...`) \
-             or use `ledgerhost backfill` from the source"
-        );
-    }
     if let (Some(f), Some(t)) = (args.from, args.to)
         && f > t
     {
         bail!("--from {f} is after --to {t}");
     }
-    let ledger = ledgerhost_ledger::embedded::EmbeddedLedger::open(
-        &config.host.data_dir.join("ledger"),
-        ledgerhost_ledger::embedded::EmbeddedOptions {
-            retention: Duration::from_secs(config.ledger.retention_hours * 3600),
-        },
-    )
-    .context("cannot open the embedded ledger")?;
-    use ledgerhost_core::ledger::Ledger as _;
+    let backends = crate::backends::Backends::connect(&config).await?;
+    let ledger = &backends.ledger;
     let source_topic = config.topic_for(&args.table);
+    // The retained log is read through the ledger port; a ledger that cannot read a topic
+    // (Pub/Sub) says what to do instead.
+    let total = ledger
+        .retained_count(&source_topic)
+        .await
+        .context("replay reads the topic's retained messages")?;
     let (target, tag) = match (&args.plugin, &args.topic) {
         (Some(p), _) => {
             let manifest = config.host.plugin_dir.join(format!("{p}.toml"));
@@ -300,17 +183,16 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("pass --plugin NAME or --topic NEW"),
     };
-    let total = ledger.retained_count(&source_topic).await?;
     let mut progress = Progress::new(&format!("replay {source_topic} → {target}"));
     let (mut after, mut seen, mut sent) = (0i64, 0u64, 0u64);
     loop {
         let page = ledger.read_retained(&source_topic, after, 1000).await?;
-        let Some((last, _)) = page.last() else { break };
-        after = *last;
+        let Some(last) = page.last() else { break };
+        after = last.position;
         seen += page.len() as u64;
         let batch: Vec<Message> = page
             .into_iter()
-            .map(|(_, m)| m)
+            .map(|r| r.message)
             // Copies made by earlier replays are not replayed again.
             .filter(|m| !m.attributes.contains_key(REPLAY_FOR))
             .filter(|m| {

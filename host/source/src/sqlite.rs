@@ -1057,5 +1057,6 @@ fn format_date(days: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+pub mod demo;
 #[cfg(test)]
 mod tests;

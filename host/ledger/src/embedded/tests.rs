@@ -440,3 +440,41 @@ async fn an_existing_subscription_gets_a_new_ack_deadline_but_refuses_a_new_filt
     let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     l.ensure_subscription(&short).await.unwrap();
 }
+
+#[tokio::test]
+async fn topics_are_listed_and_their_retained_messages_read_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.ensure_topic("b-topic").await.unwrap();
+    l.ensure_topic("a-topic").await.unwrap();
+    // The subscription's dead-letter topic was created with it.
+    assert_eq!(
+        l.list_topics().await.unwrap(),
+        ["a-topic", "b-topic", "s-dead", "t"]
+    );
+    l.publish("t", (0..5).map(|n| msg("k", n)).collect())
+        .await
+        .unwrap();
+    l.publish("a-topic", vec![msg("other", 9)]).await.unwrap();
+    // Acked or not, retained messages stay readable.
+    let d = l.pull("s", 10, Duration::from_secs(1)).await.unwrap();
+    l.ack("s", &ids(&d)).await.unwrap();
+    assert_eq!(l.retained_count("t").await.unwrap(), 5);
+    assert_eq!(l.retained_count("b-topic").await.unwrap(), 0);
+    let first = l.read_retained("t", 0, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let rest = l
+        .read_retained("t", first.last().unwrap().position, 3)
+        .await
+        .unwrap();
+    let all: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| String::from_utf8(r.message.data.clone()).unwrap())
+        .collect();
+    assert_eq!(all, ["k:0", "k:1", "k:2", "k:3", "k:4"]);
+    assert!(first.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(rest[0].message.attributes["n"], "3");
+    assert_eq!(rest[0].message.ordering_key, "k");
+    assert!(l.read_retained("b-topic", 0, 10).await.unwrap().is_empty());
+}

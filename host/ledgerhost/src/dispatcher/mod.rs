@@ -20,12 +20,23 @@ use tokio::sync::watch;
 use crate::metrics::PluginStats;
 pub use filter::Filter;
 
+/// Why a whole batch failed (no dispositions): the dispatcher retries its events one by one.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The plugin call failed: trap, deadline, memory cap, wrong answer.
+    #[error(transparent)]
+    Plugin(#[from] ledgerhost_runtime::CallError),
+    /// A native handler (benchmarks, tests) failed.
+    #[error(transparent)]
+    Native(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// Something that handles a batch of events: a loaded plugin version, or a native closure in
 /// benchmarks and tests.
 #[async_trait]
 pub trait BatchHandler: Send + Sync {
     /// Handles a batch; `Ok` holds exactly one disposition per event, in order.
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, String>;
+    async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError>;
     /// The version serving (for logs).
     fn version(&self) -> String;
 }
@@ -203,7 +214,7 @@ impl Dispatcher {
             // A replay aimed at another plugin (`ledgerhost replay --plugin`): not ours.
             if d.message
                 .attributes
-                .get(crate::ops::REPLAY_FOR)
+                .get(attr::REPLAY_FOR)
                 .is_some_and(|p| *p != plan.plugin)
             {
                 self.stats.filtered.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +329,8 @@ impl Dispatcher {
             }
             Err(e) if n == 1 => {
                 tracing::warn!(plugin = self.plan.plugin, error = %e, "plugin call failed");
-                vec![Disposition::Retry(e)]
+                // The reason travels with the delivery (dead letter, status) as text.
+                vec![Disposition::Retry(e.to_string())]
             }
             Err(e) => {
                 tracing::warn!(plugin = self.plan.plugin, error = %e, events = n, "batch failed; isolating the failing events one by one");
@@ -328,7 +340,7 @@ impl Dispatcher {
                     out.push(match one {
                         Ok(mut d) if d.len() == 1 => d.remove(0),
                         Ok(_) => Disposition::Retry("wrong disposition count".into()),
-                        Err(e) => Disposition::Retry(e),
+                        Err(e) => Disposition::Retry(e.to_string()),
                     });
                 }
                 out

@@ -1,0 +1,254 @@
+//! `plugin test`: runs a consumer plugin over recorded events in the manifest's batch size
+//! and host-side filter, on embedded stores, and reads back what it wrote through the ports
+//! ([`TestReport`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use ledgerhost_core::capabilities::{BlobStore, Warehouse, WarehouseRow};
+use ledgerhost_core::ledger::attr;
+use ledgerhost_core::{Disposition, Event, PortResult};
+use ledgerhost_runtime::manifest::World;
+
+use super::report::{EventOutcome, Outcome, Published, RuntimeCounters, TestReport, Written};
+use super::{Scratch, load, read_events, scratch_runtime, world_name};
+use crate::dispatcher::Filter;
+
+/// Options of `plugin test`.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    /// The component.
+    pub wasm: PathBuf,
+    /// Its manifest (default: beside the component).
+    pub manifest: Option<PathBuf>,
+    /// Events: JSON, an Avro file or a directory of them.
+    pub events: PathBuf,
+    /// `wasi:config` values overriding the manifest's.
+    pub config: BTreeMap<String, String>,
+    /// Keep the embedded stores here instead of a temporary directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs a consumer plugin over the events, in the manifest's batch size and host-side
+/// filter, and reports dispositions and writes.
+pub async fn test(run: &TestRun) -> anyhow::Result<TestReport> {
+    let events = read_events(&run.events)?;
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let dir = match &run.state_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.canonicalize()?
+        }
+        None => scratch.path().to_path_buf(),
+    };
+    let scratch_stores = scratch_runtime(&dir).await?;
+    let backends = &scratch_stores.backends;
+    let plugin = load(
+        &scratch_stores.runtime,
+        &run.wasm,
+        run.manifest.as_deref(),
+        &run.config,
+        scratch.path(),
+    )
+    .await?;
+    let m = plugin.manifest().clone();
+    if m.world != World::Consumer {
+        bail!(
+            "`plugin test` runs consumer plugins; `{}` is a {} plugin",
+            m.name,
+            world_name(m.world)
+        );
+    }
+    let sub = m
+        .subscription
+        .clone()
+        .context("consumer manifest without [subscription]")?;
+    let filter = Filter::parse(&sub.filter).context("subscription.filter")?;
+    // Granted topics exist, as the host creates them before a plugin runs.
+    for topic in m.grants.topics.iter().filter(|t| !t.ends_with('*')) {
+        backends.ledger.ensure_topic(topic).await?;
+    }
+    let mut results = Vec::new();
+    let mut counts: BTreeMap<Outcome, u64> = BTreeMap::new();
+    let mut note = |event: &Event, disposition: Outcome, reason: Option<String>| {
+        *counts.entry(disposition).or_default() += 1;
+        results.push(EventOutcome {
+            event: event.id.0.clone(),
+            disposition,
+            reason,
+        });
+    };
+    let mut selected: Vec<&Event> = Vec::new();
+    for e in &events {
+        if filter.matches(e) {
+            selected.push(e);
+        } else {
+            note(e, Outcome::Filtered, None);
+        }
+    }
+    for batch in selected.chunks(sub.batch_size.max(1)) {
+        let owned: Vec<Event> = batch.iter().map(|e| (*e).clone()).collect();
+        match plugin.handle(owned).await {
+            Ok(dispositions) => {
+                for (e, d) in batch.iter().zip(dispositions) {
+                    let (kind, reason) = match d {
+                        Disposition::Ack => (Outcome::Ack, None),
+                        Disposition::Retry(r) => (Outcome::Retry, Some(r)),
+                        Disposition::Reject(r) => (Outcome::Reject, Some(r)),
+                    };
+                    note(e, kind, reason);
+                }
+            }
+            Err(err) => {
+                // The host would retry these one by one and rebuild the instance.
+                for e in batch {
+                    note(e, Outcome::Failed, Some(err.to_string()));
+                }
+            }
+        }
+    }
+    let wrote = written(&scratch_stores).await?;
+    let stats = plugin.stats();
+    Ok(TestReport {
+        plugin: m.name.clone(),
+        version: plugin.version().to_string(),
+        events: events.len(),
+        counts,
+        dispositions: results,
+        wrote,
+        runtime: RuntimeCounters {
+            calls: stats.calls,
+            traps: stats.traps,
+            deadline_hits: stats.deadline_hits,
+            rebuilds: stats.rebuilds,
+            memory_high_water_bytes: stats.memory_high_water,
+        },
+        state_dir: run.state_dir.as_ref().map(|_| dir.display().to_string()),
+    })
+}
+
+/// Printable form of stored bytes: UTF-8 text when it is, else its size.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n') => {
+            let s: String = s.chars().take(120).collect();
+            format!("{s:?}")
+        }
+        _ => format!("<{} bytes>", bytes.len()),
+    }
+}
+
+/// Everything the plugin left in the scratch stores, read through the ports.
+async fn written(scratch: &Scratch) -> anyhow::Result<Written> {
+    let backends = &scratch.backends;
+    let mut wrote = Written::default();
+    for key in backends.keyvalue.list_keys("").await? {
+        if let Some(v) = backends.keyvalue.get(&key).await? {
+            wrote.keyvalue.insert(key, show(&v));
+        }
+    }
+    for bucket in scratch.buckets.names() {
+        let names = backends.blobstore.list(&bucket, "").await?;
+        if !names.is_empty() {
+            wrote.blobs.insert(bucket, names);
+        }
+    }
+    for table in scratch.tables.names() {
+        let rows = backends.warehouse.scan(&table).await?;
+        wrote
+            .warehouse
+            .insert(table, rows.into_iter().map(|r| r.event_id).collect());
+    }
+    for topic in backends.ledger.list_topics().await? {
+        let mut after = 0;
+        loop {
+            let page = backends.ledger.read_retained(&topic, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            let list = wrote.topics.entry(topic.clone()).or_default();
+            list.extend(page.into_iter().map(|r| Published {
+                event_id: r.message.attributes.get(attr::EVENT_ID).cloned(),
+                ordering_key: r.message.ordering_key,
+            }));
+        }
+    }
+    Ok(wrote)
+}
+
+/// A capability store that remembers which buckets or tables were written, so the report
+/// lists exactly those through the port (a bucket grant may be a pattern, `archive-*`).
+pub(crate) struct Touched<T: ?Sized> {
+    inner: Arc<T>,
+    names: Mutex<BTreeSet<String>>,
+}
+
+impl<T: ?Sized> Touched<T> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: Arc<T>) -> Self {
+        Touched {
+            inner,
+            names: Mutex::default(),
+        }
+    }
+
+    fn touch(&self, name: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+    }
+
+    /// The names written so far, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.iter().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl BlobStore for Touched<dyn BlobStore> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ensure_bucket(&self, bucket: &str) -> PortResult<()> {
+        self.touch(bucket);
+        self.inner.ensure_bucket(bucket).await
+    }
+    async fn put(&self, bucket: &str, name: &str, data: Vec<u8>) -> PortResult<()> {
+        self.touch(bucket);
+        self.inner.put(bucket, name, data).await
+    }
+    async fn get(&self, bucket: &str, name: &str) -> PortResult<Option<Vec<u8>>> {
+        self.inner.get(bucket, name).await
+    }
+    async fn delete(&self, bucket: &str, name: &str) -> PortResult<()> {
+        self.inner.delete(bucket, name).await
+    }
+    async fn list(&self, bucket: &str, prefix: &str) -> PortResult<Vec<String>> {
+        self.inner.list(bucket, prefix).await
+    }
+}
+
+#[async_trait]
+impl Warehouse for Touched<dyn Warehouse> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
+        self.touch(table);
+        self.inner.ensure_table(table, avro_schema).await
+    }
+    async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
+        self.touch(table);
+        self.inner.load(table, rows).await
+    }
+    async fn count(&self, table: &str) -> PortResult<u64> {
+        self.inner.count(table).await
+    }
+    async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
+        self.inner.scan(table).await
+    }
+}

@@ -1,0 +1,240 @@
+//! The host's status as one typed contract: the admin port serves it as JSON at `/status`
+//! ([`crate::admin`]) and `ledgerhost status` reads it back into the same structs and prints
+//! [`HostStatus::render`].
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /status`: readiness, one entry per table, one per plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The host finished starting and is not draining.
+    pub ready: bool,
+    /// Captured tables, by name.
+    pub tables: Vec<TableStatus>,
+    /// Serving and refused plugins.
+    pub plugins: Vec<PluginStatus>,
+}
+
+/// One captured table's poller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStatus {
+    /// Source table name.
+    pub table: String,
+    /// Rows published to the ledger.
+    pub rows_polled: u64,
+    /// Polls that failed and were retried.
+    pub poll_errors: u64,
+    /// Commit time everything below was published, µs since the epoch (0: no poll yet).
+    pub watermark_micros: i64,
+    /// This replica holds the table's lease and polls it.
+    pub leader: bool,
+    /// Why polling stopped for good (an incompatible schema change), if it did.
+    pub stopped: Option<String>,
+    /// Re-publishes from the start point after the ledger lost the topic.
+    pub republishes: u64,
+}
+
+/// What the host does with a plugin's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginState {
+    /// Loaded and serving.
+    #[serde(rename = "serving")]
+    Serving,
+    /// A version serves; newer files on disk were refused (see `last_error`).
+    #[serde(rename = "serving (newer files refused)")]
+    ServingNewerRefused,
+    /// The files were refused and no version serves.
+    #[serde(rename = "refused")]
+    Refused,
+}
+
+impl PluginState {
+    /// The JSON and printed label.
+    pub fn label(self) -> &'static str {
+        match self {
+            PluginState::Serving => "serving",
+            PluginState::ServingNewerRefused => "serving (newer files refused)",
+            PluginState::Refused => "refused",
+        }
+    }
+}
+
+/// One plugin: its serving version and counters (zero for a refused plugin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// Plugin name (the manifest's, or the refused file's stem).
+    pub name: String,
+    /// Serving version (content hash); `None` when none serves.
+    pub version: Option<String>,
+    /// World of the serving version (`Consumer`, `Scheduled`, `HttpTrigger`).
+    #[serde(default)]
+    pub world: Option<String>,
+    /// Serving or refused.
+    pub state: PluginState,
+    /// The last failure: why files were refused, or the last call's error.
+    pub last_error: Option<String>,
+    /// Calls into the plugin.
+    #[serde(default)]
+    pub calls: u64,
+    /// Calls that trapped.
+    #[serde(default)]
+    pub traps: u64,
+    /// Instances rebuilt after a trap, deadline or memory limit.
+    #[serde(default)]
+    pub rebuilds: u64,
+    /// Events given to the plugin.
+    #[serde(default)]
+    pub events_in: u64,
+    /// Deliveries acknowledged.
+    #[serde(default)]
+    pub acked: u64,
+    /// Deliveries returned for retry.
+    #[serde(default)]
+    pub retried: u64,
+    /// Deliveries sent to the dead-letter topic.
+    #[serde(default)]
+    pub dead_lettered: u64,
+}
+
+impl HostStatus {
+    /// The human form `ledgerhost status` prints; `now` (µs) dates the watermarks.
+    pub fn render(&self, now: i64) -> String {
+        let mut out = String::new();
+        let ready = if self.ready { "ready" } else { "not ready" };
+        let _ = writeln!(out, "host: {ready}");
+        for t in &self.tables {
+            let age = if t.watermark_micros > 0 {
+                format!(
+                    "{:.1}s behind",
+                    (now - t.watermark_micros).max(0) as f64 / 1e6
+                )
+            } else {
+                "no poll yet".into()
+            };
+            let _ = write!(
+                out,
+                "table  {:<20} {} rows polled, {} poll errors, {age}{}",
+                t.table,
+                t.rows_polled,
+                t.poll_errors,
+                if t.leader {
+                    ""
+                } else {
+                    " (another replica polls)"
+                }
+            );
+            if let Some(why) = &t.stopped {
+                let _ = write!(out, "\n       stopped: {why}");
+            }
+            out.push('\n');
+        }
+        for p in &self.plugins {
+            let err = p
+                .last_error
+                .as_deref()
+                .map(|e| format!("\n       last error: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "plugin {:<20} {} {} in {}, acked {}, retried {}, dead-lettered {}{err}",
+                p.name,
+                p.state.label(),
+                p.version.as_deref().map(short).unwrap_or("-"),
+                p.events_in,
+                p.acked,
+                p.retried,
+                p.dead_lettered,
+            );
+        }
+        out
+    }
+}
+
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> HostStatus {
+        HostStatus {
+            ready: true,
+            tables: vec![TableStatus {
+                table: "orders".into(),
+                rows_polled: 7,
+                poll_errors: 1,
+                watermark_micros: 1_000_000,
+                leader: true,
+                stopped: None,
+                republishes: 0,
+            }],
+            plugins: vec![
+                PluginStatus {
+                    name: "counter".into(),
+                    version: Some("0123456789abcdef".into()),
+                    world: Some("Consumer".into()),
+                    state: PluginState::Serving,
+                    last_error: None,
+                    calls: 3,
+                    traps: 0,
+                    rebuilds: 0,
+                    events_in: 7,
+                    acked: 7,
+                    retried: 0,
+                    dead_lettered: 0,
+                },
+                PluginStatus {
+                    name: "broken".into(),
+                    version: None,
+                    world: None,
+                    state: PluginState::Refused,
+                    last_error: Some("broken.wasm: magic bytes".into()),
+                    calls: 0,
+                    traps: 0,
+                    rebuilds: 0,
+                    events_in: 0,
+                    acked: 0,
+                    retried: 0,
+                    dead_lettered: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_round_trips_with_the_documented_labels() {
+        let s = sample();
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["plugins"][0]["state"], "serving");
+        assert_eq!(json["plugins"][1]["state"], "refused");
+        assert_eq!(json["tables"][0]["watermark_micros"], 1_000_000);
+        let back: HostStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn render_names_each_table_and_plugin() {
+        let text = sample().render(3_500_000);
+        assert!(text.starts_with("host: ready\n"), "{text}");
+        assert!(
+            text.contains("orders") && text.contains("2.5s behind"),
+            "{text}"
+        );
+        assert!(
+            text.contains("serving 0123456789ab in 7, acked 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broken") && text.contains("refused -"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last error: broken.wasm: magic bytes"),
+            "{text}"
+        );
+    }
+}
