@@ -67,13 +67,7 @@ fn find_sdk() -> Option<PathBuf> {
 
 /// Creates the crate; returns its directory.
 pub fn new_plugin(opts: &NewPlugin) -> anyhow::Result<PathBuf> {
-    if !is_plugin_name(&opts.name) {
-        bail!(
-            "plugin name `{}` is not valid: use lower-case letters, digits and `-`, starting \
-             with a letter (it names the crate, the manifest and the .wasm file)",
-            opts.name
-        );
-    }
+    ledgerhost_manifest::names::check_plugin_name(&opts.name)?;
     if !crate::config::is_identifier(&opts.table) {
         bail!(
             "--table `{}` is not a table name (letters, digits and `_`)",
@@ -379,7 +373,7 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
         let filter = if s.filter.is_empty() {
             String::new()
         } else {
-            format!(", filter {}", s.filter.join(" AND "))
+            format!(", filter {}", s.filter.exprs().join(" AND "))
         };
         println!(
             "  consumes  {source}, batches of {}{filter}, {} attempts",
@@ -395,11 +389,11 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
     );
     let g = &m.grants;
     for (what, list) in [
-        ("buckets", &g.buckets),
-        ("key-prefixes", &g.key_prefixes),
-        ("warehouse-tables", &g.warehouse_tables),
-        ("topics", &g.topics),
-        ("config", &g.config),
+        ("buckets", g.buckets()),
+        ("key-prefixes", g.key_prefixes()),
+        ("warehouse-tables", g.warehouse_tables()),
+        ("topics", g.topics()),
+        ("config", g.config()),
     ] {
         if !list.is_empty() {
             println!("  grants    {what}: {}", list.join(", "));
@@ -674,7 +668,7 @@ pub async fn test(run: &TestRun) -> anyhow::Result<serde_json::Value> {
         .context("consumer manifest without [subscription]")?;
     let filter = Filter::parse(&sub.filter).context("subscription.filter")?;
     // Granted topics exist, as the host creates them before a plugin runs.
-    for topic in m.grants.topics.iter().filter(|t| !t.ends_with('*')) {
+    for topic in m.grants.topics().iter().filter(|t| !t.ends_with('*')) {
         backends.ledger.ensure_topic(topic).await?;
     }
     let mut results = Vec::new();
@@ -788,7 +782,7 @@ async fn written(
     let mut warehouse = serde_json::Map::new();
     for t in m
         .grants
-        .warehouse_tables
+        .warehouse_tables()
         .iter()
         .filter(|t| !t.ends_with('*'))
     {

@@ -75,7 +75,9 @@ mod tests {
         assert!(dec(".5") > dec("0.49"));
         assert_eq!(dec("+1000"), dec("1000"));
         assert_eq!(dec(" 7. "), dec("7"));
-        for bad in ["", "-", "1e3", "1.2.3", "abc", ".", "inf", "NaN", "1_000", "--1", "+-1"] {
+        for bad in [
+            "", "-", "1e3", "1.2.3", "abc", ".", "inf", "NaN", "1_000", "--1", "+-1",
+        ] {
             assert!(parse_decimal(bad).is_err(), "{bad:?} must not parse");
         }
         assert_eq!(
@@ -95,6 +97,9 @@ mod tests {
         assert_eq!(cmp_f64(f64::INFINITY, &t), Some(Ordering::Greater));
         assert_eq!(cmp_f64(f64::NEG_INFINITY, &t), Some(Ordering::Less));
         assert_eq!(cmp_f64(f64::NAN, &t), None);
-        assert_eq!(cmp_f64(1e20, &dec("100000000000000000000")), Some(Ordering::Equal));
+        assert_eq!(
+            cmp_f64(1e20, &dec("100000000000000000000")),
+            Some(Ordering::Equal)
+        );
     }
 }

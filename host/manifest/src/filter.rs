@@ -359,8 +359,14 @@ mod tests {
             "attributes.region = 'eu'",
             "deleted == false",
         ]);
-        let yes = Row(vec![("amount", Scalar::Int(1000)), ("status", Scalar::Text("paid"))]);
-        let low = Row(vec![("amount", Scalar::Int(999)), ("status", Scalar::Text("paid"))]);
+        let yes = Row(vec![
+            ("amount", Scalar::Int(1000)),
+            ("status", Scalar::Text("paid")),
+        ]);
+        let low = Row(vec![
+            ("amount", Scalar::Int(999)),
+            ("status", Scalar::Text("paid")),
+        ]);
         assert!(f.matches(&yes));
         assert!(!f.matches(&low));
         assert_eq!(
@@ -403,7 +409,10 @@ mod tests {
     fn bad_expressions_say_what_is_expected() {
         let err = |e: &str| Filter::parse(&[e.to_string()]).unwrap_err().to_string();
         let e = err("amount");
-        assert!(e.contains("no comparison operator") && e.contains("Expected"), "{e}");
+        assert!(
+            e.contains("no comparison operator") && e.contains("Expected"),
+            "{e}"
+        );
         assert!(err("amount > 'x").contains("unreadable literal"));
         assert!(err("amount > 1e3").contains("no exponent"));
         assert!(err("a b > 1").contains("field name"));

@@ -161,7 +161,11 @@ mod tests {
 
     #[test]
     fn origins() {
-        let g = v(&["https://hooks.example.com", "http://127.0.0.1:*", "http://[::1]:8080"]);
+        let g = v(&[
+            "https://hooks.example.com",
+            "http://127.0.0.1:*",
+            "http://[::1]:8080",
+        ]);
         assert!(Rule::Origin.matches(&g, "https://hooks.example.com/a/b?c"));
         assert!(Rule::Origin.matches(&g, "https://HOOKS.example.com:443"));
         assert!(!Rule::Origin.matches(&g, "http://hooks.example.com/"));
@@ -183,6 +187,10 @@ mod tests {
         ] {
             assert!(Rule::Origin.check_entry(bad).is_err(), "{bad}");
         }
-        assert!(Rule::Origin.check_entry("https://hooks.example.com/").is_ok());
+        assert!(
+            Rule::Origin
+                .check_entry("https://hooks.example.com/")
+                .is_ok()
+        );
     }
 }

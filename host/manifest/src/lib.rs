@@ -14,7 +14,7 @@ pub mod grant;
 #[cfg(feature = "manifest")]
 mod manifest;
 pub mod names;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use decimal::BigDecimal;

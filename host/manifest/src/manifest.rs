@@ -241,6 +241,16 @@ impl Manifest {
 
     /// Parses and validates manifest text (`path` for messages and the stem check).
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_inner(text, path, true)
+    }
+
+    /// As [`Manifest::parse`] for a crate's manifest (`plugin.toml`), whose file is renamed to
+    /// `<name>.toml` when deployed: every rule but the file-stem check.
+    pub fn parse_source(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_inner(text, path, false)
+    }
+
+    fn parse_inner(text: &str, path: &Path, check_stem: bool) -> Result<Manifest, ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -249,6 +259,7 @@ impl Manifest {
         m.path = path.to_path_buf();
         check_plugin_name(&m.name).map_err(|e| invalid(format!("`name`: {e}")))?;
         if let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            && check_stem
             && stem != m.name
         {
             return Err(invalid(format!(
@@ -395,26 +406,38 @@ mod tests {
         let e = parse("name = \"echo\"\nworld = \"scheduled\"\n[grants]\nbucket = [\"a\"]\n")
             .unwrap_err();
         assert!(
-            e.contains("echo.toml") && e.contains("`grants.bucket`") && e.contains("buckets, key-prefixes"),
+            e.contains("echo.toml")
+                && e.contains("`grants.bucket`")
+                && e.contains("buckets, key-prefixes"),
             "{e}"
         );
-        let e = parse("name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example/x\"]\n")
-            .unwrap_err();
+        let e = parse(
+            "name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example/x\"]\n",
+        )
+        .unwrap_err();
         assert!(e.contains("grants.http") && e.contains("path"), "{e}");
         let e = parse("name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"t\"\nfilter = [\"amount >\"]\n")
             .unwrap_err();
         assert!(e.contains("echo.toml") && e.contains("amount >"), "{e}");
-        let e = Manifest::parse("name = \"9lives\"\nworld = \"scheduled\"\n", Path::new("9lives.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = Manifest::parse(
+            "name = \"9lives\"\nworld = \"scheduled\"\n",
+            Path::new("9lives.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("starting with a letter"), "{e}");
     }
 
     #[test]
     fn a_host_may_know_fewer_grants() {
-        let m = parse("name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example\"]\n")
-            .unwrap();
+        let m = parse(
+            "name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example\"]\n",
+        )
+        .unwrap();
         let e = m.check_grant_names(&["buckets"]).unwrap_err().to_string();
-        assert!(e.contains("echo.toml") && e.contains("grants.http") && e.contains("buckets"), "{e}");
+        assert!(
+            e.contains("echo.toml") && e.contains("grants.http") && e.contains("buckets"),
+            "{e}"
+        );
     }
 }

@@ -140,7 +140,16 @@ mod tests {
         for good in ["filter", "python-filter", "a", "v2", &"a".repeat(63)] {
             assert!(check_plugin_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "9lives", "-x", "Filter", "a_b", "a.b", "é", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "9lives",
+            "-x",
+            "Filter",
+            "a_b",
+            "a.b",
+            "é",
+            &"a".repeat(64),
+        ] {
             let e = check_plugin_name(bad).unwrap_err().to_string();
             assert!(e.contains("starting with a letter"), "{e}");
         }
@@ -154,7 +163,12 @@ mod tests {
             assert!(e.contains("object name") && e.contains(".."), "{e}");
         }
         assert!(check_bucket_name("archive-orders").is_ok());
-        assert!(check_bucket_name("a/b").unwrap_err().to_string().contains("`/`"));
+        assert!(
+            check_bucket_name("a/b")
+                .unwrap_err()
+                .to_string()
+                .contains("`/`")
+        );
         assert!(check_key("k").is_ok());
         assert!(check_key("").unwrap_err().to_string().contains("NUL-free"));
     }
