@@ -447,7 +447,7 @@ async fn python_and_javascript_components_import_only_granted_capabilities_and_h
         // The sandbox is the manifest's: without the topic grant the component is refused,
         // because it imports the ledger (and nothing else of ledgerhost's).
         let mut bare = manifest.clone();
-        bare.grants.topics.clear();
+        bare.grants.remove("topics");
         let err = rig
             .runtime
             .load_bytes(&plugin_wasm(name), &bytes, bare, &BTreeMap::new())

@@ -384,8 +384,8 @@ impl PluginContext {
                 anyhow::bail!("plugin `{}`: subscription names no table or topic", m.name)
             }
         };
-        let filter = Filter::parse(&sub.filter)
-            .with_context(|| format!("plugin `{}`: subscription.filter", m.name))?;
+        // Parsed (and refused if bad) when the manifest was loaded.
+        let filter = Filter::from(sub.filter.clone());
         Ok(SubscriptionPlan {
             plugin: m.name.clone(),
             subscription: format!("plugin-{}", m.name),
@@ -422,7 +422,7 @@ impl PluginContext {
         self.stop(&name).await;
         // The topics a plugin may publish to exist before it runs (wildcards are created by
         // the plugin itself through `create-topic`).
-        for topic in &plugin.manifest().grants.topics {
+        for topic in plugin.manifest().grants.topics() {
             if !topic.ends_with('*')
                 && let Err(e) = self.backends.ledger.ensure_topic(topic).await
             {

@@ -17,7 +17,7 @@ use crate::bindings::consumer::ledgerhost::plugin::{
 use crate::bindings::consumer::wasi::{config, logging};
 use crate::convert;
 use crate::limits::MemoryLimiter;
-use crate::manifest::{Grants, grant_matches};
+use crate::manifest::{Grants, names};
 
 /// Everything one plugin instance's store holds.
 pub struct PluginState {
@@ -56,54 +56,34 @@ fn backend(e: PortError) -> types::Error {
     }
 }
 
-/// Object and bucket names must not climb out of where they point.
+/// Object and bucket names must not climb out of where they point (the shared rule).
 fn check_name(what: &str, name: &str) -> Result<(), types::Error> {
-    if name.is_empty()
-        || name.starts_with('/')
-        || name.contains('\0')
-        || name.contains('\\')
-        || name.split('/').any(|seg| seg == ".." || seg == ".")
-    {
-        return Err(types::Error::Invalid(format!(
-            "{what} `{name}` is not allowed (empty, absolute, or with `.`/`..` segments)"
-        )));
+    match what {
+        "bucket" => names::check_bucket_name(name),
+        _ => names::check_object_name(name),
     }
-    Ok(())
+    .map_err(|e| types::Error::Invalid(e.to_string()))
 }
 
 impl PluginState {
     fn bucket(&self, bucket: &str) -> Result<(), types::Error> {
         check_name("bucket", bucket)?;
-        if bucket.contains('/') {
-            return Err(types::Error::Invalid(format!(
-                "bucket `{bucket}` may not contain `/`"
-            )));
-        }
-        if !grant_matches(&self.grants.buckets, bucket) {
+        if !self.grants.allows("buckets", bucket) {
             return Err(denied(&self.name, "bucket", bucket, "buckets"));
         }
         Ok(())
     }
 
     fn key(&self, key: &str) -> Result<(), types::Error> {
-        if key.is_empty() || key.contains('\0') {
-            return Err(types::Error::Invalid(
-                "keys must be non-empty and NUL-free".into(),
-            ));
-        }
-        if !self
-            .grants
-            .key_prefixes
-            .iter()
-            .any(|p| key.starts_with(p.as_str()))
-        {
+        names::check_key(key).map_err(|e| types::Error::Invalid(e.to_string()))?;
+        if !self.grants.allows("key-prefixes", key) {
             return Err(denied(&self.name, "key", key, "key-prefixes"));
         }
         Ok(())
     }
 
     fn warehouse_table(&self, table: &str) -> Result<(), types::Error> {
-        if !grant_matches(&self.grants.warehouse_tables, table) {
+        if !self.grants.allows("warehouse-tables", table) {
             return Err(denied(
                 &self.name,
                 "warehouse table",
@@ -115,7 +95,7 @@ impl PluginState {
     }
 
     fn topic(&self, topic: &str) -> Result<(), types::Error> {
-        if !grant_matches(&self.grants.topics, topic) {
+        if !self.grants.allows("topics", topic) {
             return Err(denied(&self.name, "topic", topic, "topics"));
         }
         Ok(())
@@ -216,12 +196,7 @@ impl keyvalue::Host for PluginState {
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, types::Error> {
         // Listing is allowed under a granted prefix only, and never shows other keys.
-        if !self
-            .grants
-            .key_prefixes
-            .iter()
-            .any(|p| prefix.starts_with(p.as_str()))
-        {
+        if !self.grants.allows("key-prefixes", &prefix) {
             return Err(denied(&self.name, "key prefix", &prefix, "key-prefixes"));
         }
         self.caps.keyvalue.list_keys(&prefix).await.map_err(backend)
@@ -308,7 +283,7 @@ impl logging::logging::Host for PluginState {
 
 impl config::store::Host for PluginState {
     async fn get(&mut self, key: String) -> Result<Option<String>, config::store::Error> {
-        if !self.grants.config.contains(&key) {
+        if !self.grants.allows("config", &key) {
             return Ok(None);
         }
         Ok(self.config.get(&key).cloned())
@@ -318,7 +293,7 @@ impl config::store::Host for PluginState {
         Ok(self
             .config
             .iter()
-            .filter(|(k, _)| self.grants.config.contains(k))
+            .filter(|(k, _)| self.grants.allows("config", k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }

@@ -11,7 +11,7 @@ mod cache;
 mod convert;
 mod imports;
 mod limits;
-pub mod manifest;
+pub use ledgerhost_manifest as manifest;
 mod plugin;
 pub mod registry;
 mod trap;

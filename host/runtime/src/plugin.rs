@@ -175,7 +175,7 @@ impl Plugin {
         };
         let mut config = manifest.config.clone();
         for (k, v) in overrides {
-            if manifest.grants.config.contains(k) {
+            if manifest.grants.allows("config", k) {
                 config.insert(k.clone(), v.clone());
             } else {
                 tracing::warn!(
@@ -490,10 +490,10 @@ fn check_imports(
         }
         let g = &manifest.grants;
         let granted = match *grant {
-            "buckets" => !g.buckets.is_empty(),
-            "key-prefixes" => !g.key_prefixes.is_empty(),
-            "warehouse-tables" => !g.warehouse_tables.is_empty(),
-            _ => !g.topics.is_empty(),
+            "buckets" => !g.buckets().is_empty(),
+            "key-prefixes" => !g.key_prefixes().is_empty(),
+            "warehouse-tables" => !g.warehouse_tables().is_empty(),
+            _ => !g.topics().is_empty(),
         };
         if !granted {
             return Err(LoadError::Imports {

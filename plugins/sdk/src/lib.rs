@@ -46,6 +46,17 @@ pub mod testing;
 
 pub use caps::{blobstore, config, kv, ledger, log, warehouse};
 
+/// Exact decimals, read by the host's rule: [`decimal::parse_decimal`] for text (a config
+/// value, a NUMERIC), [`EventExt::decimal`] and [`EventExt::cmp_decimal`] for fields.
+pub mod decimal {
+    pub use ledgerhost_manifest::decimal::{
+        BigDecimal, NotADecimal, cmp_f64, decimal_of_f64, parse_decimal,
+    };
+}
+pub use decimal::BigDecimal;
+
+use std::cmp::Ordering;
+
 pub use bindings::consumer::Guest as Consumer;
 pub use bindings::consumer::export_consumer;
 pub use bindings::consumer::ledgerhost::plugin::types::{
@@ -59,10 +70,10 @@ pub use bindings::scheduled::export_scheduled;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Consumer, Disposition, Error, Event, EventExt, Field, HttpHandler, HttpRequest,
-        HttpResponse, Scheduled, Value, ack_all, blobstore, config, export_consumer, export_http,
-        export_scheduled, kv, ledger, log, log_debug, log_error, log_info, log_warn, retry_all,
-        warehouse,
+        BigDecimal, Consumer, Disposition, Error, Event, EventExt, Field, HttpHandler, HttpRequest,
+        HttpResponse, NotANumber, Scheduled, Value, ack_all, blobstore, config, decimal,
+        export_consumer, export_http, export_scheduled, filter_to_topic, kv, ledger, log,
+        log_debug, log_error, log_info, log_warn, per_event, retry_all, warehouse,
     };
 }
 
@@ -138,6 +149,32 @@ pub trait EventExt {
     fn is_null(&self, name: &str) -> bool {
         matches!(self.get(name), Some(Value::Null))
     }
+    /// An INT64, NUMERIC, FLOAT64 or FLOAT32 field as an exact decimal (a float by its exact
+    /// binary value). `None` when absent or NULL; an error naming the field when it holds
+    /// another type, decimal text that does not read, NaN or an infinity.
+    fn decimal(&self, name: &str) -> Option<Result<BigDecimal, NotANumber>> {
+        let not = |why: String| NotANumber(format!("{name} {why}"));
+        Some(match self.get(name)? {
+            Value::Null => return None,
+            Value::Int64(v) => Ok(BigDecimal::from(*v)),
+            Value::Numeric(s) => decimal::parse_decimal(s).map_err(|e| not(e.to_string())),
+            Value::Float64(_) | Value::Float32(_) => {
+                let x = self.f64(name)?;
+                decimal::decimal_of_f64(x).ok_or_else(|| not(format!("is {x:?}")))
+            }
+            other => Err(not(format!(
+                "must be INT64, FLOAT64 or NUMERIC, got {other:?}"
+            ))),
+        })
+    }
+    /// How a numeric field compares with `d`, exactly: as [`EventExt::decimal`], except that
+    /// a float infinity compares beyond every decimal (only NaN is an error).
+    fn cmp_decimal(&self, name: &str, d: &BigDecimal) -> Option<Result<Ordering, NotANumber>> {
+        if let Some(x) = self.f64(name).filter(|x| x.is_infinite()) {
+            return Some(Ok(decimal::cmp_f64(x, d).unwrap_or(Ordering::Less)));
+        }
+        Some(self.decimal(name)?.map(|v| v.cmp(d)))
+    }
     /// A ledger attribute.
     fn attribute(&self, name: &str) -> Option<&str>;
     /// The encoded primary key of this event (stable, injective; use it to key views). The
@@ -212,6 +249,89 @@ pub fn retry_all(events: &[Event], reason: &str) -> Vec<Disposition> {
         .collect()
 }
 
+/// A field that does not hold a number (from [`EventExt::decimal`]): names the field and
+/// what it holds, e.g. "amount `n/a` is not a decimal number".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotANumber(pub String);
+
+impl std::fmt::Display for NotANumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotANumber {}
+
+/// One disposition per event from a per-event step: `Ok` acks; a capability error retries
+/// when it may pass ([`Error::Backend`]) and rejects when it will not ([`Error::Denied`],
+/// [`Error::Invalid`]), the reason led by the event id.
+pub fn per_event(
+    events: &[Event],
+    mut step: impl FnMut(&Event) -> Result<(), Error>,
+) -> Vec<Disposition> {
+    events
+        .iter()
+        .map(|e| match step(e) {
+            Ok(()) => Disposition::Ack,
+            Err(err @ Error::Backend(_)) => Disposition::Retry(format!("{}: {err}", e.id)),
+            Err(err) => Disposition::Reject(format!("{}: {err}", e.id)),
+        })
+        .collect()
+}
+
+thread_local! {
+    /// Topics [`filter_to_topic`] created in this instance: `create-topic` once, not per batch.
+    static CREATED_TOPICS: std::cell::RefCell<std::collections::BTreeSet<String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
+}
+
+/// The smallest useful consumer: republishes unchanged (Avro, ordering key, attributes;
+/// [`ledger::republish`]) onto `topic` the events `keep` says `Ok(true)` to, in one publish,
+/// and acks the rest. `Err(reason)` rejects that event with the reason; a failed publish
+/// retries the forwarded events only. The topic is created once per instance (the host
+/// creates the topics a manifest grants by name; this covers `*` grants), and again after a
+/// failed publish. Nothing to forward makes no ledger call.
+pub fn filter_to_topic(
+    events: &[Event],
+    topic: &str,
+    mut keep: impl FnMut(&Event) -> Result<bool, String>,
+) -> Vec<Disposition> {
+    let verdicts: Vec<Result<bool, String>> = events.iter().map(&mut keep).collect();
+    let forward: Vec<&Event> = events
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| matches!(v, Ok(true)))
+        .map(|(e, _)| e)
+        .collect();
+    let published = if forward.is_empty() {
+        Ok(())
+    } else {
+        let created = CREATED_TOPICS.with(|c| c.borrow().contains(topic));
+        let result = (if created {
+            Ok(())
+        } else {
+            ledger::create_topic(topic)
+        })
+        .and_then(|()| ledger::republish(topic, forward.iter().copied()));
+        CREATED_TOPICS.with(|c| {
+            let mut c = c.borrow_mut();
+            match &result {
+                Ok(()) => c.insert(topic.to_string()),
+                Err(_) => c.remove(topic),
+            }
+        });
+        result.map_err(|e| format!("cannot publish to `{topic}`: {e}"))
+    };
+    verdicts
+        .into_iter()
+        .map(|v| match (v, &published) {
+            (Ok(true), Err(reason)) => Disposition::Retry(reason.clone()),
+            (Err(reason), _) => Disposition::Reject(reason),
+            _ => Disposition::Ack,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +370,63 @@ mod tests {
         assert!(!e.is_null("missing"));
         assert_eq!(e.i64("nothing"), None);
         assert_eq!(e.get("missing"), None);
+    }
+
+    #[test]
+    fn numeric_fields_read_as_exact_decimals() {
+        let e = EventBuilder::new("t")
+            .key("id", 1)
+            .field("i", 1000)
+            .field("n", Value::Numeric("1000.000000001".into()))
+            .field("bad", Value::Numeric("n/a".into()))
+            .field("x", 999.99)
+            .field("nan", f64::NAN)
+            .field("inf", f64::INFINITY)
+            .field("s", "lots")
+            .field("null", Value::Null)
+            .build();
+        let t = decimal::parse_decimal("1000").unwrap();
+        assert_eq!(e.decimal("i"), Some(Ok(t.clone())));
+        assert!(e.decimal("n").unwrap().unwrap() > t);
+        assert!(e.decimal("x").unwrap().unwrap() < t);
+        assert_eq!(
+            e.decimal("bad").unwrap().unwrap_err().to_string(),
+            "bad `n/a` is not a decimal number"
+        );
+        assert_eq!(
+            e.decimal("nan").unwrap().unwrap_err().to_string(),
+            "nan is NaN"
+        );
+        assert!(e.decimal("inf").unwrap().is_err());
+        assert_eq!(e.cmp_decimal("inf", &t), Some(Ok(Ordering::Greater)));
+        assert!(e.cmp_decimal("nan", &t).unwrap().is_err());
+        assert_eq!(
+            e.decimal("s").unwrap().unwrap_err().to_string(),
+            "s must be INT64, FLOAT64 or NUMERIC, got Value::String(\"lots\")"
+        );
+        assert_eq!(e.decimal("null"), None);
+        assert_eq!(e.decimal("missing"), None);
+    }
+
+    #[test]
+    fn per_event_retries_what_may_pass_and_rejects_what_will_not() {
+        let events: Vec<Event> = (0..3)
+            .map(|i| EventBuilder::new("t").key("id", i).build())
+            .collect();
+        let mut n = 0;
+        let d = per_event(&events, |_| {
+            n += 1;
+            match n {
+                1 => Ok(()),
+                2 => Err(Error::Backend("down".into())),
+                _ => Err(Error::Denied("no".into())),
+            }
+        });
+        assert_eq!(d[0], Disposition::Ack);
+        assert!(
+            matches!(&d[1], Disposition::Retry(r) if r.starts_with(&events[1].id) && r.contains("down"))
+        );
+        assert!(matches!(&d[2], Disposition::Reject(r) if r.contains("no")));
     }
 
     #[test]

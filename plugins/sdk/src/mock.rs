@@ -1,7 +1,8 @@
 //! The native stand-in for the host's capabilities, behind [`MockHost`]. It keeps the
 //! host's rules that plugin code can trip over: grants (when built from a manifest), name
 //! checks, publishing only to created topics, loading only into ensured tables, versioned
-//! keyvalue writes with tombstones.
+//! keyvalue writes with tombstones. The manifest, grant and name rules are the host's own
+//! (`ledgerhost_manifest`), not a copy.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,14 +25,40 @@ pub enum Capability {
     Ledger,
 }
 
-/// The grants of a manifest's `[grants]` table.
-#[derive(Debug, Clone, Default)]
-struct Grants {
-    buckets: Vec<String>,
-    key_prefixes: Vec<String>,
-    warehouse_tables: Vec<String>,
-    topics: Vec<String>,
-    config: Vec<String>,
+use ledgerhost_manifest::filter::{Filter, Record, Scalar};
+use ledgerhost_manifest::{Grants, Manifest, names};
+
+use crate::{Event, EventExt, Value};
+
+/// An SDK event as the host-side filter reads it.
+struct View<'a>(&'a Event);
+
+impl Record for View<'_> {
+    fn field(&self, name: &str) -> Scalar<'_> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Scalar::Null,
+            Some(Value::Bool(b)) => Scalar::Bool(*b),
+            Some(Value::Int64(i)) => Scalar::Int(*i),
+            Some(Value::Float32(x)) => Scalar::Float(f64::from(*x)),
+            Some(Value::Float64(x)) => Scalar::Float(*x),
+            Some(Value::Numeric(s)) => Scalar::Decimal(s),
+            Some(Value::String(s)) => Scalar::Text(s),
+            Some(Value::Json(s)) => Scalar::Json(s),
+            Some(Value::Bytes(b)) => Scalar::Bytes(b),
+            Some(Value::Date(d)) => Scalar::Date(*d),
+            Some(Value::Timestamp(t)) => Scalar::Timestamp(*t),
+            Some(_) => Scalar::Other,
+        }
+    }
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.0.attribute(name)
+    }
+    fn table(&self) -> &str {
+        &self.0.table
+    }
+    fn deleted(&self) -> bool {
+        self.0.deleted
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +81,8 @@ pub(crate) struct State {
     name: String,
     /// `None` grants everything (a host built with [`MockHost::new`]).
     grants: Option<Grants>,
+    /// The manifest's host-side filter (empty: everything passes).
+    filter: Filter,
     config: BTreeMap<String, String>,
     blobs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     kv: BTreeMap<String, KvEntry>,
@@ -90,27 +119,8 @@ pub(crate) fn with_or_stderr(level: Level, context: &str, message: &str) {
     })
 }
 
-/// True when `name` matches a grant entry (exact, or prefix for entries ending in `*`),
-/// the host's rule.
-fn grant_matches(grants: &[String], name: &str) -> bool {
-    grants.iter().any(|g| match g.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => g == name,
-    })
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    if name.is_empty()
-        || name.starts_with('/')
-        || name.contains('\0')
-        || name.contains('\\')
-        || name.split('/').any(|seg| seg == ".." || seg == ".")
-    {
-        return Err(Error::Invalid(format!(
-            "{what} `{name}` is not allowed (empty, absolute, or with `.`/`..` segments)"
-        )));
-    }
-    Ok(())
+fn invalid(e: names::NameError) -> Error {
+    Error::Invalid(e.to_string())
 }
 
 impl State {
@@ -131,14 +141,9 @@ impl State {
 
     fn bucket(&self, bucket: &str) -> Result<(), Error> {
         self.fail(Capability::Blobstore)?;
-        check_name("bucket", bucket)?;
-        if bucket.contains('/') {
-            return Err(Error::Invalid(format!(
-                "bucket `{bucket}` may not contain `/`"
-            )));
-        }
+        names::check_bucket_name(bucket).map_err(invalid)?;
         match &self.grants {
-            Some(g) if !grant_matches(&g.buckets, bucket) => {
+            Some(g) if !g.allows("buckets", bucket) => {
                 Err(self.denied("bucket", bucket, "buckets"))
             }
             _ => Ok(()),
@@ -147,11 +152,11 @@ impl State {
 
     fn key(&self, key: &str, what: &str) -> Result<(), Error> {
         self.fail(Capability::Keyvalue)?;
-        if what == "key" && (key.is_empty() || key.contains('\0')) {
-            return Err(Error::Invalid("keys must be non-empty and NUL-free".into()));
+        if what == "key" {
+            names::check_key(key).map_err(invalid)?;
         }
         match &self.grants {
-            Some(g) if !g.key_prefixes.iter().any(|p| key.starts_with(p.as_str())) => {
+            Some(g) if !g.allows("key-prefixes", key) => {
                 Err(self.denied(what, key, "key-prefixes"))
             }
             _ => Ok(()),
@@ -161,7 +166,7 @@ impl State {
     fn wh_table(&self, table: &str) -> Result<(), Error> {
         self.fail(Capability::Warehouse)?;
         match &self.grants {
-            Some(g) if !grant_matches(&g.warehouse_tables, table) => {
+            Some(g) if !g.allows("warehouse-tables", table) => {
                 Err(self.denied("warehouse table", table, "warehouse-tables"))
             }
             _ => Ok(()),
@@ -171,16 +176,14 @@ impl State {
     fn topic(&self, topic: &str) -> Result<(), Error> {
         self.fail(Capability::Ledger)?;
         match &self.grants {
-            Some(g) if !grant_matches(&g.topics, topic) => {
-                Err(self.denied("topic", topic, "topics"))
-            }
+            Some(g) if !g.allows("topics", topic) => Err(self.denied("topic", topic, "topics")),
             _ => Ok(()),
         }
     }
 
     pub(crate) fn blob_put(&mut self, bucket: &str, name: &str, data: &[u8]) -> Result<(), Error> {
         self.bucket(bucket)?;
-        check_name("object name", name)?;
+        names::check_object_name(name).map_err(invalid)?;
         self.blobs
             .entry(bucket.to_string())
             .or_default()
@@ -190,13 +193,13 @@ impl State {
 
     pub(crate) fn blob_get(&mut self, bucket: &str, name: &str) -> Result<Option<Vec<u8>>, Error> {
         self.bucket(bucket)?;
-        check_name("object name", name)?;
+        names::check_object_name(name).map_err(invalid)?;
         Ok(self.blobs.get(bucket).and_then(|b| b.get(name)).cloned())
     }
 
     pub(crate) fn blob_delete(&mut self, bucket: &str, name: &str) -> Result<(), Error> {
         self.bucket(bucket)?;
-        check_name("object name", name)?;
+        names::check_object_name(name).map_err(invalid)?;
         if let Some(b) = self.blobs.get_mut(bucket) {
             b.remove(name);
         }
@@ -335,7 +338,7 @@ impl State {
 
     pub(crate) fn config_get(&self, key: &str) -> Option<String> {
         if let Some(g) = &self.grants
-            && !g.config.iter().any(|k| k == key)
+            && !g.allows("config", key)
         {
             return None;
         }
@@ -397,53 +400,39 @@ impl MockHost {
     }
 
     /// A fake host with the grants and `[config]` of a manifest (e.g.
-    /// `include_str!("../plugin.toml")`), so a test also checks that the manifest grants
-    /// what the code calls.
+    /// `include_str!("../plugin.toml")`), read by the host's own parser
+    /// ([`Manifest::parse_source`]: every rule of a deployed manifest but the file name), so a
+    /// test also checks that the manifest is valid and grants what the code calls. The
+    /// topics it grants by name exist, as the host creates them before a plugin runs.
     pub fn from_manifest(toml_text: &str) -> Result<Self, String> {
-        let doc: toml::Table = toml_text
-            .parse()
-            .map_err(|e| format!("manifest is not valid TOML: {e}"))?;
-        let name = doc
-            .get("name")
-            .and_then(|v| v.as_str())
-            .ok_or("manifest has no `name`")?
-            .to_string();
-        let grants = doc.get("grants").and_then(|g| g.as_table());
-        let list = |key: &str| -> Result<Vec<String>, String> {
-            let Some(v) = grants.and_then(|g| g.get(key)) else {
-                return Ok(Vec::new());
-            };
-            v.as_array()
-                .ok_or(format!("grants.{key} must be an array of strings"))?
-                .iter()
-                .map(|s| {
-                    s.as_str()
-                        .map(str::to_string)
-                        .ok_or(format!("grants.{key} must be an array of strings"))
-                })
-                .collect()
-        };
-        let grants = Grants {
-            buckets: list("buckets")?,
-            key_prefixes: list("key-prefixes")?,
-            warehouse_tables: list("warehouse-tables")?,
-            topics: list("topics")?,
-            config: list("config")?,
-        };
-        let mut config = BTreeMap::new();
-        if let Some(c) = doc.get("config") {
-            let c = c.as_table().ok_or("[config] must be a table")?;
-            for (k, v) in c {
-                let v = v.as_str().ok_or(format!("config `{k}` must be a string"))?;
-                config.insert(k.clone(), v.to_string());
-            }
-        }
+        let m = Manifest::parse_source(toml_text, std::path::Path::new("plugin.toml"))
+            .map_err(|e| e.to_string())?;
+        let topics = m
+            .grants
+            .topics()
+            .iter()
+            .filter(|t| !t.ends_with('*'))
+            .map(|t| (t.clone(), Vec::new()))
+            .collect();
         Ok(Self::install(State {
-            name,
-            grants: Some(grants),
-            config,
+            name: m.name,
+            grants: Some(m.grants),
+            filter: m.subscription.map(|s| s.filter).unwrap_or_default(),
+            config: m.config,
+            topics,
             ..State::default()
         }))
+    }
+
+    /// The events the manifest's host-side filter (`subscription.filter`) lets through, as
+    /// the host would deliver them; all of them without a filter.
+    pub fn delivered(&self, events: Vec<Event>) -> Vec<Event> {
+        self.read(|s| {
+            events
+                .into_iter()
+                .filter(|e| s.filter.matches(&View(e)))
+                .collect()
+        })
     }
 
     /// Sets a config value (as the host's per-deployment overrides would).

@@ -34,7 +34,7 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
         let filter = if s.filter.is_empty() {
             String::new()
         } else {
-            format!(", filter {}", s.filter.join(" AND "))
+            format!(", filter {}", s.filter.exprs().join(" AND "))
         };
         println!(
             "  consumes  {source}, batches of {}{filter}, {} attempts",
@@ -48,14 +48,7 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
         "  limits    {} MiB memory, {} ms per call",
         m.limits.memory_mb, m.limits.deadline_ms
     );
-    let g = &m.grants;
-    for (what, list) in [
-        ("buckets", &g.buckets),
-        ("key-prefixes", &g.key_prefixes),
-        ("warehouse-tables", &g.warehouse_tables),
-        ("topics", &g.topics),
-        ("config", &g.config),
-    ] {
+    for (what, list) in m.grants.iter() {
         if !list.is_empty() {
             println!("  grants    {what}: {}", list.join(", "));
         }

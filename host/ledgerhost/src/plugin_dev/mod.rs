@@ -26,7 +26,7 @@ pub mod test;
 
 pub use check::check;
 pub use json_avro::read_events;
-pub use new::{NewPlugin, is_plugin_name, new_plugin};
+pub use new::{NewPlugin, new_plugin};
 pub use report::TestReport;
 pub use test::{TestRun, test};
 

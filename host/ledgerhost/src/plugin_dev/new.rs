@@ -18,17 +18,6 @@ pub struct NewPlugin {
     pub table: String,
 }
 
-/// True for a valid plugin name (the host's rule for manifest names).
-pub fn is_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-}
-
 /// Looks for `plugins/sdk` above the running binary, then above the current directory.
 fn find_sdk() -> Option<PathBuf> {
     let mut starts = Vec::new();
@@ -51,13 +40,7 @@ fn find_sdk() -> Option<PathBuf> {
 
 /// Creates the crate; returns its directory.
 pub fn new_plugin(opts: &NewPlugin) -> anyhow::Result<PathBuf> {
-    if !is_plugin_name(&opts.name) {
-        bail!(
-            "plugin name `{}` is not valid: use lower-case letters, digits and `-`, starting \
-             with a letter (it names the crate, the manifest and the .wasm file)",
-            opts.name
-        );
-    }
+    ledgerhost_manifest::names::check_plugin_name(&opts.name)?;
     if !crate::config::is_identifier(&opts.table) {
         bail!(
             "--table `{}` is not a table name (letters, digits and `_`)",
@@ -139,14 +122,6 @@ const README_MD: &str = include_str!("templates/README.md.in");
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_names_follow_the_host_rule() {
-        assert!(is_plugin_name("order-view"));
-        assert!(!is_plugin_name("Order"));
-        assert!(!is_plugin_name("9lives"));
-        assert!(!is_plugin_name("a_b"));
-    }
 
     #[test]
     fn templates_are_filled_completely() {

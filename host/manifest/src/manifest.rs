@@ -7,16 +7,29 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::filter::Filter;
+use crate::grant::{GRANTS, Rule, rule_for};
+use crate::names::check_plugin_name;
+
 /// Why a manifest was refused. Names the file, the key and the expected form.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The file could not be read.
     #[error("cannot read manifest {path}: {source}")]
     Read {
+        /// The manifest file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file breaks a rule.
     #[error("manifest {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 /// Which WIT world the component implements.
@@ -35,8 +48,9 @@ pub enum World {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
-    /// `[a-z0-9-]+`, equal to the file stem.
+    /// The plugin name ([`crate::names::check_plugin_name`]), equal to the file stem.
     pub name: String,
+    /// The WIT world the component implements.
     pub world: World,
     /// What a consumer consumes (required for consumers, refused for others).
     #[serde(default)]
@@ -44,13 +58,18 @@ pub struct Manifest {
     /// When a scheduled plugin runs (defaults apply when absent).
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// Resource limits of one instance.
     #[serde(default)]
     pub limits: Limits,
+    /// What the plugin may reach.
     #[serde(default)]
     pub grants: Grants,
     /// Default values of the `wasi:config` keys granted in `grants.config`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// The file it was read from (for messages).
+    #[serde(skip)]
+    path: PathBuf,
 }
 
 /// A consumer's subscription.
@@ -63,17 +82,23 @@ pub struct Subscription {
     /// Any ledger topic (e.g. one a filter or the replayer publishes to).
     #[serde(default)]
     pub topic: Option<String>,
-    /// Host-side filter expressions, ANDed (`amount >= 1000`, `status == 'paid'`).
+    /// Host-side filter expressions, ANDed (`amount >= 1000`, `status == 'paid'`), parsed
+    /// when the manifest is read.
     #[serde(default)]
-    pub filter: Vec<String>,
+    pub filter: Filter,
+    /// Most events per call.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Longest wait for a batch to fill.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Deliveries of one event before it is dead-lettered.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// First retry delay.
     #[serde(default = "default_backoff_initial_ms")]
     pub backoff_initial_ms: u64,
+    /// Longest retry delay.
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
 }
@@ -98,6 +123,7 @@ fn default_backoff_max_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Schedule {
+    /// Seconds between ticks.
     #[serde(default = "default_every_secs")]
     pub every_secs: u64,
 }
@@ -137,29 +163,70 @@ impl Default for Limits {
     }
 }
 
-/// What the plugin may reach. A trailing `*` makes an entry a prefix (`archive-*`).
+/// What the plugin may reach: grant name (`buckets`, `key-prefixes`, `warehouse-tables`,
+/// `topics`, `config`, `http`, ...) to entries. Each name's matching rule is in
+/// [`crate::grant::GRANTS`], so a new capability needs no new field here.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Grants {
-    #[serde(default)]
-    pub buckets: Vec<String>,
-    #[serde(default)]
-    pub key_prefixes: Vec<String>,
-    #[serde(default)]
-    pub warehouse_tables: Vec<String>,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    /// `wasi:config` keys the plugin may read.
-    #[serde(default)]
-    pub config: Vec<String>,
+#[serde(transparent)]
+pub struct Grants(BTreeMap<String, Vec<String>>);
+
+impl Grants {
+    /// The entries of a grant; empty when the manifest does not hold it.
+    pub fn get(&self, grant: &str) -> &[String] {
+        self.0.get(grant).map_or(&[], Vec::as_slice)
+    }
+
+    /// True when `grant` lets the plugin reach `value`, under the grant's rule (an unknown
+    /// grant allows nothing).
+    pub fn allows(&self, grant: &str, value: &str) -> bool {
+        rule_for(grant).is_some_and(|r| r.matches(self.get(grant), value))
+    }
+
+    /// Every grant and its entries, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Sets the entries of a grant (replacing any).
+    pub fn insert(&mut self, grant: &str, entries: Vec<String>) {
+        self.0.insert(grant.to_string(), entries);
+    }
+
+    /// Removes a grant; returns its entries.
+    pub fn remove(&mut self, grant: &str) -> Option<Vec<String>> {
+        self.0.remove(grant)
+    }
+
+    /// `grants.buckets`.
+    pub fn buckets(&self) -> &[String] {
+        self.get("buckets")
+    }
+
+    /// `grants.key-prefixes`.
+    pub fn key_prefixes(&self) -> &[String] {
+        self.get("key-prefixes")
+    }
+
+    /// `grants.warehouse-tables`.
+    pub fn warehouse_tables(&self) -> &[String] {
+        self.get("warehouse-tables")
+    }
+
+    /// `grants.topics`.
+    pub fn topics(&self) -> &[String] {
+        self.get("topics")
+    }
+
+    /// `grants.config`: the `wasi:config` keys the plugin may read.
+    pub fn config(&self) -> &[String] {
+        self.get("config")
+    }
 }
 
-/// True when `name` matches a grant entry (exact, or prefix for entries ending in `*`).
-pub fn grant_matches(grants: &[String], name: &str) -> bool {
-    grants.iter().any(|g| match g.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => g == name,
-    })
+impl<S: Into<String>> FromIterator<(S, Vec<String>)> for Grants {
+    fn from_iter<I: IntoIterator<Item = (S, Vec<String>)>>(iter: I) -> Self {
+        Grants(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
 }
 
 impl Manifest {
@@ -174,23 +241,25 @@ impl Manifest {
 
     /// Parses and validates manifest text (`path` for messages and the stem check).
     pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_inner(text, path, true)
+    }
+
+    /// As [`Manifest::parse`] for a crate's manifest (`plugin.toml`), whose file is renamed to
+    /// `<name>.toml` when deployed: every rule but the file-stem check.
+    pub fn parse_source(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse_inner(text, path, false)
+    }
+
+    fn parse_inner(text: &str, path: &Path, check_stem: bool) -> Result<Manifest, ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let m: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if m.name.is_empty()
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(invalid(format!(
-                "`name` must be lowercase letters, digits and `-`, not `{}`",
-                m.name
-            )));
-        }
+        let mut m: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        m.path = path.to_path_buf();
+        check_plugin_name(&m.name).map_err(|e| invalid(format!("`name`: {e}")))?;
         if let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            && check_stem
             && stem != m.name
         {
             return Err(invalid(format!(
@@ -256,8 +325,17 @@ impl Manifest {
                 "`limits.deadline-ms` must be between 1 and 600000".into(),
             ));
         }
+        let known: Vec<&str> = GRANTS.iter().map(|(n, _)| *n).collect();
+        m.check_grant_names(&known)?;
+        for (grant, entries) in m.grants.iter() {
+            let rule = rule_for(grant).unwrap_or(Rule::Name);
+            for entry in entries {
+                rule.check_entry(entry)
+                    .map_err(|e| invalid(format!("`grants.{grant}` entry \"{entry}\": {e}")))?;
+            }
+        }
         for key in m.config.keys() {
-            if !m.grants.config.contains(key) {
+            if !m.grants.allows("config", key) {
                 return Err(invalid(format!(
                     "[config] sets `{key}` but `grants.config` does not list it; add \"{key}\" \
                      to grants.config"
@@ -265,6 +343,26 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// The file this manifest was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Refuses a grant this host does not know (`known`: the grant names of the capabilities
+    /// it provides), naming the file, the key and the known grants.
+    pub fn check_grant_names(&self, known: &[&str]) -> Result<(), ManifestError> {
+        match self.grants.iter().find(|(g, _)| !known.contains(g)) {
+            None => Ok(()),
+            Some((grant, _)) => Err(ManifestError::Invalid {
+                path: self.path.clone(),
+                message: format!(
+                    "`grants.{grant}` is not a grant this host knows; the known grants are {}",
+                    known.join(", ")
+                ),
+            }),
+        }
     }
 }
 
@@ -283,11 +381,13 @@ mod tests {
              [grants]\nbuckets = [\"archive-*\"]\nconfig = [\"k\"]\n[config]\nk = \"v\"\n",
         )
         .unwrap();
-        let s = m.subscription.unwrap();
+        let s = m.subscription.clone().unwrap();
         assert_eq!((s.batch_size, s.max_wait_ms, s.max_attempts), (64, 100, 5));
         assert_eq!(m.limits, Limits::default());
-        assert!(grant_matches(&m.grants.buckets, "archive-orders"));
-        assert!(!grant_matches(&m.grants.buckets, "other"));
+        assert!(m.grants.allows("buckets", "archive-orders"));
+        assert!(!m.grants.allows("buckets", "other"));
+        assert!(m.grants.get("topics").is_empty());
+        assert_eq!(m.path(), Path::new("plugins/echo.toml"));
     }
 
     #[test]
@@ -303,5 +403,41 @@ mod tests {
         let e = parse("name = \"echo\"\nworld = \"scheduled\"\n[config]\nsecret = \"x\"\n")
             .unwrap_err();
         assert!(e.contains("grants.config"), "{e}");
+        let e = parse("name = \"echo\"\nworld = \"scheduled\"\n[grants]\nbucket = [\"a\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("echo.toml")
+                && e.contains("`grants.bucket`")
+                && e.contains("buckets, key-prefixes"),
+            "{e}"
+        );
+        let e = parse(
+            "name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example/x\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("grants.http") && e.contains("path"), "{e}");
+        let e = parse("name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"t\"\nfilter = [\"amount >\"]\n")
+            .unwrap_err();
+        assert!(e.contains("echo.toml") && e.contains("amount >"), "{e}");
+        let e = Manifest::parse(
+            "name = \"9lives\"\nworld = \"scheduled\"\n",
+            Path::new("9lives.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("starting with a letter"), "{e}");
+    }
+
+    #[test]
+    fn a_host_may_know_fewer_grants() {
+        let m = parse(
+            "name = \"echo\"\nworld = \"scheduled\"\n[grants]\nhttp = [\"https://h.example\"]\n",
+        )
+        .unwrap();
+        let e = m.check_grant_names(&["buckets"]).unwrap_err().to_string();
+        assert!(
+            e.contains("echo.toml") && e.contains("grants.http") && e.contains("buckets"),
+            "{e}"
+        );
     }
 }
