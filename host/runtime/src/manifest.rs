@@ -138,8 +138,10 @@ impl Default for Limits {
 }
 
 /// What the plugin may reach. A trailing `*` makes an entry a prefix (`archive-*`).
+/// Grants of other capabilities land in `other`; the runtime refuses a name no registered
+/// capability claims when it loads the plugin.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub struct Grants {
     #[serde(default)]
     pub buckets: Vec<String>,
@@ -152,6 +154,27 @@ pub struct Grants {
     /// `wasi:config` keys the plugin may read.
     #[serde(default)]
     pub config: Vec<String>,
+    /// The grants of the other capabilities, by name (e.g. `http`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Vec<String>>,
+}
+
+impl Grants {
+    /// Every grant by its manifest key (`buckets`, `key-prefixes`, ...), as the capabilities
+    /// read them.
+    pub fn to_map(&self) -> BTreeMap<String, Vec<String>> {
+        [
+            ("buckets", &self.buckets),
+            ("key-prefixes", &self.key_prefixes),
+            ("warehouse-tables", &self.warehouse_tables),
+            ("topics", &self.topics),
+            ("config", &self.config),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(self.other.clone())
+        .collect()
+    }
 }
 
 /// True when `name` matches a grant entry (exact, or prefix for entries ending in `*`).
