@@ -15,6 +15,7 @@
 pub mod blobstore;
 pub mod capability;
 pub mod config;
+pub mod http;
 pub mod keyvalue;
 pub mod ledger;
 pub mod logging;

@@ -19,6 +19,7 @@ pub fn entries<T: CapabilityHost>() -> Vec<Entry<T>> {
         Entry::of::<keyvalue::KeyValueCapability>(),
         Entry::of::<warehouse::WarehouseCapability>(),
         Entry::of::<ledger::LedgerCapability>(),
+        Entry::of::<crate::http::HttpCapability>(),
     ]
 }
 
