@@ -159,3 +159,37 @@ impl<T: CapabilityHost> From<Ports> for Vec<Arc<dyn Capability<T>>> {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoSettings {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::InstanceStates;
+    use wasmtime::component::ResourceTable;
+
+    struct Host(InstanceStates, ResourceTable);
+
+    impl CapabilityHost for Host {
+        fn capability_parts(&mut self) -> (&mut InstanceStates, &mut ResourceTable) {
+            (&mut self.0, &mut self.1)
+        }
+    }
+
+    #[test]
+    fn sections_name_a_registered_capability_and_parse_as_its_settings() {
+        let mut sections: BTreeMap<String, toml::Value> = BTreeMap::new();
+        assert!(check_sections::<Host>(&sections).is_ok());
+        sections.insert("logging".into(), toml::Value::Table(Default::default()));
+        assert!(check_sections::<Host>(&sections).is_ok());
+        sections.insert("nope".into(), toml::Value::Table(Default::default()));
+        let (key, problem) = check_sections::<Host>(&sections).unwrap_err();
+        assert_eq!(key, "capabilities.nope");
+        assert!(problem.contains("blobstore"), "{problem}");
+        sections.remove("nope");
+        let mut bad = toml::Table::new();
+        bad.insert("level".into(), toml::Value::Integer(1));
+        sections.insert("logging".into(), toml::Value::Table(bad));
+        let (key, problem) = check_sections::<Host>(&sections).unwrap_err();
+        assert_eq!(key, "capabilities.logging");
+        assert!(problem.contains("level"), "{problem}");
+    }
+}
