@@ -195,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_cap_fails_with_its_size() {
         let body = Capped::new(full(b"hello!"), 5, later());
-        let err = body.collect().await.err().expect("over the cap");
+        let err = body.collect().await.expect_err("over the cap");
         assert!(matches!(err, Error::HttpResponseBodySize(Some(5))), "{err}");
     }
 
@@ -220,8 +220,7 @@ mod tests {
         let err = Capped::new(Stalled.boxed_unsync(), 1 << 20, deadline)
             .collect()
             .await
-            .err()
-            .expect("deadline");
+            .expect_err("deadline");
         assert!(matches!(err, Error::HttpResponseTimeout), "{err}");
     }
 
