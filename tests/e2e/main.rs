@@ -12,3 +12,4 @@ mod pubsub_front;
 mod runtime;
 mod seed;
 mod views;
+mod webhook;

@@ -169,3 +169,4 @@ pub mod host;
 pub mod pubsub_front;
 pub mod redis;
 pub mod views;
+pub mod webhook_server;

@@ -13,8 +13,18 @@
 //! naming the backend, the bucket/key/table and what to do; `Unavailable` means "retry".
 
 pub mod blobstore;
+pub mod capability;
+pub mod config;
+pub mod http;
 pub mod keyvalue;
+pub mod ledger;
+pub mod logging;
+pub mod registry;
 pub mod warehouse;
+pub mod wit;
+
+pub use capability::{Capability, CapabilityHost, InstanceStates, PluginInfo, Probe};
+pub use registry::{Entry, HostContext, Ports, Setup, registry};
 
 /// Runs blocking work off the async runtime, mapping a panicked task to an error.
 pub(crate) async fn blocking<T, F>(backend: &'static str, f: F) -> ledgerhost_core::PortResult<T>

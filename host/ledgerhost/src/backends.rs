@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ledgerhost_capabilities::registry::{self, HostContext, Ports};
 use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
 use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::source::Source;
-use ledgerhost_runtime::Capabilities;
+use ledgerhost_runtime::{CapabilityList, PluginState};
 
 use crate::config::{
     BlobStoreConfig, Config, KeyValueConfig, LedgerKind, SourceConfig, WarehouseConfig,
@@ -59,52 +60,7 @@ fn describe_endpoint(explicit: Option<&str>, env: &str, google: &str) -> String 
     }
 }
 
-/// How long `/readyz` waits for one remote backend before calling the host not ready.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-type CheckFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = ledgerhost_core::PortResult<()>> + Send>>;
-
-/// A reachability check of one remote backend, run by `/readyz` (embedded backends are
-/// files in this process and have none).
-#[derive(Clone)]
-pub struct Probe {
-    /// The backend's name for people: "Redis", "Pub/Sub", ...
-    pub backend: &'static str,
-    /// Where it is, without secrets.
-    pub endpoint: String,
-    check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
-}
-
-impl Probe {
-    #[allow(dead_code)] // unused when no cloud backend is compiled in
-    fn of<T, F, Fut>(backend: &'static str, endpoint: String, target: Arc<T>, check: F) -> Probe
-    where
-        T: Send + Sync + 'static,
-        F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ledgerhost_core::PortResult<()>> + Send + 'static,
-    {
-        Probe {
-            backend,
-            endpoint,
-            check: Arc::new(move || Box::pin(check(target.clone()))),
-        }
-    }
-
-    /// Ok when the backend answered within [`READY_PROBE_TIMEOUT`]; else why not.
-    pub async fn run(&self) -> Result<(), String> {
-        match tokio::time::timeout(READY_PROBE_TIMEOUT, (self.check)()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{} at {}: {e}", self.backend, self.endpoint)),
-            Err(_) => Err(format!(
-                "{} at {}: no answer within {}s",
-                self.backend,
-                self.endpoint,
-                READY_PROBE_TIMEOUT.as_secs()
-            )),
-        }
-    }
-}
+pub use ledgerhost_capabilities::Probe;
 
 /// The ports of a running host.
 #[derive(Clone)]
@@ -116,12 +72,15 @@ pub struct Backends {
     pub warehouse: Arc<dyn Warehouse>,
     /// Reachability checks of the remote backends, for readiness.
     pub probes: Vec<Probe>,
+    /// Every registered capability, over these ports and the config's sections.
+    pub capabilities: CapabilityList,
 }
 
 impl Backends {
     /// Opens or connects every backend named in the config.
     pub async fn connect(config: &Config) -> anyhow::Result<Backends> {
         let mut probes = Vec::new();
+        let mut capability_probes = std::collections::BTreeMap::new();
         let source: Arc<dyn Source> = match &config.source {
             SourceConfig::Sqlite { path } => Arc::new(
                 ledgerhost_source::sqlite::SqliteSource::open(path)
@@ -268,12 +227,12 @@ impl Backends {
                 );
                 probe("Cloud Storage", &where_, store.check()).await?;
                 let store = Arc::new(store);
-                probes.push(Probe::of(
-                    "Cloud Storage",
-                    where_,
-                    store.clone(),
-                    |s| async move { s.check().await },
-                ));
+                capability_probes.insert(
+                    "blobstore",
+                    Probe::of("Cloud Storage", where_, store.clone(), |s| async move {
+                        s.check().await
+                    }),
+                );
                 store
             }
         };
@@ -313,12 +272,12 @@ impl Backends {
                 })?;
                 probe("Redis", &redact(url), kv.check()).await?;
                 let kv = Arc::new(kv);
-                probes.push(Probe::of(
-                    "Redis",
-                    redact(url),
-                    kv.clone(),
-                    |kv| async move { kv.check().await },
-                ));
+                capability_probes.insert(
+                    "keyvalue",
+                    Probe::of("Redis", redact(url), kv.clone(), |kv| async move {
+                        kv.check().await
+                    }),
+                );
                 kv
             }
         };
@@ -359,15 +318,27 @@ impl Backends {
                     .with_context(|| format!("cannot set up the BigQuery client for {where_}"))?;
                 probe("BigQuery", &where_, warehouse.check()).await?;
                 let warehouse = Arc::new(warehouse);
-                probes.push(Probe::of(
-                    "BigQuery",
-                    where_,
-                    warehouse.clone(),
-                    |w| async move { w.check().await },
-                ));
+                capability_probes.insert(
+                    "warehouse",
+                    Probe::of("BigQuery", where_, warehouse.clone(), |w| async move {
+                        w.check().await
+                    }),
+                );
                 warehouse
             }
         };
+        let ports = Ports {
+            blobstore: blobstore.clone(),
+            keyvalue: keyvalue.clone(),
+            warehouse: warehouse.clone(),
+            ledger: ledger.clone(),
+        };
+        let capabilities = registry::build::<PluginState>(&HostContext {
+            ports: &ports,
+            probes: &capability_probes,
+            sections: &config.capabilities,
+        })?;
+        probes.extend(capabilities.iter().filter_map(|c| c.probe()));
         Ok(Backends {
             source,
             ledger,
@@ -375,17 +346,13 @@ impl Backends {
             keyvalue,
             warehouse,
             probes,
+            capabilities,
         })
     }
 
-    /// The capability backends handed to plugins.
-    pub fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            blobstore: self.blobstore.clone(),
-            keyvalue: self.keyvalue.clone(),
-            warehouse: self.warehouse.clone(),
-            ledger: self.ledger.clone(),
-        }
+    /// The capabilities handed to plugins.
+    pub fn capabilities(&self) -> CapabilityList {
+        self.capabilities.clone()
     }
 }
 

@@ -59,6 +59,10 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[capabilities.<name>]`: the settings of each capability that reads its own section
+    /// (parsed and checked by the capability, see `ledgerhost_capabilities::registry`).
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, toml::Value>,
     /// Per-plugin `wasi:config` values overriding the manifest's `[config]`.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginOverrides>,
@@ -769,6 +773,10 @@ impl Config {
                 check_endpoint(ep).map_err(|p| invalid("warehouse.endpoint".into(), p))?;
             }
         }
+        ledgerhost_capabilities::registry::check_sections::<ledgerhost_runtime::PluginState>(
+            &self.capabilities,
+        )
+        .map_err(|(key, problem)| invalid(key, problem))?;
         if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "admin.listen".into(),

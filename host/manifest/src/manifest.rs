@@ -192,6 +192,11 @@ impl Grants {
         self.0.insert(grant.to_string(), entries);
     }
 
+    /// Every grant and its entries as an owned map (what a capability keeps per plugin).
+    pub fn to_map(&self) -> BTreeMap<String, Vec<String>> {
+        self.0.clone()
+    }
+
     /// Removes a grant; returns its entries.
     pub fn remove(&mut self, grant: &str) -> Option<Vec<String>> {
         self.0.remove(grant)

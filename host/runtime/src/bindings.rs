@@ -1,5 +1,7 @@
-//! Generated bindings of the three worlds. The imports are generated once (with the
-//! consumer world) and shared by the other two, so one linker serves every plugin.
+//! Generated bindings of the three worlds, for their exports (`ConsumerPre` etc.). The
+//! linker is filled by the capabilities (`ledgerhost-capabilities`), not by these worlds;
+//! the shared `types` come from there, the other imports are generated once (with the
+//! consumer world) and shared by the other two.
 
 #![allow(missing_docs)]
 
@@ -9,6 +11,7 @@ pub mod consumer {
         world: "ledgerhost:plugin/consumer",
         imports: { default: async },
         exports: { default: async },
+        with: { "ledgerhost:plugin/types": ledgerhost_capabilities::wit::types },
     });
 }
 
@@ -40,4 +43,4 @@ pub mod http {
     });
 }
 
-pub use consumer::ledgerhost::plugin::types as wit;
+pub use ledgerhost_capabilities::wit::types as wit;

@@ -3,6 +3,8 @@
 use ledgerhost_core::{ColumnType, Disposition, Event, Field, Value};
 
 use crate::bindings::wit;
+#[cfg(test)]
+use ledgerhost_capabilities::wit::value_from_wit;
 
 /// A host value as a WIT value, by move (no copy of strings or bytes). Arrays become the
 /// typed WIT array of their element type.
@@ -99,55 +101,10 @@ pub fn value_to_wit(v: Value) -> wit::Value {
     }
 }
 
-fn array<T>(elem: ColumnType, items: Vec<Option<T>>, f: impl Fn(T) -> Value) -> Value {
-    Value::Array(
-        elem,
-        items
-            .into_iter()
-            .map(|i| i.map_or(Value::Null, &f))
-            .collect(),
-    )
-}
-
-/// A WIT value as a host value.
-pub fn value_from_wit(v: wit::Value) -> Value {
-    match v {
-        wit::Value::Null => Value::Null,
-        wit::Value::Bool(b) => Value::Bool(b),
-        wit::Value::Int64(i) => Value::Int64(i),
-        wit::Value::Float32(f) => Value::Float32(f),
-        wit::Value::Float64(f) => Value::Float64(f),
-        wit::Value::Numeric(s) => Value::Numeric(s),
-        wit::Value::String(s) => Value::String(s),
-        wit::Value::Bytes(b) => Value::Bytes(b),
-        wit::Value::Date(d) => Value::Date(d),
-        wit::Value::Timestamp(t) => Value::Timestamp(t),
-        wit::Value::Json(s) => Value::Json(s),
-        wit::Value::BoolArray(a) => array(ColumnType::Bool, a, Value::Bool),
-        wit::Value::Int64Array(a) => array(ColumnType::Int64, a, Value::Int64),
-        wit::Value::Float32Array(a) => array(ColumnType::Float32, a, Value::Float32),
-        wit::Value::Float64Array(a) => array(ColumnType::Float64, a, Value::Float64),
-        wit::Value::NumericArray(a) => array(ColumnType::Numeric, a, Value::Numeric),
-        wit::Value::StringArray(a) => array(ColumnType::String, a, Value::String),
-        wit::Value::BytesArray(a) => array(ColumnType::Bytes, a, Value::Bytes),
-        wit::Value::DateArray(a) => array(ColumnType::Date, a, Value::Date),
-        wit::Value::TimestampArray(a) => array(ColumnType::Timestamp, a, Value::Timestamp),
-        wit::Value::JsonArray(a) => array(ColumnType::Json, a, Value::Json),
-    }
-}
-
 fn field_to_wit(f: Field) -> wit::Field {
     wit::Field {
         name: f.name,
         value: value_to_wit(f.value),
-    }
-}
-
-/// A WIT field as a host field.
-pub fn field_from_wit(f: wit::Field) -> Field {
-    Field {
-        name: f.name,
-        value: value_from_wit(f.value),
     }
 }
 

@@ -1,19 +1,19 @@
 //! The WebAssembly runtime of ledgerhost.
 //!
 //! One [`Runtime`] per process holds the wasmtime engine (pooling allocator, epoch
-//! interruption), a linker with WASI (empty sandbox) and every ledgerhost import, and the
-//! compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
+//! interruption), a linker with WASI (empty sandbox) and the imports of every registered
+//! [`Capability`] (see `ledgerhost_capabilities::registry`), and the compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
 //! [`Plugin`]: a pre-instantiated component with one long-lived instance, rebuilt after a
 //! trap. The [`registry`] watches a plugin directory and swaps versions between batches.
 
 mod bindings;
 mod cache;
 mod convert;
-mod imports;
 mod limits;
 pub use ledgerhost_manifest as manifest;
 mod plugin;
 pub mod registry;
+mod state;
 mod trap;
 
 use std::collections::BTreeMap;
@@ -21,16 +21,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
-use ledgerhost_core::ledger::Ledger;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::CacheOutcome;
 use cache::CompileCache;
-use imports::PluginState;
+pub use ledgerhost_capabilities::{Capability, Ports as Capabilities};
 pub use manifest::{Manifest, World};
 pub use plugin::{CallError, HttpRequest, HttpResponse, Plugin, PluginStats};
+pub use state::PluginState;
+
+/// The capabilities a runtime links, in registration order.
+pub type CapabilityList = Vec<Arc<dyn Capability<PluginState>>>;
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -51,15 +53,6 @@ impl Default for RuntimeConfig {
             max_instances: 64,
         }
     }
-}
-
-/// The ports behind the capabilities plugins import.
-#[derive(Clone)]
-pub struct Capabilities {
-    pub blobstore: Arc<dyn BlobStore>,
-    pub keyvalue: Arc<dyn KeyValue>,
-    pub warehouse: Arc<dyn Warehouse>,
-    pub ledger: Arc<dyn Ledger>,
 }
 
 /// The runtime could not start.
@@ -95,14 +88,20 @@ pub enum LoadError {
 pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
-    pub(crate) caps: Capabilities,
+    pub(crate) capabilities: CapabilityList,
     pub(crate) config: RuntimeConfig,
     cache: CompileCache,
 }
 
 impl Runtime {
-    /// Builds the engine, starts the epoch ticker and links every import.
-    pub fn new(config: RuntimeConfig, caps: Capabilities) -> Result<Arc<Runtime>, RuntimeError> {
+    /// Builds the engine, starts the epoch ticker, links WASI and every capability's imports.
+    /// `capabilities`: a list (`ledgerhost_capabilities::registry`), or just the built-in
+    /// [`Capabilities`] ports.
+    pub fn new(
+        config: RuntimeConfig,
+        capabilities: impl Into<CapabilityList>,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let capabilities = capabilities.into();
         let err = |e: wasmtime::Error| RuntimeError(e.to_string());
         let mut pool = PoolingAllocationConfig::new();
         let n = config.max_instances.max(4);
@@ -137,16 +136,17 @@ impl Runtime {
 
         let mut linker: Linker<PluginState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        bindings::consumer::Consumer::add_to_linker::<
-            PluginState,
-            wasmtime::component::HasSelf<PluginState>,
-        >(&mut linker, |s| s)
-        .map_err(err)?;
+        ledgerhost_capabilities::wit::add_types_to_linker(&mut linker).map_err(err)?;
+        for capability in &capabilities {
+            capability
+                .add_to_linker(&mut linker)
+                .map_err(|e| RuntimeError(format!("capability `{}`: {e}", capability.name())))?;
+        }
         let cache = CompileCache::new(&engine, config.cache_dir.clone());
         Ok(Arc::new(Runtime {
             engine,
             linker,
-            caps,
+            capabilities,
             config,
             cache,
         }))

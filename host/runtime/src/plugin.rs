@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ledgerhost_capabilities::{InstanceStates, PluginInfo};
 use ledgerhost_core::{Disposition, Event};
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceTable};
@@ -17,9 +18,9 @@ use crate::bindings::consumer::{Consumer, ConsumerPre};
 use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
 use crate::bindings::scheduled::{Scheduled, ScheduledPre};
 use crate::bindings::wit;
-use crate::imports::PluginState;
 use crate::limits::MemoryLimiter;
 use crate::manifest::{Manifest, World};
+use crate::state::PluginState;
 use crate::{LoadError, Runtime, convert};
 
 /// Why a call into a plugin failed. The instance is rebuilt before the next call.
@@ -124,20 +125,12 @@ pub struct Plugin {
     version: String,
     path: PathBuf,
     pre: Pre,
-    config: Arc<BTreeMap<String, String>>,
-    grants: Arc<crate::manifest::Grants>,
+    /// Each registered capability's state for this plugin, in registration order.
+    capability_states: Vec<ledgerhost_capabilities::capability::PluginState>,
     live: tokio::sync::Mutex<Option<Live>>,
     instances_built: AtomicU64,
     stats: Mutex<PluginStats>,
 }
-
-/// The capability interfaces and the grant each needs.
-const CAPABILITY_GRANTS: [(&str, &str); 4] = [
-    ("ledgerhost:plugin/blobstore@", "buckets"),
-    ("ledgerhost:plugin/keyvalue@", "key-prefixes"),
-    ("ledgerhost:plugin/warehouse@", "warehouse-tables"),
-    ("ledgerhost:plugin/ledger@", "topics"),
-];
 
 impl Plugin {
     pub(crate) fn new(
@@ -185,10 +178,24 @@ impl Plugin {
                 );
             }
         }
+        let grants = manifest.grants.to_map();
+        let info = PluginInfo {
+            name: &manifest.name,
+            grants: &grants,
+            config: &config,
+        };
+        let capability_states = runtime
+            .capabilities
+            .iter()
+            .map(|c| c.configure(&info))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| LoadError::Imports {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(Plugin {
             version: digest[..12.min(digest.len())].to_string(),
-            grants: Arc::new(manifest.grants.clone()),
-            config: Arc::new(config),
+            capability_states,
             runtime,
             manifest,
             path: path.to_path_buf(),
@@ -233,11 +240,17 @@ impl Plugin {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut capabilities = InstanceStates::default();
+        for (capability, state) in self
+            .runtime
+            .capabilities
+            .iter()
+            .zip(&self.capability_states)
+        {
+            capabilities.insert_boxed(capability.prepare(state));
+        }
         let state = PluginState {
-            name: self.manifest.name.as_str().into(),
-            grants: self.grants.clone(),
-            config: self.config.clone(),
-            caps: self.runtime.caps.clone(),
+            capabilities,
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new((self.manifest.limits.memory_mb as usize) << 20),
@@ -456,61 +469,79 @@ impl Plugin {
 }
 
 /// Refuses components that import what the manifest does not grant, or what this host
-/// does not provide, with a message naming the fix.
+/// does not provide, with a message naming the fix. The registered capabilities say which
+/// interface each provides and which grant it needs.
 fn check_imports(
     runtime: &Runtime,
     path: &Path,
     component: &Component,
     manifest: &Manifest,
 ) -> Result<(), LoadError> {
+    let refuse = |message: String| LoadError::Imports {
+        path: path.to_path_buf(),
+        message,
+    };
+    let grants = manifest.grants.to_map();
+    let known: Vec<&str> = runtime
+        .capabilities
+        .iter()
+        .filter_map(|c| c.grant().map(|g| g.key))
+        .collect();
+    if let Some(unknown) = grants.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(refuse(format!(
+            "{}.toml: `grants.{unknown}` is not a grant of this host (it knows {})",
+            manifest.name,
+            known.join(", ")
+        )));
+    }
     let ty = component.component_type();
     for (name, _) in ty.imports(&runtime.engine) {
-        if name.starts_with("wasi:") || name.starts_with("ledgerhost:plugin/types@0.1.") {
+        if name.starts_with(ledgerhost_capabilities::wit::TYPES_INTERFACE) {
             continue;
         }
-        let Some((prefix, grant)) = CAPABILITY_GRANTS.iter().find(|(p, _)| name.starts_with(p))
-        else {
-            let hint = if name.starts_with("ledgerhost:plugin/") {
-                " (this host provides ledgerhost:plugin@0.1.0; rebuild the plugin against it)"
-            } else {
-                ""
-            };
-            return Err(LoadError::Imports {
-                path: path.to_path_buf(),
-                message: format!("imports `{name}`, which ledgerhost does not provide{hint}"),
-            });
-        };
-        if !name.starts_with(&format!("{prefix}0.1.")) {
-            return Err(LoadError::Imports {
-                path: path.to_path_buf(),
-                message: format!(
-                    "imports `{name}`; this host provides ledgerhost:plugin@0.1.0, rebuild the plugin against it"
-                ),
-            });
-        }
-        let g = &manifest.grants;
-        let granted = match *grant {
-            "buckets" => !g.buckets().is_empty(),
-            "key-prefixes" => !g.key_prefixes().is_empty(),
-            "warehouse-tables" => !g.warehouse_tables().is_empty(),
-            _ => !g.topics().is_empty(),
-        };
-        if !granted {
-            return Err(LoadError::Imports {
-                path: path.to_path_buf(),
-                message: format!(
+        let provider = runtime
+            .capabilities
+            .iter()
+            .find(|c| c.interfaces().iter().any(|i| name.starts_with(i)));
+        if let Some(capability) = provider {
+            if let Some(grant) = capability.grant()
+                && capability.import_needs_grant()
+                && grants.get(grant.key).is_none_or(|g| g.is_empty())
+            {
+                return Err(refuse(format!(
                     "imports `{name}` but its manifest grants none: add the {what} it needs to \
-                     `grants.{grant}` in {}.toml",
+                     `grants.{key}` in {}.toml",
                     manifest.name,
-                    what = match *grant {
-                        "buckets" => "buckets",
-                        "key-prefixes" => "key prefixes",
-                        "warehouse-tables" => "warehouse tables",
-                        _ => "topics",
-                    }
-                ),
-            });
+                    what = grant.what,
+                    key = grant.key,
+                )));
+            }
+            continue;
         }
+        if name.starts_with("wasi:") {
+            // WASI itself (an empty sandbox), linked by the runtime; the linker refuses the
+            // interfaces it lacks.
+            continue;
+        }
+        let unversioned = |n: &str| n.split('@').next().unwrap_or(n).to_string();
+        let other_version = runtime.capabilities.iter().any(|c| {
+            c.interfaces()
+                .iter()
+                .any(|i| unversioned(i) == unversioned(name))
+        });
+        if other_version {
+            return Err(refuse(format!(
+                "imports `{name}`; this host provides ledgerhost:plugin@0.1.0, rebuild the plugin against it"
+            )));
+        }
+        let hint = if name.starts_with("ledgerhost:plugin/") {
+            " (this host provides ledgerhost:plugin@0.1.0; rebuild the plugin against it)"
+        } else {
+            ""
+        };
+        return Err(refuse(format!(
+            "imports `{name}`, which ledgerhost does not provide{hint}"
+        )));
     }
     Ok(())
 }

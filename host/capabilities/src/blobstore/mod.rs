@@ -3,7 +3,10 @@
 
 #[cfg(feature = "gcs")]
 pub mod gcs;
+mod host;
 pub mod local;
+
+pub use host::BlobstoreCapability;
 
 use ledgerhost_core::{PortError, PortResult};
 

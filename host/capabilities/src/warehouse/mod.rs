@@ -4,7 +4,10 @@
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
+mod host;
 pub mod sqlite;
+
+pub use host::WarehouseCapability;
 
 use ledgerhost_core::{ColumnType, Value};
 
