@@ -36,6 +36,7 @@ pub struct Cli {
     )]
     pub log_json: bool,
     #[command(subcommand)]
+    /// The subcommand to run.
     pub command: Command,
 }
 

@@ -24,16 +24,29 @@ pub fn project_from_env() -> Option<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
+    /// The config file could not be read.
     Read {
+        /// Path of the config file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("config file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config file {path}: `{key}` {problem}")]
-    Invalid {
+    /// The config file is not valid TOML for this schema.
+    Parse {
+        /// Path of the config file.
         path: PathBuf,
+        /// The parser's error, with line and column.
+        message: String,
+    },
+    #[error("config file {path}: `{key}` {problem}")]
+    /// A key has a value the host cannot use.
+    Invalid {
+        /// Path of the config file.
+        path: PathBuf,
+        /// The offending key, dotted (e.g. `ledger.ordering-shards`).
         key: String,
+        /// What is wrong with its value.
         problem: String,
     },
 }
@@ -43,21 +56,28 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     #[serde(default)]
+    /// `[host]`: data directory, plugin directory, polling and dispatch settings.
     pub host: HostConfig,
     #[serde(default)]
+    /// `[source]`: the database the host captures changes from.
     pub source: SourceConfig,
     /// Tables to capture. Each gets a topic `<ledger.topic-prefix><name>`.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
     #[serde(default)]
+    /// `[ledger]`: the topic backend and how events are ordered on it.
     pub ledger: LedgerConfig,
     #[serde(default)]
+    /// `[blobstore]`: the store behind the `blobstore` capability.
     pub blobstore: BlobStoreConfig,
     #[serde(default)]
+    /// `[keyvalue]`: the store behind the `keyvalue` capability.
     pub keyvalue: KeyValueConfig,
     #[serde(default)]
+    /// `[warehouse]`: the warehouse behind the `warehouse` capability.
     pub warehouse: WarehouseConfig,
     #[serde(default)]
+    /// `[admin]`: the admin HTTP endpoint.
     pub admin: AdminConfig,
     /// Per-plugin `wasi:config` values overriding the manifest's `[config]`.
     #[serde(default)]
@@ -112,7 +132,9 @@ pub enum SourceConfig {
         /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
         #[serde(default)]
         project: String,
+        /// Spanner instance id.
         instance: String,
+        /// Spanner database id.
         database: String,
         /// gRPC endpoint override, e.g. `http://127.0.0.1:9010` (plaintext = anonymous).
         #[serde(default)]
@@ -163,6 +185,7 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TableConfig {
+    /// Source table name; also the suffix of the table's topic.
     pub name: String,
     /// Commit-timestamp column (default `commit_ts`).
     #[serde(default)]
@@ -249,8 +272,11 @@ pub struct LedgerConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum OrderingMode {
     #[default]
+    /// Events are spread over `ordering-shards` ordering keys by primary-key hash.
     Shards,
+    /// The ordering key is the row's primary key.
     Key,
+    /// No ordering key: Pub/Sub may deliver in any order.
     None,
 }
 
@@ -274,7 +300,9 @@ fn default_ordering_shards() -> u32 {
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerKind {
     #[default]
+    /// The embedded SQLite-backed ledger under the data directory.
     Embedded,
+    /// Google Cloud Pub/Sub (or its emulator).
     Pubsub,
 }
 
@@ -315,6 +343,7 @@ pub enum BlobStoreConfig {
     /// A directory (default `<data-dir>/blobs`).
     Local {
         #[serde(default)]
+        /// Directory path; relative to the config file.
         path: Option<PathBuf>,
     },
     /// Cloud Storage: application default credentials, or the emulator through
@@ -348,11 +377,13 @@ pub enum KeyValueConfig {
     /// An SQLite file (default `<data-dir>/keyvalue.db`).
     Embedded {
         #[serde(default)]
+        /// SQLite file path; relative to the config file.
         path: Option<PathBuf>,
     },
     /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`, or `rediss://10.0.0.3:6378` over
     /// TLS (Memorystore's in-transit encryption).
     Redis {
+        /// Redis URL (`redis://` or `rediss://`).
         url: String,
         /// Prefix of every stored key (default `ledgerhost:`), so deployments can share one
         /// Redis.
@@ -391,6 +422,7 @@ pub enum WarehouseConfig {
     /// An SQLite file (default `<data-dir>/warehouse.db`).
     Sqlite {
         #[serde(default)]
+        /// SQLite file path; relative to the config file.
         path: Option<PathBuf>,
     },
     /// BigQuery: application default credentials, or an emulator through
@@ -399,6 +431,7 @@ pub enum WarehouseConfig {
         /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
         #[serde(default)]
         project: String,
+        /// BigQuery dataset that holds the tables.
         dataset: String,
         /// Base URL override, e.g. `http://127.0.0.1:9050`.
         #[serde(default)]

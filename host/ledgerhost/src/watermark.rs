@@ -9,20 +9,32 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum WatermarkError {
     #[error("cannot write watermark {path}: {source}")]
+    /// The watermark file could not be written.
     Write {
+        /// Path of the watermark file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("cannot read watermark {path}: {source}")]
+    /// The watermark file exists but could not be read.
     Read {
+        /// Path of the watermark file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error(
         "watermark file {path} is corrupt ({content:?}); delete it to recover from the ledger \
          or the table's `start` setting"
     )]
-    Corrupt { path: PathBuf, content: String },
+    /// The watermark file does not hold a valid watermark.
+    Corrupt {
+        /// Path of the watermark file.
+        path: PathBuf,
+        /// What the file holds.
+        content: String,
+    },
 }
 
 /// Watermark files under one directory.

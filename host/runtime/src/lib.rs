@@ -56,9 +56,13 @@ impl Default for RuntimeConfig {
 /// The ports behind the capabilities plugins import.
 #[derive(Clone)]
 pub struct Capabilities {
+    /// Object storage behind the blobstore import.
     pub blobstore: Arc<dyn BlobStore>,
+    /// Key-value store behind the keyvalue import.
     pub keyvalue: Arc<dyn KeyValue>,
+    /// Analytics warehouse behind the warehouse import.
     pub warehouse: Arc<dyn Warehouse>,
+    /// Ledger that plugins publish to.
     pub ledger: Arc<dyn Ledger>,
 }
 
@@ -71,24 +75,50 @@ pub struct RuntimeError(String);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
+    /// The plugin's manifest is missing or invalid.
     Manifest(#[from] manifest::ManifestError),
     #[error("cannot read component {path}: {source}")]
+    /// The component file could not be read.
     Read {
+        /// Path of the component file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     #[error("{path} is not a valid WebAssembly component: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Imports { path: PathBuf, message: String },
-    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
-    World {
+    /// The file is not a valid WebAssembly component.
+    Invalid {
+        /// Path of the component file.
         path: PathBuf,
+        /// Why wasmtime rejected it.
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    /// The component imports something the host does not provide or did not grant.
+    Imports {
+        /// Path of the component file.
+        path: PathBuf,
+        /// Which imports are wrong.
+        message: String,
+    },
+    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
+    /// The component does not implement the world its manifest declares.
+    World {
+        /// Path of the component file.
+        path: PathBuf,
+        /// The world named in the manifest.
         world: String,
+        /// What is missing or mismatched.
         message: String,
     },
     #[error("{path}: instantiation failed: {message}")]
-    Instantiate { path: PathBuf, message: String },
+    /// The component failed to instantiate.
+    Instantiate {
+        /// Path of the component file.
+        path: PathBuf,
+        /// The instantiation error.
+        message: String,
+    },
 }
 
 /// The engine, linker and cache shared by every plugin.

@@ -47,45 +47,107 @@ pub enum LimitError {
         "messages of one publish request carry different ordering keys (`{first}` and \
          `{other}`); Pub/Sub requires one ordering key per PublishRequest"
     )]
-    MixedOrderingKeys { first: String, other: String },
+    /// The messages of one publish request carry different ordering keys.
+    MixedOrderingKeys {
+        /// Ordering key of the first message.
+        first: String,
+        /// The differing ordering key of a later message.
+        other: String,
+    },
     #[error(
         "{count} messages in one publish request; Pub/Sub takes at most {MAX_MESSAGES_PER_PUBLISH}"
     )]
-    TooManyMessages { count: usize },
+    /// More messages in one publish request than Pub/Sub accepts.
+    TooManyMessages {
+        /// Number of messages in the request.
+        count: usize,
+    },
     #[error("publish request of {bytes} bytes; Pub/Sub takes at most {MAX_PUBLISH_BYTES}")]
-    RequestTooLarge { bytes: usize },
+    /// The whole publish request exceeds Pub/Sub's request size limit.
+    RequestTooLarge {
+        /// Size of the request, in bytes.
+        bytes: usize,
+    },
     #[error("message data of {bytes} bytes; Pub/Sub takes at most {MAX_MESSAGE_DATA_BYTES}")]
-    DataTooLarge { bytes: usize },
+    /// One message's data exceeds Pub/Sub's per-message limit.
+    DataTooLarge {
+        /// Size of the message data, in bytes.
+        bytes: usize,
+    },
     #[error("a message needs non-empty data or at least one attribute")]
+    /// A message has neither data nor attributes.
     EmptyMessage,
     #[error("{count} attributes on one message; Pub/Sub takes at most {MAX_ATTRIBUTES}")]
-    TooManyAttributes { count: usize },
+    /// A message carries more attributes than Pub/Sub accepts.
+    TooManyAttributes {
+        /// Number of attributes on the message.
+        count: usize,
+    },
     #[error(
         "attribute key `{key}` is {bytes} bytes; Pub/Sub takes at most {MAX_ATTRIBUTE_KEY_BYTES}"
     )]
-    AttributeKeyTooLong { key: String, bytes: usize },
+    /// An attribute key is longer than Pub/Sub accepts.
+    AttributeKeyTooLong {
+        /// The offending attribute key.
+        key: String,
+        /// Length of the key, in bytes.
+        bytes: usize,
+    },
     #[error("attribute key `{key}` is reserved: keys may not start with `goog`")]
-    ReservedAttributeKey { key: String },
+    /// An attribute key starts with the reserved `goog` prefix.
+    ReservedAttributeKey {
+        /// The offending attribute key.
+        key: String,
+    },
     #[error("attribute key is empty")]
+    /// An attribute key is the empty string.
     EmptyAttributeKey,
     #[error(
         "attribute `{key}` has a value of {bytes} bytes; Pub/Sub takes at most \
          {MAX_ATTRIBUTE_VALUE_BYTES}"
     )]
-    AttributeValueTooLong { key: String, bytes: usize },
+    /// An attribute value is longer than Pub/Sub accepts.
+    AttributeValueTooLong {
+        /// Key of the attribute whose value is too long.
+        key: String,
+        /// Length of the value, in bytes.
+        bytes: usize,
+    },
     #[error("ordering key of {bytes} bytes; Pub/Sub takes at most {MAX_ORDERING_KEY_BYTES}")]
-    OrderingKeyTooLong { bytes: usize },
+    /// The ordering key is longer than Pub/Sub accepts.
+    OrderingKeyTooLong {
+        /// Length of the ordering key, in bytes.
+        bytes: usize,
+    },
     #[error("ack deadline of {secs} s; Pub/Sub takes 10 to 600 s")]
-    AckDeadline { secs: i64 },
+    /// A subscription's ack deadline is outside 10..=600 seconds.
+    AckDeadline {
+        /// The requested deadline, in seconds.
+        secs: i64,
+    },
     #[error("ModifyAckDeadline of {secs} s; Pub/Sub takes 0 to 600 s")]
-    ModifyAckDeadline { secs: i64 },
+    /// A ModifyAckDeadline value is outside 0..=600 seconds.
+    ModifyAckDeadline {
+        /// The requested deadline, in seconds.
+        secs: i64,
+    },
     #[error("dead-letter max delivery attempts {attempts}; Pub/Sub takes 5 to 100")]
-    DeadLetterAttempts { attempts: i64 },
+    /// A dead-letter policy's max delivery attempts is outside 5..=100.
+    DeadLetterAttempts {
+        /// The requested maximum number of delivery attempts.
+        attempts: i64,
+    },
     #[error(
         "{kind} id `{id}` breaks Pub/Sub's naming rule: 3 to 255 characters, starting with a \
          letter, of letters, digits and `-_.~+%`, not starting with `goog`"
     )]
-    ResourceName { kind: &'static str, id: String },
+    /// A topic or subscription id breaks Pub/Sub's resource naming rule.
+    ResourceName {
+        /// Kind of resource named (`"topic"` or `"subscription"`).
+        kind: &'static str,
+        /// The offending id.
+        id: String,
+    },
 }
 
 /// The size Pub/Sub counts for a message: data, attribute keys and values, ordering key.
