@@ -35,8 +35,8 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub log_json: bool,
-    #[command(subcommand)]
     /// The subcommand to run.
+    #[command(subcommand)]
     pub command: Command,
 }
 

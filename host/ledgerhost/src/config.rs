@@ -23,24 +23,24 @@ pub fn project_from_env() -> Option<String> {
 /// Why a configuration could not be used. Always names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
     /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
     Read {
         /// Path of the config file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    #[error("config file {path} is invalid: {message}")]
     /// The config file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
     Parse {
         /// Path of the config file.
         path: PathBuf,
         /// The parser's error, with line and column.
         message: String,
     },
-    #[error("config file {path}: `{key}` {problem}")]
     /// A key has a value the host cannot use.
+    #[error("config file {path}: `{key}` {problem}")]
     Invalid {
         /// Path of the config file.
         path: PathBuf,
@@ -55,29 +55,29 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    #[serde(default)]
     /// `[host]`: data directory, plugin directory, polling and dispatch settings.
-    pub host: HostConfig,
     #[serde(default)]
+    pub host: HostConfig,
     /// `[source]`: the database the host captures changes from.
+    #[serde(default)]
     pub source: SourceConfig,
     /// Tables to capture. Each gets a topic `<ledger.topic-prefix><name>`.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
-    #[serde(default)]
     /// `[ledger]`: the topic backend and how events are ordered on it.
+    #[serde(default)]
     pub ledger: LedgerConfig,
-    #[serde(default)]
     /// `[blobstore]`: the store behind the `blobstore` capability.
+    #[serde(default)]
     pub blobstore: BlobStoreConfig,
-    #[serde(default)]
     /// `[keyvalue]`: the store behind the `keyvalue` capability.
+    #[serde(default)]
     pub keyvalue: KeyValueConfig,
-    #[serde(default)]
     /// `[warehouse]`: the warehouse behind the `warehouse` capability.
-    pub warehouse: WarehouseConfig,
     #[serde(default)]
+    pub warehouse: WarehouseConfig,
     /// `[admin]`: the admin HTTP endpoint.
+    #[serde(default)]
     pub admin: AdminConfig,
     /// Per-plugin `wasi:config` values overriding the manifest's `[config]`.
     #[serde(default)]
@@ -271,8 +271,8 @@ pub struct LedgerConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrderingMode {
-    #[default]
     /// Events are spread over `ordering-shards` ordering keys by primary-key hash.
+    #[default]
     Shards,
     /// The ordering key is the row's primary key.
     Key,
@@ -299,8 +299,8 @@ fn default_ordering_shards() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerKind {
-    #[default]
     /// The embedded SQLite-backed ledger under the data directory.
+    #[default]
     Embedded,
     /// Google Cloud Pub/Sub (or its emulator).
     Pubsub,
@@ -342,8 +342,8 @@ impl Default for LedgerConfig {
 pub enum BlobStoreConfig {
     /// A directory (default `<data-dir>/blobs`).
     Local {
-        #[serde(default)]
         /// Directory path; relative to the config file.
+        #[serde(default)]
         path: Option<PathBuf>,
     },
     /// Cloud Storage: application default credentials, or the emulator through
@@ -376,8 +376,8 @@ impl Default for BlobStoreConfig {
 pub enum KeyValueConfig {
     /// An SQLite file (default `<data-dir>/keyvalue.db`).
     Embedded {
-        #[serde(default)]
         /// SQLite file path; relative to the config file.
+        #[serde(default)]
         path: Option<PathBuf>,
     },
     /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`, or `rediss://10.0.0.3:6378` over
@@ -421,8 +421,8 @@ impl Default for KeyValueConfig {
 pub enum WarehouseConfig {
     /// An SQLite file (default `<data-dir>/warehouse.db`).
     Sqlite {
-        #[serde(default)]
         /// SQLite file path; relative to the config file.
+        #[serde(default)]
         path: Option<PathBuf>,
     },
     /// BigQuery: application default credentials, or an emulator through

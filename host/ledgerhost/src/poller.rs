@@ -25,36 +25,36 @@ use crate::watermark::{WatermarkError, WatermarkStore};
 /// Why a poll failed. Transient errors are retried on the next tick; the others stop the table.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    #[error("table {table}: {source}")]
     /// The source or the ledger failed.
+    #[error("table {table}: {source}")]
     Port {
         /// The table being polled.
         table: String,
         /// The port's error.
         source: PortError,
     },
-    #[error("table {table}: cannot encode row as Avro: {message}")]
     /// A row could not be encoded as an Avro object container.
+    #[error("table {table}: cannot encode row as Avro: {message}")]
     Encode {
         /// The table being polled.
         table: String,
         /// The encoder's error.
         message: String,
     },
+    /// The table's schema changed in a way its Avro schema cannot follow.
     #[error(
         "table {table}: incompatible schema change, polling stopped: {message}. Make the change \
          compatible (add nullable columns, drop nullable non-key columns) or move the table to \
          a new name, then restart"
     )]
-    /// The table's schema changed in a way its Avro schema cannot follow.
     Incompatible {
         /// The table being polled.
         table: String,
         /// Which change is incompatible.
         message: String,
     },
-    #[error(transparent)]
     /// The table's watermark file could not be read or written.
+    #[error(transparent)]
     Watermark(#[from] WatermarkError),
 }
 

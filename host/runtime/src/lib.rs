@@ -74,35 +74,35 @@ pub struct RuntimeError(String);
 /// A plugin was refused at load. The message says what and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(transparent)]
     /// The plugin's manifest is missing or invalid.
+    #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
-    #[error("cannot read component {path}: {source}")]
     /// The component file could not be read.
+    #[error("cannot read component {path}: {source}")]
     Read {
         /// Path of the component file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    #[error("{path} is not a valid WebAssembly component: {message}")]
     /// The file is not a valid WebAssembly component.
+    #[error("{path} is not a valid WebAssembly component: {message}")]
     Invalid {
         /// Path of the component file.
         path: PathBuf,
         /// Why wasmtime rejected it.
         message: String,
     },
-    #[error("{path}: {message}")]
     /// The component imports something the host does not provide or did not grant.
+    #[error("{path}: {message}")]
     Imports {
         /// Path of the component file.
         path: PathBuf,
         /// Which imports are wrong.
         message: String,
     },
-    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
     /// The component does not implement the world its manifest declares.
+    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
     World {
         /// Path of the component file.
         path: PathBuf,
@@ -111,8 +111,8 @@ pub enum LoadError {
         /// What is missing or mismatched.
         message: String,
     },
-    #[error("{path}: instantiation failed: {message}")]
     /// The component failed to instantiate.
+    #[error("{path}: instantiation failed: {message}")]
     Instantiate {
         /// Path of the component file.
         path: PathBuf,

@@ -43,105 +43,105 @@ pub const RESOURCE_ID_LEN: RangeInclusive<usize> = 3..=255;
 /// the rule, so the fix is obvious.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// The messages of one publish request carry different ordering keys.
     #[error(
         "messages of one publish request carry different ordering keys (`{first}` and \
          `{other}`); Pub/Sub requires one ordering key per PublishRequest"
     )]
-    /// The messages of one publish request carry different ordering keys.
     MixedOrderingKeys {
         /// Ordering key of the first message.
         first: String,
         /// The differing ordering key of a later message.
         other: String,
     },
+    /// More messages in one publish request than Pub/Sub accepts.
     #[error(
         "{count} messages in one publish request; Pub/Sub takes at most {MAX_MESSAGES_PER_PUBLISH}"
     )]
-    /// More messages in one publish request than Pub/Sub accepts.
     TooManyMessages {
         /// Number of messages in the request.
         count: usize,
     },
-    #[error("publish request of {bytes} bytes; Pub/Sub takes at most {MAX_PUBLISH_BYTES}")]
     /// The whole publish request exceeds Pub/Sub's request size limit.
+    #[error("publish request of {bytes} bytes; Pub/Sub takes at most {MAX_PUBLISH_BYTES}")]
     RequestTooLarge {
         /// Size of the request, in bytes.
         bytes: usize,
     },
-    #[error("message data of {bytes} bytes; Pub/Sub takes at most {MAX_MESSAGE_DATA_BYTES}")]
     /// One message's data exceeds Pub/Sub's per-message limit.
+    #[error("message data of {bytes} bytes; Pub/Sub takes at most {MAX_MESSAGE_DATA_BYTES}")]
     DataTooLarge {
         /// Size of the message data, in bytes.
         bytes: usize,
     },
-    #[error("a message needs non-empty data or at least one attribute")]
     /// A message has neither data nor attributes.
+    #[error("a message needs non-empty data or at least one attribute")]
     EmptyMessage,
-    #[error("{count} attributes on one message; Pub/Sub takes at most {MAX_ATTRIBUTES}")]
     /// A message carries more attributes than Pub/Sub accepts.
+    #[error("{count} attributes on one message; Pub/Sub takes at most {MAX_ATTRIBUTES}")]
     TooManyAttributes {
         /// Number of attributes on the message.
         count: usize,
     },
+    /// An attribute key is longer than Pub/Sub accepts.
     #[error(
         "attribute key `{key}` is {bytes} bytes; Pub/Sub takes at most {MAX_ATTRIBUTE_KEY_BYTES}"
     )]
-    /// An attribute key is longer than Pub/Sub accepts.
     AttributeKeyTooLong {
         /// The offending attribute key.
         key: String,
         /// Length of the key, in bytes.
         bytes: usize,
     },
-    #[error("attribute key `{key}` is reserved: keys may not start with `goog`")]
     /// An attribute key starts with the reserved `goog` prefix.
+    #[error("attribute key `{key}` is reserved: keys may not start with `goog`")]
     ReservedAttributeKey {
         /// The offending attribute key.
         key: String,
     },
-    #[error("attribute key is empty")]
     /// An attribute key is the empty string.
+    #[error("attribute key is empty")]
     EmptyAttributeKey,
+    /// An attribute value is longer than Pub/Sub accepts.
     #[error(
         "attribute `{key}` has a value of {bytes} bytes; Pub/Sub takes at most \
          {MAX_ATTRIBUTE_VALUE_BYTES}"
     )]
-    /// An attribute value is longer than Pub/Sub accepts.
     AttributeValueTooLong {
         /// Key of the attribute whose value is too long.
         key: String,
         /// Length of the value, in bytes.
         bytes: usize,
     },
-    #[error("ordering key of {bytes} bytes; Pub/Sub takes at most {MAX_ORDERING_KEY_BYTES}")]
     /// The ordering key is longer than Pub/Sub accepts.
+    #[error("ordering key of {bytes} bytes; Pub/Sub takes at most {MAX_ORDERING_KEY_BYTES}")]
     OrderingKeyTooLong {
         /// Length of the ordering key, in bytes.
         bytes: usize,
     },
-    #[error("ack deadline of {secs} s; Pub/Sub takes 10 to 600 s")]
     /// A subscription's ack deadline is outside 10..=600 seconds.
+    #[error("ack deadline of {secs} s; Pub/Sub takes 10 to 600 s")]
     AckDeadline {
         /// The requested deadline, in seconds.
         secs: i64,
     },
-    #[error("ModifyAckDeadline of {secs} s; Pub/Sub takes 0 to 600 s")]
     /// A ModifyAckDeadline value is outside 0..=600 seconds.
+    #[error("ModifyAckDeadline of {secs} s; Pub/Sub takes 0 to 600 s")]
     ModifyAckDeadline {
         /// The requested deadline, in seconds.
         secs: i64,
     },
-    #[error("dead-letter max delivery attempts {attempts}; Pub/Sub takes 5 to 100")]
     /// A dead-letter policy's max delivery attempts is outside 5..=100.
+    #[error("dead-letter max delivery attempts {attempts}; Pub/Sub takes 5 to 100")]
     DeadLetterAttempts {
         /// The requested maximum number of delivery attempts.
         attempts: i64,
     },
+    /// A topic or subscription id breaks Pub/Sub's resource naming rule.
     #[error(
         "{kind} id `{id}` breaks Pub/Sub's naming rule: 3 to 255 characters, starting with a \
          letter, of letters, digits and `-_.~+%`, not starting with `goog`"
     )]
-    /// A topic or subscription id breaks Pub/Sub's resource naming rule.
     ResourceName {
         /// Kind of resource named (`"topic"` or `"subscription"`).
         kind: &'static str,
