@@ -8,14 +8,21 @@ use crate::ColumnType;
 /// it); elements may be [`Value::Null`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// SQL NULL.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A signed 64-bit integer.
     Int64(i64),
+    /// A single-precision float.
     Float32(f32),
+    /// A double-precision float.
     Float64(f64),
     /// Exact decimal text, e.g. "12.50".
     Numeric(String),
+    /// UTF-8 text.
     String(String),
+    /// Raw bytes.
     Bytes(Vec<u8>),
     /// Days since 1970-01-01.
     Date(i32),
@@ -30,7 +37,9 @@ pub enum Value {
 /// A named value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
+    /// Column name.
     pub name: String,
+    /// Column value.
     pub value: Value,
 }
 
@@ -87,7 +96,9 @@ pub fn encode_key(key: &[Value]) -> String {
 /// A decoded event: one committed version of one source row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Deterministic id of this row version (see [`EventId`]).
     pub id: EventId,
+    /// Source table the row belongs to.
     pub table: String,
     /// Commit timestamp, microseconds since the Unix epoch.
     pub commit_ts: i64,
@@ -118,6 +129,7 @@ impl Event {
 /// What a plugin answered for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
+    /// Processed; settle the delivery.
     Ack,
     /// Redeliver later with backoff; dead-letter after the configured attempts.
     Retry(String),

@@ -38,6 +38,7 @@ pub struct Message {
     pub data: Vec<u8>,
     /// Messages with one ordering key are delivered in publish order (the primary key).
     pub ordering_key: String,
+    /// Key-value attributes (see [`attr`] for the keys the host sets).
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -46,13 +47,16 @@ pub struct Message {
 pub struct Retained {
     /// Increases with publish order; pass the last one seen as `after` to read on.
     pub position: i64,
+    /// The retained message.
     pub message: Message,
 }
 
 /// A subscription to create (idempotently) on a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionSpec {
+    /// Subscription name.
     pub name: String,
+    /// Topic the subscription reads from.
     pub topic: String,
     /// Attribute equality filter the backend may apply server-side (`attributes.k = "v"`).
     pub attribute_filter: BTreeMap<String, String>,
@@ -65,7 +69,9 @@ pub struct SubscriptionSpec {
 /// A leased message. Settle it with ack, nack or let the lease expire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Lease handle; pass it to ack, nack or modify the deadline.
     pub ack_id: String,
+    /// The delivered message.
     pub message: Message,
     /// 1 on first delivery, incremented on each redelivery.
     pub attempt: u32,

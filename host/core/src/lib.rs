@@ -21,30 +21,44 @@ pub enum PortError {
     /// The backend could not be reached or failed; retrying may help.
     #[error("{backend} unavailable: {message}")]
     Unavailable {
+        /// Name of the backend that failed (e.g. `"sqlite"`, `"s3"`).
         backend: &'static str,
+        /// Human-readable detail of the failure, as reported by the backend.
         message: String,
     },
     /// The request is wrong and retrying will not help (bad name, bad schema, ...).
     #[error("invalid request to {backend}: {message}")]
     Invalid {
+        /// Name of the backend that failed (e.g. `"sqlite"`, `"s3"`).
         backend: &'static str,
+        /// Human-readable detail of the failure, as reported by the backend.
         message: String,
     },
     /// A named thing (table, topic, subscription, object) does not exist.
     #[error("{backend}: {what} not found")]
-    NotFound { backend: &'static str, what: String },
+    NotFound {
+        /// Name of the backend that was asked.
+        backend: &'static str,
+        /// Description of the missing thing (its kind and name).
+        what: String,
+    },
     /// Stored data could not be read back (corruption, schema drift).
     #[error("{backend}: corrupt data: {message}")]
     Corrupt {
+        /// Name of the backend that failed (e.g. `"sqlite"`, `"s3"`).
         backend: &'static str,
+        /// Human-readable detail of the failure, as reported by the backend.
         message: String,
     },
     /// The backend has no such operation (its API cannot do it); `why` says what to use
     /// instead. Retrying will not help.
     #[error("{backend} cannot {operation}: {why}")]
     Unsupported {
+        /// Name of the backend that failed (e.g. `"sqlite"`, `"s3"`).
         backend: &'static str,
+        /// The operation the backend cannot perform.
         operation: &'static str,
+        /// Why it cannot, and what to use instead.
         why: String,
     },
 }

@@ -5,18 +5,25 @@ use serde::{Deserialize, Serialize};
 /// Type of a source column. Mirrors Spanner's types; arrays are one level deep, as in Spanner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ColumnType {
+    /// Boolean.
     Bool,
+    /// Signed 64-bit integer.
     Int64,
+    /// Single-precision float.
     Float32,
+    /// Double-precision float.
     Float64,
     /// Exact decimal; Spanner's NUMERIC is precision 38, scale 9.
     Numeric,
+    /// UTF-8 text.
     String,
+    /// Raw bytes.
     Bytes,
     /// Calendar date (days since 1970-01-01).
     Date,
     /// Microseconds since the Unix epoch, UTC.
     Timestamp,
+    /// JSON document.
     Json,
     /// Array of a scalar type; elements may be NULL.
     Array(Box<ColumnType>),
@@ -25,8 +32,11 @@ pub enum ColumnType {
 /// One column of a source table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
+    /// Column name as in the source table.
     pub name: String,
+    /// Type of the column's values.
     pub ty: ColumnType,
+    /// Whether the column may hold NULL.
     pub nullable: bool,
 }
 

@@ -18,6 +18,7 @@ pub struct TableSpec {
 /// One committed row, values in [`TableSchema::columns`] order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// Column values, one per schema column.
     pub values: Vec<Value>,
     /// Commit timestamp, microseconds since the Unix epoch (the commit-ts column's value).
     pub commit_ts: i64,
@@ -27,7 +28,9 @@ pub struct Row {
 /// An empty `key` means "before every key at `commit_ts`", i.e. rows with a later timestamp only.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Position {
+    /// Commit timestamp of the last row read, microseconds since the Unix epoch.
     pub commit_ts: i64,
+    /// Primary-key values of the last row read, in key order.
     pub key: Vec<Value>,
 }
 
@@ -114,11 +117,14 @@ pub struct Lease {
 /// one (a snapshot or a single-use read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TransactionKind {
+    /// A read-write transaction (takes locks and commits).
     ReadWrite,
+    /// A read-only transaction (a snapshot or a single-use read).
     ReadOnly,
 }
 
 impl TransactionKind {
+    /// Every kind, in metric-label order.
     pub const ALL: [TransactionKind; 2] = [TransactionKind::ReadWrite, TransactionKind::ReadOnly];
 
     /// The metric label: `read_write`, `read_only`.
@@ -150,6 +156,7 @@ pub enum TransactionPurpose {
 }
 
 impl TransactionPurpose {
+    /// Every purpose, in metric-label order.
     pub const ALL: [TransactionPurpose; 7] = [
         TransactionPurpose::PollSnapshot,
         TransactionPurpose::Schema,
@@ -178,8 +185,11 @@ impl TransactionPurpose {
 /// One counter of [`Source::transactions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionCount {
+    /// Whether the transactions were read-write or read-only.
     pub kind: TransactionKind,
+    /// Why the transactions ran.
     pub purpose: TransactionPurpose,
+    /// Number of transactions of this kind and purpose since start.
     pub count: u64,
 }
 

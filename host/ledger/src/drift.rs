@@ -20,31 +20,42 @@ pub struct Settings {
     pub topic: String,
     /// The filter as the backend stores it (empty: none).
     pub filter: String,
+    /// Whether messages of one ordering key are delivered in publish order.
     pub message_ordering: bool,
+    /// How long a delivery stays leased before it is redelivered.
     pub ack_deadline: Duration,
+    /// Dead-letter policy; `None` if the subscription has none.
     pub dead_letter: Option<DeadLetter>,
+    /// Redelivery backoff policy; `None` for the backend's default (immediate redelivery).
     pub retry: Option<Retry>,
 }
 
 /// Where messages go after too many attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// Topic receiving the dead-lettered messages (a full path on Pub/Sub).
     pub topic: String,
+    /// Deliveries of one message before it is dead-lettered.
     pub max_delivery_attempts: i32,
 }
 
 /// Redelivery backoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
+    /// Shortest delay before a nacked message is redelivered.
     pub minimum_backoff: Duration,
+    /// Longest delay before a nacked message is redelivered.
     pub maximum_backoff: Duration,
 }
 
 /// A setting the backend changes in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
+    /// The ack deadline differs.
     AckDeadline,
+    /// The retry (backoff) policy differs.
     RetryPolicy,
+    /// The dead-letter policy differs.
     DeadLetterPolicy,
 }
 
@@ -64,7 +75,9 @@ impl Update {
 pub struct Fixed {
     /// `topic`, `filter`, `message ordering`.
     pub setting: &'static str,
+    /// The value the existing subscription has.
     pub existing: String,
+    /// The value the host wants.
     pub wanted: String,
 }
 

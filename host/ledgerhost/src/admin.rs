@@ -22,7 +22,9 @@ use crate::status::{HostStatus, PluginState, PluginStatus, TableStatus};
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
+    /// Counters of tables and plugins.
     pub metrics: Arc<Metrics>,
+    /// The loaded plugins.
     pub registry: Arc<Registry>,
     /// Set once the host finished starting (tables prepared, plugins loaded); cleared when
     /// the drain starts, so a load balancer stops sending work.

@@ -65,10 +65,15 @@ pub use ledgerhost_capabilities::Probe;
 /// The ports of a running host.
 #[derive(Clone)]
 pub struct Backends {
+    /// The database changes are captured from.
     pub source: Arc<dyn Source>,
+    /// The topic backend events are published to and consumed from.
     pub ledger: Arc<dyn Ledger>,
+    /// Object storage behind the `blobstore` capability.
     pub blobstore: Arc<dyn BlobStore>,
+    /// Key-value store behind the `keyvalue` capability.
     pub keyvalue: Arc<dyn KeyValue>,
+    /// Warehouse behind the `warehouse` capability.
     pub warehouse: Arc<dyn Warehouse>,
     /// Reachability checks of the remote backends, for readiness.
     pub probes: Vec<Probe>,

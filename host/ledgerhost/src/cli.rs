@@ -35,6 +35,7 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub log_json: bool,
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }

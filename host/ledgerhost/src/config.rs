@@ -23,17 +23,30 @@ pub fn project_from_env() -> Option<String> {
 /// Why a configuration could not be used. Always names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// Path of the config file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML for this schema.
     #[error("config file {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// Path of the config file.
+        path: PathBuf,
+        /// The parser's error, with line and column.
+        message: String,
+    },
+    /// A key has a value the host cannot use.
     #[error("config file {path}: `{key}` {problem}")]
     Invalid {
+        /// Path of the config file.
         path: PathBuf,
+        /// The offending key, dotted (e.g. `ledger.ordering-shards`).
         key: String,
+        /// What is wrong with its value.
         problem: String,
     },
 }
@@ -42,21 +55,28 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
+    /// `[host]`: data directory, plugin directory, polling and dispatch settings.
     #[serde(default)]
     pub host: HostConfig,
+    /// `[source]`: the database the host captures changes from.
     #[serde(default)]
     pub source: SourceConfig,
     /// Tables to capture. Each gets a topic `<ledger.topic-prefix><name>`.
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// `[ledger]`: the topic backend and how events are ordered on it.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// `[blobstore]`: the store behind the `blobstore` capability.
     #[serde(default)]
     pub blobstore: BlobStoreConfig,
+    /// `[keyvalue]`: the store behind the `keyvalue` capability.
     #[serde(default)]
     pub keyvalue: KeyValueConfig,
+    /// `[warehouse]`: the warehouse behind the `warehouse` capability.
     #[serde(default)]
     pub warehouse: WarehouseConfig,
+    /// `[admin]`: the admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
     /// `[capabilities.<name>]`: the settings of each capability that reads its own section
@@ -116,7 +136,9 @@ pub enum SourceConfig {
         /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
         #[serde(default)]
         project: String,
+        /// Spanner instance id.
         instance: String,
+        /// Spanner database id.
         database: String,
         /// gRPC endpoint override, e.g. `http://127.0.0.1:9010` (plaintext = anonymous).
         #[serde(default)]
@@ -167,6 +189,7 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TableConfig {
+    /// Source table name; also the suffix of the table's topic.
     pub name: String,
     /// Commit-timestamp column (default `commit_ts`).
     #[serde(default)]
@@ -252,9 +275,12 @@ pub struct LedgerConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrderingMode {
+    /// Events are spread over `ordering-shards` ordering keys by primary-key hash.
     #[default]
     Shards,
+    /// The ordering key is the row's primary key.
     Key,
+    /// No ordering key: Pub/Sub may deliver in any order.
     None,
 }
 
@@ -277,8 +303,10 @@ fn default_ordering_shards() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerKind {
+    /// The embedded SQLite-backed ledger under the data directory.
     #[default]
     Embedded,
+    /// Google Cloud Pub/Sub (or its emulator).
     Pubsub,
 }
 
@@ -318,6 +346,7 @@ impl Default for LedgerConfig {
 pub enum BlobStoreConfig {
     /// A directory (default `<data-dir>/blobs`).
     Local {
+        /// Directory path; relative to the config file.
         #[serde(default)]
         path: Option<PathBuf>,
     },
@@ -351,12 +380,14 @@ impl Default for BlobStoreConfig {
 pub enum KeyValueConfig {
     /// An SQLite file (default `<data-dir>/keyvalue.db`).
     Embedded {
+        /// SQLite file path; relative to the config file.
         #[serde(default)]
         path: Option<PathBuf>,
     },
     /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`, or `rediss://10.0.0.3:6378` over
     /// TLS (Memorystore's in-transit encryption).
     Redis {
+        /// Redis URL (`redis://` or `rediss://`).
         url: String,
         /// Prefix of every stored key (default `ledgerhost:`), so deployments can share one
         /// Redis.
@@ -394,6 +425,7 @@ impl Default for KeyValueConfig {
 pub enum WarehouseConfig {
     /// An SQLite file (default `<data-dir>/warehouse.db`).
     Sqlite {
+        /// SQLite file path; relative to the config file.
         #[serde(default)]
         path: Option<PathBuf>,
     },
@@ -403,6 +435,7 @@ pub enum WarehouseConfig {
         /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
         #[serde(default)]
         project: String,
+        /// BigQuery dataset that holds the tables.
         dataset: String,
         /// Base URL override, e.g. `http://127.0.0.1:9050`.
         #[serde(default)]

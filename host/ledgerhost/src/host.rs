@@ -25,9 +25,13 @@ use crate::watermark::WatermarkStore;
 
 /// A running host, as returned by [`Host::start`].
 pub struct Host {
+    /// The configuration the host was started with.
     pub config: Config,
+    /// The ports the host runs on.
     pub backends: Backends,
+    /// Counters of tables and plugins, served on the admin port.
     pub metrics: Arc<Metrics>,
+    /// The loaded plugins, kept in sync with the plugin directory.
     pub registry: Arc<Registry>,
     /// Where the admin HTTP port listens.
     pub admin_addr: std::net::SocketAddr,

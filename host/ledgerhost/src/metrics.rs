@@ -26,12 +26,17 @@ pub struct TableStats {
 /// Counters of one plugin's subscription.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    /// Events delivered to the plugin (before the host-side filter).
     pub events_in: AtomicU64,
+    /// Events the plugin acknowledged.
     pub acked: AtomicU64,
+    /// Events the plugin asked to retry.
     pub retried: AtomicU64,
+    /// Events sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
     /// Events the host-side filter skipped.
     pub filtered: AtomicU64,
+    /// Batch calls made into the plugin.
     pub batches: AtomicU64,
     /// Sum of batch call latencies in microseconds (with `batches`, the mean).
     pub batch_micros_total: AtomicU64,

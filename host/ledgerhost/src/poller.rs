@@ -25,16 +25,35 @@ use crate::watermark::{WatermarkError, WatermarkStore};
 /// Why a poll failed. Transient errors are retried on the next tick; the others stop the table.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
+    /// The source or the ledger failed.
     #[error("table {table}: {source}")]
-    Port { table: String, source: PortError },
+    Port {
+        /// The table being polled.
+        table: String,
+        /// The port's error.
+        source: PortError,
+    },
+    /// A row could not be encoded as an Avro object container.
     #[error("table {table}: cannot encode row as Avro: {message}")]
-    Encode { table: String, message: String },
+    Encode {
+        /// The table being polled.
+        table: String,
+        /// The encoder's error.
+        message: String,
+    },
+    /// The table's schema changed in a way its Avro schema cannot follow.
     #[error(
         "table {table}: incompatible schema change, polling stopped: {message}. Make the change \
          compatible (add nullable columns, drop nullable non-key columns) or move the table to \
          a new name, then restart"
     )]
-    Incompatible { table: String, message: String },
+    Incompatible {
+        /// The table being polled.
+        table: String,
+        /// Which change is incompatible.
+        message: String,
+    },
+    /// The table's watermark file could not be read or written.
     #[error(transparent)]
     Watermark(#[from] WatermarkError),
 }
@@ -53,13 +72,19 @@ impl PollError {
 /// Settings of one table's poller.
 #[derive(Debug, Clone)]
 pub struct PollerSettings {
+    /// The table to poll: name, columns, key and commit-timestamp column.
     pub spec: TableSpec,
+    /// Ledger topic the table's events are published to.
     pub topic: String,
+    /// Time between polls when the last poll found no new rows.
     pub interval: Duration,
+    /// Most rows read per source query.
     pub page_size: usize,
+    /// Where to start when the table has no watermark yet.
     pub start: StartFrom,
     /// This replica's id, for the table's lease.
     pub replica: String,
+    /// How long the table's lease lasts without renewal.
     pub lease_ttl: Duration,
     /// How ordering keys derive from primary keys (the ledger's `[ledger] ordering`).
     pub ordering: OrderingRule,

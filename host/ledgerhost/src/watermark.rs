@@ -8,21 +8,33 @@ use std::path::{Path, PathBuf};
 /// Errors reading or writing a watermark file.
 #[derive(Debug, thiserror::Error)]
 pub enum WatermarkError {
+    /// The watermark file could not be written.
     #[error("cannot write watermark {path}: {source}")]
     Write {
+        /// Path of the watermark file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The watermark file exists but could not be read.
     #[error("cannot read watermark {path}: {source}")]
     Read {
+        /// Path of the watermark file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The watermark file does not hold a valid watermark.
     #[error(
         "watermark file {path} is corrupt ({content:?}); delete it to recover from the ledger \
          or the table's `start` setting"
     )]
-    Corrupt { path: PathBuf, content: String },
+    Corrupt {
+        /// Path of the watermark file.
+        path: PathBuf,
+        /// What the file holds.
+        content: String,
+    },
 }
 
 /// Watermark files under one directory.

@@ -19,8 +19,11 @@ pub struct CompileCache {
 /// Whether a load compiled or reused a compiled artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
+    /// A compiled artifact was found in the cache and reused.
     Hit,
+    /// The component was compiled and the artifact stored.
     Miss,
+    /// No cache directory is configured; the component was compiled in memory.
     Disabled,
 }
 

@@ -63,25 +63,51 @@ pub struct RuntimeError(String);
 /// A plugin was refused at load. The message says what and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The plugin's manifest is missing or invalid.
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+    /// The component file could not be read.
     #[error("cannot read component {path}: {source}")]
     Read {
+        /// Path of the component file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not a valid WebAssembly component.
     #[error("{path} is not a valid WebAssembly component: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Imports { path: PathBuf, message: String },
-    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
-    World {
+    Invalid {
+        /// Path of the component file.
         path: PathBuf,
-        world: String,
+        /// Why wasmtime rejected it.
         message: String,
     },
+    /// The component imports something the host does not provide or did not grant.
+    #[error("{path}: {message}")]
+    Imports {
+        /// Path of the component file.
+        path: PathBuf,
+        /// Which imports are wrong.
+        message: String,
+    },
+    /// The component does not implement the world its manifest declares.
+    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
+    World {
+        /// Path of the component file.
+        path: PathBuf,
+        /// The world named in the manifest.
+        world: String,
+        /// What is missing or mismatched.
+        message: String,
+    },
+    /// The component failed to instantiate.
     #[error("{path}: instantiation failed: {message}")]
-    Instantiate { path: PathBuf, message: String },
+    Instantiate {
+        /// Path of the component file.
+        path: PathBuf,
+        /// The instantiation error.
+        message: String,
+    },
 }
 
 /// The engine, linker and cache shared by every plugin.

@@ -26,56 +26,108 @@ use crate::{LoadError, Runtime, convert};
 /// Why a call into a plugin failed. The instance is rebuilt before the next call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
+    /// The plugin trapped (panic, unreachable, bad memory access).
     #[error("plugin `{plugin}` trapped: {message}")]
-    Trap { plugin: String, message: String },
+    Trap {
+        /// Name of the plugin.
+        plugin: String,
+        /// What went wrong, as reported by wasmtime or the plugin.
+        message: String,
+    },
+    /// The call ran past the plugin's deadline and was interrupted.
     #[error("plugin `{plugin}` ran past its deadline of {deadline:?} (limits.deadline-ms)")]
-    Deadline { plugin: String, deadline: Duration },
+    Deadline {
+        /// Name of the plugin.
+        plugin: String,
+        /// The deadline that was exceeded (limits.deadline-ms).
+        deadline: Duration,
+    },
+    /// The plugin tried to grow its memory past its limit.
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mb} MiB (limits.memory-mb)")]
-    OutOfMemory { plugin: String, limit_mb: u64 },
+    OutOfMemory {
+        /// Name of the plugin.
+        plugin: String,
+        /// The memory limit, in MiB (limits.memory-mb).
+        limit_mb: u64,
+    },
+    /// The plugin answered a batch with the wrong number of dispositions.
     #[error("plugin `{plugin}` returned {got} dispositions for {expected} events")]
     WrongDispositionCount {
+        /// Name of the plugin.
         plugin: String,
+        /// Number of events in the batch.
         expected: usize,
+        /// Number of dispositions the plugin returned.
         got: usize,
     },
+    /// The plugin returned an error for the whole call.
     #[error("plugin `{plugin}` reported a failure: {message}")]
-    Failed { plugin: String, message: String },
+    Failed {
+        /// Name of the plugin.
+        plugin: String,
+        /// The error text the plugin returned.
+        message: String,
+    },
+    /// The plugin was called through a world it does not implement.
     #[error("plugin `{plugin}` is not a {world:?} plugin")]
-    WrongWorld { plugin: String, world: World },
+    WrongWorld {
+        /// Name of the plugin.
+        plugin: String,
+        /// The world the plugin actually implements.
+        world: World,
+    },
+    /// A fresh instance of the plugin could not be built.
     #[error("plugin `{plugin}` could not be instantiated: {message}")]
-    Instantiate { plugin: String, message: String },
+    Instantiate {
+        /// Name of the plugin.
+        plugin: String,
+        /// What went wrong, as reported by wasmtime or the plugin.
+        message: String,
+    },
 }
 
 /// An HTTP request for an HTTP-triggered plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
+    /// HTTP method, e.g. "GET".
     pub method: String,
     /// Path below `/plugins/<name>`, starting with `/`.
     pub path: String,
+    /// Query string without the leading `?`; empty if none.
     pub query: String,
+    /// Request headers as (name, value) pairs, in received order.
     pub headers: Vec<(String, String)>,
+    /// Request body bytes.
     pub body: Vec<u8>,
 }
 
 /// The plugin's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
+    /// HTTP status code.
     pub status: u16,
+    /// Response headers as (name, value) pairs.
     pub headers: Vec<(String, String)>,
+    /// Response body bytes.
     pub body: Vec<u8>,
 }
 
 /// Counters of one plugin version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginStats {
+    /// Calls made into the plugin.
     pub calls: u64,
+    /// Calls that ended in a trap.
     pub traps: u64,
+    /// Calls interrupted at their deadline.
     pub deadline_hits: u64,
+    /// Calls that hit the memory limit.
     pub out_of_memory: u64,
     /// Instances built after the first (after a trap, deadline or memory cap).
     pub rebuilds: u64,
     /// Largest linear memory any instance reached, in bytes.
     pub memory_high_water: u64,
+    /// Message of the most recent failure, if any.
     pub last_error: Option<String>,
 }
 

@@ -23,10 +23,24 @@ use crate::{Plugin, Runtime};
 /// What happened in the plugin directory.
 #[derive(Clone)]
 pub enum RegistryEvent {
+    /// A new plugin was loaded.
     Loaded(Arc<Plugin>),
-    Replaced { old: Arc<Plugin>, new: Arc<Plugin> },
+    /// A plugin's component changed and the new version replaced the old one.
+    Replaced {
+        /// The version that was running before.
+        old: Arc<Plugin>,
+        /// The version now running.
+        new: Arc<Plugin>,
+    },
+    /// A plugin was removed from the directory; carries its name.
     Removed(String),
-    Refused { path: PathBuf, error: String },
+    /// A plugin file was refused at load.
+    Refused {
+        /// Path of the refused file.
+        path: PathBuf,
+        /// Why it was refused.
+        error: String,
+    },
 }
 
 impl std::fmt::Debug for RegistryEvent {
@@ -103,7 +117,9 @@ impl Drop for Registry {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch plugin directory {dir}: {message}")]
 pub struct RegistryError {
+    /// The directory that cannot be watched.
     pub dir: PathBuf,
+    /// The watcher's error.
     pub message: String,
 }
 

@@ -35,7 +35,12 @@ pub const COMPACTED_SCHEMA: &str = r#"{
 pub enum FormatError {
     /// An archived event's own container does not decode.
     #[error("archived event {what} is not a ledgerhost Avro event: {message}")]
-    Event { what: String, message: String },
+    Event {
+        /// Which archived event (its object name or event id).
+        what: String,
+        /// The decoder's error.
+        message: String,
+    },
     /// A compacted file is not what [`write_compacted`] writes.
     #[error("compacted file is unreadable: {0}")]
     Compacted(String),
@@ -44,7 +49,9 @@ pub enum FormatError {
 /// One event as the archive keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchivedEvent {
+    /// Deterministic id of the event (table, key, commit timestamp).
     pub event_id: String,
+    /// Source table of the event.
     pub table: String,
     /// Microseconds since the epoch.
     pub commit_ts: i64,
@@ -52,7 +59,9 @@ pub struct ArchivedEvent {
     /// from when the ledger ordered by the key itself; the ledger's ordering key derives from
     /// it (see [`ArchivedEvent::ledger_ordering_key`]).
     pub ordering_key: String,
+    /// True for a tombstone (soft-deleted row).
     pub deleted: bool,
+    /// Hex fingerprint of the event's Avro writer schema.
     pub schema_fingerprint: String,
     /// The primary-key values, for ordering events of one commit timestamp by key.
     pub key: Vec<Value>,

@@ -167,7 +167,12 @@ pub fn compacted_name(table: &str, span: Span) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectName {
     /// One event committed within this millisecond (`millis` since the epoch).
-    Single { millis: i64, digits: u16 },
+    Single {
+        /// Commit millisecond of the event, since the Unix epoch.
+        millis: i64,
+        /// The four digits derived from the event id (see [`event_digits`]).
+        digits: u16,
+    },
     /// The compacted file of a span.
     Compacted(Span),
 }

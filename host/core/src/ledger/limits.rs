@@ -43,49 +43,111 @@ pub const RESOURCE_ID_LEN: RangeInclusive<usize> = 3..=255;
 /// the rule, so the fix is obvious.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// The messages of one publish request carry different ordering keys.
     #[error(
         "messages of one publish request carry different ordering keys (`{first}` and \
          `{other}`); Pub/Sub requires one ordering key per PublishRequest"
     )]
-    MixedOrderingKeys { first: String, other: String },
+    MixedOrderingKeys {
+        /// Ordering key of the first message.
+        first: String,
+        /// The differing ordering key of a later message.
+        other: String,
+    },
+    /// More messages in one publish request than Pub/Sub accepts.
     #[error(
         "{count} messages in one publish request; Pub/Sub takes at most {MAX_MESSAGES_PER_PUBLISH}"
     )]
-    TooManyMessages { count: usize },
+    TooManyMessages {
+        /// Number of messages in the request.
+        count: usize,
+    },
+    /// The whole publish request exceeds Pub/Sub's request size limit.
     #[error("publish request of {bytes} bytes; Pub/Sub takes at most {MAX_PUBLISH_BYTES}")]
-    RequestTooLarge { bytes: usize },
+    RequestTooLarge {
+        /// Size of the request, in bytes.
+        bytes: usize,
+    },
+    /// One message's data exceeds Pub/Sub's per-message limit.
     #[error("message data of {bytes} bytes; Pub/Sub takes at most {MAX_MESSAGE_DATA_BYTES}")]
-    DataTooLarge { bytes: usize },
+    DataTooLarge {
+        /// Size of the message data, in bytes.
+        bytes: usize,
+    },
+    /// A message has neither data nor attributes.
     #[error("a message needs non-empty data or at least one attribute")]
     EmptyMessage,
+    /// A message carries more attributes than Pub/Sub accepts.
     #[error("{count} attributes on one message; Pub/Sub takes at most {MAX_ATTRIBUTES}")]
-    TooManyAttributes { count: usize },
+    TooManyAttributes {
+        /// Number of attributes on the message.
+        count: usize,
+    },
+    /// An attribute key is longer than Pub/Sub accepts.
     #[error(
         "attribute key `{key}` is {bytes} bytes; Pub/Sub takes at most {MAX_ATTRIBUTE_KEY_BYTES}"
     )]
-    AttributeKeyTooLong { key: String, bytes: usize },
+    AttributeKeyTooLong {
+        /// The offending attribute key.
+        key: String,
+        /// Length of the key, in bytes.
+        bytes: usize,
+    },
+    /// An attribute key starts with the reserved `goog` prefix.
     #[error("attribute key `{key}` is reserved: keys may not start with `goog`")]
-    ReservedAttributeKey { key: String },
+    ReservedAttributeKey {
+        /// The offending attribute key.
+        key: String,
+    },
+    /// An attribute key is the empty string.
     #[error("attribute key is empty")]
     EmptyAttributeKey,
+    /// An attribute value is longer than Pub/Sub accepts.
     #[error(
         "attribute `{key}` has a value of {bytes} bytes; Pub/Sub takes at most \
          {MAX_ATTRIBUTE_VALUE_BYTES}"
     )]
-    AttributeValueTooLong { key: String, bytes: usize },
+    AttributeValueTooLong {
+        /// Key of the attribute whose value is too long.
+        key: String,
+        /// Length of the value, in bytes.
+        bytes: usize,
+    },
+    /// The ordering key is longer than Pub/Sub accepts.
     #[error("ordering key of {bytes} bytes; Pub/Sub takes at most {MAX_ORDERING_KEY_BYTES}")]
-    OrderingKeyTooLong { bytes: usize },
+    OrderingKeyTooLong {
+        /// Length of the ordering key, in bytes.
+        bytes: usize,
+    },
+    /// A subscription's ack deadline is outside 10..=600 seconds.
     #[error("ack deadline of {secs} s; Pub/Sub takes 10 to 600 s")]
-    AckDeadline { secs: i64 },
+    AckDeadline {
+        /// The requested deadline, in seconds.
+        secs: i64,
+    },
+    /// A ModifyAckDeadline value is outside 0..=600 seconds.
     #[error("ModifyAckDeadline of {secs} s; Pub/Sub takes 0 to 600 s")]
-    ModifyAckDeadline { secs: i64 },
+    ModifyAckDeadline {
+        /// The requested deadline, in seconds.
+        secs: i64,
+    },
+    /// A dead-letter policy's max delivery attempts is outside 5..=100.
     #[error("dead-letter max delivery attempts {attempts}; Pub/Sub takes 5 to 100")]
-    DeadLetterAttempts { attempts: i64 },
+    DeadLetterAttempts {
+        /// The requested maximum number of delivery attempts.
+        attempts: i64,
+    },
+    /// A topic or subscription id breaks Pub/Sub's resource naming rule.
     #[error(
         "{kind} id `{id}` breaks Pub/Sub's naming rule: 3 to 255 characters, starting with a \
          letter, of letters, digits and `-_.~+%`, not starting with `goog`"
     )]
-    ResourceName { kind: &'static str, id: String },
+    ResourceName {
+        /// Kind of resource named (`"topic"` or `"subscription"`).
+        kind: &'static str,
+        /// The offending id.
+        id: String,
+    },
 }
 
 /// The size Pub/Sub counts for a message: data, attribute keys and values, ordering key.

@@ -62,10 +62,15 @@ pub enum RestError {
 /// One message as Pull returns it.
 #[derive(Debug)]
 pub struct Received {
+    /// Lease handle for acknowledge and modifyAckDeadline.
     pub ack_id: String,
+    /// Server-assigned id of the message.
     pub message_id: String,
+    /// Message payload, base64-decoded.
     pub data: Vec<u8>,
+    /// Ordering key the message was published with; empty if none.
     pub ordering_key: String,
+    /// Message attributes.
     pub attributes: HashMap<String, String>,
     /// Pub/Sub's count, set when the subscription has a dead-letter policy (0 if not).
     pub delivery_attempt: u32,

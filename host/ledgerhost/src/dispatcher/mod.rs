@@ -47,16 +47,27 @@ pub type CurrentHandler = Arc<dyn Fn() -> Option<Arc<dyn BatchHandler>> + Send +
 /// Everything a subscription loop needs to know, derived from the plugin's manifest.
 #[derive(Debug, Clone)]
 pub struct SubscriptionPlan {
+    /// Name of the plugin the subscription feeds.
     pub plugin: String,
+    /// Ledger subscription name.
     pub subscription: String,
+    /// Topic the subscription reads from.
     pub topic: String,
+    /// Topic receiving rejected events and events out of attempts.
     pub dead_letter_topic: String,
+    /// Which events of the topic the plugin receives.
     pub filter: Filter,
+    /// Most events handed to the plugin in one call.
     pub batch_size: usize,
+    /// Longest time to wait for a batch to fill before calling the plugin.
     pub max_wait: Duration,
+    /// Deliveries of one event before it is dead-lettered.
     pub max_attempts: u32,
+    /// Delay before the first redelivery after a retry.
     pub backoff_initial: Duration,
+    /// Upper bound of the exponential redelivery delay.
     pub backoff_max: Duration,
+    /// How long a delivery stays leased before the ledger redelivers it.
     pub ack_deadline: Duration,
 }
 
