@@ -64,6 +64,38 @@ pub enum PortError {
 }
 
 impl PortError {
+    /// `backend` could not be reached or failed; retrying may help.
+    pub fn unavailable(backend: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError::Unavailable {
+            backend,
+            message: message.to_string(),
+        }
+    }
+
+    /// The request to `backend` is wrong; retrying will not help.
+    pub fn invalid(backend: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError::Invalid {
+            backend,
+            message: message.to_string(),
+        }
+    }
+
+    /// `what` does not exist in `backend`.
+    pub fn not_found(backend: &'static str, what: impl std::fmt::Display) -> PortError {
+        PortError::NotFound {
+            backend,
+            what: what.to_string(),
+        }
+    }
+
+    /// Data stored in `backend` could not be read back.
+    pub fn corrupt(backend: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError::Corrupt {
+            backend,
+            message: message.to_string(),
+        }
+    }
+
     /// True when a retry of the same request may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, PortError::Unavailable { .. })

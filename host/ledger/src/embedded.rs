@@ -41,13 +41,6 @@ const BACKEND: &str = "embedded";
 /// Messages kept in memory per subscription ahead of delivery.
 const WINDOW: usize = 10_000;
 
-fn unavailable(message: impl std::fmt::Display) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: message.to_string(),
-    }
-}
-
 /// Settings of the embedded ledger.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -110,11 +103,13 @@ fn now_micros() -> i64 {
 impl EmbeddedLedger {
     /// Opens (or creates) the ledger in `dir`.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> PortResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot create {}: {e}", dir.display()))
+        })?;
         let path = dir.join("ledger.db");
-        let conn = Connection::open(&path)
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(&path).map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot open {}: {e}", path.display()))
+        })?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(Duration::from_secs(30))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -142,9 +137,12 @@ impl EmbeddedLedger {
                      attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;",
             )
         };
-        setup().map_err(|e| unavailable(format!("cannot prepare {}: {e}", path.display())))?;
-        let subs = load_subscriptions(&conn)
-            .map_err(|e| unavailable(format!("cannot read subscriptions: {e}")))?;
+        setup().map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot prepare {}: {e}", path.display()))
+        })?;
+        let subs = load_subscriptions(&conn).map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot read subscriptions: {e}"))
+        })?;
         Ok(EmbeddedLedger {
             inner: Arc::new(Mutex::new(Inner {
                 conn,
@@ -167,7 +165,7 @@ impl EmbeddedLedger {
             f(&mut guard)
         })
         .await
-        .map_err(|e| unavailable(format!("ledger task failed: {e}")))?
+        .map_err(|e| PortError::unavailable(BACKEND, format!("ledger task failed: {e}")))?
     }
 }
 
@@ -240,21 +238,14 @@ fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
     conn.query_row("SELECT 1 FROM topics WHERE name = ?1", [topic], |_| Ok(()))
         .optional()
         .map(|r| r.is_some())
-        .map_err(unavailable)
-}
-
-fn not_found(what: String) -> PortError {
-    PortError::NotFound {
-        backend: BACKEND,
-        what,
-    }
+        .map_err(|e| PortError::unavailable(BACKEND, e))
 }
 
 fn sub_mut<'a>(inner: &'a mut Inner, name: &str) -> PortResult<&'a mut SubState> {
     inner
         .subs
         .get_mut(name)
-        .ok_or_else(|| not_found(format!("subscription `{name}`")))
+        .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))
 }
 
 impl Inner {
@@ -263,7 +254,7 @@ impl Inner {
         let Inner { conn, subs, .. } = self;
         let sub = subs
             .get_mut(name)
-            .ok_or_else(|| not_found(format!("subscription `{name}`")))?;
+            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
         if sub.pending.len() >= WINDOW / 2 {
             return Ok(());
         }
@@ -272,7 +263,7 @@ impl Inner {
                 "SELECT id, ordering_key, attributes, data FROM messages
                  WHERE topic = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
             )
-            .map_err(unavailable)?;
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
         let rows = stmt
             .query_map(
                 params![
@@ -290,7 +281,7 @@ impl Inner {
                 },
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(unavailable)?;
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
         let now = Instant::now();
         for (id, ordering_key, attributes, data) in rows {
             sub.next_load = id + 1;
@@ -329,7 +320,7 @@ impl Inner {
         let Inner { conn, subs, .. } = self;
         let sub = subs
             .get_mut(name)
-            .ok_or_else(|| not_found(format!("subscription `{name}`")))?;
+            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
         let cursor = sub.pending.keys().next().copied().unwrap_or(sub.next_load);
         conn.execute(
             "UPDATE subscriptions SET cursor = ?2 WHERE name = ?1",
@@ -347,7 +338,7 @@ impl Inner {
                 params![name, cursor],
             )
         })
-        .map_err(unavailable)?;
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
         Ok(())
     }
 
@@ -439,7 +430,7 @@ impl Ledger for EmbeddedLedger {
             inner
                 .conn
                 .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [&topic])
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             Ok(())
         })
         .await
@@ -452,7 +443,7 @@ impl Ledger for EmbeddedLedger {
                 inner
                     .conn
                     .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [t])
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
             }
             let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
             let deadline = spec.ack_deadline.as_millis() as i64;
@@ -466,7 +457,7 @@ impl Ledger for EmbeddedLedger {
                         [&spec.name],
                         |r| r.get(0),
                     )
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 let existing = drift_settings(
                     &sub.topic,
                     &sub.filter,
@@ -505,7 +496,7 @@ impl Ledger for EmbeddedLedger {
                          WHERE name = ?1",
                         params![spec.name, deadline, spec.dead_letter_topic],
                     )
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 tracing::info!(subscription = %spec.name, "updated embedded subscription to match its manifest");
                 return Ok(());
             }
@@ -515,7 +506,7 @@ impl Ledger for EmbeddedLedger {
                 .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
                     r.get(0)
                 })
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             inner
                 .conn
                 .execute(
@@ -530,7 +521,7 @@ impl Ledger for EmbeddedLedger {
                         end
                     ],
                 )
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             inner.subs.insert(
                 spec.name.clone(),
                 SubState {
@@ -562,26 +553,32 @@ impl Ledger for EmbeddedLedger {
         let topic = topic.to_string();
         self.run(move |inner| {
             if !topic_exists(&inner.conn, &topic)? {
-                return Err(not_found(format!(
-                    "topic `{topic}` (create it first with ensure_topic)"
-                )));
+                return Err(PortError::not_found(
+                    BACKEND,
+                    format!("topic `{topic}` (create it first with ensure_topic)"),
+                ));
             }
             let now = now_micros();
-            let tx = inner.conn.transaction().map_err(unavailable)?;
+            let tx = inner
+                .conn
+                .transaction()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 for m in &messages {
-                    let attrs = serde_json::to_string(&m.attributes).map_err(unavailable)?;
+                    let attrs = serde_json::to_string(&m.attributes)
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
                     stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
-                        .map_err(unavailable)?;
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 }
             }
-            tx.commit().map_err(unavailable)?;
+            tx.commit()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             inner.cleanup();
             Ok(())
         })
@@ -635,16 +632,21 @@ impl Ledger for EmbeddedLedger {
                     settled.push(id);
                 }
             }
-            let tx = inner.conn.transaction().map_err(unavailable)?;
+            let tx = inner
+                .conn
+                .transaction()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             {
                 let mut stmt = tx
                     .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 for id in &settled {
-                    stmt.execute(params![name, id]).map_err(unavailable)?;
+                    stmt.execute(params![name, id])
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 }
             }
-            tx.commit().map_err(unavailable)?;
+            tx.commit()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             inner.advance_cursor(&name)
         })
         .await
@@ -669,19 +671,22 @@ impl Ledger for EmbeddedLedger {
                     attempts.push((id, p.attempt));
                 }
             }
-            let tx = inner.conn.transaction().map_err(unavailable)?;
+            let tx = inner
+                .conn
+                .transaction()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT OR REPLACE INTO nacks (sub, id, attempt) VALUES (?1, ?2, ?3)",
                     )
-                    .map_err(unavailable)?;
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 for (id, attempt) in attempts {
                     stmt.execute(params![name, id, attempt])
-                        .map_err(unavailable)?;
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 }
             }
-            tx.commit().map_err(unavailable)
+            tx.commit().map_err(|e| PortError::unavailable(BACKEND, e))
         })
         .await?;
         self.notify.notify_waiters();
@@ -716,12 +721,12 @@ impl Ledger for EmbeddedLedger {
             let mut stmt = inner
                 .conn
                 .prepare_cached("SELECT name FROM topics ORDER BY name")
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let names = stmt
                 .query_map([], |r| r.get::<_, String>(0))
-                .map_err(unavailable)?
+                .map_err(|e| PortError::unavailable(BACKEND, e))?
                 .collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             Ok(names)
         })
         .await
@@ -741,7 +746,7 @@ impl Ledger for EmbeddedLedger {
                     "SELECT id, ordering_key, attributes, data FROM messages
                      WHERE topic = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 )
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let rows = stmt
                 .query_map(params![topic, after, max as i64], |r| {
                     Ok((
@@ -751,10 +756,11 @@ impl Ledger for EmbeddedLedger {
                         r.get::<_, Vec<u8>>(3)?,
                     ))
                 })
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let mut out = Vec::new();
             for row in rows {
-                let (position, ordering_key, attrs, data) = row.map_err(unavailable)?;
+                let (position, ordering_key, attrs, data) =
+                    row.map_err(|e| PortError::unavailable(BACKEND, e))?;
                 let attributes = serde_json::from_str(&attrs).map_err(|e| PortError::Corrupt {
                     backend: BACKEND,
                     message: format!("attributes of message {position} on {topic}: {e}"),
@@ -784,7 +790,7 @@ impl Ledger for EmbeddedLedger {
                     |r| r.get::<_, i64>(0),
                 )
                 .map(|n| n as u64)
-                .map_err(unavailable)
+                .map_err(|e| PortError::unavailable(BACKEND, e))
         })
         .await
     }
@@ -807,7 +813,7 @@ impl Ledger for EmbeddedLedger {
                     },
                 )
                 .optional()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             row.map(|(ordering_key, attributes, data)| {
                 Ok(Message {
                     data,

@@ -150,29 +150,18 @@ pub fn attribute_filter(filter: &BTreeMap<String, String>) -> PortResult<String>
     let mut parts = Vec::new();
     for (k, v) in filter {
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(invalid(format!(
-                "attribute filter key `{k}` cannot be expressed as a Pub/Sub filter \
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "attribute filter key `{k}` cannot be expressed as a Pub/Sub filter \
                  (use letters, digits and `_`)"
-            )));
+                ),
+            ));
         }
         let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
         parts.push(format!("attributes.{k} = \"{escaped}\""));
     }
     Ok(parts.join(" AND "))
-}
-
-fn invalid(message: impl Into<String>) -> PortError {
-    PortError::Invalid {
-        backend: BACKEND,
-        message: message.into(),
-    }
-}
-
-fn unavailable(message: impl Into<String>) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: message.into(),
-    }
 }
 
 fn code_of(e: &google_cloud_pubsub::Error) -> Option<Code> {
@@ -193,9 +182,9 @@ fn map_err(context: &str, e: &google_cloud_pubsub::Error) -> PortError {
             what: format!("{context}: {e}"),
         },
         Some(Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied) => {
-            invalid(format!("{context}: {e}"))
+            PortError::invalid(BACKEND, format!("{context}: {e}"))
         }
-        _ => unavailable(format!("{context}: {e}")),
+        _ => PortError::unavailable(BACKEND, format!("{context}: {e}")),
     }
 }
 
@@ -380,10 +369,13 @@ impl PubSubLedger {
     pub async fn connect(config: PubSubConfig) -> PortResult<Self> {
         let endpoint = config.resolved_endpoint();
         let ctx = |what: &str, e: &dyn std::fmt::Display| {
-            unavailable(format!(
-                "cannot build the Pub/Sub {what} client (endpoint {}): {e}",
-                endpoint.as_deref().unwrap_or("default")
-            ))
+            PortError::unavailable(
+                BACKEND,
+                format!(
+                    "cannot build the Pub/Sub {what} client (endpoint {}): {e}",
+                    endpoint.as_deref().unwrap_or("default")
+                ),
+            )
         };
         let topic_admin = configure!(TopicAdmin::builder(), &endpoint)
             .build()
@@ -589,7 +581,10 @@ impl Inner {
                      subscription `plugin-<name>`).",
                     self.config.project
                 );
-                Err(invalid(drift::refusal(&path, &differences, &remedy)))
+                Err(PortError::invalid(
+                    BACKEND,
+                    drift::refusal(&path, &differences, &remedy),
+                ))
             }
             drift::Verdict::Update(fields) => {
                 let mask: Vec<&str> = fields.iter().map(|f| f.mask_path()).collect();
@@ -643,17 +638,23 @@ impl Inner {
                 let e = match self.rest.publish(path, request).await {
                     Ok(_) => break,
                     Err(RestError::Invalid(e)) => {
-                        return Err(invalid(format!("publishing to {path}: {e}")));
+                        return Err(PortError::invalid(
+                            BACKEND,
+                            format!("publishing to {path}: {e}"),
+                        ));
                     }
                     Err(e) => e,
                 };
                 if Instant::now() >= deadline {
-                    return Err(unavailable(format!(
-                        "publishing {} messages of ordering key `{}` to {path} failed for {:?}: {e}",
-                        request.len(),
-                        lane.ordering_key,
-                        self.config.publish_retry_for
-                    )));
+                    return Err(PortError::unavailable(
+                        BACKEND,
+                        format!(
+                            "publishing {} messages of ordering key `{}` to {path} failed for {:?}: {e}",
+                            request.len(),
+                            lane.ordering_key,
+                            self.config.publish_retry_for
+                        ),
+                    ));
                 }
                 let missing = matches!(e, RestError::NotFound(_));
                 warn!(topic, ordering_key = %lane.ordering_key, messages = request.len(), missing, error = %e, "publish failed; retrying this key");
@@ -849,8 +850,9 @@ impl Ledger for PubSubLedger {
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
         for m in &messages {
-            limits::check_message(m)
-                .map_err(|e| invalid(format!("publishing to topic `{topic}`: {e}")))?;
+            limits::check_message(m).map_err(|e| {
+                PortError::invalid(BACKEND, format!("publishing to topic `{topic}`: {e}"))
+            })?;
         }
         let n = messages.len();
         let path: Arc<str> = self.inner.topic_path(topic).into();
@@ -871,9 +873,10 @@ impl Ledger for PubSubLedger {
         let mut first_error = None;
         while let Some(done) = lanes.join_next().await {
             let result = done.unwrap_or_else(|e| {
-                Err(unavailable(format!(
-                    "a publish to {path} was cancelled: {e}"
-                )))
+                Err(PortError::unavailable(
+                    BACKEND,
+                    format!("a publish to {path} was cancelled: {e}"),
+                ))
             });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -938,7 +941,7 @@ impl Ledger for PubSubLedger {
                     && Instant::now() >= deadline
                     && let Some(e) = b.error.take()
                 {
-                    return Err(unavailable(e));
+                    return Err(PortError::unavailable(BACKEND, e));
                 }
             }
             if !out.is_empty() || Instant::now() >= deadline {
@@ -978,7 +981,9 @@ impl Ledger for PubSubLedger {
             .rest
             .acknowledge(&state.path, &settled)
             .await
-            .map_err(|e| unavailable(format!("acknowledging on {}: {e}", state.path)))
+            .map_err(|e| {
+                PortError::unavailable(BACKEND, format!("acknowledging on {}: {e}", state.path))
+            })
     }
 
     async fn nack(

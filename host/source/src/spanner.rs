@@ -115,33 +115,12 @@ pub fn commit_index_ddl(table: &str, commit_ts_column: &str, descending_key: &[S
     )
 }
 
-fn unavailable(what: impl std::fmt::Display) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: what.to_string(),
-    }
-}
-
-fn invalid(message: impl Into<String>) -> PortError {
-    PortError::Invalid {
-        backend: BACKEND,
-        message: message.into(),
-    }
-}
-
-fn corrupt(message: impl Into<String>) -> PortError {
-    PortError::Corrupt {
-        backend: BACKEND,
-        message: message.into(),
-    }
-}
-
 /// Maps a client error to a port error, keeping `context` (what was being done).
 fn map_err(context: &str, e: google_cloud_spanner::Error) -> PortError {
     // The emulator fails a transaction another one on the same session replaced with
     // FAILED_PRECONDITION / NOT_FOUND: a conflict, worth retrying, not a wrong request.
     if is_transaction_conflict(&e) {
-        return unavailable(format!("{context}: {e}"));
+        return PortError::unavailable(BACKEND, format!("{context}: {e}"));
     }
     let code = e.status().map(|s| s.code);
     match code {
@@ -150,9 +129,9 @@ fn map_err(context: &str, e: google_cloud_spanner::Error) -> PortError {
             what: format!("{context}: {e}"),
         },
         Some(Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied) => {
-            invalid(format!("{context}: {e}"))
+            PortError::invalid(BACKEND, format!("{context}: {e}"))
         }
-        _ => unavailable(format!("{context}: {e}")),
+        _ => PortError::unavailable(BACKEND, format!("{context}: {e}")),
     }
 }
 
@@ -165,10 +144,13 @@ fn ident(name: &str) -> PortResult<String> {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !ok_first || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(invalid(format!(
-            "`{name}` is not a valid Spanner identifier (letters, digits and `_`, starting \
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "`{name}` is not a valid Spanner identifier (letters, digits and `_`, starting \
              with a letter or `_`, at most 128 characters)"
-        )));
+            ),
+        ));
     }
     Ok(quote(name))
 }
@@ -231,10 +213,13 @@ impl SpannerSource {
             builder = builder.with_endpoint(ep.clone());
         }
         let spanner = builder.build().await.map_err(|e| {
-            unavailable(format!(
-                "cannot build the Spanner client for {}: {e}",
-                config.database_path()
-            ))
+            PortError::unavailable(
+                BACKEND,
+                format!(
+                    "cannot build the Spanner client for {}: {e}",
+                    config.database_path()
+                ),
+            )
         })?;
         let client = spanner
             .database_client(config.database_path())
@@ -353,10 +338,12 @@ impl SpannerSource {
                 );
             }
         }
-        let admin: DatabaseAdmin = builder
-            .build()
-            .await
-            .map_err(|e| unavailable(format!("cannot build the Spanner admin client: {e}")))?;
+        let admin: DatabaseAdmin = builder.build().await.map_err(|e| {
+            PortError::unavailable(
+                BACKEND,
+                format!("cannot build the Spanner admin client: {e}"),
+            )
+        })?;
         debug!(database = %self.config.database_path(), ?statements, "applying DDL");
         let mut attempt = 0u64;
         loop {
@@ -550,23 +537,27 @@ where
 
     let text = |v: &SpValue, what: &str| -> PortResult<String> {
         v.as_str().map(str::to_string).ok_or_else(|| {
-            corrupt(format!(
-                "INFORMATION_SCHEMA for table `{}`: {what} is not a string",
-                spec.name
-            ))
+            PortError::corrupt(
+                BACKEND,
+                format!(
+                    "INFORMATION_SCHEMA for table `{}`: {what} is not a string",
+                    spec.name
+                ),
+            )
         })
     };
     let mut columns = Vec::new();
     for row in &cols {
         let [name, ty, nullable] = row.as_slice() else {
-            return Err(corrupt(
+            return Err(PortError::corrupt(
+                BACKEND,
                 "INFORMATION_SCHEMA.COLUMNS returned an unexpected shape",
             ));
         };
         let name = text(name, "COLUMN_NAME")?;
         let spanner_type = text(ty, "SPANNER_TYPE")?;
         let ty = parse_spanner_type(&spanner_type).ok_or_else(|| {
-            invalid(format!(
+            PortError::invalid(BACKEND, format!(
                 "table `{}`, column `{name}`: type {spanner_type} is not supported (supported: BOOL, \
                  INT64, FLOAT32, FLOAT64, NUMERIC, STRING, BYTES, DATE, TIMESTAMP, JSON and ARRAYs of them)",
                 spec.name
@@ -582,7 +573,12 @@ where
         .iter()
         .map(|r| {
             r.first()
-                .ok_or_else(|| corrupt("INFORMATION_SCHEMA.INDEX_COLUMNS returned no column"))
+                .ok_or_else(|| {
+                    PortError::corrupt(
+                        BACKEND,
+                        "INFORMATION_SCHEMA.INDEX_COLUMNS returned no column",
+                    )
+                })
                 .and_then(|v| text(v, "COLUMN_NAME"))
         })
         .collect::<PortResult<Vec<_>>>()?;
@@ -606,42 +602,57 @@ where
     let commit_ts_column = match (&spec.commit_ts_column, commit_cols.as_slice()) {
         (Some(c), found) if found.contains(c) => c.clone(),
         (Some(c), _) => {
-            return Err(invalid(format!(
-                "table `{}`: column `{c}` is not a commit-timestamp column \
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}`: column `{c}` is not a commit-timestamp column \
                  (TIMESTAMP with allow_commit_timestamp=true). {hint}",
-                spec.name
-            )));
+                    spec.name
+                ),
+            ));
         }
         (None, [one]) => one.clone(),
         (None, []) => {
-            return Err(invalid(format!(
-                "table `{}` has no commit-timestamp column (TIMESTAMP with \
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}` has no commit-timestamp column (TIMESTAMP with \
                  allow_commit_timestamp=true). {hint}",
-                spec.name
-            )));
+                    spec.name
+                ),
+            ));
         }
         (None, many) => {
-            return Err(invalid(format!(
-                "table `{}` has several commit-timestamp columns ({}); name the one to poll by \
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}` has several commit-timestamp columns ({}); name the one to poll by \
                  in the table's commit-ts-column setting",
-                spec.name,
-                many.join(", ")
-            )));
+                    spec.name,
+                    many.join(", ")
+                ),
+            ));
         }
     };
     if primary_key.is_empty() {
-        return Err(invalid(format!(
-            "table `{}` has no primary key columns; events are identified and ordered by it",
-            spec.name
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no primary key columns; events are identified and ordered by it",
+                spec.name
+            ),
+        ));
     }
     if let Some(d) = &spec.deleted_column
         && !columns.iter().any(|c| &c.name == d)
     {
-        return Err(invalid(format!(
-            "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
-            spec.name
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
+                spec.name
+            ),
+        ));
     }
     for c in &columns {
         ident(&c.name)?;
@@ -743,7 +754,8 @@ impl Source for SpannerSource {
             .await
             .map_err(|e| map_err("beginning a read-only transaction", e))?;
         let read_ts = tx.read_timestamp().ok_or_else(|| {
-            unavailable(
+            PortError::unavailable(
+                BACKEND,
                 "Spanner began a read-only transaction without reporting its read timestamp",
             )
         })?;
@@ -986,7 +998,12 @@ where
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || handle.block_on(make()))
         .await
-        .map_err(|e| unavailable(format!("Spanner read-write transaction task failed: {e}")))
+        .map_err(|e| {
+            PortError::unavailable(
+                BACKEND,
+                format!("Spanner read-write transaction task failed: {e}"),
+            )
+        })
 }
 
 /// A poll's consistent view: one read-only transaction at read timestamp R.
@@ -1069,46 +1086,58 @@ impl Snapshot for SpannerSnapshot {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&table.name);
-                return Err(unavailable(format!(
-                    "{context} through {index:?} failed ({message}); looking for the table's \
+                return Err(PortError::unavailable(
+                    BACKEND,
+                    format!(
+                        "{context} through {index:?} failed ({message}); looking for the table's \
                      commit-timestamp index again at the next poll"
-                )));
+                    ),
+                ));
             }
             Err(e) => return Err(e),
         };
         let ts_index = table.column_index(&table.commit_ts_column).ok_or_else(|| {
-            invalid(format!(
-                "table `{}`: schema has no column `{}`",
-                table.name, table.commit_ts_column
-            ))
+            PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}`: schema has no column `{}`",
+                    table.name, table.commit_ts_column
+                ),
+            )
         })?;
         let mut rows = Vec::with_capacity(raw.len());
         for values in raw {
             if values.len() != table.columns.len() {
-                return Err(corrupt(format!(
-                    "table `{}`: {} values for {} columns",
-                    table.name,
-                    values.len(),
-                    table.columns.len()
-                )));
+                return Err(PortError::corrupt(
+                    BACKEND,
+                    format!(
+                        "table `{}`: {} values for {} columns",
+                        table.name,
+                        values.len(),
+                        table.columns.len()
+                    ),
+                ));
             }
             let mut out = Vec::with_capacity(values.len());
             for (v, col) in values.iter().zip(&table.columns) {
                 out.push(from_spanner(v, &col.ty).map_err(|m| {
-                    corrupt(format!(
-                        "table `{}`, column `{}`: {m}",
-                        table.name, col.name
-                    ))
+                    PortError::corrupt(
+                        BACKEND,
+                        format!("table `{}`, column `{}`: {m}", table.name, col.name),
+                    )
                 })?);
             }
             let commit_ts = match &out[ts_index] {
                 Value::Timestamp(t) => *t,
                 other => {
-                    return Err(corrupt(format!(
-                        "table `{}`: commit-timestamp column `{}` holds {other:?} \
+                    return Err(PortError::corrupt(
+                        BACKEND,
+                        format!(
+                            "table `{}`: commit-timestamp column `{}` holds {other:?} \
                          (writers must set it to PENDING_COMMIT_TIMESTAMP())",
-                        table.name, table.commit_ts_column
-                    )));
+                            table.name, table.commit_ts_column
+                        ),
+                    ));
                 }
             };
             rows.push(Row {
@@ -1170,7 +1199,8 @@ async fn resolve_poll_index(
     let mut indexes: Vec<IndexInfo> = Vec::new();
     for row in &rows {
         let [name, kind, state, managed, column, ordering] = row.as_slice() else {
-            return Err(corrupt(
+            return Err(PortError::corrupt(
+                BACKEND,
                 "INFORMATION_SCHEMA.INDEXES returned an unexpected shape",
             ));
         };
@@ -1195,10 +1225,13 @@ async fn resolve_poll_index(
             let message = missing_index_message(table, &indexes, &why);
             match policy {
                 MissingCommitIndex::Refuse => {
-                    return Err(invalid(format!(
-                        "{message}; or set [source] missing-commit-index = \"warn\" to poll by \
+                    return Err(PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "{message}; or set [source] missing-commit-index = \"warn\" to poll by \
                          full scans"
-                    )));
+                        ),
+                    ));
                 }
                 MissingCommitIndex::Warn => {
                     tracing::warn!(table = %table.name, "{message}; polling by full scans (missing-commit-index = \"warn\")");
@@ -1320,20 +1353,26 @@ fn page_statement(
                 .find(|c| &c.name == k)
                 .map(|c| c.ty.clone())
                 .ok_or_else(|| {
-                    invalid(format!(
-                        "table `{}`: key column `{k}` is not in the schema",
-                        table.name
-                    ))
+                    PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "table `{}`: key column `{k}` is not in the schema",
+                            table.name
+                        ),
+                    )
                 })
         })
         .collect::<PortResult<_>>()?;
     if after.key.len() > keys.len() {
-        return Err(invalid(format!(
-            "table `{}`: position has {} key values, the key has {} columns",
-            table.name,
-            after.key.len(),
-            keys.len()
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}`: position has {} key values, the key has {} columns",
+                table.name,
+                after.key.len(),
+                keys.len()
+            ),
+        ));
     }
     // A watermark before Spanner's first instant (e.g. `i64::MIN`, "from the beginning")
     // selects the same rows as that instant: no commit timestamp can be earlier.
@@ -1368,10 +1407,13 @@ fn page_statement(
         for (j, v) in after.key.iter().enumerate() {
             if !matches!(v, Value::Null) {
                 let (value, ty) = to_param(v, &key_types[j]).map_err(|m| {
-                    invalid(format!(
-                        "table `{}`, key column `{}`: {m}",
-                        table.name, table.primary_key[j]
-                    ))
+                    PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "table `{}`, key column `{}`: {m}",
+                            table.name, table.primary_key[j]
+                        ),
+                    )
                 })?;
                 params.push((format!("k{j}"), value, ty));
             }
@@ -1414,7 +1456,12 @@ fn micros_timestamp(us: i64) -> PortResult<Timestamp> {
         us.div_euclid(1_000_000),
         (us.rem_euclid(1_000_000) * 1_000) as i32,
     )
-    .map_err(|e| invalid(format!("timestamp {us} µs is out of Spanner's range: {e}")))
+    .map_err(|e| {
+        PortError::invalid(
+            BACKEND,
+            format!("timestamp {us} µs is out of Spanner's range: {e}"),
+        )
+    })
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).

@@ -79,20 +79,6 @@ pub const DEFAULT_COMMIT_TS_COLUMN: &str = "commit_ts";
 
 const NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
-fn unavailable(message: impl std::fmt::Display) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: message.to_string(),
-    }
-}
-
-fn invalid(message: impl Into<String>) -> PortError {
-    PortError::Invalid {
-        backend: BACKEND,
-        message: message.into(),
-    }
-}
-
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
@@ -135,8 +121,9 @@ impl SqliteSource {
     /// Opens (and creates if missing) the database in WAL mode and creates the host's clock
     /// and lease tables in it.
     pub fn open(path: &Path) -> PortResult<Self> {
-        let conn = open_connection(path)
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let conn = open_connection(path).map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot open {}: {e}", path.display()))
+        })?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS _ledgerhost_clock (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -149,7 +136,9 @@ impl SqliteSource {
                  expires_at_micros INTEGER NOT NULL,
                  progress INTEGER);",
         )
-        .map_err(|e| unavailable(format!("cannot prepare {}: {e}", path.display())))?;
+        .map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot prepare {}: {e}", path.display()))
+        })?;
         // Files written by the first host version named the expiry column `expires_at`.
         let old_column: bool = conn
             .query_row(
@@ -158,16 +147,21 @@ impl SqliteSource {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| unavailable(format!("cannot inspect {}: {e}", path.display())))?;
+            .map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot inspect {}: {e}", path.display()))
+            })?;
         if old_column {
             conn.execute_batch(
                 "ALTER TABLE _ledgerhost_leases RENAME COLUMN expires_at TO expires_at_micros",
             )
             .map_err(|e| {
-                unavailable(format!(
-                    "cannot migrate _ledgerhost_leases in {}: {e}",
-                    path.display()
-                ))
+                PortError::unavailable(
+                    BACKEND,
+                    format!(
+                        "cannot migrate _ledgerhost_leases in {}: {e}",
+                        path.display()
+                    ),
+                )
             })?;
         }
         // ... and had no progress column.
@@ -178,14 +172,19 @@ impl SqliteSource {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| unavailable(format!("cannot inspect {}: {e}", path.display())))?;
+            .map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot inspect {}: {e}", path.display()))
+            })?;
         if !has_progress {
             conn.execute_batch("ALTER TABLE _ledgerhost_leases ADD COLUMN progress INTEGER")
                 .map_err(|e| {
-                    unavailable(format!(
-                        "cannot migrate _ledgerhost_leases in {}: {e}",
-                        path.display()
-                    ))
+                    PortError::unavailable(
+                        BACKEND,
+                        format!(
+                            "cannot migrate _ledgerhost_leases in {}: {e}",
+                            path.display()
+                        ),
+                    )
                 })?;
         }
         tracing::debug!(path = %path.display(), "sqlite source opened");
@@ -209,7 +208,7 @@ impl SqliteSource {
             f(&mut guard)
         })
         .await
-        .map_err(|e| unavailable(format!("SQLite task failed: {e}")))?
+        .map_err(|e| PortError::unavailable(BACKEND, format!("SQLite task failed: {e}")))?
     }
 }
 
@@ -221,7 +220,7 @@ fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<TableSchema> {
         .unwrap_or_else(|| DEFAULT_COMMIT_TS_COLUMN.to_string());
     let mut stmt = conn
         .prepare("SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1)")
-        .map_err(unavailable)?;
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
     let rows = stmt
         .query_map([&spec.name], |r| {
             Ok((
@@ -233,7 +232,7 @@ fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<TableSchema> {
             ))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(unavailable)?;
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
     if rows.is_empty() {
         return Err(PortError::NotFound {
             backend: BACKEND,
@@ -247,15 +246,22 @@ fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<TableSchema> {
         if hidden == 1 {
             continue;
         }
-        let ty = column_type(&decl)
-            .map_err(|m| invalid(format!("table `{}`, column `{name}`: {m}", spec.name)))?;
+        let ty = column_type(&decl).map_err(|m| {
+            PortError::invalid(
+                BACKEND,
+                format!("table `{}`, column `{name}`: {m}", spec.name),
+            )
+        })?;
         let ty = if name == ts_col {
             if !matches!(ty, ColumnType::Int64 | ColumnType::Timestamp) {
-                return Err(invalid(format!(
-                    "table `{}`: commit-timestamp column `{ts_col}` is declared `{decl}`, but                      the host stores integer microseconds in it. SQLite cannot change a                      column's type: add a new column with\n  {}\nand name it in the table's                      commit-ts-column setting",
-                    spec.name,
-                    capture_ddl(&spec.name, "commit_ts_micros")
-                )));
+                return Err(PortError::invalid(
+                    BACKEND,
+                    format!(
+                        "table `{}`: commit-timestamp column `{ts_col}` is declared `{decl}`, but                      the host stores integer microseconds in it. SQLite cannot change a                      column's type: add a new column with\n  {}\nand name it in the table's                      commit-ts-column setting",
+                        spec.name,
+                        capture_ddl(&spec.name, "commit_ts_micros")
+                    ),
+                ));
             }
             ColumnType::Timestamp
         } else {
@@ -272,35 +278,47 @@ fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<TableSchema> {
     }
     let ts = columns.iter().find(|c| c.name == ts_col);
     if ts.is_none() {
-        return Err(invalid(format!(
-            "table `{}` has no commit-timestamp column `{ts_col}`. Add it with:\n  {}\n\
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no commit-timestamp column `{ts_col}`. Add it with:\n  {}\n\
              (the host installs the triggers that fill it; `ledgerhost sqlite-ddl {}` prints this)",
-            spec.name,
-            capture_ddl(&spec.name, &ts_col),
-            spec.name
-        )));
+                spec.name,
+                capture_ddl(&spec.name, &ts_col),
+                spec.name
+            ),
+        ));
     }
     if pk.is_empty() {
-        return Err(invalid(format!(
-            "table `{}` has no PRIMARY KEY; events are identified and ordered by it, so declare one",
-            spec.name
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no PRIMARY KEY; events are identified and ordered by it, so declare one",
+                spec.name
+            ),
+        ));
     }
     pk.sort();
     if let Some(d) = &spec.deleted_column {
         match columns.iter().find(|c| &c.name == d) {
             None => {
-                return Err(invalid(format!(
-                    "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
-                    spec.name
-                )));
+                return Err(PortError::invalid(
+                    BACKEND,
+                    format!(
+                        "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
+                        spec.name
+                    ),
+                ));
             }
             Some(c) if !matches!(c.ty, ColumnType::Bool | ColumnType::Int64) => {
-                return Err(invalid(format!(
-                    "table `{}`: soft-delete column `{d}` is {:?}; declare it BOOLEAN \
+                return Err(PortError::invalid(
+                    BACKEND,
+                    format!(
+                        "table `{}`: soft-delete column `{d}` is {:?}; declare it BOOLEAN \
                      (1 = deleted)",
-                    spec.name, c.ty
-                )));
+                        spec.name, c.ty
+                    ),
+                ));
             }
             Some(_) => {}
         }
@@ -372,7 +390,10 @@ fn index_name(table: &str) -> String {
 /// Returns how many rows were stamped.
 fn install_capture(conn: &mut Connection, schema: &TableSchema) -> PortResult<usize> {
     let failed = |what: &str, e: rusqlite::Error| {
-        unavailable(format!("cannot {what} on table `{}`: {e}", schema.name))
+        PortError::unavailable(
+            BACKEND,
+            format!("cannot {what} on table `{}`: {e}", schema.name),
+        )
     };
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -491,19 +512,32 @@ impl Source for SqliteSource {
                 // IMMEDIATE waits for the writer in progress, if any, to commit or roll back.
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(|e| unavailable(format!("cannot close the commit epoch: {e}")))?;
+                    .map_err(|e| {
+                        PortError::unavailable(
+                            BACKEND,
+                            format!("cannot close the commit epoch: {e}"),
+                        )
+                    })?;
                 tx.execute(
                     "UPDATE _ledgerhost_clock SET open = 0 WHERE id = 1 AND open = 1",
                     [],
                 )
-                .map_err(|e| unavailable(format!("cannot close the commit epoch: {e}")))?;
+                .map_err(|e| {
+                    PortError::unavailable(BACKEND, format!("cannot close the commit epoch: {e}"))
+                })?;
                 let ts: i64 = tx
                     .query_row("SELECT ts FROM _ledgerhost_clock WHERE id = 1", [], |r| {
                         r.get(0)
                     })
-                    .map_err(|e| unavailable(format!("cannot read the commit epoch: {e}")))?;
-                tx.commit()
-                    .map_err(|e| unavailable(format!("cannot close the commit epoch: {e}")))?;
+                    .map_err(|e| {
+                        PortError::unavailable(
+                            BACKEND,
+                            format!("cannot read the commit epoch: {e}"),
+                        )
+                    })?;
+                tx.commit().map_err(|e| {
+                    PortError::unavailable(BACKEND, format!("cannot close the commit epoch: {e}"))
+                })?;
                 Ok(ts)
             })
             .await?;
@@ -514,17 +548,21 @@ impl Source for SqliteSource {
             let conn = match idle {
                 Some(c) => c,
                 None => open_connection(&path).map_err(|e| {
-                    unavailable(format!("cannot open {} for reading: {e}", path.display()))
+                    PortError::unavailable(
+                        BACKEND,
+                        format!("cannot open {} for reading: {e}", path.display()),
+                    )
                 })?,
             };
             // A deferred read transaction: its snapshot starts at the first read, which is
             // after the epoch close committed.
-            conn.execute_batch("BEGIN")
-                .map_err(|e| unavailable(format!("cannot begin a read transaction: {e}")))?;
+            conn.execute_batch("BEGIN").map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot begin a read transaction: {e}"))
+            })?;
             Ok(conn)
         })
         .await
-        .map_err(|e| unavailable(format!("SQLite task failed: {e}")))??;
+        .map_err(|e| PortError::unavailable(BACKEND, format!("SQLite task failed: {e}")))??;
         tracing::trace!(read_ts, "sqlite snapshot opened");
         Ok(Box::new(SqliteSnapshot {
             conn: Some(conn),
@@ -550,7 +588,7 @@ impl Source for SqliteSource {
         let result = self.with_conn(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let now = now_micros();
             let current: Option<(String, i64, Option<i64>)> = tx
                 .query_row(
@@ -560,7 +598,7 @@ impl Source for SqliteSource {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let free = match &current {
                 None => true,
                 Some((h, expires, _)) => *h == holder || *expires <= now,
@@ -586,9 +624,9 @@ impl Source for SqliteSource {
                         progress
                     ],
                 )
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             }
-            tx.commit().map_err(unavailable)?;
+            tx.commit().map_err(|e| PortError::unavailable(BACKEND, e))?;
             if !free {
                 tracing::debug!(lease = %name, holder = %holder, "lease held by another holder");
             }
@@ -622,7 +660,7 @@ impl Source for SqliteSource {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
-                .map_err(unavailable)?;
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
             Ok(lease_as_read(current, &holder, now_micros()))
         })
         .await
@@ -646,7 +684,7 @@ impl Source for SqliteSource {
                  WHERE name = ?1 AND holder = ?2",
                 rusqlite::params![name, holder, progress],
             )
-            .map_err(unavailable)?;
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
             Ok(())
         })
         .await
@@ -716,13 +754,13 @@ impl SqliteSnapshot {
         let conn = self
             .conn
             .take()
-            .ok_or_else(|| unavailable("snapshot used after a failed read"))?;
+            .ok_or_else(|| PortError::unavailable(BACKEND, "snapshot used after a failed read"))?;
         let (conn, out) = tokio::task::spawn_blocking(move || {
             let out = f(&conn);
             (conn, out)
         })
         .await
-        .map_err(|e| unavailable(format!("SQLite task failed: {e}")))?;
+        .map_err(|e| PortError::unavailable(BACKEND, format!("SQLite task failed: {e}")))?;
         self.conn = Some(conn);
         out
     }
@@ -783,12 +821,15 @@ fn page_sql(table: &TableSchema, after: &Position) -> PortResult<(Option<String>
         None
     } else {
         if after.key.len() != keys.len() {
-            return Err(invalid(format!(
-                "table `{}`: keyset position has {} key values for a {}-column primary key",
-                table.name,
-                after.key.len(),
-                keys.len()
-            )));
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}`: keyset position has {} key values for a {}-column primary key",
+                    table.name,
+                    after.key.len(),
+                    keys.len()
+                ),
+            ));
         }
         let placeholders = (0..keys.len())
             .map(|i| format!("?{}", i + 3))
@@ -861,12 +902,15 @@ fn read_rows(
         } else {
             ""
         };
-        unavailable(format!("cannot read table `{}`: {e}{hint}", table.name))
+        PortError::unavailable(
+            BACKEND,
+            format!("cannot read table `{}`: {e}{hint}", table.name),
+        )
     };
     let mut stmt = conn.prepare_cached(sql).map_err(read_failed)?;
     let ts_index = table
         .column_index(&table.commit_ts_column)
-        .ok_or_else(|| invalid("commit-timestamp column missing"))?;
+        .ok_or_else(|| PortError::invalid(BACKEND, "commit-timestamp column missing"))?;
     let mut rows = stmt.query(params_from_iter(params)).map_err(read_failed)?;
     while let Some(r) = rows.next().map_err(read_failed)? {
         let mut values = Vec::with_capacity(table.columns.len());

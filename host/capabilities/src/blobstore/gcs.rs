@@ -100,13 +100,6 @@ struct ObjectItem {
     name: String,
 }
 
-fn unavailable(message: String) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message,
-    }
-}
-
 /// Normalises `host:port` or a URL to a base URL without a trailing slash.
 fn base_url(s: &str) -> String {
     let s = s.trim().trim_end_matches('/');
@@ -141,11 +134,14 @@ async fn status_error(what: &str, resp: Response) -> PortError {
             backend: BACKEND,
             what: format!("{what} (create the bucket first: ensure-bucket)"),
         },
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => unavailable(format!(
-            "{what}: access denied ({status}): {body}; grant the host's service account \
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => PortError::unavailable(
+            BACKEND,
+            format!(
+                "{what}: access denied ({status}): {body}; grant the host's service account \
              roles/storage.objectAdmin on the bucket (retried until it is)"
-        )),
-        _ => unavailable(format!("{what}: {status}: {body}")),
+            ),
+        ),
+        _ => PortError::unavailable(BACKEND, format!("{what}: {status}: {body}")),
     }
 }
 
@@ -169,11 +165,14 @@ impl GcsBlobStore {
                     .with_scopes([SCOPE])
                     .build_access_token_credentials()
                     .map_err(|e| {
-                        unavailable(format!(
-                            "cannot load Google application default credentials: {e}; set \
+                        PortError::unavailable(
+                            BACKEND,
+                            format!(
+                                "cannot load Google application default credentials: {e}; set \
                              GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
                              application-default login`"
-                        ))
+                            ),
+                        )
                     })?,
             )
         };
@@ -181,7 +180,9 @@ impl GcsBlobStore {
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot build the HTTP client: {e}"))
+            })?;
         debug!(base = %base, anonymous, "gcs blobstore configured");
         Ok(GcsBlobStore {
             http,
@@ -220,7 +221,10 @@ impl GcsBlobStore {
             None => Ok(rb),
             Some(c) => {
                 let token = c.access_token().await.map_err(|e| {
-                    unavailable(format!("cannot get an access token for Cloud Storage: {e}"))
+                    PortError::unavailable(
+                        BACKEND,
+                        format!("cannot get an access token for Cloud Storage: {e}"),
+                    )
                 })?;
                 Ok(rb.bearer_auth(token.token))
             }
@@ -229,10 +233,10 @@ impl GcsBlobStore {
 
     async fn send(&self, what: &str, rb: RequestBuilder) -> PortResult<Response> {
         rb.send().await.map_err(|e| {
-            unavailable(format!(
-                "{what}: cannot reach Cloud Storage at {}: {e}",
-                self.base
-            ))
+            PortError::unavailable(
+                BACKEND,
+                format!("{what}: cannot reach Cloud Storage at {}: {e}", self.base),
+            )
         })
     }
 
@@ -306,11 +310,9 @@ impl BlobStore for GcsBlobStore {
         let resp = self.send(&what, rb).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => resp
-                .bytes()
-                .await
-                .map(|b| Some(b.to_vec()))
-                .map_err(|e| unavailable(format!("{what}: download interrupted: {e}"))),
+            s if s.is_success() => resp.bytes().await.map(|b| Some(b.to_vec())).map_err(|e| {
+                PortError::unavailable(BACKEND, format!("{what}: download interrupted: {e}"))
+            }),
             _ => Err(status_error(&what, resp).await),
         }
     }

@@ -20,10 +20,7 @@ pub struct LocalBlobStore {
 }
 
 fn io(what: &Path, e: std::io::Error) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: format!("{}: {e}", what.display()),
-    }
+    PortError::unavailable(BACKEND, format!("{}: {e}", what.display()))
 }
 
 impl LocalBlobStore {

@@ -15,10 +15,7 @@ use crate::blocking;
 const BACKEND: &str = "embedded keyvalue";
 
 fn err(e: rusqlite::Error) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    PortError::unavailable(BACKEND, e)
 }
 
 /// Adds the operation, key and file to an error so the log says where to look.

@@ -123,20 +123,6 @@ pub struct BigQueryWarehouse {
     dataset_ready: OnceCell<()>,
 }
 
-fn unavailable(message: String) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message,
-    }
-}
-
-fn invalid(message: String) -> PortError {
-    PortError::Invalid {
-        backend: BACKEND,
-        message,
-    }
-}
-
 /// HTTP status of an API error, if the failure was an answer.
 fn status(e: &BQError) -> Option<i64> {
     match e {
@@ -148,17 +134,20 @@ fn status(e: &BQError) -> Option<i64> {
 /// Maps a client error about `what` to a port error saying what to do.
 fn map_err(what: &str, e: BQError) -> PortError {
     match status(&e) {
-        Some(400) => invalid(format!("{what}: rejected: {e}")),
+        Some(400) => PortError::invalid(BACKEND, format!("{what}: rejected: {e}")),
         Some(404) => PortError::NotFound {
             backend: BACKEND,
             what: format!("{what} ({e})"),
         },
-        Some(401 | 403) => unavailable(format!(
-            "{what}: access denied: {e}; grant the host's service account \
+        Some(401 | 403) => PortError::unavailable(
+            BACKEND,
+            format!(
+                "{what}: access denied: {e}; grant the host's service account \
              roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on the project \
              (retried until it is)"
-        )),
-        _ => unavailable(format!("{what}: {e}")),
+            ),
+        ),
+        _ => PortError::unavailable(BACKEND, format!("{what}: {e}")),
     }
 }
 
@@ -191,9 +180,9 @@ fn check_job(
             .is_some_and(|m| m.contains("concurrent update"))
     });
     Err(if transient {
-        unavailable(format!("{what}: {text}"))
+        PortError::unavailable(BACKEND, format!("{what}: {text}"))
     } else {
-        invalid(format!("{what}: {text}"))
+        PortError::invalid(BACKEND, format!("{what}: {text}"))
     })
 }
 
@@ -204,9 +193,10 @@ fn check_table_name(table: &str) -> PortResult<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(invalid(format!(
-            "warehouse table name `{table}` must be letters, digits, `_` and `-`"
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!("warehouse table name `{table}` must be letters, digits, `_` and `-`"),
+        ));
     }
     Ok(())
 }
@@ -219,10 +209,13 @@ fn check_column_name(table: &str, name: &str) -> PortResult<()> {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name != "_event_id";
     if !ok {
-        return Err(invalid(format!(
-            "table `{table}`: column `{name}` is not a valid BigQuery column name (letters, \
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{table}`: column `{name}` is not a valid BigQuery column name (letters, \
              digits, `_`, not starting with a digit, not `_event_id`)"
-        )));
+            ),
+        ));
     }
     Ok(())
 }
@@ -327,11 +320,14 @@ fn param_value(
         (ColumnType::Bytes, Value::Bytes(b)) => B64.encode(b),
         (ColumnType::Array(_), Value::Array(..)) => json_of(v).to_string(),
         _ => {
-            return Err(invalid(format!(
-                "table `{table}` column `{column}` is {} but the row holds {v:?}; load rows \
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{table}` column `{column}` is {} but the row holds {v:?}; load rows \
                  decoded with the table's current schema",
-                type_name(ty)
-            )));
+                    type_name(ty)
+                ),
+            ));
         }
     }))
 }
@@ -413,7 +409,8 @@ impl BigQueryWarehouse {
     /// Builds a client from `config` (no request is sent; [`Self::check`] probes).
     pub async fn connect(config: BigQueryConfig) -> PortResult<Self> {
         if config.project.is_empty() || config.dataset.is_empty() {
-            return Err(invalid(
+            return Err(PortError::invalid(
+                BACKEND,
                 "warehouse.project and warehouse.dataset must both be set".to_string(),
             ));
         }
@@ -444,11 +441,14 @@ impl BigQueryWarehouse {
                     .with_scopes([SCOPE])
                     .build_access_token_credentials()
                     .map_err(|e| {
-                        unavailable(format!(
-                            "cannot load Google application default credentials: {e}; set \
+                        PortError::unavailable(
+                            BACKEND,
+                            format!(
+                                "cannot load Google application default credentials: {e}; set \
                              GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
                              application-default login`"
-                        ))
+                            ),
+                        )
                     })?,
             )
         };
@@ -456,7 +456,9 @@ impl BigQueryWarehouse {
             .with_v2_base_url(format!("{base}/bigquery/v2"))
             .build_from_authenticator(Arc::new(token))
             .await
-            .map_err(|e| unavailable(format!("cannot build the BigQuery client: {e}")))?;
+            .map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot build the BigQuery client: {e}"))
+            })?;
         debug!(base = %base, anonymous, project = %config.project, dataset = %config.dataset, "bigquery warehouse configured");
         Ok(BigQueryWarehouse {
             client,
@@ -564,7 +566,9 @@ impl BigQueryWarehouse {
                 .job_reference
                 .as_ref()
                 .and_then(|j| j.job_id.clone())
-                .ok_or_else(|| unavailable(format!("{what}: incomplete job without an id")))?;
+                .ok_or_else(|| {
+                    PortError::unavailable(BACKEND, format!("{what}: incomplete job without an id"))
+                })?;
             resp = self
                 .client
                 .job()
@@ -734,7 +738,7 @@ impl Warehouse for BigQueryWarehouse {
     async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
         check_table_name(table)?;
         let schema = ledgerhost_avro::table_schema_from_json(avro_schema)
-            .map_err(|e| invalid(format!("table `{table}`: {e}")))?;
+            .map_err(|e| PortError::invalid(BACKEND, format!("table `{table}`: {e}")))?;
         for c in &schema.columns {
             check_column_name(table, &c.name)?;
         }
@@ -768,13 +772,16 @@ impl Warehouse for BigQueryWarehouse {
         for c in &schema.columns {
             match existing.iter().find(|(n, _)| *n == c.name) {
                 Some((_, ty)) if *ty != c.ty => {
-                    return Err(invalid(format!(
-                        "table `{table}` column `{}` is {} in the warehouse but {} in the event \
+                    return Err(PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "table `{table}` column `{}` is {} in the warehouse but {} in the event \
                          schema",
-                        c.name,
-                        type_name(ty),
-                        type_name(&c.ty)
-                    )));
+                            c.name,
+                            type_name(ty),
+                            type_name(&c.ty)
+                        ),
+                    ));
                 }
                 Some(_) => {}
                 None => missing.push(c),
@@ -834,10 +841,13 @@ impl Warehouse for BigQueryWarehouse {
         for row in &rows {
             for f in &row.fields {
                 if !columns.iter().any(|(n, _)| *n == f.name) {
-                    return Err(invalid(format!(
-                        "table `{table}` has no column `{}` (call ensure-table with the new schema)",
-                        f.name
-                    )));
+                    return Err(PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "table `{table}` has no column `{}` (call ensure-table with the new schema)",
+                            f.name
+                        ),
+                    ));
                 }
             }
         }

@@ -20,17 +20,7 @@ use crate::blocking;
 const BACKEND: &str = "sqlite warehouse";
 
 fn err(e: rusqlite::Error) -> PortError {
-    PortError::Unavailable {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
-}
-
-fn invalid(message: String) -> PortError {
-    PortError::Invalid {
-        backend: BACKEND,
-        message,
-    }
+    PortError::unavailable(BACKEND, e)
 }
 
 fn quote(ident: &str) -> String {
@@ -212,9 +202,10 @@ fn check_table_name(table: &str) -> PortResult<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(invalid(format!(
-            "warehouse table name `{table}` must be letters, digits, `_` and `-`"
-        )));
+        return Err(PortError::invalid(
+            BACKEND,
+            format!("warehouse table name `{table}` must be letters, digits, `_` and `-`"),
+        ));
     }
     Ok(())
 }
@@ -228,7 +219,7 @@ impl Warehouse for SqliteWarehouse {
     async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
         check_table_name(table)?;
         let schema = ledgerhost_avro::table_schema_from_json(avro_schema)
-            .map_err(|e| invalid(format!("table `{table}`: {e}")))?;
+            .map_err(|e| PortError::invalid(BACKEND, format!("table `{table}`: {e}")))?;
         let table = table.to_string();
         self.run(move |c| {
             let tx = c.transaction().map_err(err)?;
@@ -245,13 +236,16 @@ impl Warehouse for SqliteWarehouse {
             for col in &schema.columns {
                 match existing.iter().find(|(n, _)| *n == col.name) {
                     Some((_, ty)) if *ty != col.ty => {
-                        return Err(invalid(format!(
-                            "table `{table}` column `{}` is {} in the warehouse but {} in the \
+                        return Err(PortError::invalid(
+                            BACKEND,
+                            format!(
+                                "table `{table}` column `{}` is {} in the warehouse but {} in the \
                              event schema",
-                            col.name,
-                            type_name(ty),
-                            type_name(&col.ty)
-                        )));
+                                col.name,
+                                type_name(ty),
+                                type_name(&col.ty)
+                            ),
+                        ));
                     }
                     Some(_) => {}
                     None => {
@@ -295,7 +289,7 @@ impl Warehouse for SqliteWarehouse {
             for row in &rows {
                 for f in &row.fields {
                     if !known.iter().any(|(n, _)| *n == f.name) {
-                        return Err(invalid(format!(
+                        return Err(PortError::invalid(BACKEND, format!(
                             "table `{table}` has no column `{}` (call ensure-table with the new schema)",
                             f.name
                         )));
