@@ -90,7 +90,10 @@ mod tests {
         assert!(!allowed(&["https://h"], "/relative"));
         assert!(check_entry("http://127.0.0.1:*").is_ok());
         let why = check_entry("https://h/path").unwrap_err();
-        assert!(why.contains("https://h/path") && why.contains("origin"), "{why}");
+        assert!(
+            why.contains("https://h/path") && why.contains("origin"),
+            "{why}"
+        );
         assert!(!allowed(&[], "https://h/"), "no grant, nothing allowed");
     }
 
