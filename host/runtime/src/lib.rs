@@ -74,13 +74,29 @@ pub enum LoadError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not a valid WebAssembly component.
+    /// The file is not a WebAssembly component at all (our own checks of its header).
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Invalid {
         /// Path of the component file.
         path: PathBuf,
-        /// Why wasmtime rejected it.
+        /// What is wrong and what to do.
         message: String,
+    },
+    /// wasmtime could not compile the component.
+    #[error("{path} is not a valid WebAssembly component: {source}")]
+    Compile {
+        /// Path of the component file.
+        path: PathBuf,
+        /// wasmtime's error, with its chain.
+        source: BoxError,
+    },
+    /// The linker could not satisfy the component's imports.
+    #[error("{path}: {source}")]
+    Link {
+        /// Path of the component file.
+        path: PathBuf,
+        /// wasmtime's error, with its chain.
+        source: BoxError,
     },
     /// The component imports something the host does not provide or did not grant.
     #[error("{path}: {message}")]
@@ -91,24 +107,27 @@ pub enum LoadError {
         message: String,
     },
     /// The component does not implement the world its manifest declares.
-    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {message}")]
+    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {source}")]
     World {
         /// Path of the component file.
         path: PathBuf,
         /// The world named in the manifest.
         world: String,
-        /// What is missing or mismatched.
-        message: String,
+        /// What is missing or mismatched (wasmtime's error, with its chain).
+        source: BoxError,
     },
     /// The component failed to instantiate.
-    #[error("{path}: instantiation failed: {message}")]
+    #[error("{path}: instantiation failed: {source}")]
     Instantiate {
         /// Path of the component file.
         path: PathBuf,
-        /// The instantiation error.
-        message: String,
+        /// Why the first instance could not be built.
+        source: CallError,
     },
 }
+
+/// An error from wasmtime kept as the source of a [`LoadError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The engine, linker and cache shared by every plugin.
 pub struct Runtime {
@@ -233,9 +252,9 @@ impl Runtime {
                     path: path.to_path_buf(),
                     message: format!("compilation task failed: {e}"),
                 })?
-                .map_err(|e| LoadError::Invalid {
+                .map_err(|e| LoadError::Compile {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
         let plugin = Plugin::new(
             self.clone(),
@@ -246,10 +265,13 @@ impl Runtime {
             config_overrides,
         )?;
         // Validate by instantiating once now, beside whatever version is serving.
-        plugin.warm().await.map_err(|e| LoadError::Instantiate {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        plugin
+            .warm()
+            .await
+            .map_err(|source| LoadError::Instantiate {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok((Arc::new(plugin), outcome))
     }
 }

@@ -198,14 +198,14 @@ impl Plugin {
             runtime
                 .linker
                 .instantiate_pre(&component)
-                .map_err(|e| LoadError::Imports {
+                .map_err(|e| LoadError::Link {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
         let world_err = |world: &str, e: wasmtime::Error| LoadError::World {
             path: path.to_path_buf(),
             world: world.to_string(),
-            message: e.to_string(),
+            source: e.into(),
         };
         let pre = match manifest.world {
             World::Consumer => {
