@@ -16,6 +16,34 @@ use wasmtime::component::{Linker, ResourceTable};
 /// The state a capability keeps for one plugin version (its checked grants, its config).
 pub type PluginState = Box<dyn Any + Send + Sync>;
 
+/// A plugin's name and the entries of the one grant a capability reads: the per-plugin state
+/// of each capability over a port (blobstore, keyvalue, warehouse, ledger).
+#[derive(Clone)]
+pub struct GrantedTo {
+    /// The plugin's name, for denials.
+    pub name: Arc<str>,
+    /// The entries of the grant.
+    pub entries: Arc<[String]>,
+}
+
+impl GrantedTo {
+    /// The per-plugin state of a capability that reads grant `key` (its `configure`).
+    pub fn configure(plugin: &PluginInfo<'_>, key: &str) -> PluginState {
+        Box::new(GrantedTo {
+            name: plugin.name.into(),
+            entries: plugin.grant(key).into(),
+        })
+    }
+
+    /// The state [`GrantedTo::configure`] made, for `prepare`.
+    pub fn of(state: &PluginState) -> GrantedTo {
+        state
+            .downcast_ref::<GrantedTo>()
+            .expect("per-plugin state made by GrantedTo::configure")
+            .clone()
+    }
+}
+
 /// The state a capability keeps in one instance's store.
 pub type InstanceState = Box<dyn Any + Send>;
 

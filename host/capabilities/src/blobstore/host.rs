@@ -7,7 +7,7 @@ use ledgerhost_core::capabilities::BlobStore;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState, Probe,
+    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
 };
 use crate::registry::{HostContext, NoSettings, Setup};
 use crate::wit::{backend, denied, granted, invalid_name, types};
@@ -35,15 +35,9 @@ impl BlobstoreCapability {
     }
 }
 
-struct Plugin {
-    name: Arc<str>,
-    buckets: Arc<[String]>,
-}
-
 /// One instance's view: its grants and the store.
 struct Instance {
-    name: Arc<str>,
-    buckets: Arc<[String]>,
+    plugin: GrantedTo,
     store: Arc<dyn BlobStore>,
 }
 
@@ -70,19 +64,12 @@ impl<T: CapabilityHost> Capability<T> for BlobstoreCapability {
     }
 
     fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(Box::new(Plugin {
-            name: plugin.name.into(),
-            buckets: plugin.grant("buckets").into(),
-        }))
+        Ok(GrantedTo::configure(plugin, "buckets"))
     }
 
     fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let p = plugin
-            .downcast_ref::<Plugin>()
-            .expect("blobstore: state from configure");
         Box::new(Instance {
-            name: p.name.clone(),
-            buckets: p.buckets.clone(),
+            plugin: GrantedTo::of(plugin),
             store: self.store.clone(),
         })
     }
@@ -100,8 +87,8 @@ fn check_name(_what: &str, name: &str) -> Result<(), types::Error> {
 impl Instance {
     fn bucket(&self, bucket: &str) -> Result<(), types::Error> {
         ledgerhost_manifest::names::check_bucket_name(bucket).map_err(invalid_name)?;
-        if !granted("buckets", &self.buckets, bucket) {
-            return Err(denied(&self.name, "bucket", bucket, "buckets"));
+        if !granted("buckets", &self.plugin.entries, bucket) {
+            return Err(denied(&self.plugin.name, "bucket", bucket, "buckets"));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use ledgerhost_core::capabilities::KeyValue;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState, Probe,
+    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
 };
 use crate::registry::{HostContext, NoSettings, Setup};
 use crate::wit::{backend, denied, granted, invalid_name, types};
@@ -35,14 +35,8 @@ impl KeyValueCapability {
     }
 }
 
-#[derive(Clone)]
-struct Plugin {
-    name: Arc<str>,
-    prefixes: Arc<[String]>,
-}
-
 struct Instance {
-    plugin: Plugin,
+    plugin: GrantedTo,
     store: Arc<dyn KeyValue>,
 }
 
@@ -69,19 +63,12 @@ impl<T: CapabilityHost> Capability<T> for KeyValueCapability {
     }
 
     fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(Box::new(Plugin {
-            name: plugin.name.into(),
-            prefixes: plugin.grant("key-prefixes").into(),
-        }))
+        Ok(GrantedTo::configure(plugin, "key-prefixes"))
     }
 
     fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let plugin = plugin
-            .downcast_ref::<Plugin>()
-            .expect("keyvalue: state from configure")
-            .clone();
         Box::new(Instance {
-            plugin,
+            plugin: GrantedTo::of(plugin),
             store: self.store.clone(),
         })
     }
@@ -93,7 +80,7 @@ impl<T: CapabilityHost> Capability<T> for KeyValueCapability {
 
 impl Instance {
     fn under_prefix(&self, key: &str) -> bool {
-        granted("key-prefixes", &self.plugin.prefixes, key)
+        granted("key-prefixes", &self.plugin.entries, key)
     }
 
     fn key(&self, key: &str) -> Result<(), types::Error> {

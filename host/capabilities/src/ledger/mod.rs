@@ -7,7 +7,7 @@ use ledgerhost_core::ledger::{Ledger, Message};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
+    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState,
 };
 use crate::registry::{HostContext, NoSettings, Setup};
 use crate::wit::{backend, denied, granted, types};
@@ -34,14 +34,8 @@ impl LedgerCapability {
     }
 }
 
-#[derive(Clone)]
-struct Plugin {
-    name: Arc<str>,
-    topics: Arc<[String]>,
-}
-
 struct Instance {
-    plugin: Plugin,
+    plugin: GrantedTo,
     ledger: Arc<dyn Ledger>,
 }
 
@@ -68,19 +62,12 @@ impl<T: CapabilityHost> Capability<T> for LedgerCapability {
     }
 
     fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(Box::new(Plugin {
-            name: plugin.name.into(),
-            topics: plugin.grant("topics").into(),
-        }))
+        Ok(GrantedTo::configure(plugin, "topics"))
     }
 
     fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let plugin = plugin
-            .downcast_ref::<Plugin>()
-            .expect("ledger: state from configure")
-            .clone();
         Box::new(Instance {
-            plugin,
+            plugin: GrantedTo::of(plugin),
             ledger: self.ledger.clone(),
         })
     }
@@ -88,7 +75,7 @@ impl<T: CapabilityHost> Capability<T> for LedgerCapability {
 
 impl Instance {
     fn topic(&self, topic: &str) -> Result<(), types::Error> {
-        if !granted("topics", &self.plugin.topics, topic) {
+        if !granted("topics", &self.plugin.entries, topic) {
             return Err(denied(&self.plugin.name, "topic", topic, "topics"));
         }
         Ok(())

@@ -7,7 +7,7 @@ use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState, Probe,
+    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
 };
 use crate::registry::{HostContext, NoSettings, Setup};
 use crate::wit::{backend, denied, field_from_wit, granted, types};
@@ -35,14 +35,8 @@ impl WarehouseCapability {
     }
 }
 
-#[derive(Clone)]
-struct Plugin {
-    name: Arc<str>,
-    tables: Arc<[String]>,
-}
-
 struct Instance {
-    plugin: Plugin,
+    plugin: GrantedTo,
     store: Arc<dyn Warehouse>,
 }
 
@@ -69,19 +63,12 @@ impl<T: CapabilityHost> Capability<T> for WarehouseCapability {
     }
 
     fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(Box::new(Plugin {
-            name: plugin.name.into(),
-            tables: plugin.grant("warehouse-tables").into(),
-        }))
+        Ok(GrantedTo::configure(plugin, "warehouse-tables"))
     }
 
     fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let plugin = plugin
-            .downcast_ref::<Plugin>()
-            .expect("warehouse: state from configure")
-            .clone();
         Box::new(Instance {
-            plugin,
+            plugin: GrantedTo::of(plugin),
             store: self.store.clone(),
         })
     }
@@ -93,7 +80,7 @@ impl<T: CapabilityHost> Capability<T> for WarehouseCapability {
 
 impl Instance {
     fn table(&self, table: &str) -> Result<(), types::Error> {
-        if !granted("warehouse-tables", &self.plugin.tables, table) {
+        if !granted("warehouse-tables", &self.plugin.entries, table) {
             return Err(denied(
                 &self.plugin.name,
                 "warehouse table",
