@@ -16,6 +16,7 @@
 //! The `clients` config value (comma-separated) restricts the views to those clients.
 
 use ledgerhost_sdk::prelude::*;
+use ledgerhost_sdk::time::{date_text, timestamp_text};
 use serde_json::{Map, Value as Json};
 
 /// Config key: prefix of every key written.
@@ -118,39 +119,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// (year, month, day) of a day number since 1970-01-01 (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `YYYY-MM-DD`.
-pub fn date_text(days: i32) -> String {
-    let (y, m, d) = civil(i64::from(days));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-23T11:52:07.123456Z`.
-pub fn timestamp_text(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let us = micros.rem_euclid(1_000_000);
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{us:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 fn float(f: f64) -> Json {

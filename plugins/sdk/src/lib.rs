@@ -43,6 +43,7 @@
 pub mod bindings;
 mod caps;
 pub mod testing;
+pub mod time;
 
 pub use caps::{blobstore, config, kv, ledger, log, warehouse};
 

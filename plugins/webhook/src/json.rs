@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use ledgerhost_sdk::prelude::*;
+use ledgerhost_sdk::time::{date_text, timestamp_text};
 use serde_json::{Map, Value as Json, json};
 
 /// The event as a JSON object, serialized:
@@ -22,7 +23,7 @@ pub fn event_json(e: &Event) -> Vec<u8> {
         "op": if e.deleted { "delete" } else { "upsert" },
         "deleted": e.deleted,
         "commit_ts": e.commit_ts,
-        "commit_time": rfc3339(e.commit_ts),
+        "commit_time": timestamp_text(e.commit_ts),
         "key": object(&e.key),
         "fields": object(&e.fields),
     });
@@ -54,8 +55,8 @@ fn value(v: &Value) -> Json {
         Value::Float64(f) => float(*f),
         Value::Numeric(s) | Value::String(s) => json!(s),
         Value::Bytes(b) => json!(base64(b)),
-        Value::Date(d) => json!(date(*d)),
-        Value::Timestamp(t) => json!(rfc3339(*t)),
+        Value::Date(d) => json!(date_text(*d)),
+        Value::Timestamp(t) => json!(timestamp_text(*t)),
         Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
         Value::BoolArray(a) => list(a, |b| json!(b)),
         Value::Int64Array(a) => list(a, |i| json!(i)),
@@ -63,8 +64,8 @@ fn value(v: &Value) -> Json {
         Value::Float64Array(a) => list(a, |f| float(*f)),
         Value::NumericArray(a) | Value::StringArray(a) => list(a, |s| json!(s)),
         Value::BytesArray(a) => list(a, |b| json!(base64(b))),
-        Value::DateArray(a) => list(a, |d| json!(date(*d))),
-        Value::TimestampArray(a) => list(a, |t| json!(rfc3339(*t))),
+        Value::DateArray(a) => list(a, |d| json!(date_text(*d))),
+        Value::TimestampArray(a) => list(a, |t| json!(timestamp_text(*t))),
         Value::JsonArray(a) => list(a, |s| serde_json::from_str(s).unwrap_or_else(|_| json!(s))),
     }
 }
@@ -75,39 +76,6 @@ fn float(f: f64) -> Json {
 
 fn base64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// `(year, month, day)` of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn date(days: i32) -> String {
-    let (y, m, d) = civil(i64::from(days));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Microseconds since the epoch as RFC 3339 UTC with microseconds.
-fn rfc3339(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 #[cfg(test)]
