@@ -472,7 +472,7 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
          amount INTEGER, commit_ts INTEGER);",
     );
     let topic_of = |name: &str| format!("{name}-high-value");
-    for name in [RUST, PORTS[0], PORTS[1]] {
+    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
         let topic = topic_of(name);
         ws.install_plugin(
             name,
@@ -500,7 +500,7 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
         Host::start(config).await.expect("host starts")
     };
     let ledger = host.backends.ledger.clone();
-    for name in [RUST, PORTS[0], PORTS[1]] {
+    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
         ledger
             .ensure_subscription(&SubscriptionSpec {
                 name: format!("watch-{name}"),
@@ -533,7 +533,7 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
         .collect();
 
     let mut reference: Option<Vec<Message>> = None;
-    for name in [RUST, PORTS[0], PORTS[1]] {
+    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
         let sub = format!("watch-{name}");
         let mut got: Vec<Message> = Vec::new();
         // A bound for a hung pipeline, not a performance threshold: it normally takes seconds.
@@ -586,4 +586,52 @@ async fn a_full_batch_fits_the_manifest_memory_limit_in_every_language() {
         assert_eq!(r.published.len(), high);
     })
     .await;
+}
+
+/// 100 000 events through one long-lived instance of each filter, in batches as large as
+/// its manifest allows: every event answered, and the instance never hits its manifest's
+/// memory cap (a hit rebuilds the instance and retries the batch: nothing is lost, but a
+/// language runtime whose heap outgrows its cap pays a retry every few thousand events).
+/// SpiderMonkey collects only once its heap passes its own thresholds, so `js-filter`'s
+/// linear memory climbs for ~150 000 events before it steadies (docs/plugins-other-languages.md
+/// has the measurement); its manifest's cap is set above that steady state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_events_hold_each_language_under_its_memory_cap() {
+    const EVENTS: i64 = 100_000;
+    for name in [RUST, PORTS[0], PORTS[1]] {
+        let rig = rig();
+        let manifest = Manifest::load(&plugin_manifest(name)).expect("manifest");
+        let cap = manifest.limits.memory_mb * 1024 * 1024;
+        let batch = manifest.subscription.expect("subscription").batch_size as i64;
+        let plugin = {
+            let _one_at_a_time = LOADING.lock().await;
+            rig.runtime
+                .load(&plugin_wasm(name), &plugin_manifest(name), &BTreeMap::new())
+                .await
+                .unwrap_or_else(|e| panic!("{name} loads: {e}"))
+        };
+        let mut high_water = Vec::new();
+        let mut start = 0;
+        while start < EVENTS {
+            let end = (start + batch).min(EVENTS);
+            // Below the threshold: the decision path, so the derived topic stays empty.
+            let events: Vec<Event> = (start..end)
+                .map(|n| amount(n, Value::Int64(n % 999)))
+                .collect();
+            let answers = plugin
+                .handle(events)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: batch at event {start}: {e}"));
+            assert_eq!(answers, vec![Disposition::Ack; (end - start) as usize], "{name}");
+            if start / 20_000 != end / 20_000 {
+                high_water.push((end, plugin.stats().memory_high_water >> 20));
+            }
+            start = end;
+        }
+        let stats = plugin.stats();
+        eprintln!("{name}: linear memory high water (MiB) by events handled: {high_water:?}");
+        assert_eq!(stats.out_of_memory, 0, "{name}: {stats:?}");
+        assert_eq!(stats.rebuilds, 0, "{name}: {stats:?}");
+        assert!(stats.memory_high_water <= cap, "{name}: {stats:?}");
+    }
 }
