@@ -16,63 +16,29 @@ import { get as configGet } from 'wasi:config/store@0.2.0-rc.1';
 const DEFAULT_TOPIC = 'orders-high-value';
 const DEFAULT_THRESHOLD = '1000';
 
-const ALL_DIGITS = /^[0-9]*$/;
+// What Rust's `parse_decimal` reads (the SDK's): `[+|-]digits[.digits]`, either side of the
+// point may be empty but not both, ASCII digits only; no exponent, `inf`, `NaN` or `_`.
+const PLAIN_DECIMAL = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$/;
 
-/** An exact decimal number, so NUMERIC amounts compare without float rounding. */
-class Decimal {
-  constructor(negative, intDigits, fracDigits) {
-    this.negative = negative;
-    this.intDigits = intDigits;
-    this.fracDigits = fracDigits;
+/**
+ * Decimal text as an exact `{ units, scale, text }` (value = units / 10^scale, units a BigInt),
+ * so NUMERIC amounts compare without float rounding; throws a DecimalError with the reason.
+ */
+function parseDecimal(text) {
+  // String.prototype.trim and Rust's str::trim both strip Unicode white space.
+  const t = text.trim();
+  if (t.length > 1000 || !PLAIN_DECIMAL.test(t)) {
+    throw new DecimalError(`\`${text}\` is not a decimal number`);
   }
+  const [int, frac = ''] = t.replace(/^[+-]/, '').split('.');
+  return { units: BigInt(`${t[0] === '-' ? '-' : ''}${int}${frac}`), scale: frac.length, text: t };
+}
 
-  /** Parses decimal text (`-12.50`, `.5`, `+3`); throws a string reason. */
-  static parse(text) {
-    // String.prototype.trim and Rust's str::trim both strip Unicode white space.
-    const t = text.trim();
-    let negative = false;
-    let digits = t;
-    if (t.startsWith('-')) {
-      negative = true;
-      digits = t.slice(1);
-    } else if (t.startsWith('+')) {
-      digits = t.slice(1);
-    }
-    const dot = digits.indexOf('.');
-    let int = dot < 0 ? digits : digits.slice(0, dot);
-    let frac = dot < 0 ? '' : digits.slice(dot + 1);
-    if ((int === '' && frac === '') || !ALL_DIGITS.test(int) || !ALL_DIGITS.test(frac)) {
-      throw new DecimalError(`\`${text}\` is not a decimal number`);
-    }
-    int = int.replace(/^0+/, '');
-    frac = frac.replace(/0+$/, '');
-    // Zero has no sign, so -0 == 0.
-    negative = negative && !(int === '' && frac === '');
-    return new Decimal(negative, int, frac);
-  }
-
-  toString() {
-    const sign = this.negative ? '-' : '';
-    const int = this.intDigits === '' ? '0' : this.intDigits;
-    return this.fracDigits === '' ? `${sign}${int}` : `${sign}${int}.${this.fracDigits}`;
-  }
-
-  /** -1, 0 or 1 as the magnitudes compare; fractions compare as text once integers tie. */
-  static compareMagnitude(a, b) {
-    const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
-    return (
-      cmp(a.intDigits.length, b.intDigits.length) ||
-      cmp(a.intDigits, b.intDigits) ||
-      cmp(a.fracDigits, b.fracDigits)
-    );
-  }
-
-  /** True when this >= other. */
-  ge(other) {
-    if (this.negative !== other.negative) return other.negative;
-    const m = Decimal.compareMagnitude(this, other);
-    return this.negative ? m <= 0 : m >= 0;
-  }
+/** True when decimal `a` >= decimal `b`: both brought to the larger scale, then compared. */
+function decimalGe(a, b) {
+  const scale = Math.max(a.scale, b.scale);
+  const at = (d) => d.units * 10n ** BigInt(scale - d.scale);
+  return at(a) >= at(b);
 }
 
 class DecimalError extends Error {}
@@ -174,23 +140,23 @@ function route(event, threshold) {
   if (value === undefined || value.tag === 'null') return SKIP;
   switch (value.tag) {
     case 'int64':
-      return Decimal.parse(String(value.val)).ge(threshold) ? FORWARD : SKIP;
+      return decimalGe({ units: BigInt(value.val), scale: 0 }, threshold) ? FORWARD : SKIP;
     case 'numeric': {
       let amount;
       try {
-        amount = Decimal.parse(value.val);
+        amount = parseDecimal(value.val);
       } catch (e) {
         if (e instanceof DecimalError) return `${event.id}: amount ${e.message}`;
         throw e;
       }
-      return amount.ge(threshold) ? FORWARD : SKIP;
+      return decimalGe(amount, threshold) ? FORWARD : SKIP;
     }
     case 'float64':
     case 'float32': {
       const x = value.val;
       // The threshold is decimal text of modest size; its float value is exact enough for a
       // column that is itself a float.
-      const t = Number(threshold.toString());
+      const t = Number(threshold.text);
       if (Number.isNaN(x)) return `${event.id}: amount is NaN`;
       return x >= t ? FORWARD : SKIP;
     }
@@ -249,7 +215,7 @@ export function handle(events) {
   let threshold;
   try {
     const text = config('threshold');
-    threshold = Decimal.parse(text === undefined ? DEFAULT_THRESHOLD : text);
+    threshold = parseDecimal(text === undefined ? DEFAULT_THRESHOLD : text);
   } catch (e) {
     if (!(e instanceof DecimalError)) throw e;
     const reason = `config \`threshold\`: ${e.message}`;

@@ -12,7 +12,9 @@ dead-letter topic reads the same whichever language a team chose.
 """
 
 import math
+import re
 import struct
+from decimal import Decimal
 
 import wit_world
 from componentize_py_types import Err
@@ -21,55 +23,18 @@ from wit_world.imports import ledger, store, types
 DEFAULT_TOPIC = "orders-high-value"
 DEFAULT_THRESHOLD = "1000"
 
-_DIGITS = frozenset("0123456789")
+# What Rust's `parse_decimal` reads (the SDK's): `[+|-]digits[.digits]`, either side of the
+# point may be empty but not both, ASCII digits only; no exponent, `inf`, `NaN` or `_`, all
+# of which `decimal.Decimal` would accept on its own. At most 1 000 characters.
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII)
 
 
-class Decimal:
-    """An exact decimal number, so NUMERIC amounts compare without float rounding."""
-
-    __slots__ = ("negative", "int_digits", "frac_digits")
-
-    def __init__(self, negative, int_digits, frac_digits):
-        self.negative = negative
-        self.int_digits = int_digits
-        self.frac_digits = frac_digits
-
-    @staticmethod
-    def parse(text):
-        """Parses decimal text (`-12.50`, `.5`, `+3`); raises ValueError with the reason."""
-        t = text.strip()
-        if t.startswith("-"):
-            negative, digits = True, t[1:]
-        else:
-            negative, digits = False, (t[1:] if t.startswith("+") else t)
-        int_part, _, frac_part = digits.partition(".")
-        # Only ASCII digits: str.isdigit() would also accept other scripts' digits.
-        if (
-            (not int_part and not frac_part)
-            or not set(int_part) <= _DIGITS
-            or not set(frac_part) <= _DIGITS
-        ):
-            raise ValueError(f"`{text}` is not a decimal number")
-        int_part = int_part.lstrip("0")
-        frac_part = frac_part.rstrip("0")
-        # Zero has no sign, so -0 == 0.
-        negative = negative and not (int_part == "" and frac_part == "")
-        return Decimal(negative, int_part, frac_part)
-
-    def __str__(self):
-        sign = "-" if self.negative else ""
-        int_part = self.int_digits or "0"
-        return f"{sign}{int_part}.{self.frac_digits}" if self.frac_digits else f"{sign}{int_part}"
-
-    def _magnitude_key(self):
-        # Longer integer part is larger; then digit by digit; fractions compare as text.
-        return (len(self.int_digits), self.int_digits, self.frac_digits)
-
-    def __ge__(self, other):
-        if self.negative != other.negative:
-            return other.negative
-        a, b = self._magnitude_key(), other._magnitude_key()
-        return a >= b if not self.negative else a <= b
+def parse_decimal(text):
+    """Decimal text as an exact `Decimal`; raises ValueError with the Rust SDK's reason."""
+    t = text.strip()
+    if len(t) > 1000 or not _PLAIN_DECIMAL.fullmatch(t):
+        raise ValueError(f"`{text}` is not a decimal number")
+    return Decimal(t)
 
 
 def _rust_str(s):
@@ -199,21 +164,18 @@ def route(event, threshold):
     if value is None or isinstance(value, types.Value_Null):
         return SKIP
     if isinstance(value, types.Value_Int64):
-        return FORWARD if Decimal.parse(str(value.value)) >= threshold else SKIP
+        return FORWARD if Decimal(value.value) >= threshold else SKIP
     if isinstance(value, types.Value_Numeric):
         try:
-            amount = Decimal.parse(value.value)
+            amount = parse_decimal(value.value)
         except ValueError as e:
             return f"{event.id}: amount {e}"
         return FORWARD if amount >= threshold else SKIP
     if isinstance(value, (types.Value_Float64, types.Value_Float32)):
-        x = value.value
-        # The threshold is decimal text of modest size; its float value is exact enough for
-        # a column that is itself a float.
-        t = float(str(threshold))
-        if math.isnan(x):
+        if math.isnan(value.value):
             return f"{event.id}: amount is NaN"
-        return FORWARD if x >= t else SKIP
+        # Decimal(float) is the float's exact value, as the Rust SDK compares it.
+        return FORWARD if Decimal(value.value) >= threshold else SKIP
     return f"{event.id}: amount must be INT64, FLOAT64 or NUMERIC, got {_rust_value(value)}"
 
 
@@ -267,7 +229,7 @@ class WitWorld(wit_world.WitWorld):
     def handle(self, events):
         try:
             text = _config("threshold")
-            threshold = Decimal.parse(DEFAULT_THRESHOLD if text is None else text)
+            threshold = parse_decimal(DEFAULT_THRESHOLD if text is None else text)
         except ValueError as e:
             reason = f"config `threshold`: {e}"
             return [types.Disposition_Retry(reason) for _ in events]
