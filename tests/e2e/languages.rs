@@ -472,7 +472,11 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
          amount INTEGER, commit_ts INTEGER);",
     );
     let topic_of = |name: &str| format!("{name}-high-value");
-    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
+    for name in if std::env::var("ONLYJS").is_ok() {
+        vec![PORTS[1]]
+    } else {
+        vec![RUST, PORTS[0], PORTS[1]]
+    } {
         let topic = topic_of(name);
         ws.install_plugin(
             name,
@@ -500,7 +504,11 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
         Host::start(config).await.expect("host starts")
     };
     let ledger = host.backends.ledger.clone();
-    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
+    for name in if std::env::var("ONLYJS").is_ok() {
+        vec![PORTS[1]]
+    } else {
+        vec![RUST, PORTS[0], PORTS[1]]
+    } {
         ledger
             .ensure_subscription(&SubscriptionSpec {
                 name: format!("watch-{name}"),
@@ -533,7 +541,11 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
         .collect();
 
     let mut reference: Option<Vec<Message>> = None;
-    for name in if std::env::var("ONLYJS").is_ok() { vec![PORTS[1]] } else { vec![RUST, PORTS[0], PORTS[1]] } {
+    for name in if std::env::var("ONLYJS").is_ok() {
+        vec![PORTS[1]]
+    } else {
+        vec![RUST, PORTS[0], PORTS[1]]
+    } {
         let sub = format!("watch-{name}");
         let mut got: Vec<Message> = Vec::new();
         // A bound for a hung pipeline, not a performance threshold: it normally takes seconds.
@@ -622,7 +634,11 @@ async fn a_hundred_thousand_events_hold_each_language_under_its_memory_cap() {
                 .handle(events)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: batch at event {start}: {e}"));
-            assert_eq!(answers, vec![Disposition::Ack; (end - start) as usize], "{name}");
+            assert_eq!(
+                answers,
+                vec![Disposition::Ack; (end - start) as usize],
+                "{name}"
+            );
             if start / 20_000 != end / 20_000 {
                 high_water.push((end, plugin.stats().memory_high_water >> 20));
             }

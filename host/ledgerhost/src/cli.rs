@@ -64,6 +64,10 @@ pub enum Command {
         /// Stop after this many seconds (runs until Ctrl-C when absent).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Print the names of the plugins the demo runs, one per line, and exit (what
+        /// `scripts/demo` builds).
+        #[arg(long)]
+        list_plugins: bool,
     },
     /// Show a running host's tables and plugins (asks its admin port).
     Status {
@@ -265,10 +269,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Replay(args) => crate::ops::replay(args).await,
         Command::Backfill(args) => crate::ops::backfill(args).await,
         Command::Demo {
+            list_plugins: true, ..
+        } => {
+            crate::demo::SHIPPED_PLUGINS
+                .iter()
+                .for_each(|name| println!("{name}"));
+            Ok(())
+        }
+        Command::Demo {
             dir,
             plugins,
             rate,
             seconds,
+            list_plugins: false,
         } => crate::demo::run(&dir, &plugins, rate, seconds).await,
         Command::SqliteDdl {
             table,
