@@ -13,7 +13,6 @@ use ledgerhost_runtime::{CapabilityList, PluginState};
 
 use crate::config::{
     BlobStoreConfig, Config, KeyValueConfig, LedgerKind, SourceConfig, WarehouseConfig,
-    endpoint_url,
 };
 
 /// The SQLite source's helpers for the tools beside the host: the capture DDL an
@@ -45,18 +44,6 @@ where
              *_EMULATOR_HOST variable)",
             PROBE_TIMEOUT.as_secs()
         )),
-    }
-}
-
-/// Where a Google client will go: the explicit setting, else the emulator variable, else
-/// Google's endpoint. For messages only.
-fn describe_endpoint(explicit: Option<&str>, env: &str, google: &str) -> String {
-    if let Some(ep) = explicit {
-        return endpoint_url(ep);
-    }
-    match std::env::var(env) {
-        Ok(v) if !v.trim().is_empty() => format!("{} ({env})", endpoint_url(&v)),
-        _ => format!("{google} (application default credentials)"),
     }
 }
 
@@ -107,8 +94,8 @@ impl Backends {
                     project: project.clone(),
                     instance: instance.clone(),
                     database: database.clone(),
-                    endpoint: endpoint.as_deref().map(endpoint_url),
-                    admin_endpoint: admin_endpoint.as_deref().map(endpoint_url),
+                    endpoint: endpoint.clone(),
+                    admin_endpoint: admin_endpoint.clone(),
                     missing_commit_index: match missing_commit_index {
                         crate::config::MissingCommitIndex::Refuse => MissingCommitIndex::Refuse,
                         crate::config::MissingCommitIndex::Warn => MissingCommitIndex::Warn,
@@ -116,11 +103,7 @@ impl Backends {
                 };
                 let where_ = format!(
                     "{} ({})",
-                    describe_endpoint(
-                        endpoint.as_deref(),
-                        "SPANNER_EMULATOR_HOST",
-                        "spanner.googleapis.com"
-                    ),
+                    ledgerhost_google::SPANNER.endpoint(endpoint.as_deref()),
                     cfg.database_path()
                 );
                 // Building the client already talks to Spanner (sessions), so the probe
@@ -174,16 +157,8 @@ impl Backends {
                     .clone()
                     .context("ledger.project is required when ledger.kind = \"pubsub\"")?;
                 let mut cfg = PubSubConfig::new(project);
-                cfg.endpoint = config.ledger.endpoint.as_deref().map(endpoint_url);
-                let where_ = format!(
-                    "{} (project {})",
-                    describe_endpoint(
-                        config.ledger.endpoint.as_deref(),
-                        "PUBSUB_EMULATOR_HOST",
-                        "pubsub.googleapis.com"
-                    ),
-                    cfg.project
-                );
+                cfg.endpoint = config.ledger.endpoint.clone();
+                let where_ = format!("{} (project {})", cfg.resolved_endpoint(), cfg.project);
                 let ledger = PubSubLedger::connect(cfg)
                     .await
                     .with_context(|| format!("cannot connect to Pub/Sub at {where_}"))?;
@@ -225,11 +200,7 @@ impl Backends {
                     ..GcsConfig::default()
                 })
                 .context("cannot set up the Cloud Storage client")?;
-                let where_ = describe_endpoint(
-                    Some(store.endpoint()),
-                    "STORAGE_EMULATOR_HOST",
-                    "storage.googleapis.com",
-                );
+                let where_ = store.endpoint().to_string();
                 probe("Cloud Storage", &where_, store.check()).await?;
                 let store = Arc::new(store);
                 capability_probes.insert(
@@ -312,11 +283,7 @@ impl Backends {
                 cfg.location = location.clone();
                 let where_ = format!(
                     "{} (dataset {project}.{dataset})",
-                    describe_endpoint(
-                        endpoint.as_deref(),
-                        "BIGQUERY_EMULATOR_HOST",
-                        "bigquery.googleapis.com"
-                    )
+                    ledgerhost_google::BIGQUERY.endpoint(endpoint.as_deref())
                 );
                 let warehouse = BigQueryWarehouse::connect(cfg)
                     .await

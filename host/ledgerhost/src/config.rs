@@ -7,18 +7,9 @@ use std::time::Duration;
 use ledgerhost_core::ledger::ordering::Ordering;
 use serde::Deserialize;
 
-/// The environment variable naming the Google Cloud project of every Google backend whose
-/// config names none (`ledger.project`, `source.project`, `blobstore.project`,
-/// `warehouse.project`), as Google's client libraries and Cloud Run use it.
-pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
-
-/// The project from [`PROJECT_ENV`] in this process's environment (unset or blank: `None`).
-pub fn project_from_env() -> Option<String> {
-    std::env::var(PROJECT_ENV)
-        .ok()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-}
+/// The Google Cloud project of every Google backend whose config names none
+/// (`ledger.project`, `source.project`, `blobstore.project`, `warehouse.project`).
+pub use ledgerhost_google::{PROJECT_ENV, project_from_env};
 
 /// Why a configuration could not be used. Always names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -908,17 +899,6 @@ fn check_endpoint(ep: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An endpoint setting (or emulator variable) as a URL: `host:port` gets `http://`, the
-/// emulators' plaintext scheme.
-pub fn endpoint_url(ep: &str) -> String {
-    let ep = ep.trim().trim_end_matches('/');
-    if ep.starts_with("http://") || ep.starts_with("https://") {
-        ep.to_string()
-    } else {
-        format!("http://{ep}")
-    }
-}
-
 /// True for names safe to use as SQL identifiers and topic suffixes.
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -1038,7 +1018,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(
-                    endpoint_url(endpoint.as_deref().unwrap()),
+                    ledgerhost_google::url(endpoint.as_deref().unwrap()),
                     "http://127.0.0.1:9010"
                 );
                 assert_eq!(admin_endpoint.as_deref(), Some("http://127.0.0.1:9020"));

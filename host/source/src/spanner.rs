@@ -18,9 +18,9 @@
 //!   (`CURRENT_TIMESTAMP()`), so replicas with skewed clocks agree.
 //! - Every transaction is counted by kind and purpose ([`Source::transactions`]).
 //!
-//! The emulator is reached through `SPANNER_EMULATOR_HOST` (read by the client crate) or an
-//! explicit plaintext `endpoint`; both use anonymous credentials. Otherwise application
-//! default credentials are used.
+//! Endpoint and credentials follow [`ledgerhost_google`]'s rule for [`SPANNER`]: the
+//! configured `endpoint`, else `SPANNER_EMULATOR_HOST`, else Google's; anonymous against an
+//! emulator, application default credentials otherwise.
 
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use ledgerhost_core::source::{
     TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
+use ledgerhost_google::SPANNER;
 use tracing::{debug, info};
 
 const BACKEND: &str = "spanner";
@@ -209,8 +210,12 @@ impl SpannerSource {
     /// Connects to the database (no table is touched yet).
     pub async fn connect(config: SpannerConfig) -> PortResult<Self> {
         let mut builder = Spanner::builder();
-        if let Some(ep) = &config.endpoint {
-            builder = builder.with_endpoint(ep.clone());
+        let endpoint = SPANNER.endpoint(config.endpoint.as_deref());
+        if let Some(url) = endpoint.override_url() {
+            builder = builder.with_endpoint(url.to_string());
+        }
+        if let Some(c) = endpoint.client_credentials() {
+            builder = builder.with_credentials(c);
         }
         let spanner = builder.build().await.map_err(|e| {
             PortError::unavailable(
@@ -330,13 +335,14 @@ impl SpannerSource {
     /// Applies DDL statements to the database and waits until they are done.
     pub async fn update_ddl(&self, statements: Vec<String>) -> PortResult<()> {
         let mut builder = self.spanner.database_admin_builder();
-        if let Some(ep) = &self.config.admin_endpoint {
-            builder = builder.with_endpoint(ep.clone());
-            if ep.starts_with("http://") {
-                builder = builder.with_credentials(
-                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                );
-            }
+        // Only a configured admin endpoint: the emulator variable names the gRPC port, from
+        // which the client derives the admin one.
+        let admin = SPANNER.endpoint_with(self.config.admin_endpoint.as_deref(), None);
+        if let Some(url) = admin.override_url() {
+            builder = builder.with_endpoint(url.to_string());
+        }
+        if let Some(c) = admin.client_credentials() {
+            builder = builder.with_credentials(c);
         }
         let admin: DatabaseAdmin = builder.build().await.map_err(|e| {
             PortError::unavailable(
