@@ -162,6 +162,32 @@ pub fn url(endpoint: &str) -> String {
     }
 }
 
+/// Checks an endpoint setting: `http(s)://host:port[/...]` or `host:port`; the error is the
+/// problem, for the caller to name its key.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || rest.contains("://") || endpoint.contains(char::is_whitespace) {
+        return Err(format!(
+            "must be an endpoint like `http://127.0.0.1:8085` or `127.0.0.1:8085`, not \
+             `{endpoint}`"
+        ));
+    }
+    Ok(())
+}
+
+/// The problem of a missing project setting, `when` e.g. `ledger.kind = "pubsub"`: where
+/// a project may come from.
+pub fn missing_project(when: &str) -> String {
+    format!(
+        "is required when {when}: set it to the Google Cloud project id, or set the \
+         environment variable {PROJECT_ENV}"
+    )
+}
+
 /// The project: `configured` when it names one, else [`PROJECT_ENV`] of this process.
 pub fn project(configured: Option<&str>) -> Option<String> {
     configured
@@ -375,6 +401,16 @@ mod tests {
         let google = STORAGE.endpoint_with(None, None);
         let auth = Auth::new(&STORAGE, &google, AuthMode::Anonymous).unwrap();
         assert!(auth.is_anonymous());
+    }
+
+    #[test]
+    fn endpoint_settings_are_checked() {
+        for ok in ["http://127.0.0.1:8085", "127.0.0.1:8085", "https://h/x"] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "http://", "http://a://b", "h :1"] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
