@@ -108,12 +108,12 @@ impl Settings {
                 })
                 .context("cannot set up the Cloud Storage client")?;
                 let where_ = store.endpoint().to_string();
-                crate::capability::startup_probe("Cloud Storage", &where_, store.check()).await?;
-                let store = Arc::new(store);
-                let probe = Probe::of("Cloud Storage", where_, store.clone(), |s| async move {
-                    s.check().await
-                });
-                Ok((store, Some(probe)))
+                let (store, probe) =
+                    crate::settings::remote("Cloud Storage", where_, store, |s| async move {
+                        s.check().await
+                    })
+                    .await?;
+                Ok((store, probe))
             }
             #[cfg(not(feature = "gcs"))]
             Settings::Gcs { .. } => {

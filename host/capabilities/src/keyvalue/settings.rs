@@ -173,15 +173,15 @@ impl Settings {
                 let where_ = redact(url);
                 let kv = RedisKeyValue::connect(cfg)
                     .with_context(|| format!("cannot set up the Redis client for {where_}"))?;
-                crate::capability::startup_probe("Redis", &where_, kv.check()).await?;
-                let kv = Arc::new(kv);
-                let probe = Probe::of(
-                    "Redis",
-                    where_,
-                    kv.clone(),
-                    |kv| async move { kv.check().await },
-                );
-                Ok((kv, Some(probe)))
+                let (kv, probe) =
+                    crate::settings::remote(
+                        "Redis",
+                        where_,
+                        kv,
+                        |kv| async move { kv.check().await },
+                    )
+                    .await?;
+                Ok((kv, probe))
             }
             #[cfg(not(feature = "redis"))]
             Settings::Redis { .. } => {

@@ -142,15 +142,15 @@ impl Settings {
                 let w = BigQueryWarehouse::connect(cfg)
                     .await
                     .with_context(|| format!("cannot set up the BigQuery client for {where_}"))?;
-                crate::capability::startup_probe("BigQuery", &where_, w.check()).await?;
-                let w = Arc::new(w);
-                let probe = Probe::of(
-                    "BigQuery",
-                    where_,
-                    w.clone(),
-                    |w| async move { w.check().await },
-                );
-                Ok((w, Some(probe)))
+                let (w, probe) =
+                    crate::settings::remote(
+                        "BigQuery",
+                        where_,
+                        w,
+                        |w| async move { w.check().await },
+                    )
+                    .await?;
+                Ok((w, probe))
             }
             #[cfg(not(feature = "bigquery"))]
             Settings::Bigquery { .. } => {
