@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ledgerhost_capabilities::blobstore::gcs::{GcsAuth, GcsBlobStore, GcsConfig};
+use ledgerhost_capabilities::blobstore::gcs::{GcsBlobStore, GcsConfig};
 use ledgerhost_capabilities::keyvalue::redis::RedisKeyValue;
 use ledgerhost_core::PortError;
 use ledgerhost_core::capabilities::{BlobStore, KeyValue};
+use ledgerhost_google::AuthMode;
 use ledgerhost_tests::harness::eventually;
 use ledgerhost_tests::harness::gcs::GcsEmulator;
 use ledgerhost_tests::harness::redis::{RedisOptions, RedisServer, TlsFiles, Transport};
@@ -360,7 +361,7 @@ fn gcs_store(emu: &GcsEmulator, page: u32) -> GcsBlobStore {
     GcsBlobStore::connect(GcsConfig {
         endpoint: Some(emu.endpoint()),
         project: Some("ledgerhost-test".into()),
-        auth: GcsAuth::Auto,
+        auth: AuthMode::Auto,
         list_page_size: page,
         ..GcsConfig::default()
     })
@@ -505,9 +506,7 @@ fn order_row(id: i64) -> ledgerhost_core::capabilities::WarehouseRow {
 
 #[tokio::test]
 async fn bigquery_loads_are_idempotent_and_scan_returns_what_was_loaded() {
-    use ledgerhost_capabilities::warehouse::bigquery::{
-        BigQueryAuth, BigQueryConfig, BigQueryWarehouse,
-    };
+    use ledgerhost_capabilities::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
     use ledgerhost_core::Value;
     use ledgerhost_core::capabilities::Warehouse;
     use ledgerhost_tests::harness::bigquery::{BigQueryEmulator, PROJECT};
@@ -515,7 +514,7 @@ async fn bigquery_loads_are_idempotent_and_scan_returns_what_was_loaded() {
     let emu = BigQueryEmulator::start();
     let mut config = BigQueryConfig::new(PROJECT, "analytics");
     config.endpoint = Some(emu.endpoint());
-    config.auth = BigQueryAuth::Auto;
+    config.auth = AuthMode::Auto;
     let w = BigQueryWarehouse::connect(config)
         .await
         .expect("bigquery client");

@@ -201,8 +201,10 @@ async fn the_strict_front_and_the_embedded_ledger_refuse_the_same_oversize_messa
         .await
         .unwrap();
     ledger.ensure_topic("ledger-orders").await.unwrap();
-    let rest =
-        ledgerhost_ledger::pubsub::rest::RestClient::new(Some(&raw_front.endpoint())).unwrap();
+    let rest = ledgerhost_ledger::pubsub::rest::RestClient::new(
+        &ledgerhost_google::PUBSUB.endpoint_with(Some(&raw_front.endpoint()), None),
+    )
+    .unwrap();
     let front_err = rest
         .publish(
             &ledger.topic_path("ledger-orders"),

@@ -1019,8 +1019,9 @@ async fn the_janitor_runs_on_its_manifest_schedule() {
 /// uses against the real service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiver_and_janitor_write_and_read_through_cloud_storage() {
-    use ledgerhost_capabilities::blobstore::gcs::{GcsAuth, GcsBlobStore, GcsConfig};
+    use ledgerhost_capabilities::blobstore::gcs::{GcsBlobStore, GcsConfig};
     use ledgerhost_core::capabilities::BlobStore;
+    use ledgerhost_google::AuthMode;
     use ledgerhost_tests::harness::gcs::GcsEmulator;
 
     let emu = GcsEmulator::start();
@@ -1032,7 +1033,7 @@ async fn archiver_and_janitor_write_and_read_through_cloud_storage() {
     let gcs = GcsBlobStore::connect(GcsConfig {
         endpoint: Some(emu.endpoint()),
         project: Some("ledgerhost-test".into()),
-        auth: GcsAuth::Auto,
+        auth: AuthMode::Auto,
         ..GcsConfig::default()
     })
     .expect("gcs client");

@@ -553,17 +553,16 @@ async fn materializer_on_redis_survives_a_restart(transport: Transport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bqloader_loads_into_the_bigquery_emulator_idempotently() {
-    use ledgerhost_capabilities::warehouse::bigquery::{
-        BigQueryAuth, BigQueryConfig, BigQueryWarehouse,
-    };
+    use ledgerhost_capabilities::warehouse::bigquery::{BigQueryConfig, BigQueryWarehouse};
     use ledgerhost_core::source::Row;
     use ledgerhost_core::{Column, ColumnType, TableSchema};
+    use ledgerhost_google::AuthMode;
     use ledgerhost_tests::harness::bigquery::{BigQueryEmulator, PROJECT};
 
     let emu = BigQueryEmulator::start();
     let mut config = BigQueryConfig::new(PROJECT, "analytics");
     config.endpoint = Some(emu.endpoint());
-    config.auth = BigQueryAuth::Anonymous;
+    config.auth = AuthMode::Anonymous;
     let bq = Arc::new(BigQueryWarehouse::connect(config).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap());

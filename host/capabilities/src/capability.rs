@@ -155,6 +155,33 @@ pub type DynCapability<T> = Arc<dyn Capability<T>>;
 
 type CheckFuture = Pin<Box<dyn Future<Output = ledgerhost_core::PortResult<()>> + Send + 'static>>;
 
+/// How long a start-up probe of a remote backend may take before the host refuses to start.
+pub const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs a backend's start-up probe with [`STARTUP_PROBE_TIMEOUT`]; the error names the
+/// backend, the endpoint and what to check.
+pub async fn startup_probe<F>(backend: &str, endpoint: &str, check: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ledgerhost_core::PortResult<()>>,
+{
+    match tokio::time::timeout(STARTUP_PROBE_TIMEOUT, check).await {
+        Ok(Ok(())) => {
+            tracing::info!(backend, endpoint, "backend reachable");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "{backend} at {endpoint} is not usable: {e}. Check that it is running and \
+             reachable, and the credentials and names in the config"
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "{backend} at {endpoint} did not answer within {}s. Check that it is running and \
+             reachable (for an emulator: the host and port in the config or the \
+             *_EMULATOR_HOST variable)",
+            STARTUP_PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// How long `/readyz` waits for one remote backend before calling the host not ready.
 pub const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -20,6 +20,7 @@ pub mod keyvalue;
 pub mod ledger;
 pub mod logging;
 pub mod registry;
+pub mod settings;
 pub mod warehouse;
 pub mod wit;
 

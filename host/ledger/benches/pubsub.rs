@@ -123,7 +123,10 @@ async fn publish_modes(port: u16, ledger: &PubSubLedger) {
 
     // The old data plane: 1 000 messages of mixed ordering keys per request, which the
     // emulator accepts and production refuses. Measured only as the baseline.
-    let rest = RestClient::new(Some(&format!("http://127.0.0.1:{port}"))).expect("rest");
+    let rest = RestClient::new(
+        &ledgerhost_google::PUBSUB.endpoint_with(Some(&format!("127.0.0.1:{port}")), None),
+    )
+    .expect("rest");
     ledger
         .ensure_topic("bench-mode-mixed")
         .await
@@ -144,10 +147,16 @@ async fn publish_modes(port: u16, ledger: &PubSubLedger) {
         .ensure_topic("bench-mode-crate")
         .await
         .expect("topic");
+    let emulator =
+        ledgerhost_google::PUBSUB.endpoint_with(Some(&format!("127.0.0.1:{port}")), None);
     let publisher =
         google_cloud_pubsub::client::Publisher::builder(ledger.topic_path("bench-mode-crate"))
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
-            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .with_endpoint(emulator.url.clone())
+            .with_credentials(
+                emulator
+                    .client_credentials()
+                    .expect("a plaintext endpoint is an emulator"),
+            )
             .set_message_count_threshold(1000u32)
             .set_delay_threshold(Duration::from_millis(5))
             .build()

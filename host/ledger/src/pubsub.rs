@@ -54,6 +54,7 @@ use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
 use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limits};
 use ledgerhost_core::{PortError, PortResult};
+use ledgerhost_google::{Endpoint, PUBSUB};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -80,9 +81,9 @@ const SEEN_LIMIT: usize = 100_000;
 pub struct PubSubConfig {
     /// Google Cloud project id.
     pub project: String,
-    /// Endpoint override, e.g. `http://127.0.0.1:8085`. A plaintext `http://` endpoint uses
-    /// anonymous credentials (the emulator). When `None`, `PUBSUB_EMULATOR_HOST` is honoured,
-    /// else Google's endpoint with application default credentials.
+    /// Endpoint override, e.g. `http://127.0.0.1:8085`. When `None`, `PUBSUB_EMULATOR_HOST`
+    /// is honoured, else Google's endpoint; an emulator goes anonymous, Google with
+    /// application default credentials ([`ledgerhost_google`]'s rule).
     pub endpoint: Option<String>,
     /// How long `publish` keeps retrying while Pub/Sub is unreachable or a topic is being
     /// recreated, before it reports the error.
@@ -103,20 +104,9 @@ impl PubSubConfig {
         }
     }
 
-    /// The endpoint to use: the explicit one, else `http://$PUBSUB_EMULATOR_HOST`, else none.
-    pub fn resolved_endpoint(&self) -> Option<String> {
-        self.endpoint.clone().or_else(|| {
-            std::env::var("PUBSUB_EMULATOR_HOST")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    if h.starts_with("http://") || h.starts_with("https://") {
-                        h
-                    } else {
-                        format!("http://{h}")
-                    }
-                })
-        })
+    /// The endpoint to use: the explicit one, else `PUBSUB_EMULATOR_HOST`, else Google's.
+    pub fn resolved_endpoint(&self) -> Endpoint {
+        PUBSUB.endpoint(self.endpoint.as_deref())
     }
 }
 
@@ -330,7 +320,7 @@ impl std::fmt::Debug for PubSubLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PubSubLedger")
             .field("project", &self.inner.config.project)
-            .field("endpoint", &self.inner.config.resolved_endpoint())
+            .field("endpoint", &self.inner.config.resolved_endpoint().url)
             .finish()
     }
 }
@@ -349,16 +339,15 @@ impl Drop for PubSubLedger {
     }
 }
 
+/// Points an admin client builder at `$endpoint`, anonymous against an emulator.
 macro_rules! configure {
     ($builder:expr, $endpoint:expr) => {{
         let mut b = $builder;
-        if let Some(ep) = $endpoint {
-            if ep.starts_with("http://") {
-                b = b.with_credentials(
-                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                );
-            }
-            b = b.with_endpoint(ep.clone());
+        if let Some(c) = $endpoint.client_credentials() {
+            b = b.with_credentials(c);
+        }
+        if let Some(url) = $endpoint.override_url() {
+            b = b.with_endpoint(url.to_string());
         }
         b
     }};
@@ -371,10 +360,7 @@ impl PubSubLedger {
         let ctx = |what: &str, e: &dyn std::fmt::Display| {
             PortError::unavailable(
                 BACKEND,
-                format!(
-                    "cannot build the Pub/Sub {what} client (endpoint {}): {e}",
-                    endpoint.as_deref().unwrap_or("default")
-                ),
+                format!("cannot build the Pub/Sub {what} client (endpoint {endpoint}): {e}"),
             )
         };
         let topic_admin = configure!(TopicAdmin::builder(), &endpoint)
@@ -385,8 +371,8 @@ impl PubSubLedger {
             .build()
             .await
             .map_err(|e| ctx("subscription admin", &e))?;
-        let rest = RestClient::new(endpoint.as_deref()).map_err(|e| ctx("REST", &e))?;
-        info!(project = %config.project, endpoint = ?endpoint, "pubsub ledger connected");
+        let rest = RestClient::new(&endpoint).map_err(|e| ctx("REST", &e))?;
+        info!(project = %config.project, endpoint = %endpoint, "pubsub ledger connected");
         Ok(PubSubLedger {
             inner: Arc::new(Inner {
                 config,
@@ -419,11 +405,7 @@ impl PubSubLedger {
                 &format!(
                     "health probe of project {} at {}",
                     self.inner.config.project,
-                    self.inner
-                        .config
-                        .resolved_endpoint()
-                        .as_deref()
-                        .unwrap_or("pubsub.googleapis.com")
+                    self.inner.config.resolved_endpoint()
                 ),
                 &e,
             )),

@@ -11,56 +11,15 @@ use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::source::Source;
 use ledgerhost_runtime::{CapabilityList, PluginState};
 
-use crate::config::{
-    BlobStoreConfig, Config, KeyValueConfig, LedgerKind, SourceConfig, WarehouseConfig,
-    endpoint_url,
-};
+use crate::config::{Config, LedgerKind, SourceConfig};
 
 /// The SQLite source's helpers for the tools beside the host: the capture DDL an
 /// application runs (`ledgerhost sqlite-ddl`) and the demo's application writer
 /// (`ledgerhost demo`).
 pub use ledgerhost_source::sqlite::{capture_ddl as sqlite_capture_ddl, demo as sqlite_demo};
 
-/// How long a start-up probe of a remote backend may take before the host refuses to start.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Runs a backend's start-up probe with [`PROBE_TIMEOUT`]; the error names the backend, the
-/// endpoint and what to check.
-async fn probe<F>(backend: &str, endpoint: &str, check: F) -> anyhow::Result<()>
-where
-    F: std::future::Future<Output = ledgerhost_core::PortResult<()>>,
-{
-    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
-        Ok(Ok(())) => {
-            tracing::info!(backend, endpoint, "backend reachable");
-            Ok(())
-        }
-        Ok(Err(e)) => Err(anyhow::anyhow!(
-            "{backend} at {endpoint} is not usable: {e}. Check that it is running and \
-             reachable, and the credentials and names in the config"
-        )),
-        Err(_) => Err(anyhow::anyhow!(
-            "{backend} at {endpoint} did not answer within {}s. Check that it is running and \
-             reachable (for an emulator: the host and port in the config or the \
-             *_EMULATOR_HOST variable)",
-            PROBE_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-/// Where a Google client will go: the explicit setting, else the emulator variable, else
-/// Google's endpoint. For messages only.
-fn describe_endpoint(explicit: Option<&str>, env: &str, google: &str) -> String {
-    if let Some(ep) = explicit {
-        return endpoint_url(ep);
-    }
-    match std::env::var(env) {
-        Ok(v) if !v.trim().is_empty() => format!("{} ({env})", endpoint_url(&v)),
-        _ => format!("{google} (application default credentials)"),
-    }
-}
-
 pub use ledgerhost_capabilities::Probe;
+use ledgerhost_capabilities::capability::startup_probe as probe;
 
 /// The ports of a running host.
 #[derive(Clone)]
@@ -107,8 +66,8 @@ impl Backends {
                     project: project.clone(),
                     instance: instance.clone(),
                     database: database.clone(),
-                    endpoint: endpoint.as_deref().map(endpoint_url),
-                    admin_endpoint: admin_endpoint.as_deref().map(endpoint_url),
+                    endpoint: endpoint.clone(),
+                    admin_endpoint: admin_endpoint.clone(),
                     missing_commit_index: match missing_commit_index {
                         crate::config::MissingCommitIndex::Refuse => MissingCommitIndex::Refuse,
                         crate::config::MissingCommitIndex::Warn => MissingCommitIndex::Warn,
@@ -116,11 +75,7 @@ impl Backends {
                 };
                 let where_ = format!(
                     "{} ({})",
-                    describe_endpoint(
-                        endpoint.as_deref(),
-                        "SPANNER_EMULATOR_HOST",
-                        "spanner.googleapis.com"
-                    ),
+                    ledgerhost_google::SPANNER.endpoint(endpoint.as_deref()),
                     cfg.database_path()
                 );
                 // Building the client already talks to Spanner (sessions), so the probe
@@ -174,16 +129,8 @@ impl Backends {
                     .clone()
                     .context("ledger.project is required when ledger.kind = \"pubsub\"")?;
                 let mut cfg = PubSubConfig::new(project);
-                cfg.endpoint = config.ledger.endpoint.as_deref().map(endpoint_url);
-                let where_ = format!(
-                    "{} (project {})",
-                    describe_endpoint(
-                        config.ledger.endpoint.as_deref(),
-                        "PUBSUB_EMULATOR_HOST",
-                        "pubsub.googleapis.com"
-                    ),
-                    cfg.project
-                );
+                cfg.endpoint = config.ledger.endpoint.clone();
+                let where_ = format!("{} (project {})", cfg.resolved_endpoint(), cfg.project);
                 let ledger = PubSubLedger::connect(cfg)
                     .await
                     .with_context(|| format!("cannot connect to Pub/Sub at {where_}"))?;
@@ -205,133 +152,19 @@ impl Backends {
                 )
             }
         };
-        let blobstore: Arc<dyn BlobStore> = match &config.blobstore {
-            BlobStoreConfig::Local { path } => {
-                let path = path
-                    .clone()
-                    .unwrap_or_else(|| config.host.data_dir.join("blobs"));
-                Arc::new(
-                    ledgerhost_capabilities::blobstore::local::LocalBlobStore::open(&path)
-                        .with_context(|| {
-                            format!("cannot open blob directory {}", path.display())
-                        })?,
-                )
+        let data_dir = &config.host.data_dir;
+        let (blobstore, blobstore_probe) = config.blobstore.build(data_dir).await?;
+        let (keyvalue, keyvalue_probe) = config.keyvalue.build(data_dir).await?;
+        let (warehouse, warehouse_probe) = config.warehouse.build(data_dir).await?;
+        for (name, probe) in [
+            ("blobstore", blobstore_probe),
+            ("keyvalue", keyvalue_probe),
+            ("warehouse", warehouse_probe),
+        ] {
+            if let Some(p) = probe {
+                capability_probes.insert(name, p);
             }
-            BlobStoreConfig::Gcs { endpoint, project } => {
-                use ledgerhost_capabilities::blobstore::gcs::{GcsBlobStore, GcsConfig};
-                let store = GcsBlobStore::connect(GcsConfig {
-                    endpoint: endpoint.clone(),
-                    project: project.clone(),
-                    ..GcsConfig::default()
-                })
-                .context("cannot set up the Cloud Storage client")?;
-                let where_ = describe_endpoint(
-                    Some(store.endpoint()),
-                    "STORAGE_EMULATOR_HOST",
-                    "storage.googleapis.com",
-                );
-                probe("Cloud Storage", &where_, store.check()).await?;
-                let store = Arc::new(store);
-                capability_probes.insert(
-                    "blobstore",
-                    Probe::of("Cloud Storage", where_, store.clone(), |s| async move {
-                        s.check().await
-                    }),
-                );
-                store
-            }
-        };
-        let keyvalue: Arc<dyn KeyValue> = match &config.keyvalue {
-            KeyValueConfig::Embedded { path } => {
-                let path = path
-                    .clone()
-                    .unwrap_or_else(|| config.host.data_dir.join("keyvalue.db"));
-                Arc::new(
-                    ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(&path)
-                        .with_context(|| {
-                            format!("cannot open key-value file {}", path.display())
-                        })?,
-                )
-            }
-            KeyValueConfig::Redis {
-                url,
-                namespace,
-                tls_ca_file,
-                tls_cert_file,
-                tls_key_file,
-            } => {
-                use ledgerhost_capabilities::keyvalue::redis::{
-                    RedisConfig, RedisKeyValue, RedisTls,
-                };
-                let mut cfg = RedisConfig::new(url.clone());
-                if let Some(ns) = namespace {
-                    cfg.namespace = ns.clone();
-                }
-                cfg.tls = RedisTls {
-                    ca_file: tls_ca_file.clone(),
-                    client_cert_file: tls_cert_file.clone(),
-                    client_key_file: tls_key_file.clone(),
-                };
-                let kv = RedisKeyValue::connect(cfg).with_context(|| {
-                    format!("cannot set up the Redis client for {}", redact(url))
-                })?;
-                probe("Redis", &redact(url), kv.check()).await?;
-                let kv = Arc::new(kv);
-                capability_probes.insert(
-                    "keyvalue",
-                    Probe::of("Redis", redact(url), kv.clone(), |kv| async move {
-                        kv.check().await
-                    }),
-                );
-                kv
-            }
-        };
-        let warehouse: Arc<dyn Warehouse> = match &config.warehouse {
-            WarehouseConfig::Sqlite { path } => {
-                let path = path
-                    .clone()
-                    .unwrap_or_else(|| config.host.data_dir.join("warehouse.db"));
-                Arc::new(
-                    ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse::open(&path)
-                        .with_context(|| {
-                            format!("cannot open warehouse file {}", path.display())
-                        })?,
-                )
-            }
-            WarehouseConfig::Bigquery {
-                project,
-                dataset,
-                endpoint,
-                location,
-            } => {
-                use ledgerhost_capabilities::warehouse::bigquery::{
-                    BigQueryConfig, BigQueryWarehouse,
-                };
-                let mut cfg = BigQueryConfig::new(project.clone(), dataset.clone());
-                cfg.endpoint = endpoint.clone();
-                cfg.location = location.clone();
-                let where_ = format!(
-                    "{} (dataset {project}.{dataset})",
-                    describe_endpoint(
-                        endpoint.as_deref(),
-                        "BIGQUERY_EMULATOR_HOST",
-                        "bigquery.googleapis.com"
-                    )
-                );
-                let warehouse = BigQueryWarehouse::connect(cfg)
-                    .await
-                    .with_context(|| format!("cannot set up the BigQuery client for {where_}"))?;
-                probe("BigQuery", &where_, warehouse.check()).await?;
-                let warehouse = Arc::new(warehouse);
-                capability_probes.insert(
-                    "warehouse",
-                    Probe::of("BigQuery", where_, warehouse.clone(), |w| async move {
-                        w.check().await
-                    }),
-                );
-                warehouse
-            }
-        };
+        }
         let ports = Ports {
             blobstore: blobstore.clone(),
             keyvalue: keyvalue.clone(),
@@ -358,13 +191,5 @@ impl Backends {
     /// The capabilities handed to plugins.
     pub fn capabilities(&self) -> CapabilityList {
         self.capabilities.clone()
-    }
-}
-
-/// A Redis URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
     }
 }

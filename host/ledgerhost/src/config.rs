@@ -4,21 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ledgerhost_capabilities::{blobstore, keyvalue, warehouse};
 use ledgerhost_core::ledger::ordering::Ordering;
 use serde::Deserialize;
 
-/// The environment variable naming the Google Cloud project of every Google backend whose
-/// config names none (`ledger.project`, `source.project`, `blobstore.project`,
-/// `warehouse.project`), as Google's client libraries and Cloud Run use it.
-pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
-
-/// The project from [`PROJECT_ENV`] in this process's environment (unset or blank: `None`).
-pub fn project_from_env() -> Option<String> {
-    std::env::var(PROJECT_ENV)
-        .ok()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-}
+/// The Google Cloud project of every Google backend whose config names none
+/// (`ledger.project`, `source.project`, `blobstore.project`, `warehouse.project`).
+pub use ledgerhost_google::{PROJECT_ENV, project_from_env};
+use ledgerhost_google::{check_endpoint, missing_project};
 
 /// Why a configuration could not be used. Always names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +62,13 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// `[blobstore]`: the store behind the `blobstore` capability.
     #[serde(default)]
-    pub blobstore: BlobStoreConfig,
+    pub blobstore: blobstore::Settings,
     /// `[keyvalue]`: the store behind the `keyvalue` capability.
     #[serde(default)]
-    pub keyvalue: KeyValueConfig,
+    pub keyvalue: keyvalue::Settings,
     /// `[warehouse]`: the warehouse behind the `warehouse` capability.
     #[serde(default)]
-    pub warehouse: WarehouseConfig,
+    pub warehouse: warehouse::Settings,
     /// `[admin]`: the admin HTTP endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -335,123 +328,6 @@ impl Default for LedgerConfig {
     }
 }
 
-/// Object storage behind the `blobstore` capability.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "kebab-case",
-    rename_all_fields = "kebab-case",
-    deny_unknown_fields
-)]
-pub enum BlobStoreConfig {
-    /// A directory (default `<data-dir>/blobs`).
-    Local {
-        /// Directory path; relative to the config file.
-        #[serde(default)]
-        path: Option<PathBuf>,
-    },
-    /// Cloud Storage: application default credentials, or the emulator through
-    /// `STORAGE_EMULATOR_HOST` / an explicit `endpoint`.
-    Gcs {
-        /// Base URL override, e.g. `http://127.0.0.1:4443`.
-        #[serde(default)]
-        endpoint: Option<String>,
-        /// Project owning the buckets the host creates (required by Google; default: the
-        /// environment variable `GOOGLE_CLOUD_PROJECT`).
-        #[serde(default)]
-        project: Option<String>,
-    },
-}
-
-impl Default for BlobStoreConfig {
-    fn default() -> Self {
-        BlobStoreConfig::Local { path: None }
-    }
-}
-
-/// Store behind the `keyvalue` capability.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "kebab-case",
-    rename_all_fields = "kebab-case",
-    deny_unknown_fields
-)]
-pub enum KeyValueConfig {
-    /// An SQLite file (default `<data-dir>/keyvalue.db`).
-    Embedded {
-        /// SQLite file path; relative to the config file.
-        #[serde(default)]
-        path: Option<PathBuf>,
-    },
-    /// Redis / Memorystore, e.g. `redis://127.0.0.1:6379`, or `rediss://10.0.0.3:6378` over
-    /// TLS (Memorystore's in-transit encryption).
-    Redis {
-        /// Redis URL (`redis://` or `rediss://`).
-        url: String,
-        /// Prefix of every stored key (default `ledgerhost:`), so deployments can share one
-        /// Redis.
-        #[serde(default)]
-        namespace: Option<String>,
-        /// `rediss://`: PEM file of the CA the server's certificate must chain to
-        /// (Memorystore: the instance's server CA); default: the system's roots. Relative to
-        /// the config file.
-        #[serde(default)]
-        tls_ca_file: Option<PathBuf>,
-        /// `rediss://`: PEM client certificate, for servers that require one (with
-        /// `tls-key-file`). Relative to the config file.
-        #[serde(default)]
-        tls_cert_file: Option<PathBuf>,
-        /// `rediss://`: PEM private key of `tls-cert-file`. Relative to the config file.
-        #[serde(default)]
-        tls_key_file: Option<PathBuf>,
-    },
-}
-
-impl Default for KeyValueConfig {
-    fn default() -> Self {
-        KeyValueConfig::Embedded { path: None }
-    }
-}
-
-/// Warehouse behind the `warehouse` capability.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "kebab-case",
-    rename_all_fields = "kebab-case",
-    deny_unknown_fields
-)]
-pub enum WarehouseConfig {
-    /// An SQLite file (default `<data-dir>/warehouse.db`).
-    Sqlite {
-        /// SQLite file path; relative to the config file.
-        #[serde(default)]
-        path: Option<PathBuf>,
-    },
-    /// BigQuery: application default credentials, or an emulator through
-    /// `BIGQUERY_EMULATOR_HOST` / an explicit `endpoint`.
-    Bigquery {
-        /// Default: the environment variable `GOOGLE_CLOUD_PROJECT`.
-        #[serde(default)]
-        project: String,
-        /// BigQuery dataset that holds the tables.
-        dataset: String,
-        /// Base URL override, e.g. `http://127.0.0.1:9050`.
-        #[serde(default)]
-        endpoint: Option<String>,
-        /// Location of the dataset if the host creates it (e.g. `EU`).
-        #[serde(default)]
-        location: Option<String>,
-    },
-}
-
-impl Default for WarehouseConfig {
-    fn default() -> Self {
-        WarehouseConfig::Sqlite { path: None }
-    }
-}
-
 /// The admin HTTP port (health, metrics, status, HTTP-triggered plugins).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -619,16 +495,8 @@ impl Config {
         {
             *project = env.to_string();
         }
-        if let BlobStoreConfig::Gcs { project, .. } = &mut self.blobstore
-            && project.is_none()
-        {
-            *project = Some(env.to_string());
-        }
-        if let WarehouseConfig::Bigquery { project, .. } = &mut self.warehouse
-            && project.trim().is_empty()
-        {
-            *project = env.to_string();
-        }
+        self.blobstore.default_project(env);
+        self.warehouse.default_project(env);
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -737,74 +605,12 @@ impl Config {
                 check_endpoint(ep).map_err(|p| invalid("source.admin-endpoint".into(), p))?;
             }
         }
-        if let BlobStoreConfig::Gcs {
-            endpoint: Some(ep), ..
-        } = &self.blobstore
-        {
-            check_endpoint(ep).map_err(|p| invalid("blobstore.endpoint".into(), p))?;
-        }
-        if let KeyValueConfig::Redis {
-            url,
-            tls_ca_file,
-            tls_cert_file,
-            tls_key_file,
-            ..
-        } = &self.keyvalue
-        {
-            let tls = url.starts_with("rediss://");
-            if !(tls || url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-                return Err(invalid(
-                    "keyvalue.url".into(),
-                    "must be a URL like `redis://127.0.0.1:6379` (or \
-                     `redis://:password@host:port/db`, or `rediss://host:port` for TLS)"
-                        .into(),
-                ));
-            }
-            for (key, file) in [
-                ("tls-ca-file", tls_ca_file),
-                ("tls-cert-file", tls_cert_file),
-                ("tls-key-file", tls_key_file),
-            ] {
-                if file.is_some() && !tls {
-                    return Err(invalid(
-                        format!("keyvalue.{key}"),
-                        "is a TLS setting: the url must start with `rediss://` (e.g. \
-                         `rediss://10.0.0.3:6378` for Memorystore with in-transit encryption)"
-                            .into(),
-                    ));
-                }
-            }
-            if tls_cert_file.is_some() != tls_key_file.is_some() {
-                return Err(invalid(
-                    "keyvalue.tls-cert-file".into(),
-                    "and keyvalue.tls-key-file must be set together (a client certificate and \
-                     its private key)"
-                        .into(),
-                ));
-            }
-        }
-        if let WarehouseConfig::Bigquery {
-            project,
-            dataset,
-            endpoint,
-            ..
-        } = &self.warehouse
-        {
-            if project.trim().is_empty() {
-                return Err(invalid(
-                    "warehouse.project".into(),
-                    missing_project("warehouse.kind = \"bigquery\""),
-                ));
-            }
-            if dataset.trim().is_empty() {
-                return Err(invalid(
-                    "warehouse.dataset".into(),
-                    "must be set when warehouse.kind = \"bigquery\"".into(),
-                ));
-            }
-            if let Some(ep) = endpoint {
-                check_endpoint(ep).map_err(|p| invalid("warehouse.endpoint".into(), p))?;
-            }
+        for section in [
+            self.blobstore.check(),
+            self.keyvalue.check(),
+            self.warehouse.check(),
+        ] {
+            section.map_err(|(key, problem)| invalid(key, problem))?;
         }
         ledgerhost_capabilities::registry::check_sections::<ledgerhost_runtime::PluginState>(
             &self.capabilities,
@@ -833,40 +639,10 @@ impl Config {
         if let SourceConfig::Sqlite { path } = &mut self.source {
             abs(path);
         }
-        let data = self.host.data_dir.clone();
-        match &mut self.blobstore {
-            BlobStoreConfig::Local { path } => {
-                let p = path.get_or_insert_with(|| data.join("blobs"));
-                abs(p);
-            }
-            BlobStoreConfig::Gcs { .. } => {}
-        }
-        match &mut self.keyvalue {
-            KeyValueConfig::Embedded { path } => {
-                let p = path.get_or_insert_with(|| data.join("keyvalue.db"));
-                abs(p);
-            }
-            KeyValueConfig::Redis {
-                tls_ca_file,
-                tls_cert_file,
-                tls_key_file,
-                ..
-            } => {
-                for p in [tls_ca_file, tls_cert_file, tls_key_file]
-                    .into_iter()
-                    .flatten()
-                {
-                    abs(p);
-                }
-            }
-        }
-        match &mut self.warehouse {
-            WarehouseConfig::Sqlite { path } => {
-                let p = path.get_or_insert_with(|| data.join("warehouse.db"));
-                abs(p);
-            }
-            WarehouseConfig::Bigquery { .. } => {}
-        }
+        let data = &self.host.data_dir;
+        self.blobstore.resolve_paths(base, data);
+        self.keyvalue.resolve_paths(base, data);
+        self.warehouse.resolve_paths(base, data);
     }
 
     /// The ledger topic of a table.
@@ -882,40 +658,6 @@ impl Config {
                 .unwrap_or_else(|_| "host".into());
             format!("{host}-{}", std::process::id())
         })
-    }
-}
-
-/// The problem of a missing Google Cloud project: where it may come from.
-fn missing_project(when: &str) -> String {
-    format!(
-        "is required when {when}: set it to the Google Cloud project id, or set the \
-         environment variable {PROJECT_ENV}"
-    )
-}
-
-/// Checks an endpoint setting: `http(s)://host:port[/...]` or `host:port`.
-fn check_endpoint(ep: &str) -> Result<(), String> {
-    let rest = ep
-        .strip_prefix("http://")
-        .or_else(|| ep.strip_prefix("https://"))
-        .unwrap_or(ep);
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() || rest.contains("://") || ep.contains(char::is_whitespace) {
-        return Err(format!(
-            "must be an endpoint like `http://127.0.0.1:8085` or `127.0.0.1:8085`, not `{ep}`"
-        ));
-    }
-    Ok(())
-}
-
-/// An endpoint setting (or emulator variable) as a URL: `host:port` gets `http://`, the
-/// emulators' plaintext scheme.
-pub fn endpoint_url(ep: &str) -> String {
-    let ep = ep.trim().trim_end_matches('/');
-    if ep.starts_with("http://") || ep.starts_with("https://") {
-        ep.to_string()
-    } else {
-        format!("http://{ep}")
     }
 }
 
@@ -978,7 +720,7 @@ mod tests {
         .unwrap();
         assert!(matches!(c.source, SourceConfig::Spanner { .. }));
         assert_eq!(c.ledger.kind, LedgerKind::Pubsub);
-        assert!(matches!(c.keyvalue, KeyValueConfig::Redis { .. }));
+        assert!(matches!(c.keyvalue, keyvalue::Settings::Redis { .. }));
     }
 
     #[test]
@@ -1038,7 +780,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(
-                    endpoint_url(endpoint.as_deref().unwrap()),
+                    ledgerhost_google::url(endpoint.as_deref().unwrap()),
                     "http://127.0.0.1:9010"
                 );
                 assert_eq!(admin_endpoint.as_deref(), Some("http://127.0.0.1:9020"));
@@ -1081,11 +823,11 @@ mod tests {
                 other => panic!("{other:?}"),
             };
             let blob = match &c.blobstore {
-                BlobStoreConfig::Gcs { project, .. } => project.clone(),
+                blobstore::Settings::Gcs { project, .. } => project.clone(),
                 other => panic!("{other:?}"),
             };
             let warehouse = match &c.warehouse {
-                WarehouseConfig::Bigquery { project, .. } => project.clone(),
+                warehouse::Settings::Bigquery { project, .. } => project.clone(),
                 other => panic!("{other:?}"),
             };
             (c.ledger.project.clone(), source, blob, warehouse)
@@ -1158,7 +900,7 @@ mod tests {
         let c = in_env("[blobstore]\nkind = \"gcs\"\n", &[], None).unwrap();
         assert!(matches!(
             c.blobstore,
-            BlobStoreConfig::Gcs { project: None, .. }
+            blobstore::Settings::Gcs { project: None, .. }
         ));
         // A missing dataset is its own key.
         let err = in_env(
@@ -1180,7 +922,7 @@ mod tests {
         )
         .unwrap();
         match c.keyvalue {
-            KeyValueConfig::Redis {
+            keyvalue::Settings::Redis {
                 tls_ca_file,
                 tls_cert_file,
                 tls_key_file,

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod calendar;
 pub mod decimal;
 pub mod filter;
 pub mod grant;

@@ -18,9 +18,9 @@
 //!   (`CURRENT_TIMESTAMP()`), so replicas with skewed clocks agree.
 //! - Every transaction is counted by kind and purpose ([`Source::transactions`]).
 //!
-//! The emulator is reached through `SPANNER_EMULATOR_HOST` (read by the client crate) or an
-//! explicit plaintext `endpoint`; both use anonymous credentials. Otherwise application
-//! default credentials are used.
+//! Endpoint and credentials follow [`ledgerhost_google`]'s rule for [`SPANNER`]: the
+//! configured `endpoint`, else `SPANNER_EMULATOR_HOST`, else Google's; anonymous against an
+//! emulator, application default credentials otherwise.
 
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ use ledgerhost_core::source::{
     TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
+use ledgerhost_google::SPANNER;
+use ledgerhost_manifest::calendar;
 use tracing::{debug, info};
 
 const BACKEND: &str = "spanner";
@@ -209,8 +211,12 @@ impl SpannerSource {
     /// Connects to the database (no table is touched yet).
     pub async fn connect(config: SpannerConfig) -> PortResult<Self> {
         let mut builder = Spanner::builder();
-        if let Some(ep) = &config.endpoint {
-            builder = builder.with_endpoint(ep.clone());
+        let endpoint = SPANNER.endpoint(config.endpoint.as_deref());
+        if let Some(url) = endpoint.override_url() {
+            builder = builder.with_endpoint(url.to_string());
+        }
+        if let Some(c) = endpoint.client_credentials() {
+            builder = builder.with_credentials(c);
         }
         let spanner = builder.build().await.map_err(|e| {
             PortError::unavailable(
@@ -330,13 +336,14 @@ impl SpannerSource {
     /// Applies DDL statements to the database and waits until they are done.
     pub async fn update_ddl(&self, statements: Vec<String>) -> PortResult<()> {
         let mut builder = self.spanner.database_admin_builder();
-        if let Some(ep) = &self.config.admin_endpoint {
-            builder = builder.with_endpoint(ep.clone());
-            if ep.starts_with("http://") {
-                builder = builder.with_credentials(
-                    google_cloud_auth::credentials::anonymous::Builder::new().build(),
-                );
-            }
+        // Only a configured admin endpoint: the emulator variable names the gRPC port, from
+        // which the client derives the admin one.
+        let admin = SPANNER.endpoint_with(self.config.admin_endpoint.as_deref(), None);
+        if let Some(url) = admin.override_url() {
+            builder = builder.with_endpoint(url.to_string());
+        }
+        if let Some(c) = admin.client_credentials() {
+            builder = builder.with_credentials(c);
         }
         let admin: DatabaseAdmin = builder.build().await.map_err(|e| {
             PortError::unavailable(
@@ -1464,31 +1471,6 @@ fn micros_timestamp(us: i64) -> PortResult<Timestamp> {
     })
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-fn days_from_civil(y: i32, m: i32, d: i32) -> i32 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(z: i32) -> (i32, i32, i32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 fn spanner_type(ty: &ColumnType) -> Type {
     match ty {
         ColumnType::Bool => types::bool(),
@@ -1517,8 +1499,14 @@ pub(crate) fn to_param(v: &Value, ty: &ColumnType) -> Result<(SpValue, Type), St
         Value::Numeric(s) | Value::String(s) | Value::Json(s) => SpValue::from(s.clone()),
         Value::Bytes(b) => SpValue::from(b.clone()),
         Value::Date(d) => {
-            let (y, m, day) = civil_from_days(*d);
-            SpValue::from(Date::new().set_year(y).set_month(m).set_day(day))
+            let (y, m, day) = calendar::civil_from_days(i64::from(*d));
+            // A DATE's year (days in an i32) fits an i32; month and day are small.
+            SpValue::from(
+                Date::new()
+                    .set_year(y as i32)
+                    .set_month(m as i32)
+                    .set_day(day as i32),
+            )
         }
         Value::Timestamp(t) => SpValue::from(micros_timestamp(*t).map_err(|e| e.to_string())?),
         Value::Array(elem, items) => {
@@ -1558,7 +1546,13 @@ fn from_spanner(v: &SpValue, ty: &ColumnType) -> Result<Value, String> {
         ColumnType::Bytes => Value::Bytes(Vec::<u8>::from_value(v, &st).map_err(conv)?),
         ColumnType::Date => {
             let d = Date::from_value(v, &st).map_err(conv)?;
-            Value::Date(days_from_civil(d.year, d.month, d.day))
+            let (m, day) = (u32::try_from(d.month), u32::try_from(d.day));
+            match (m, day) {
+                (Ok(m), Ok(day)) => calendar::checked_days(i64::from(d.year), m, day),
+                _ => None,
+            }
+            .map(Value::Date)
+            .ok_or_else(|| format!("{}-{}-{} is not a DATE", d.year, d.month, d.day))?
         }
         ColumnType::Timestamp => Value::Timestamp(timestamp_micros(
             &Timestamp::from_value(v, &st).map_err(conv)?,
@@ -1580,20 +1574,6 @@ fn from_spanner(v: &SpValue, ty: &ColumnType) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates_round_trip() {
-        for (y, m, d, days) in [
-            (1970, 1, 1, 0),
-            (2000, 3, 1, 11_017),
-            (1969, 12, 31, -1),
-            (1, 1, 1, -719_162),
-            (9999, 12, 31, 2_932_896),
-        ] {
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-            assert_eq!(civil_from_days(days), (y, m, d));
-        }
-    }
 
     #[test]
     fn identifiers_are_validated() {

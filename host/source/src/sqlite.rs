@@ -70,6 +70,7 @@ use ledgerhost_core::source::{
     TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
+use ledgerhost_manifest::calendar::{self, date_text};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
@@ -955,7 +956,7 @@ fn to_sql(v: &Value) -> rusqlite::types::Value {
         Value::Int64(i) | Value::Timestamp(i) => S::Integer(*i),
         Value::Float32(f) => S::Real(f64::from(*f)),
         Value::Float64(f) => S::Real(*f),
-        Value::Date(d) => S::Text(format_date(*d)),
+        Value::Date(d) => S::Text(date_text(*d)),
         Value::Numeric(s) | Value::String(s) | Value::Json(s) => S::Text(s.clone()),
         Value::Bytes(b) => S::Blob(b.clone()),
         Value::Array(..) => S::Null,
@@ -1061,44 +1062,11 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+/// Days since 1970-01-01 of the `YYYY-MM-DD` date a text starts with.
 fn parse_date(s: &str) -> Result<i32, String> {
-    let bad = || format!("`{s}` is not a YYYY-MM-DD date");
-    let mut parts = s.get(..10).ok_or_else(bad)?.splitn(3, '-');
-    let y: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let m: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let d: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let (y0, m0, d0) = (y, m, d);
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = i32::try_from(era * 146_097 + doe - 719_468).map_err(|_| bad())?;
-    // Round trip to refuse days that do not exist (2023-02-29 would roll into March).
-    if format_date(days) != format!("{y0:04}-{m0:02}-{d0:02}") {
-        return Err(bad());
-    }
-    Ok(days)
-}
-
-/// `YYYY-MM-DD` of days since 1970-01-01.
-fn format_date(days: i32) -> String {
-    let z = i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    s.get(..10)
+        .and_then(calendar::parse_date)
+        .ok_or_else(|| format!("`{s}` is not a YYYY-MM-DD date"))
 }
 
 pub mod demo;

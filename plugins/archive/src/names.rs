@@ -1,6 +1,8 @@
 //! Bucket and object names, and the UTC calendar arithmetic behind them (plugins have no
 //! date library and no clock; everything is derived from commit timestamps).
 
+use ledgerhost_manifest::calendar::{checked_days, civil_from_days};
+
 const MICROS_PER_SEC: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
 
@@ -20,31 +22,6 @@ pub struct Civil {
     pub minute: u32,
     pub second: u32,
     pub micros: u32,
-}
-
-/// Days since 1970-01-01 to (year, month, day) (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01 (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Splits microseconds since the epoch into UTC calendar fields.
@@ -74,14 +51,11 @@ pub fn micros_from_civil(
     minute: u32,
     second: u32,
 ) -> Option<i64> {
-    if !(1..=12).contains(&month) || day == 0 || hour > 24 || minute > 59 || second > 59 {
+    if hour > 24 || minute > 59 || second > 59 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    // Round-tripping rejects 31 April and 29 February of common years.
-    if civil_from_days(days) != (year, month, day) {
-        return None;
-    }
+    // Refuses 31 April and 29 February of common years.
+    let days = i64::from(checked_days(year, month, day)?);
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
     secs.checked_mul(MICROS_PER_SEC)
 }

@@ -5,17 +5,17 @@
 //! single `uploadType=media` requests, which Cloud Storage applies atomically (readers see the
 //! old or the new object whole).
 //!
-//! Endpoint: [`GcsConfig::endpoint`], else `STORAGE_EMULATOR_HOST` (as the official clients
-//! read it; `host:port` or a URL), else `https://storage.googleapis.com`. Authentication:
-//! none against an emulator, Google application default credentials otherwise
-//! ([`GcsAuth`]).
+//! Endpoint and credentials follow [`ledgerhost_google`]'s rule for [`STORAGE`]:
+//! [`GcsConfig::endpoint`], else `STORAGE_EMULATOR_HOST`, else
+//! `https://storage.googleapis.com`; anonymous against an emulator, Google application
+//! default credentials otherwise ([`GcsConfig::auth`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::AccessTokenCredentials;
 use ledgerhost_core::capabilities::BlobStore;
 use ledgerhost_core::{PortError, PortResult};
+use ledgerhost_google::{Auth, AuthMode, Endpoint, STORAGE};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
@@ -24,8 +24,6 @@ use tracing::debug;
 use super::checked_name;
 
 const BACKEND: &str = "gcs blobstore";
-const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
-const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 
 /// Everything but RFC 3986 unreserved characters is escaped in a path segment, `/` included:
 /// an object name is one segment of the JSON API path.
@@ -34,19 +32,6 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
-
-/// How requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GcsAuth {
-    /// Anonymous against an emulator (endpoint set explicitly or via `STORAGE_EMULATOR_HOST`),
-    /// application default credentials against Google.
-    Auto,
-    /// No `Authorization` header.
-    Anonymous,
-    /// Google application default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC
-    /// file, or the metadata server).
-    ApplicationDefault,
-}
 
 /// Settings of [`GcsBlobStore`].
 #[derive(Debug, Clone)]
@@ -58,7 +43,7 @@ pub struct GcsConfig {
     /// ignored by emulators).
     pub project: Option<String>,
     /// How requests are authenticated.
-    pub auth: GcsAuth,
+    pub auth: AuthMode,
     /// Timeout of one request (uploads of large objects included).
     pub timeout: Duration,
     /// Names asked for per listing page (Cloud Storage allows up to 1000).
@@ -70,7 +55,7 @@ impl Default for GcsConfig {
         GcsConfig {
             endpoint: None,
             project: None,
-            auth: GcsAuth::Auto,
+            auth: AuthMode::Auto,
             timeout: Duration::from_secs(120),
             list_page_size: 1000,
         }
@@ -81,9 +66,9 @@ impl Default for GcsConfig {
 #[derive(Clone)]
 pub struct GcsBlobStore {
     http: reqwest::Client,
-    base: String,
+    endpoint: Endpoint,
     project: Option<String>,
-    credentials: Option<AccessTokenCredentials>,
+    auth: Auth,
     page_size: String,
 }
 
@@ -98,26 +83,6 @@ struct ObjectList {
 #[derive(Deserialize)]
 struct ObjectItem {
     name: String,
-}
-
-/// Normalises `host:port` or a URL to a base URL without a trailing slash.
-fn base_url(s: &str) -> String {
-    let s = s.trim().trim_end_matches('/');
-    if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("http://{s}")
-    }
-}
-
-/// The base URL and whether it is an emulator: the configured endpoint, else
-/// `STORAGE_EMULATOR_HOST`, else Google's.
-fn resolve_endpoint(configured: Option<&str>, env: Option<&str>) -> (String, bool) {
-    match (configured, env.filter(|s| !s.trim().is_empty())) {
-        (Some(e), _) => (base_url(e), !e.contains("googleapis.com")),
-        (None, Some(env)) => (base_url(env), true),
-        (None, None) => (GOOGLE_ENDPOINT.to_string(), false),
-    }
 }
 
 /// Maps an HTTP answer that is not a success to a port error about `what`.
@@ -148,34 +113,9 @@ async fn status_error(what: &str, resp: Response) -> PortError {
 impl GcsBlobStore {
     /// Builds a client from `config`; fails if the credentials cannot be set up.
     pub fn connect(config: GcsConfig) -> PortResult<Self> {
-        let (base, emulator) = resolve_endpoint(
-            config.endpoint.as_deref(),
-            std::env::var("STORAGE_EMULATOR_HOST").ok().as_deref(),
-        );
-        let anonymous = match config.auth {
-            GcsAuth::Anonymous => true,
-            GcsAuth::ApplicationDefault => false,
-            GcsAuth::Auto => emulator,
-        };
-        let credentials = if anonymous {
-            None
-        } else {
-            Some(
-                google_cloud_auth::credentials::Builder::default()
-                    .with_scopes([SCOPE])
-                    .build_access_token_credentials()
-                    .map_err(|e| {
-                        PortError::unavailable(
-                            BACKEND,
-                            format!(
-                                "cannot load Google application default credentials: {e}; set \
-                             GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
-                             application-default login`"
-                            ),
-                        )
-                    })?,
-            )
-        };
+        let endpoint = STORAGE.endpoint(config.endpoint.as_deref());
+        let auth = Auth::new(&STORAGE, &endpoint, config.auth)
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(5))
@@ -183,19 +123,19 @@ impl GcsBlobStore {
             .map_err(|e| {
                 PortError::unavailable(BACKEND, format!("cannot build the HTTP client: {e}"))
             })?;
-        debug!(base = %base, anonymous, "gcs blobstore configured");
+        debug!(endpoint = %endpoint, anonymous = auth.is_anonymous(), "gcs blobstore configured");
         Ok(GcsBlobStore {
             http,
-            base,
+            endpoint,
             project: config.project,
-            credentials,
+            auth,
             page_size: config.list_page_size.clamp(1, 1000).to_string(),
         })
     }
 
-    /// The base URL requests go to.
-    pub fn endpoint(&self) -> &str {
-        &self.base
+    /// Where requests go (and why there), for messages.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Health probe: fetches a token (when authenticated) and asks for a bucket's metadata;
@@ -216,18 +156,13 @@ impl GcsBlobStore {
     }
 
     async fn request(&self, method: Method, path: &str) -> PortResult<RequestBuilder> {
-        let rb = self.http.request(method, format!("{}{path}", self.base));
-        match &self.credentials {
-            None => Ok(rb),
-            Some(c) => {
-                let token = c.access_token().await.map_err(|e| {
-                    PortError::unavailable(
-                        BACKEND,
-                        format!("cannot get an access token for Cloud Storage: {e}"),
-                    )
-                })?;
-                Ok(rb.bearer_auth(token.token))
-            }
+        let rb = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint.url));
+        match self.auth.bearer().await {
+            Ok(None) => Ok(rb),
+            Ok(Some(token)) => Ok(rb.bearer_auth(token)),
+            Err(e) => Err(PortError::unavailable(BACKEND, e)),
         }
     }
 
@@ -235,7 +170,10 @@ impl GcsBlobStore {
         rb.send().await.map_err(|e| {
             PortError::unavailable(
                 BACKEND,
-                format!("{what}: cannot reach Cloud Storage at {}: {e}", self.base),
+                format!(
+                    "{what}: cannot reach Cloud Storage at {}: {e}",
+                    self.endpoint.url
+                ),
             )
         })
     }
@@ -378,28 +316,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_resolution_honours_the_emulator_variable() {
-        let google = (GOOGLE_ENDPOINT.to_string(), false);
-        assert_eq!(resolve_endpoint(None, None), google);
-        assert_eq!(resolve_endpoint(None, Some(" ")), google);
-        assert_eq!(
-            resolve_endpoint(None, Some("localhost:4443")),
-            ("http://localhost:4443".to_string(), true)
-        );
-        assert_eq!(
-            resolve_endpoint(Some("http://127.0.0.1:1/"), Some("localhost:4443")),
-            ("http://127.0.0.1:1".to_string(), true)
-        );
-        assert_eq!(
-            resolve_endpoint(Some("https://storage.googleapis.com"), None),
-            google
-        );
-    }
-
-    #[test]
-    fn urls_and_names_are_encoded() {
-        assert_eq!(base_url("127.0.0.1:4443"), "http://127.0.0.1:4443");
-        assert_eq!(base_url("https://x.example/"), "https://x.example");
+    fn names_are_encoded() {
         assert_eq!(
             GcsBlobStore::object_path("b", "orders/2026 x+y.avro"),
             "/storage/v1/b/b/o/orders%2F2026%20x%2By.avro"

@@ -5,8 +5,10 @@
 pub mod gcs;
 mod host;
 pub mod local;
+mod settings;
 
 pub use host::BlobstoreCapability;
+pub use settings::Settings;
 
 use ledgerhost_core::{PortError, PortResult};
 

@@ -4,5 +4,7 @@ pub mod embedded;
 mod host;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod settings;
 
 pub use host::KeyValueCapability;
+pub use settings::Settings;

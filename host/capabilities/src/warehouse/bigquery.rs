@@ -38,32 +38,18 @@ use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use gcp_bigquery_client::model::table_row::TableRow;
 use gcp_bigquery_client::model::table_schema::TableSchema as BqSchema;
-use google_cloud_auth::credentials::AccessTokenCredentials;
 use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
 use ledgerhost_core::{ColumnType, Field, PortError, PortResult, Value};
+use ledgerhost_google::{Auth, AuthMode, BIGQUERY};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
 use super::{json_of, parse_type_name, type_name, value_of_json};
 
 const BACKEND: &str = "bigquery warehouse";
-const GOOGLE_ENDPOINT: &str = "https://bigquery.googleapis.com";
-const SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
 const TAG: &str = "ledgerhost:";
 /// Rows per MERGE statement: keeps one request well under BigQuery's request size limit.
 const ROWS_PER_STATEMENT: usize = 500;
-
-/// How requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BigQueryAuth {
-    /// Anonymous against an emulator (an endpoint set explicitly or via
-    /// `BIGQUERY_EMULATOR_HOST`), application default credentials against Google.
-    Auto,
-    /// A dummy token, for emulators.
-    Anonymous,
-    /// Google application default credentials.
-    ApplicationDefault,
-}
 
 /// Settings of [`BigQueryWarehouse`].
 #[derive(Debug, Clone)]
@@ -73,12 +59,12 @@ pub struct BigQueryConfig {
     /// Dataset of the warehouse tables; created if missing.
     pub dataset: String,
     /// Base URL, e.g. `http://127.0.0.1:9050` (`/bigquery/v2` is appended); `None` reads
-    /// `BIGQUERY_EMULATOR_HOST`, then uses Google's endpoint.
+    /// `BIGQUERY_EMULATOR_HOST`, then uses Google's endpoint ([`ledgerhost_google`]'s rule).
     pub endpoint: Option<String>,
     /// Location of a dataset this backend creates (e.g. `EU`); `None` = BigQuery's default.
     pub location: Option<String>,
     /// How requests are authenticated.
-    pub auth: BigQueryAuth,
+    pub auth: AuthMode,
 }
 
 impl BigQueryConfig {
@@ -89,27 +75,24 @@ impl BigQueryConfig {
             dataset: dataset.into(),
             endpoint: None,
             location: None,
-            auth: BigQueryAuth::Auto,
+            auth: AuthMode::Auto,
         }
     }
 }
 
+/// The client crate's view of [`Auth`]: it always sends a token, so an anonymous one is a
+/// placeholder the emulator ignores.
 #[derive(Clone)]
-enum Token {
-    Dummy,
-    Google(AccessTokenCredentials),
-}
+struct Token(Auth);
 
 #[async_trait]
 impl Authenticator for Token {
     async fn access_token(&self) -> Result<String, BQError> {
-        match self {
-            Token::Dummy => Ok("emulator".to_string()),
-            Token::Google(c) => c.access_token().await.map(|t| t.token).map_err(|e| {
-                BQError::InvalidApplicationDefaultCredentialsAuthenticator(std::io::Error::other(
-                    e.to_string(),
-                ))
-            }),
+        match self.0.bearer().await {
+            Ok(token) => Ok(token.unwrap_or_else(|| "emulator".to_string())),
+            Err(e) => Err(BQError::InvalidApplicationDefaultCredentialsAuthenticator(
+                std::io::Error::other(e),
+            )),
         }
     }
 }
@@ -414,52 +397,18 @@ impl BigQueryWarehouse {
                 "warehouse.project and warehouse.dataset must both be set".to_string(),
             ));
         }
-        let env = std::env::var("BIGQUERY_EMULATOR_HOST")
-            .ok()
-            .filter(|s| !s.trim().is_empty());
-        let (base, emulator) = match (&config.endpoint, env) {
-            (Some(e), _) => (e.clone(), !e.contains("googleapis.com")),
-            (None, Some(e)) => (e, true),
-            (None, None) => (GOOGLE_ENDPOINT.to_string(), false),
-        };
-        let base = base.trim().trim_end_matches('/');
-        let base = if base.contains("://") {
-            base.to_string()
-        } else {
-            format!("http://{base}")
-        };
-        let anonymous = match config.auth {
-            BigQueryAuth::Anonymous => true,
-            BigQueryAuth::ApplicationDefault => false,
-            BigQueryAuth::Auto => emulator,
-        };
-        let token = if anonymous {
-            Token::Dummy
-        } else {
-            Token::Google(
-                google_cloud_auth::credentials::Builder::default()
-                    .with_scopes([SCOPE])
-                    .build_access_token_credentials()
-                    .map_err(|e| {
-                        PortError::unavailable(
-                            BACKEND,
-                            format!(
-                                "cannot load Google application default credentials: {e}; set \
-                             GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
-                             application-default login`"
-                            ),
-                        )
-                    })?,
-            )
-        };
+        let endpoint = BIGQUERY.endpoint(config.endpoint.as_deref());
+        let auth = Auth::new(&BIGQUERY, &endpoint, config.auth)
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        let anonymous = auth.is_anonymous();
         let client = ClientBuilder::new()
-            .with_v2_base_url(format!("{base}/bigquery/v2"))
-            .build_from_authenticator(Arc::new(token))
+            .with_v2_base_url(format!("{}/bigquery/v2", endpoint.url))
+            .build_from_authenticator(Arc::new(Token(auth)))
             .await
             .map_err(|e| {
                 PortError::unavailable(BACKEND, format!("cannot build the BigQuery client: {e}"))
             })?;
-        debug!(base = %base, anonymous, project = %config.project, dataset = %config.dataset, "bigquery warehouse configured");
+        debug!(endpoint = %endpoint, anonymous, project = %config.project, dataset = %config.dataset, "bigquery warehouse configured");
         Ok(BigQueryWarehouse {
             client,
             project: config.project,

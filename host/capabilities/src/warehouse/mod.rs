@@ -5,9 +5,11 @@
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
 mod host;
+mod settings;
 pub mod sqlite;
 
 pub use host::WarehouseCapability;
+pub use settings::Settings;
 
 use ledgerhost_core::{ColumnType, Value};
 

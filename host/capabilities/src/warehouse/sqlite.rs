@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
 use ledgerhost_core::{ColumnType, Field, PortError, PortResult, Value};
+use ledgerhost_manifest::calendar::{self, date_text};
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, params};
 
@@ -50,7 +51,7 @@ fn to_sql(v: &Value) -> Sql {
         Value::Float64(f) => Sql::Real(*f),
         // Stored as `YYYY-MM-DD` text (the column has TEXT affinity, which would turn a day
         // number into digits that read back as a string), so SQL date functions work on it.
-        Value::Date(d) => Sql::Text(format_date(*d)),
+        Value::Date(d) => Sql::Text(date_text(*d)),
         Value::Numeric(s) | Value::String(s) | Value::Json(s) => Sql::Text(s.clone()),
         Value::Bytes(b) => Sql::Blob(b.clone()),
         Value::Array(..) => Sql::Text(json_of(v).to_string()),
@@ -94,41 +95,9 @@ fn from_sql(v: ValueRef<'_>, ty: &ColumnType) -> Value {
     }
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 fn parse_date(s: &str) -> Result<i32, String> {
-    let bad = || format!("`{s}` is not a YYYY-MM-DD date");
-    let mut parts = s.splitn(3, '-');
-    let mut next =
-        || -> Result<i64, String> { parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
-    let (y, m, d) = (next()?, next()?, next()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Howard Hinnant's days_from_civil.
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = i32::try_from(era * 146_097 + doe - 719_468).map_err(|_| bad())?;
-    if format_date(days) != s {
-        return Err(bad());
-    }
-    Ok(days)
-}
-
-/// `YYYY-MM-DD` of days since 1970-01-01.
-fn format_date(days: i32) -> String {
-    let z = i64::from(days) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    calendar::parse_date(s).ok_or_else(|| format!("`{s}` is not a YYYY-MM-DD date"))
 }
 
 /// The stored column types of a table, in order.
@@ -461,7 +430,7 @@ mod tests {
             (-1, "1969-12-31"),
             (20_415, "2025-11-23"),
         ] {
-            assert_eq!(format_date(days), text);
+            assert_eq!(date_text(days), text);
             assert_eq!(parse_date(text), Ok(days));
             assert_eq!(to_sql(&Value::Date(days)), Sql::Text(text.into()));
             let back = from_sql(ValueRef::Text(text.as_bytes()), &ColumnType::Date);

@@ -17,14 +17,11 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use google_cloud_auth::credentials::AccessTokenCredentials;
 use ledgerhost_core::ledger::{Message, limits};
+use ledgerhost_google::{Auth, AuthMode, Endpoint, PUBSUB};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-/// Google's Pub/Sub endpoint, used when no endpoint or emulator is configured.
-pub const GOOGLE_ENDPOINT: &str = "https://pubsub.googleapis.com";
-const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 /// How long the server may hold one Pull before it answers (with nothing). Sent as
 /// `X-Server-Timeout` (Google's REST deadline) and `grpc-timeout` (which the emulator
 /// honours); the client waits a little longer, because an abandoned Pull stays open on the
@@ -54,6 +51,9 @@ pub enum RestError {
     /// Transport failure, timeout or server error: worth retrying.
     #[error("{0}")]
     Unavailable(String),
+    /// No credentials or no token (Google only): worth retrying, the token source may recover.
+    #[error(transparent)]
+    Auth(#[from] ledgerhost_google::Error),
     /// A Pull that ended on our side without an answer: nothing arrived in time.
     #[error("no answer to pull within {PULL_TIMEOUT:?}")]
     PullTimedOut,
@@ -151,7 +151,7 @@ struct ModifyRequest<'a> {
 pub struct RestClient {
     http: reqwest::Client,
     base: String,
-    credentials: Option<AccessTokenCredentials>,
+    auth: Auth,
 }
 
 /// The Publish requests of one ordering key, to send one after another.
@@ -199,29 +199,10 @@ pub fn publish_requests(messages: Vec<Message>) -> Vec<KeyLane> {
 }
 
 impl RestClient {
-    /// A client for `endpoint` (`None`: Google's, with application default credentials).
-    /// A plaintext `http://` endpoint is an emulator and goes unauthenticated.
-    pub fn new(endpoint: Option<&str>) -> Result<Self, RestError> {
-        let base = endpoint
-            .unwrap_or(GOOGLE_ENDPOINT)
-            .trim_end_matches('/')
-            .to_string();
-        let credentials = if base.starts_with("http://") {
-            None
-        } else {
-            Some(
-                google_cloud_auth::credentials::Builder::default()
-                    .with_scopes([SCOPE])
-                    .build_access_token_credentials()
-                    .map_err(|e| {
-                        RestError::Unavailable(format!(
-                            "cannot load Google application default credentials: {e}; set \
-                             GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
-                             application-default login`"
-                        ))
-                    })?,
-            )
-        };
+    /// A client for `endpoint`, anonymous against an emulator, with application default
+    /// credentials against Google.
+    pub fn new(endpoint: &Endpoint) -> Result<Self, RestError> {
+        let auth = Auth::new(&PUBSUB, endpoint, AuthMode::Auto)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -229,8 +210,8 @@ impl RestClient {
             .map_err(|e| RestError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
         Ok(RestClient {
             http,
-            base,
-            credentials,
+            base: endpoint.url.clone(),
+            auth,
         })
     }
 
@@ -338,11 +319,8 @@ impl RestClient {
                 .header("X-Server-Timeout", PULL_WAIT_SECS.to_string())
                 .header("grpc-timeout", format!("{PULL_WAIT_SECS}S"));
         }
-        if let Some(c) = &self.credentials {
-            let token = c.access_token().await.map_err(|e| {
-                RestError::Unavailable(format!("cannot get an access token for Pub/Sub: {e}"))
-            })?;
-            rb = rb.bearer_auth(token.token);
+        if let Some(token) = self.auth.bearer().await? {
+            rb = rb.bearer_auth(token);
         }
         let resp = rb.send().await.map_err(|e| {
             if e.is_timeout() && verb == "pull" {

@@ -235,7 +235,7 @@ async fn every_column_type_and_composite_keys() {
     );
     assert_eq!(full[16], Value::Timestamp(rows[2].commit_ts));
     assert!(rows[1].values[2..16].iter().all(|v| *v == Value::Null));
-    assert_eq!(format_date(19_782), "2024-02-29");
+    assert_eq!(date_text(19_782), "2024-02-29");
     assert_eq!(parse_date("1969-12-31").unwrap(), -1);
     assert!(parse_date("2023-02-29").is_err(), "not a day");
     assert!(base64_decode("AP8").is_ok() && base64_decode("A").is_err());
