@@ -101,6 +101,42 @@ pub struct Subscription {
     /// Longest retry delay.
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// The columns a 0.2 consumer reads: only these are sent, in this order (key columns
+    /// too only when named; the event id identifies the row). Absent: every column, in
+    /// table order. Checked against the table's schema ([`Subscription::check_columns`]).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Whether a 0.2 consumer's events carry the raw Avro container.
+    #[serde(default)]
+    pub avro: bool,
+    /// Whether a 0.2 consumer's events carry the ledger attributes.
+    #[serde(default)]
+    pub attributes: bool,
+}
+
+impl Subscription {
+    /// Refuses a `subscription.columns` entry that `table` (with `columns`, in table order)
+    /// does not have, naming it and the table's columns.
+    pub fn check_columns<'a>(
+        &self,
+        table: &str,
+        columns: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), String> {
+        let Some(wanted) = &self.columns else {
+            return Ok(());
+        };
+        match wanted
+            .iter()
+            .find(|w| !columns.clone().into_iter().any(|c| c == w.as_str()))
+        {
+            None => Ok(()),
+            Some(unknown) => Err(format!(
+                "`subscription.columns` names `{unknown}`, which table `{table}` does not have; \
+                 its columns are {}",
+                columns.into_iter().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 fn default_batch_size() -> usize {
@@ -289,6 +325,24 @@ impl Manifest {
                     return Err(invalid(
                         "`subscription.batch-size` must be between 1 and 10000".into(),
                     ));
+                }
+                if let Some(columns) = &s.columns {
+                    if columns.is_empty() {
+                        return Err(invalid(
+                            "`subscription.columns` must name at least one column (leave it \
+                             out to receive every column)"
+                                .into(),
+                        ));
+                    }
+                    if let Some(dup) = columns
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
+                    {
+                        return Err(invalid(format!(
+                            "`subscription.columns` names `{dup}` twice"
+                        )));
+                    }
                 }
                 if s.max_attempts == 0 {
                     return Err(invalid(

@@ -45,8 +45,8 @@ pub fn render(v: &Value) -> String {
 /// The text stored for an event.
 pub fn describe(e: &Event) -> String {
     let mut out = String::new();
-    for f in &e.fields {
-        out.push_str(&format!("{}={}\n", f.name, render(&f.value)));
+    for (name, value) in e.fields() {
+        out.push_str(&format!("{name}={}\n", render(value)));
     }
     out.push_str(&format!("deleted={}\n", e.deleted));
     out
