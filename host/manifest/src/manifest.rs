@@ -447,6 +447,38 @@ mod tests {
         assert!(!m.grants.allows("buckets", "other"));
         assert!(m.grants.get("topics").is_empty());
         assert_eq!(m.path(), Path::new("plugins/echo.toml"));
+        assert_eq!((s.columns, s.avro, s.attributes), (None, false, false));
+    }
+
+    #[test]
+    fn subscription_columns_are_checked_against_the_table() {
+        let with = |columns: &str| {
+            parse(&format!(
+                "name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
+                 columns = [{columns}]\navro = true\n"
+            ))
+        };
+        let s = with("\"amount\", \"id\"").unwrap().subscription.unwrap();
+        assert_eq!(
+            s.columns,
+            Some(vec!["amount".to_string(), "id".to_string()])
+        );
+        assert!(s.avro && !s.attributes);
+        let table = ["id", "amount", "status"];
+        assert_eq!(s.check_columns("orders", table), Ok(()));
+        let s = with("\"amount\", \"nope\"").unwrap().subscription.unwrap();
+        assert_eq!(
+            s.check_columns("orders", table),
+            Err(
+                "`subscription.columns` names `nope`, which table `orders` does not have; its \
+                 columns are id, amount, status"
+                    .to_string()
+            )
+        );
+        let e = with("").unwrap_err();
+        assert!(e.contains("must name at least one column"), "{e}");
+        let e = with("\"id\", \"id\"").unwrap_err();
+        assert!(e.contains("names `id` twice"), "{e}");
     }
 
     #[test]
