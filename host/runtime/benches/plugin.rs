@@ -218,6 +218,14 @@ fn native_filter(events: Vec<Event>, threshold: f64) -> Vec<Disposition> {
     events.iter().map(|_| Disposition::Ack).collect()
 }
 
+/// One bench case: its title, the plugin, its native twin, and its input of a batch size.
+type Case<'a> = (
+    &'a str,
+    &'a ledgerhost_runtime::Plugin,
+    &'a dyn Fn(Vec<Event>) -> Vec<Disposition>,
+    fn(usize) -> Vec<Event>,
+);
+
 fn per_event(total: Duration, events: usize) -> f64 {
     total.as_nanos() as f64 / events as f64
 }
@@ -256,12 +264,7 @@ async fn main() {
         .await
         .unwrap();
     let filter_native = |events: Vec<Event>| native_filter(events, 1e18);
-    let cases: [(
-        &str,
-        &ledgerhost_runtime::Plugin,
-        &dyn Fn(Vec<Event>) -> Vec<Disposition>,
-        fn(usize) -> Vec<Event>,
-    ); 2] = [
+    let cases: [Case<'_>; 2] = [
         (
             "Filter (reads `amount`; gets it, the Avro and the attributes)",
             &plugin,
