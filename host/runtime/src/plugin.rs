@@ -18,7 +18,7 @@ use crate::bindings::consumer::{Consumer, ConsumerPre};
 use crate::bindings::consumer_v01::{Consumer as ConsumerV01, ConsumerPre as ConsumerV01Pre};
 use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
 use crate::bindings::scheduled::{Scheduled, ScheduledPre};
-use crate::bindings::wit;
+use crate::bindings::{wit, wit02};
 use crate::limits::MemoryLimiter;
 use crate::manifest::{Manifest, World};
 use crate::state::PluginState;
@@ -186,9 +186,9 @@ pub struct Plugin {
     live: tokio::sync::Mutex<Option<Live>>,
     /// What a 0.2 consumer's manifest asks to receive.
     selection: convert::Selection,
-    /// 0.2 batch layouts by (table, writer-schema fingerprint), for events whose Avro
-    /// carried their schema.
-    layouts: Mutex<HashMap<(String, String), Arc<convert::Layout>>>,
+    /// 0.2 batch layouts by (table, writer-schema fingerprint, field count), for events
+    /// whose Avro carried their schema.
+    layouts: Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>,
     instances_built: AtomicU64,
     stats: Mutex<PluginStats>,
 }
@@ -470,7 +470,12 @@ impl Plugin {
     /// names its schema, else derived from the run itself.
     fn layout(&self, run: &[Event]) -> Arc<convert::Layout> {
         let first = &run[0];
-        let cache_key = (first.table.clone(), first.schema_fingerprint.clone());
+        // The field count too: an event built in a test may carry fields its Avro lacks.
+        let cache_key = (
+            first.table.clone(),
+            first.schema_fingerprint.clone(),
+            first.fields.len(),
+        );
         if let Some(l) = self
             .layouts
             .lock()
@@ -509,10 +514,19 @@ impl Plugin {
                 events.into_iter().map(convert::event_to_wit).collect();
             return self.call_v01(expected, wit_events).await;
         }
-        let batches: Vec<_> = convert::runs(events)
+        let mut batches: Vec<_> = convert::runs(events)
             .into_iter()
             .map(|run| self.layout(&run).batch(run, &self.selection))
             .collect();
+        // An empty batch is still a call (as in 0.1): the plugin answers it with nothing.
+        if batches.is_empty() {
+            batches.push(wit02::Batch {
+                table: String::new(),
+                schema_fingerprint: String::new(),
+                columns: Vec::new(),
+                events: Vec::new(),
+            });
+        }
         let mut guard = self.begin().await?;
         let live = guard.as_mut().expect("instance built by begin");
         let Exports::Consumer(exports) = &live.exports else {
