@@ -233,6 +233,37 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
         "rec-a",
         &recorder_manifest("rec-a", "every_type"),
     );
+    // Beside it on the same host: the same events through contract 0.1 (`legacy`), through a
+    // 0.2 recorder that names a subset of the columns in its own order, and a 0.2 recorder
+    // naming a column the table does not have (refused).
+    host_a.ws.install_plugin(
+        "legacy",
+        "legacy-a",
+        "name = \"legacy-a\"\nworld = \"consumer\"\n[subscription]\ntable = \"every_type\"\n\
+         max-wait-ms = 20\n[grants]\nkey-prefixes = [\"legacy/\"]\n",
+    );
+    let with_columns = |name: &str, prefix: &str, columns: &str| {
+        format!(
+            "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"every_type\"\n\
+             max-wait-ms = 20\ncolumns = [{columns}]\n[grants]\n\
+             key-prefixes = [\"{prefix}\", \"order/\"]\nconfig = [\"prefix\"]\n[config]\n\
+             prefix = \"{prefix}\"\n"
+        )
+    };
+    const COLUMNS: [&str; 10] = [
+        "num", "id", "anum", "ai", "bys", "j", "ts", "d", "f32", "aj",
+    ];
+    let quoted: Vec<String> = COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
+    host_a.ws.install_plugin(
+        "recorder",
+        "rec-cols",
+        &with_columns("rec-cols", "cols/", &quoted.join(", ")),
+    );
+    host_a.ws.install_plugin(
+        "recorder",
+        "rec-bad",
+        &with_columns("rec-bad", "bad/", "\"num\", \"nope\""),
+    );
     let mut proc_a = host_a.start_ready().await;
     let commit = spanner_write(
         &db,
@@ -287,6 +318,82 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
     }
     expected_nulls.push_str(&format!("commit_ts=timestamp {commit}\ndeleted=false\n"));
     assert_eq!(nulls, &expected_nulls, "NULLs arrive as NULLs");
+
+    // The 0.1 plugin received the same events, every type and NULL alike.
+    let got = eventually(Duration::from_secs(60), || {
+        let n = host_a.kv("legacy/").len() + host_a.kv("cols/").len();
+        async move { n >= 4 }
+    })
+    .await;
+    assert!(
+        got,
+        "legacy-a and rec-cols did not record both rows:\n{}",
+        host_a.log_text()
+    );
+    let legacy = host_a.kv("legacy/");
+    assert_eq!(
+        legacy.get(&format!("legacy/every_type/1/{commit}")),
+        Some(&expected_full),
+        "a 0.1 plugin gets every type as before; recorded: {legacy:?}"
+    );
+    assert_eq!(
+        legacy.get(&format!("legacy/every_type/2/{commit}")),
+        Some(&expected_nulls)
+    );
+    let log = host_a.log_text();
+    assert_eq!(
+        log.matches("`legacy-a` is built against ledgerhost:plugin@0.1.0, which is deprecated")
+            .count(),
+        1,
+        "one deprecation line for the 0.1 plugin:\n{log}"
+    );
+    assert!(log.contains("docs/plugin-authors.md"), "{log}");
+    assert!(
+        !log.contains("`rec-a` is built against ledgerhost:plugin@0.1.0"),
+        "no deprecation line for a 0.2 plugin"
+    );
+
+    // The 0.2 plugin that names columns gets exactly those, in its order, each value exact.
+    let line_of = |text: &str, column: &str| {
+        text.lines()
+            .find(|l| l.split_once('=').is_some_and(|(c, _)| c == column))
+            .unwrap_or_else(|| panic!("no {column} in {text}"))
+            .to_string()
+    };
+    let cols = host_a.kv("cols/");
+    let mut expected_cols_full = String::new();
+    let mut expected_cols_nulls = String::new();
+    for c in COLUMNS {
+        expected_cols_full.push_str(&line_of(&expected_full, c));
+        expected_cols_full.push('\n');
+        expected_cols_nulls.push_str(&line_of(&expected_nulls, c));
+        expected_cols_nulls.push('\n');
+    }
+    expected_cols_full.push_str("deleted=false\n");
+    expected_cols_nulls.push_str("deleted=false\n");
+    assert_eq!(
+        cols.get(&format!("cols/every_type/1/{commit}")),
+        Some(&expected_cols_full),
+        "only the named columns, in the manifest's order; recorded: {cols:?}"
+    );
+    assert_eq!(
+        cols.get(&format!("cols/every_type/2/{commit}")),
+        Some(&expected_cols_nulls)
+    );
+
+    // The one naming a column the table lacks is refused, with the table's columns named.
+    assert!(
+        log.contains(
+            "plugin `rec-bad` refused: rec-bad.toml: `subscription.columns` names `nope`, which \
+             table `every_type` does not have; its columns are id, b, i, f32, f64, num, s, bys, \
+             d, ts, j, ab, ai, af32, af64, anum, astr, abys, ad, ats, aj, commit_ts"
+        ),
+        "{log}"
+    );
+    assert!(
+        host_a.kv("bad/").is_empty(),
+        "a refused plugin receives nothing"
+    );
     proc_a.kill();
 
     // --- b: 5 000 rows in one transaction, then later versions of some keys ---

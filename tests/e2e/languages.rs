@@ -483,7 +483,8 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
             name,
             &format!(
                 "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
-                 batch-size = 64\nmax-wait-ms = 20\n[limits]\nmemory-mb = 64\n\
+                 batch-size = 64\nmax-wait-ms = 20\navro = true\nattributes = true\n\
+                 [limits]\nmemory-mb = 64\n\
                  [grants]\ntopics = [\"{topic}\"]\nconfig = [\"threshold\", \"topic\"]\n\
                  [config]\ntopic = \"{topic}\"\n"
             ),

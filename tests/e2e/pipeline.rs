@@ -27,7 +27,8 @@ const TABLES: &str = "[[tables]]\nname = \"orders\"\ninterval-ms = 50\npage-size
 fn echo_manifest(batch: usize) -> String {
     format!(
         "name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
-         batch-size = {batch}\nmax-wait-ms = 20\n[grants]\ntopics = [\"orders-high-value\"]\n\
+         batch-size = {batch}\nmax-wait-ms = 20\navro = true\nattributes = true\n\
+         [grants]\ntopics = [\"orders-high-value\"]\n\
          config = [\"threshold\"]\n[config]\nthreshold = \"0\"\n"
     )
 }

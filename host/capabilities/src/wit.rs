@@ -14,16 +14,22 @@ mod generated {
 
 use ledgerhost_core::{ColumnType, Field, PortError, Value};
 
-pub use generated::ledgerhost::plugin::types;
+pub use generated::ledgerhost::plugin0_1_0::types;
 
-/// The import name of the shared types interface.
-pub const TYPES_INTERFACE: &str = "ledgerhost:plugin/types@0.1.";
+/// The import names of the function-less interfaces of both contract versions: the shared
+/// types (0.1, used by 0.2 too) and 0.2's `events` (the batch a consumer receives).
+pub const TYPES_INTERFACES: [&str; 2] = [
+    "ledgerhost:plugin/types@0.1.",
+    "ledgerhost:plugin/events@0.2.",
+];
 
-/// Links the (function-less) types interface, so components that import it instantiate.
+/// Links the function-less interfaces ([`TYPES_INTERFACES`]), so components that import
+/// them instantiate.
 pub fn add_types_to_linker<T: 'static>(
     linker: &mut wasmtime::component::Linker<T>,
 ) -> wasmtime::Result<()> {
     linker.instance("ledgerhost:plugin/types@0.1.0")?;
+    linker.instance("ledgerhost:plugin/events@0.2.0")?;
     Ok(())
 }
 

@@ -283,6 +283,15 @@ fn create_directories(config: &Config) -> anyhow::Result<()> {
     })
 }
 
+/// What the source needs to know of a configured table.
+fn spec_of(t: &TableConfig) -> TableSpec {
+    TableSpec {
+        name: t.name.clone(),
+        commit_ts_column: t.commit_ts_column.clone(),
+        deleted_column: t.deleted_column.clone(),
+    }
+}
+
 /// Prepares every configured table for capture and creates its topic.
 async fn prepare_tables(
     config: &Config,
@@ -290,11 +299,7 @@ async fn prepare_tables(
 ) -> anyhow::Result<Vec<(TableConfig, TableSpec)>> {
     let mut tables = Vec::new();
     for t in &config.tables {
-        let spec = TableSpec {
-            name: t.name.clone(),
-            commit_ts_column: t.commit_ts_column.clone(),
-            deleted_column: t.deleted_column.clone(),
-        };
+        let spec = spec_of(t);
         backends
             .source
             .prepare_table(&spec)
@@ -405,6 +410,29 @@ impl PluginContext {
         })
     }
 
+    /// Refuses a `subscription.columns` entry the subscribed table does not have (naming it
+    /// and the table's columns). Only for a configured table: a topic's schema is known only
+    /// from its messages, where a missing column is just not sent.
+    async fn check_columns(&self, plugin: &Plugin) -> anyhow::Result<()> {
+        let m = plugin.manifest();
+        let Some(sub) = &m.subscription else {
+            return Ok(());
+        };
+        let (Some(table), Some(_)) = (&sub.table, &sub.columns) else {
+            return Ok(());
+        };
+        let Some(t) = self.config.tables.iter().find(|t| &t.name == table) else {
+            return Ok(());
+        };
+        let mut snapshot = self.backends.source.snapshot().await?;
+        let schema = snapshot
+            .schema(&spec_of(t))
+            .await
+            .with_context(|| format!("cannot read the schema of table `{table}`"))?;
+        sub.check_columns(table, schema.columns.iter().map(|c| c.name.as_str()))
+            .map_err(|e| anyhow::anyhow!("plugin `{}` refused: {}.toml: {e}", m.name, m.name))
+    }
+
     /// Starts the plugin's task, or restarts it when its subscription or schedule changed.
     async fn ensure_running(&self, registry: &Arc<Registry>, plugin: &Arc<Plugin>) {
         let name = plugin.manifest().name.clone();
@@ -462,6 +490,7 @@ impl PluginContext {
         plugin: &Arc<Plugin>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<JoinHandle<()>> {
+        self.check_columns(plugin).await?;
         let plan = self.plan(plugin)?;
         let current: CurrentHandler = Arc::new(move || {
             slot.current()

@@ -101,6 +101,42 @@ pub struct Subscription {
     /// Longest retry delay.
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// The columns a 0.2 consumer reads: only these are sent, in this order (key columns
+    /// too only when named; the event id identifies the row). Absent: every column, in
+    /// table order. Checked against the table's schema ([`Subscription::check_columns`]).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Whether a 0.2 consumer's events carry the raw Avro container.
+    #[serde(default)]
+    pub avro: bool,
+    /// Whether a 0.2 consumer's events carry the ledger attributes.
+    #[serde(default)]
+    pub attributes: bool,
+}
+
+impl Subscription {
+    /// Refuses a `subscription.columns` entry that `table` (with `columns`, in table order)
+    /// does not have, naming it and the table's columns.
+    pub fn check_columns<'a>(
+        &self,
+        table: &str,
+        columns: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<(), String> {
+        let Some(wanted) = &self.columns else {
+            return Ok(());
+        };
+        match wanted
+            .iter()
+            .find(|w| !columns.clone().into_iter().any(|c| c == w.as_str()))
+        {
+            None => Ok(()),
+            Some(unknown) => Err(format!(
+                "`subscription.columns` names `{unknown}`, which table `{table}` does not have; \
+                 its columns are {}",
+                columns.into_iter().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 fn default_batch_size() -> usize {
@@ -290,6 +326,24 @@ impl Manifest {
                         "`subscription.batch-size` must be between 1 and 10000".into(),
                     ));
                 }
+                if let Some(columns) = &s.columns {
+                    if columns.is_empty() {
+                        return Err(invalid(
+                            "`subscription.columns` must name at least one column (leave it \
+                             out to receive every column)"
+                                .into(),
+                        ));
+                    }
+                    if let Some(dup) = columns
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, c)| columns[..i].contains(c).then_some(c))
+                    {
+                        return Err(invalid(format!(
+                            "`subscription.columns` names `{dup}` twice"
+                        )));
+                    }
+                }
                 if s.max_attempts == 0 {
                     return Err(invalid(
                         "`subscription.max-attempts` must be at least 1".into(),
@@ -393,6 +447,38 @@ mod tests {
         assert!(!m.grants.allows("buckets", "other"));
         assert!(m.grants.get("topics").is_empty());
         assert_eq!(m.path(), Path::new("plugins/echo.toml"));
+        assert_eq!((s.columns, s.avro, s.attributes), (None, false, false));
+    }
+
+    #[test]
+    fn subscription_columns_are_checked_against_the_table() {
+        let with = |columns: &str| {
+            parse(&format!(
+                "name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
+                 columns = [{columns}]\navro = true\n"
+            ))
+        };
+        let s = with("\"amount\", \"id\"").unwrap().subscription.unwrap();
+        assert_eq!(
+            s.columns,
+            Some(vec!["amount".to_string(), "id".to_string()])
+        );
+        assert!(s.avro && !s.attributes);
+        let table = ["id", "amount", "status"];
+        assert_eq!(s.check_columns("orders", table), Ok(()));
+        let s = with("\"amount\", \"nope\"").unwrap().subscription.unwrap();
+        assert_eq!(
+            s.check_columns("orders", table),
+            Err(
+                "`subscription.columns` names `nope`, which table `orders` does not have; its \
+                 columns are id, amount, status"
+                    .to_string()
+            )
+        );
+        let e = with("").unwrap_err();
+        assert!(e.contains("must name at least one column"), "{e}");
+        let e = with("\"id\", \"id\"").unwrap_err();
+        assert!(e.contains("names `id` twice"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Runtime benchmark: the example filter as a WASM plugin against the same logic as a native
-//! closure, measured in the same run; instance rebuild after a trap; time from dropping a
-//! component into the watched directory to serving it, cold and cached.
+//! Runtime benchmark: the example filter, and a plugin reading every column of every type
+//! (`allcols`), as WASM plugins (contract 0.2) against the same logic as native closures,
+//! measured in the same run on the same input (events decoded from real Avro, cloned for
+//! each call on both sides); instance rebuild after a trap; time from dropping a component
+//! into the watched directory to serving it, cold and cached.
 //!
 //! Needs the built plugins (`scripts/build-plugins`). Run:
 //! `cargo bench -p ledgerhost-runtime --bench plugin`
@@ -10,10 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ledgerhost_avro::{Decoder, Encoder};
 use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
 use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
 use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
-use ledgerhost_core::{Disposition, Event, EventId, Field, Value};
+use ledgerhost_core::source::Row;
+use ledgerhost_core::{Column, ColumnType, Disposition, Event, TableSchema, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::registry::{Registry, RegistryEvent};
 use ledgerhost_runtime::{Capabilities, Runtime, RuntimeConfig};
@@ -35,35 +39,166 @@ fn caps(dir: &std::path::Path) -> Capabilities {
     }
 }
 
-/// A realistic order event: six columns and a 300-byte Avro payload.
-fn order(n: i64) -> Event {
-    let key = vec![Value::Int64(n)];
-    let f = |name: &str, value: Value| Field {
+fn col(name: &str, ty: ColumnType) -> Column {
+    Column {
         name: name.into(),
-        value,
-    };
-    Event {
-        id: EventId::new("orders", &key, 1_000 + n),
-        table: "orders".into(),
-        commit_ts: 1_000 + n,
-        key: vec![f("id", Value::Int64(n))],
-        fields: vec![
-            f("id", Value::Int64(n)),
-            f("client_id", Value::String(format!("c-{}", n % 20))),
-            f("amount", Value::Int64(n % 2000)),
-            f("status", Value::String("new".into())),
-            f("deleted", Value::Bool(false)),
-            f("commit_ts", Value::Timestamp(1_000 + n)),
-        ],
-        deleted: false,
-        schema_fingerprint: "0123456789abcdef".into(),
-        avro: vec![7u8; 300],
-        attributes: vec![
-            ("table".into(), "orders".into()),
-            ("commit_ts".into(), (1_000 + n).to_string()),
-            ("event_id".into(), format!("orders/{n}/{}", 1_000 + n)),
-        ],
+        ty,
+        nullable: true,
     }
+}
+
+/// Rows of `table` through the poller's encoder and the dispatcher's decoder: events exactly
+/// as the host hands them to a plugin (real Avro, schema and attributes).
+fn decoded(table: &TableSchema, rows: impl Iterator<Item = Row>) -> Vec<Event> {
+    let encoder = Encoder::new(table).unwrap();
+    let decoder = Decoder::new();
+    rows.map(|row| {
+        let m = encoder.encode(&row).unwrap();
+        let attrs: Vec<(String, String)> = m.attributes.into_iter().collect();
+        decoder.decode(&m.data, &attrs).unwrap()
+    })
+    .collect()
+}
+
+/// Realistic order events: six columns.
+fn orders(n: usize) -> Vec<Event> {
+    let table = TableSchema {
+        name: "orders".into(),
+        columns: vec![
+            col("id", ColumnType::Int64),
+            col("client_id", ColumnType::String),
+            col("amount", ColumnType::Int64),
+            col("status", ColumnType::String),
+            col("deleted", ColumnType::Bool),
+            col("commit_ts", ColumnType::Timestamp),
+        ],
+        primary_key: vec!["id".into()],
+        commit_ts_column: "commit_ts".into(),
+        deleted_column: Some("deleted".into()),
+    };
+    decoded(
+        &table,
+        (0..n as i64).map(|i| Row {
+            values: vec![
+                Value::Int64(i),
+                Value::String(format!("c-{}", i % 20)),
+                Value::Int64(i % 2000),
+                Value::String("new".into()),
+                Value::Bool(false),
+                Value::Timestamp(1_000 + i),
+            ],
+            commit_ts: 1_000 + i,
+        }),
+    )
+}
+
+/// Events with a column of every Spanner type, scalar and array (with NULL elements), and
+/// every fourth value NULL.
+fn alltypes(n: usize) -> Vec<Event> {
+    use ColumnType as T;
+    let scalars = [
+        T::Bool,
+        T::Int64,
+        T::Float32,
+        T::Float64,
+        T::Numeric,
+        T::String,
+        T::Bytes,
+        T::Date,
+        T::Timestamp,
+        T::Json,
+    ];
+    let mut columns = vec![col("id", T::Int64)];
+    for t in &scalars {
+        columns.push(col(&format!("{t:?}").to_lowercase(), t.clone()));
+        columns.push(col(
+            &format!("{t:?}_array").to_lowercase(),
+            T::Array(Box::new(t.clone())),
+        ));
+    }
+    columns.push(col("commit_ts", T::Timestamp));
+    let table = TableSchema {
+        name: "alltypes".into(),
+        columns,
+        primary_key: vec!["id".into()],
+        commit_ts_column: "commit_ts".into(),
+        deleted_column: None,
+    };
+    let scalar = |t: &ColumnType, i: i64| match t {
+        T::Bool => Value::Bool(i % 2 == 0),
+        T::Int64 => Value::Int64(i * 7),
+        T::Float32 => Value::Float32(i as f32 / 4.0),
+        T::Float64 => Value::Float64(i as f64 / 3.0),
+        T::Numeric => Value::Numeric(format!("{i}.125000001")),
+        T::String => Value::String(format!("name-{i}")),
+        T::Bytes => Value::Bytes(vec![i as u8; 16]),
+        T::Date => Value::Date(20_000 + i as i32),
+        T::Timestamp => Value::Timestamp(1_700_000_000_000_000 + i),
+        _ => Value::Json(format!("{{\"n\":{i}}}")),
+    };
+    decoded(
+        &table,
+        (0..n as i64).map(|i| {
+            let mut values = vec![Value::Int64(i)];
+            for (k, t) in scalars.iter().enumerate() {
+                let null = (i + k as i64) % 4 == 0;
+                values.push(if null { Value::Null } else { scalar(t, i) });
+                values.push(Value::Array(
+                    t.clone(),
+                    vec![scalar(t, i), Value::Null, scalar(t, i + 1)],
+                ));
+            }
+            values.push(Value::Timestamp(1_000 + i));
+            Row {
+                values,
+                commit_ts: 1_000 + i,
+            }
+        }),
+    )
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+fn fold(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+}
+
+/// `plugins/testing/allcols`'s fold of one value, over the host's values: the same bytes in
+/// the same order (a present element is prefixed by 1, a NULL one is 0).
+fn fold_value(h: u64, v: &Value) -> u64 {
+    match v {
+        Value::Null => fold(h, &[0]),
+        Value::Bool(b) => fold(h, &[u8::from(*b)]),
+        Value::Int64(i) | Value::Timestamp(i) => fold(h, &i.to_le_bytes()),
+        Value::Float32(f) => fold(h, &f.to_le_bytes()),
+        Value::Float64(f) => fold(h, &f.to_le_bytes()),
+        Value::Date(d) => fold(h, &d.to_le_bytes()),
+        Value::Numeric(s) | Value::String(s) | Value::Json(s) => fold(h, s.as_bytes()),
+        Value::Bytes(b) => fold(h, b),
+        Value::Array(_, items) => items.iter().fold(h, |h, i| match i {
+            Value::Null => fold(h, &[0]),
+            x => fold_value(fold(h, &[1]), x),
+        }),
+    }
+}
+
+/// The allcols plugin's logic, natively: every column of every event by name, folded.
+fn native_allcols(events: Vec<Event>) -> Vec<Disposition> {
+    let names: Vec<String> = events
+        .first()
+        .map(|e| e.fields.iter().map(|f| f.name.clone()).collect())
+        .unwrap_or_default();
+    let sum = events.iter().fold(FNV_OFFSET, |h, e| {
+        let h = names
+            .iter()
+            .fold(h, |h, n| e.get(n).map_or(h, |v| fold_value(h, v)));
+        fold(h, &[u8::from(e.deleted)])
+    });
+    std::hint::black_box(sum);
+    events.iter().map(|_| Disposition::Ack).collect()
 }
 
 /// The filter's logic, natively: the baseline.
@@ -82,6 +217,14 @@ fn native_filter(events: Vec<Event>, threshold: f64) -> Vec<Disposition> {
     std::hint::black_box(&high);
     events.iter().map(|_| Disposition::Ack).collect()
 }
+
+/// One bench case: its title, the plugin, its native twin, and its input of a batch size.
+type Case<'a> = (
+    &'a str,
+    &'a ledgerhost_runtime::Plugin,
+    &'a dyn Fn(Vec<Event>) -> Vec<Disposition>,
+    fn(usize) -> Vec<Event>,
+);
 
 fn per_event(total: Duration, events: usize) -> f64 {
     total.as_nanos() as f64 / events as f64
@@ -112,35 +255,61 @@ async fn main() {
         .await
         .unwrap();
 
-    println!("## Filter: WASM plugin vs native closure (ns per event, same run)\n");
-    println!("| batch | native | wasm | wasm / native |");
-    println!("| ---: | ---: | ---: | ---: |");
-    for batch in [1usize, 64, 1024] {
-        let events: Vec<Event> = (0..batch as i64).map(order).collect();
-        let total_events = 200_000usize.max(batch * 50);
-        let rounds = total_events / batch;
-        // Warm both paths, and check they decide the same (every order acked, none routed),
-        // so the figures compare the same work.
-        for _ in 0..rounds / 10 + 1 {
-            let native = native_filter(events.clone(), 1e18);
-            let wasm = plugin.handle(events.clone()).await.unwrap();
-            assert_eq!(native, wasm, "the WASM and native filters disagree");
-            assert!(wasm.iter().all(|d| *d == Disposition::Ack), "{wasm:?}");
+    let allcols = runtime
+        .load(
+            &wasm_dir().join("allcols.wasm"),
+            &wasm_dir().join("allcols.toml"),
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let filter_native = |events: Vec<Event>| native_filter(events, 1e18);
+    let cases: [Case<'_>; 2] = [
+        (
+            "Filter (reads `amount`; gets it, the Avro and the attributes)",
+            &plugin,
+            &filter_native,
+            orders,
+        ),
+        (
+            "allcols (reads all 22 columns of every type, NULLs included)",
+            &allcols,
+            &native_allcols,
+            alltypes,
+        ),
+    ];
+    for (title, plugin, native_fn, input) in cases {
+        println!("## {title}: WASM plugin vs native closure (ns per event, same run)\n");
+        println!("| batch | native | wasm | wasm / native |");
+        println!("| ---: | ---: | ---: | ---: |");
+        for batch in [1usize, 64, 1024] {
+            let events: Vec<Event> = input(batch);
+            let total_events = 200_000usize.max(batch * 50);
+            let rounds = total_events / batch;
+            // Warm both paths, and check they decide the same (every event acked), so the
+            // figures compare the same work.
+            for _ in 0..rounds / 10 + 1 {
+                let native = native_fn(events.clone());
+                let wasm = plugin.handle(events.clone()).await.unwrap();
+                assert_eq!(native, wasm, "the WASM and native plugins disagree");
+                assert!(wasm.iter().all(|d| *d == Disposition::Ack), "{wasm:?}");
+            }
+            let t = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(native_fn(events.clone()));
+            }
+            let native = per_event(t.elapsed(), rounds * batch);
+            let t = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(plugin.handle(events.clone()).await.unwrap());
+            }
+            let wasm = per_event(t.elapsed(), rounds * batch);
+            println!(
+                "| {batch} | {native:.0} | {wasm:.0} | {:.1}x |",
+                wasm / native
+            );
         }
-        let t = Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(native_filter(events.clone(), 1e18));
-        }
-        let native = per_event(t.elapsed(), rounds * batch);
-        let t = Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(plugin.handle(events.clone()).await.unwrap());
-        }
-        let wasm = per_event(t.elapsed(), rounds * batch);
-        println!(
-            "| {batch} | {native:.0} | {wasm:.0} | {:.1}x |",
-            wasm / native
-        );
+        println!();
     }
 
     println!(

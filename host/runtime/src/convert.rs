@@ -2,7 +2,7 @@
 
 use ledgerhost_core::{ColumnType, Disposition, Event, Field, Value};
 
-use crate::bindings::wit;
+use crate::bindings::{wit, wit02};
 #[cfg(test)]
 use ledgerhost_capabilities::wit::value_from_wit;
 
@@ -121,6 +121,165 @@ pub fn event_to_wit(e: Event) -> wit::Event {
         avro: e.avro,
         attributes: e.attributes,
     }
+}
+
+/// What a 0.2 consumer asked for in its manifest (`subscription.columns`, `.avro`,
+/// `.attributes`).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The columns to send, in this order; `None`: every column, in table order.
+    pub columns: Option<Vec<String>>,
+    /// Send each event's raw Avro.
+    pub avro: bool,
+    /// Send each event's ledger attributes.
+    pub attributes: bool,
+}
+
+/// The scalar type and array-ness of a column type, as 0.2's `column` says them.
+fn column_kind(ty: &ColumnType) -> (wit02::ScalarType, bool) {
+    use wit02::ScalarType as S;
+    let scalar = |t: &ColumnType| match t {
+        ColumnType::Bool => S::Bool,
+        ColumnType::Int64 => S::Int64,
+        ColumnType::Float32 => S::Float32,
+        ColumnType::Float64 => S::Float64,
+        ColumnType::Numeric => S::Numeric,
+        ColumnType::String => S::String,
+        ColumnType::Bytes => S::Bytes,
+        ColumnType::Date => S::Date,
+        ColumnType::Timestamp => S::Timestamp,
+        ColumnType::Json => S::Json,
+        // Spanner has no nested arrays; the sources refuse them.
+        ColumnType::Array(_) => S::String,
+    };
+    match ty {
+        ColumnType::Array(inner) => (scalar(inner), true),
+        t => (scalar(t), false),
+    }
+}
+
+/// The type of a value, when the value says it (NULL does not).
+fn type_of(v: &Value) -> Option<ColumnType> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(_) => ColumnType::Bool,
+        Value::Int64(_) => ColumnType::Int64,
+        Value::Float32(_) => ColumnType::Float32,
+        Value::Float64(_) => ColumnType::Float64,
+        Value::Numeric(_) => ColumnType::Numeric,
+        Value::String(_) => ColumnType::String,
+        Value::Bytes(_) => ColumnType::Bytes,
+        Value::Date(_) => ColumnType::Date,
+        Value::Timestamp(_) => ColumnType::Timestamp,
+        Value::Json(_) => ColumnType::Json,
+        Value::Array(t, _) => ColumnType::Array(Box::new(t.clone())),
+    })
+}
+
+/// The layout of one run of events (one table, one writer schema): the columns a 0.2 batch
+/// carries and where each one's value sits in an event's `fields`. Built once per run.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    columns: Vec<wit02::Column>,
+    positions: Vec<usize>,
+}
+
+impl Layout {
+    /// The layout for events shaped like `first`, with column types from the writer schema
+    /// `table` (decoded from the event's Avro) or, for an event that carries no readable
+    /// Avro (built in a test), from the run's first non-NULL value of each column.
+    pub fn new(
+        first: &Event,
+        run: &[Event],
+        table: Option<&ledgerhost_core::TableSchema>,
+        selection: &Selection,
+    ) -> Layout {
+        let positions: Vec<usize> = match &selection.columns {
+            None => (0..first.fields.len()).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| first.fields.iter().position(|f| &f.name == n))
+                .collect(),
+        };
+        let columns = positions
+            .iter()
+            .map(|&i| {
+                let name = &first.fields[i].name;
+                let ty = table
+                    .and_then(|t| t.columns.iter().find(|c| &c.name == name))
+                    .map(|c| c.ty.clone())
+                    .or_else(|| {
+                        run.iter()
+                            .find_map(|e| e.fields.get(i).and_then(|f| type_of(&f.value)))
+                    })
+                    .unwrap_or(ColumnType::String);
+                let (kind, array) = column_kind(&ty);
+                wit02::Column {
+                    name: name.clone(),
+                    kind,
+                    array,
+                    key: first.key.iter().any(|k| &k.name == name),
+                }
+            })
+            .collect();
+        Layout { columns, positions }
+    }
+
+    /// The batch of a run of events shaped like the layout's, by move.
+    pub fn batch(&self, run: Vec<Event>, selection: &Selection) -> wit02::Batch {
+        let (table, fingerprint) = run
+            .first()
+            .map(|e| (e.table.clone(), e.schema_fingerprint.clone()))
+            .unwrap_or_default();
+        let events = run
+            .into_iter()
+            .map(|e| {
+                let mut fields = e.fields;
+                let values = self
+                    .positions
+                    .iter()
+                    .map(|&i| {
+                        fields.get_mut(i).map_or(wit::Value::Null, |f| {
+                            value_to_wit(std::mem::replace(&mut f.value, Value::Null))
+                        })
+                    })
+                    .collect();
+                wit02::Event {
+                    id: e.id.0,
+                    commit_ts: e.commit_ts,
+                    deleted: e.deleted,
+                    values,
+                    avro: selection.avro.then_some(e.avro),
+                    attributes: selection.attributes.then_some(e.attributes),
+                }
+            })
+            .collect();
+        wit02::Batch {
+            table,
+            schema_fingerprint: fingerprint,
+            columns: self.columns.clone(),
+            events,
+        }
+    }
+}
+
+/// Splits a batch into runs of one table and one writer schema (a 0.2 batch carries one
+/// schema), keeping delivery order.
+pub fn runs(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut runs: Vec<Vec<Event>> = Vec::new();
+    for e in events {
+        match runs.last_mut() {
+            Some(run)
+                if run[0].table == e.table
+                    && run[0].schema_fingerprint == e.schema_fingerprint
+                    && run[0].fields.len() == e.fields.len() =>
+            {
+                run.push(e)
+            }
+            _ => runs.push(vec![e]),
+        }
+    }
+    runs
 }
 
 /// A plugin's disposition as the host's.

@@ -107,7 +107,9 @@ pub enum LoadError {
         message: String,
     },
     /// The component does not implement the world its manifest declares.
-    #[error("{path} does not implement world `{world}` of ledgerhost:plugin@0.1.0: {source}")]
+    #[error(
+        "{path} does not implement world `{world}` of ledgerhost:plugin@0.2.0 (or 0.1.0): {source}"
+    )]
     World {
         /// Path of the component file.
         path: PathBuf,

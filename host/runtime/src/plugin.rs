@@ -1,7 +1,7 @@
 //! A loaded plugin version: its pre-instantiated component, its one long-lived instance
 //! (rebuilt after a trap, a deadline or the memory cap), and its counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use crate::bindings::consumer::{Consumer, ConsumerPre};
+use crate::bindings::consumer_v01::{Consumer as ConsumerV01, ConsumerPre as ConsumerV01Pre};
 use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
 use crate::bindings::scheduled::{Scheduled, ScheduledPre};
-use crate::bindings::wit;
+use crate::bindings::{wit, wit02};
 use crate::limits::MemoryLimiter;
 use crate::manifest::{Manifest, World};
 use crate::state::PluginState;
@@ -133,12 +134,15 @@ pub struct PluginStats {
 
 enum Pre {
     Consumer(ConsumerPre<PluginState>),
+    /// A consumer built against the deprecated `ledgerhost:plugin@0.1.0`.
+    ConsumerV01(ConsumerV01Pre<PluginState>),
     Scheduled(ScheduledPre<PluginState>),
     Http(HttpTriggerPre<PluginState>),
 }
 
 enum Exports {
     Consumer(Consumer),
+    ConsumerV01(ConsumerV01),
     Scheduled(Scheduled),
     Http(HttpTrigger),
 }
@@ -180,6 +184,11 @@ pub struct Plugin {
     /// Each registered capability's state for this plugin, in registration order.
     capability_states: Vec<ledgerhost_capabilities::capability::PluginState>,
     live: tokio::sync::Mutex<Option<Live>>,
+    /// What a 0.2 consumer's manifest asks to receive.
+    selection: convert::Selection,
+    /// 0.2 batch layouts by (table, writer-schema fingerprint, field count), for events
+    /// whose Avro carried their schema.
+    layouts: Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>,
     instances_built: AtomicU64,
     stats: Mutex<PluginStats>,
 }
@@ -208,9 +217,24 @@ impl Plugin {
             source: e.into(),
         };
         let pre = match manifest.world {
-            World::Consumer => {
-                Pre::Consumer(ConsumerPre::new(instance_pre).map_err(|e| world_err("consumer", e))?)
-            }
+            // 0.2 first; a component whose `handle` takes 0.1's `list<event>` is served by
+            // the 0.1 path, with one deprecation line.
+            World::Consumer => match ConsumerPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::Consumer(pre),
+                Err(e02) => match ConsumerV01Pre::new(instance_pre) {
+                    Ok(pre) => {
+                        tracing::warn!(
+                            plugin = manifest.name,
+                            "plugin `{}` is built against ledgerhost:plugin@0.1.0, which is \
+                             deprecated: rebuild it against 0.2.0 (see docs/plugin-authors.md, \
+                             \"Moving to contract 0.2\")",
+                            manifest.name
+                        );
+                        Pre::ConsumerV01(pre)
+                    }
+                    Err(_) => return Err(world_err("consumer", e02)),
+                },
+            },
             World::Scheduled => Pre::Scheduled(
                 ScheduledPre::new(instance_pre).map_err(|e| world_err("scheduled", e))?,
             ),
@@ -245,7 +269,18 @@ impl Plugin {
                 path: path.to_path_buf(),
                 message,
             })?;
+        let selection = manifest
+            .subscription
+            .as_ref()
+            .map(|s| convert::Selection {
+                columns: s.columns.clone(),
+                avro: s.avro,
+                attributes: s.attributes,
+            })
+            .unwrap_or_default();
         Ok(Plugin {
+            selection,
+            layouts: Mutex::new(HashMap::new()),
             version: digest[..12.min(digest.len())].to_string(),
             capability_states,
             runtime,
@@ -331,6 +366,9 @@ impl Plugin {
         let exports = match &self.pre {
             Pre::Consumer(p) => {
                 Exports::Consumer(p.instantiate_async(&mut store).await.map_err(err)?)
+            }
+            Pre::ConsumerV01(p) => {
+                Exports::ConsumerV01(p.instantiate_async(&mut store).await.map_err(err)?)
             }
             Pre::Scheduled(p) => {
                 Exports::Scheduled(p.instantiate_async(&mut store).await.map_err(err)?)
@@ -423,13 +461,117 @@ impl Plugin {
         stats.memory_high_water = stats.memory_high_water.max(hw);
     }
 
-    /// Hands a batch to a consumer; one disposition per event comes back, in order.
+    /// Whether this version is a consumer built against the deprecated contract 0.1.
+    pub fn is_contract_v01(&self) -> bool {
+        matches!(self.pre, Pre::ConsumerV01(_))
+    }
+
+    /// The 0.2 layout of a run: cached by table and writer schema when the events' Avro
+    /// names its schema, else derived from the run itself.
+    fn layout(&self, run: &[Event]) -> Arc<convert::Layout> {
+        let first = &run[0];
+        // The field count too: an event built in a test may carry fields its Avro lacks.
+        let cache_key = (
+            first.table.clone(),
+            first.schema_fingerprint.clone(),
+            first.fields.len(),
+        );
+        if let Some(l) = self
+            .layouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+        {
+            return l.clone();
+        }
+        match ledgerhost_avro::table_schema_of(&first.avro) {
+            Ok(table) => {
+                let layout = Arc::new(convert::Layout::new(
+                    first,
+                    run,
+                    Some(&table),
+                    &self.selection,
+                ));
+                let mut cache = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+                // Schemas change rarely; a bound keeps a long-lived plugin's cache small.
+                if cache.len() >= 64 {
+                    cache.clear();
+                }
+                cache.insert(cache_key, layout.clone());
+                layout
+            }
+            Err(_) => Arc::new(convert::Layout::new(first, run, None, &self.selection)),
+        }
+    }
+
+    /// Hands a batch to a consumer; one disposition per event comes back, in order. A 0.2
+    /// consumer gets one call per run of one table and writer schema (normally the whole
+    /// batch), with only the columns, Avro and attributes its manifest asks for.
     pub async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, CallError> {
         let expected = events.len();
-        let wit_events: Vec<wit::Event> = events.into_iter().map(convert::event_to_wit).collect();
+        if let Pre::ConsumerV01(_) = self.pre {
+            let wit_events: Vec<wit::Event> =
+                events.into_iter().map(convert::event_to_wit).collect();
+            return self.call_v01(expected, wit_events).await;
+        }
+        let mut batches: Vec<_> = convert::runs(events)
+            .into_iter()
+            .map(|run| self.layout(&run).batch(run, &self.selection))
+            .collect();
+        // An empty batch is still a call (as in 0.1): the plugin answers it with nothing.
+        if batches.is_empty() {
+            batches.push(wit02::Batch {
+                table: String::new(),
+                schema_fingerprint: String::new(),
+                columns: Vec::new(),
+                events: Vec::new(),
+            });
+        }
         let mut guard = self.begin().await?;
         let live = guard.as_mut().expect("instance built by begin");
         let Exports::Consumer(exports) = &live.exports else {
+            return Err(CallError::WrongWorld {
+                plugin: self.plugin_name(),
+                world: self.manifest.world,
+            });
+        };
+        let mut out = Vec::with_capacity(expected);
+        for batch in &batches {
+            let n = batch.events.len();
+            let result = exports.call_handle(&mut live.store, batch).await;
+            match result {
+                Ok(d) if d.len() == n => {
+                    out.extend(d.into_iter().map(convert::disposition_from_wit))
+                }
+                Ok(d) => {
+                    self.end(live);
+                    return Err(CallError::WrongDispositionCount {
+                        plugin: self.plugin_name(),
+                        expected: n,
+                        got: d.len(),
+                    });
+                }
+                Err(e) => {
+                    self.end(live);
+                    let err = self.failure(live, e);
+                    *guard = None;
+                    return Err(err);
+                }
+            }
+        }
+        self.end(live);
+        Ok(out)
+    }
+
+    /// A batch through a 0.1 consumer: every event with its field names.
+    async fn call_v01(
+        &self,
+        expected: usize,
+        wit_events: Vec<wit::Event>,
+    ) -> Result<Vec<Disposition>, CallError> {
+        let mut guard = self.begin().await?;
+        let live = guard.as_mut().expect("instance built by begin");
+        let Exports::ConsumerV01(exports) = &live.exports else {
             return Err(CallError::WrongWorld {
                 plugin: self.plugin_name(),
                 world: self.manifest.world,
@@ -548,7 +690,10 @@ fn check_imports(
     }
     let ty = component.component_type();
     for (name, _) in ty.imports(&runtime.engine) {
-        if name.starts_with(ledgerhost_capabilities::wit::TYPES_INTERFACE) {
+        if ledgerhost_capabilities::wit::TYPES_INTERFACES
+            .iter()
+            .any(|t| name.starts_with(t))
+        {
             continue;
         }
         let provider = runtime
@@ -583,11 +728,11 @@ fn check_imports(
         });
         if other_version {
             return Err(refuse(format!(
-                "imports `{name}`; this host provides ledgerhost:plugin@0.1.0, rebuild the plugin against it"
+                "imports `{name}`; this host provides ledgerhost:plugin@0.2.0 (and 0.1.0), rebuild the plugin against 0.2.0"
             )));
         }
         let hint = if name.starts_with("ledgerhost:plugin/") {
-            " (this host provides ledgerhost:plugin@0.1.0; rebuild the plugin against it)"
+            " (this host provides ledgerhost:plugin@0.2.0 and 0.1.0; rebuild the plugin against 0.2.0)"
         } else {
             ""
         };

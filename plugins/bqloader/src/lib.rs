@@ -128,7 +128,13 @@ fn forget(table: &str) {
 fn row_of(e: &Event) -> Row {
     Row {
         event_id: e.id.clone(),
-        fields: e.fields.clone(),
+        fields: e
+            .fields()
+            .map(|(name, value)| Field {
+                name: name.to_string(),
+                value: value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -211,12 +217,12 @@ impl Consumer for BqLoader {
             let table = format!("{prefix}{}", e.table);
             match groups
                 .iter_mut()
-                .find(|g| g.table == table && g.fingerprint == e.schema_fingerprint)
+                .find(|g| g.table == table && g.fingerprint == e.schema_fingerprint())
             {
                 Some(g) => g.members.push(i),
                 None => groups.push(Group {
                     table,
-                    fingerprint: e.schema_fingerprint.clone(),
+                    fingerprint: e.schema_fingerprint().to_string(),
                     schema,
                     members: vec![i],
                 }),

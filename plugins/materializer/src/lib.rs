@@ -168,8 +168,8 @@ pub fn json_of(v: &Value) -> Json {
 /// The stored view value of a row: its columns and `_commit_ts`.
 pub fn row_json(e: &Event) -> Vec<u8> {
     let mut m = Map::new();
-    for f in &e.fields {
-        m.insert(f.name.clone(), json_of(&f.value));
+    for (name, value) in e.fields() {
+        m.insert(name.to_string(), json_of(value));
     }
     m.insert("_commit_ts".into(), Json::from(e.commit_ts));
     Json::Object(m).to_string().into_bytes()

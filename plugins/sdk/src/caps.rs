@@ -20,7 +20,7 @@ macro_rules! route {
 pub mod blobstore {
     use crate::Error;
     #[cfg(target_arch = "wasm32")]
-    use crate::bindings::consumer::ledgerhost::plugin::blobstore as raw;
+    use crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore as raw;
     #[cfg(not(target_arch = "wasm32"))]
     use crate::testing::mock;
 
@@ -65,7 +65,7 @@ pub mod blobstore {
 pub mod kv {
     use crate::Error;
     #[cfg(target_arch = "wasm32")]
-    use crate::bindings::consumer::ledgerhost::plugin::keyvalue as raw;
+    use crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue as raw;
     #[cfg(not(target_arch = "wasm32"))]
     use crate::testing::mock;
 
@@ -117,8 +117,8 @@ pub mod kv {
 pub mod warehouse {
     use crate::Error;
     #[cfg(target_arch = "wasm32")]
-    use crate::bindings::consumer::ledgerhost::plugin::warehouse as raw;
-    pub use crate::bindings::consumer::ledgerhost::plugin::warehouse::Row;
+    use crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse as raw;
+    pub use crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse::Row;
     #[cfg(not(target_arch = "wasm32"))]
     use crate::testing::mock;
 
@@ -150,8 +150,8 @@ pub mod warehouse {
 /// Publishing to the ledger topics named by `grants.topics`.
 pub mod ledger {
     #[cfg(target_arch = "wasm32")]
-    use crate::bindings::consumer::ledgerhost::plugin::ledger as raw;
-    pub use crate::bindings::consumer::ledgerhost::plugin::ledger::Message;
+    use crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger as raw;
+    pub use crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger::Message;
     #[cfg(not(target_arch = "wasm32"))]
     use crate::testing::mock;
     use crate::{Error, Event, EventExt};

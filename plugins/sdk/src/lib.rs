@@ -42,6 +42,7 @@
 
 pub mod bindings;
 mod caps;
+mod event;
 pub mod testing;
 pub mod time;
 
@@ -58,11 +59,17 @@ pub use decimal::BigDecimal;
 
 use std::cmp::Ordering;
 
-pub use bindings::consumer::Guest as Consumer;
-pub use bindings::consumer::export_consumer;
-pub use bindings::consumer::ledgerhost::plugin::types::{
-    Disposition, Error, Event, Field, HttpRequest, HttpResponse, Value,
+pub use bindings::consumer::ledgerhost::plugin0_1_0::types::{
+    Disposition, Error, Field, HttpRequest, HttpResponse, Value,
 };
+pub use event::{Column, Event, ScalarType, Schema};
+
+/// An event consumer (contract `ledgerhost:plugin@0.2.0`): handles a batch's events, one
+/// disposition each, in order. Export it with [`export_consumer!`].
+pub trait Consumer {
+    /// Handles a batch. Must return exactly one disposition per event, in the same order.
+    fn handle(events: Vec<Event>) -> Vec<Disposition>;
+}
 pub use bindings::http::Guest as HttpHandler;
 pub use bindings::http::export_http;
 pub use bindings::scheduled::Guest as Scheduled;
@@ -80,7 +87,7 @@ pub mod prelude {
 
 /// Typed access to an event's fields.
 pub trait EventExt {
-    /// A field's value; `None` when the table has no such column.
+    /// A field's value; `None` when the batch does not carry that column.
     fn get(&self, name: &str) -> Option<&Value>;
     /// An INT64 field (`None` if absent, NULL or another type).
     fn i64(&self, name: &str) -> Option<i64> {
@@ -185,10 +192,7 @@ pub trait EventExt {
 
 impl EventExt for Event {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.fields
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| &f.value)
+        self.value_at(self.schema().position(name)?)
     }
 
     fn attribute(&self, name: &str) -> Option<&str> {

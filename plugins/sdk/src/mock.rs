@@ -28,7 +28,7 @@ pub enum Capability {
 use ledgerhost_manifest::filter::{Filter, Record, Scalar};
 use ledgerhost_manifest::{Grants, Manifest, names};
 
-use crate::{Event, EventExt, Value};
+use crate::{Event, EventExt, Schema, Value};
 
 /// An SDK event as the host-side filter reads it.
 struct View<'a>(&'a Event);
@@ -61,6 +61,53 @@ impl Record for View<'_> {
     }
 }
 
+/// `subscription.columns`, `.avro` and `.attributes` of a manifest.
+#[derive(Debug, Clone)]
+struct Selection {
+    columns: Option<Vec<String>>,
+    avro: bool,
+    attributes: bool,
+}
+
+impl Selection {
+    /// The event as a 0.2 host sends it: only the named columns, in that order, and the Avro
+    /// and attributes only when asked for.
+    fn apply(&self, e: Event) -> Event {
+        let e = match &self.columns {
+            None => e,
+            Some(names) => {
+                let picked: Vec<usize> = names
+                    .iter()
+                    .filter_map(|n| e.schema().position(n))
+                    .collect();
+                let schema = std::sync::Arc::new(Schema {
+                    table: e.table.clone(),
+                    fingerprint: e.schema_fingerprint().to_string(),
+                    columns: picked
+                        .iter()
+                        .map(|&i| e.schema().columns[i].clone())
+                        .collect(),
+                });
+                let values = picked.iter().map(|&i| e.values()[i].clone()).collect();
+                let (avro, attributes) = (e.avro.clone(), e.attributes.clone());
+                Event::new(schema, e.id.clone(), e.commit_ts, e.deleted, values)
+                    .with_raw(avro, attributes)
+            }
+        };
+        let avro = if self.avro {
+            e.avro.clone()
+        } else {
+            Vec::new()
+        };
+        let attributes = if self.attributes {
+            e.attributes.clone()
+        } else {
+            Vec::new()
+        };
+        e.with_raw(avro, attributes)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct KvEntry {
     /// `None` is a tombstone.
@@ -83,6 +130,9 @@ pub(crate) struct State {
     grants: Option<Grants>,
     /// The manifest's host-side filter (empty: everything passes).
     filter: Filter,
+    /// What the manifest asks to receive (`subscription.columns`, `.avro`, `.attributes`);
+    /// `None` (a host built with [`MockHost::new`]): everything.
+    selection: Option<Selection>,
     config: BTreeMap<String, String>,
     blobs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     kv: BTreeMap<String, KvEntry>,
@@ -417,6 +467,11 @@ impl MockHost {
         Ok(Self::install(State {
             name: m.name,
             grants: Some(m.grants),
+            selection: m.subscription.as_ref().map(|s| Selection {
+                columns: s.columns.clone(),
+                avro: s.avro,
+                attributes: s.attributes,
+            }),
             filter: m.subscription.map(|s| s.filter).unwrap_or_default(),
             config: m.config,
             topics,
@@ -425,12 +480,18 @@ impl MockHost {
     }
 
     /// The events the manifest's host-side filter (`subscription.filter`) lets through, as
-    /// the host would deliver them; all of them without a filter.
+    /// the host would deliver them: with only the columns `subscription.columns` names, and
+    /// the Avro and attributes only with `subscription.avro` / `.attributes`. All of them,
+    /// whole, from a host built with [`MockHost::new`].
     pub fn delivered(&self, events: Vec<Event>) -> Vec<Event> {
         self.read(|s| {
             events
                 .into_iter()
                 .filter(|e| s.filter.matches(&View(e)))
+                .map(|e| match &s.selection {
+                    Some(sel) => sel.apply(e),
+                    None => e,
+                })
                 .collect()
         })
     }

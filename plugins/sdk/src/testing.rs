@@ -11,7 +11,9 @@
 //! assert_eq!(e.id, "orders/7/5");
 //! ```
 
-use crate::{Event, Field, Value};
+use std::sync::Arc;
+
+use crate::{Column, Event, Field, ScalarType, Schema, Value};
 
 #[cfg(not(target_arch = "wasm32"))]
 #[path = "mock.rs"]
@@ -92,7 +94,8 @@ impl EventBuilder {
         self
     }
 
-    /// The event.
+    /// The event, with a schema of its own columns (key columns first, then the fields,
+    /// in the order added); a column's type is its value's (NULL reads as STRING).
     pub fn build(self) -> Event {
         let key = encode_key(&self.key);
         let id = format!("{}/{key}/{}", self.table, self.commit_ts);
@@ -103,17 +106,53 @@ impl EventBuilder {
             ("schema_fingerprint".to_string(), "test".to_string()),
         ];
         attributes.extend(self.attributes);
-        Event {
-            id,
-            table: self.table,
-            commit_ts: self.commit_ts,
-            key: self.key,
-            fields: self.fields,
-            deleted: self.deleted,
-            schema_fingerprint: "test".to_string(),
-            avro: self.avro,
-            attributes,
-        }
+        let columns = self
+            .fields
+            .iter()
+            .map(|f| {
+                let (kind, array) = kind_of(&f.value);
+                Column {
+                    name: f.name.clone(),
+                    kind,
+                    array,
+                    key: self.key.iter().any(|k| k.name == f.name),
+                }
+            })
+            .collect();
+        let schema = Arc::new(Schema {
+            table: self.table.as_str().into(),
+            fingerprint: "test".to_string(),
+            columns,
+        });
+        let values = self.fields.into_iter().map(|f| f.value).collect();
+        Event::new(schema, id, self.commit_ts, self.deleted, values).with_raw(self.avro, attributes)
+    }
+}
+
+/// The column type a value says (NULL says none: STRING).
+fn kind_of(v: &Value) -> (ScalarType, bool) {
+    use ScalarType as S;
+    match v {
+        Value::Null | Value::String(_) => (S::String, false),
+        Value::Bool(_) => (S::Bool, false),
+        Value::Int64(_) => (S::Int64, false),
+        Value::Float32(_) => (S::Float32, false),
+        Value::Float64(_) => (S::Float64, false),
+        Value::Numeric(_) => (S::Numeric, false),
+        Value::Bytes(_) => (S::Bytes, false),
+        Value::Date(_) => (S::Date, false),
+        Value::Timestamp(_) => (S::Timestamp, false),
+        Value::Json(_) => (S::Json, false),
+        Value::BoolArray(_) => (S::Bool, true),
+        Value::Int64Array(_) => (S::Int64, true),
+        Value::Float32Array(_) => (S::Float32, true),
+        Value::Float64Array(_) => (S::Float64, true),
+        Value::NumericArray(_) => (S::Numeric, true),
+        Value::StringArray(_) => (S::String, true),
+        Value::BytesArray(_) => (S::Bytes, true),
+        Value::DateArray(_) => (S::Date, true),
+        Value::TimestampArray(_) => (S::Timestamp, true),
+        Value::JsonArray(_) => (S::Json, true),
     }
 }
 

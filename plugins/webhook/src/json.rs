@@ -19,22 +19,19 @@ use serde_json::{Map, Value as Json, json};
 pub fn event_json(e: &Event) -> Vec<u8> {
     let body = json!({
         "id": e.id,
-        "table": e.table,
+        "table": &*e.table,
         "op": if e.deleted { "delete" } else { "upsert" },
         "deleted": e.deleted,
         "commit_ts": e.commit_ts,
         "commit_time": timestamp_text(e.commit_ts),
-        "key": object(&e.key),
-        "fields": object(&e.fields),
+        "key": object(e.key_fields()),
+        "fields": object(e.fields()),
     });
     serde_json::to_vec(&body).expect("a JSON value serializes")
 }
 
-fn object(fields: &[Field]) -> Json {
-    let map: Map<String, Json> = fields
-        .iter()
-        .map(|f| (f.name.clone(), value(&f.value)))
-        .collect();
+fn object<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> Json {
+    let map: Map<String, Json> = fields.map(|(n, v)| (n.to_string(), value(v))).collect();
     Json::Object(map)
 }
 

@@ -20,7 +20,7 @@ mod bindings {
         with: { "ledgerhost:plugin/types": crate::wit::types },
     });
 }
-use bindings::ledgerhost::plugin::blobstore;
+use bindings::ledgerhost::plugin0_1_0::blobstore;
 
 /// Object storage for plugins, in the buckets their manifest grants.
 pub struct BlobstoreCapability {

@@ -20,7 +20,7 @@ mod bindings {
         with: { "ledgerhost:plugin/types": crate::wit::types },
     });
 }
-use bindings::ledgerhost::plugin::keyvalue;
+use bindings::ledgerhost::plugin0_1_0::keyvalue;
 
 /// The versioned key-value store for plugins, under the key prefixes their manifest grants.
 pub struct KeyValueCapability {

@@ -20,7 +20,7 @@ mod bindings {
         with: { "ledgerhost:plugin/types": crate::wit::types },
     });
 }
-use bindings::ledgerhost::plugin::ledger;
+use bindings::ledgerhost::plugin0_1_0::ledger;
 
 /// Publishing to ledger topics, for plugins granted them.
 pub struct LedgerCapability {

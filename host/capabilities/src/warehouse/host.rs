@@ -20,7 +20,7 @@ mod bindings {
         with: { "ledgerhost:plugin/types": crate::wit::types },
     });
 }
-use bindings::ledgerhost::plugin::warehouse;
+use bindings::ledgerhost::plugin0_1_0::warehouse;
 
 /// The analytics warehouse for plugins, in the tables their manifest grants.
 pub struct WarehouseCapability {

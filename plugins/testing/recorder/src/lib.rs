@@ -1,5 +1,5 @@
 //! Makes what a plugin received observable: for every event it stores
-//! `rec/<event-id>` = the decoded fields as text (one `name=type value` line per column, plus
+//! `rec/<event-id>` (or `<config prefix><event-id>`) = the decoded fields as text (one `name=type value` line per column, plus
 //! `deleted=`), and appends the commit timestamp to `order/<table>/<key>` (a comma-separated
 //! list), so a test can check values of every type, NULLs, and each key's delivery order.
 //! Deliveries of one key are serialised by the host, so the read-modify-write is safe.
@@ -45,15 +45,15 @@ pub fn render(v: &Value) -> String {
 /// The text stored for an event.
 pub fn describe(e: &Event) -> String {
     let mut out = String::new();
-    for f in &e.fields {
-        out.push_str(&format!("{}={}\n", f.name, render(&f.value)));
+    for (name, value) in e.fields() {
+        out.push_str(&format!("{name}={}\n", render(value)));
     }
     out.push_str(&format!("deleted={}\n", e.deleted));
     out
 }
 
-fn record(e: &Event) -> Result<(), Error> {
-    kv::set(&format!("rec/{}", e.id), describe(e).as_bytes())?;
+fn record(e: &Event, prefix: &str) -> Result<(), Error> {
+    kv::set(&format!("{prefix}{}", e.id), describe(e).as_bytes())?;
     let key_path = e.id.rsplit_once('/').map_or(e.id.as_str(), |(k, _)| k);
     let order_key = format!("order/{key_path}");
     let mut seen = kv::get(&order_key)?.unwrap_or_default();
@@ -65,9 +65,12 @@ struct Recorder;
 
 impl Consumer for Recorder {
     fn handle(events: Vec<Event>) -> Vec<Disposition> {
+        // A second recorder on one host (e.g. one with `subscription.columns`) records under
+        // its own prefix.
+        let prefix = config::get("prefix").unwrap_or_else(|| "rec/".to_string());
         events
             .iter()
-            .map(|e| match record(e) {
+            .map(|e| match record(e, &prefix) {
                 Ok(()) => Disposition::Ack,
                 Err(err) => Disposition::Retry(format!("cannot record {}: {err}", e.id)),
             })

@@ -1,0 +1,163 @@
+//! The event a consumer handles, as contract 0.2 delivers it: the batch's schema once (shared
+//! by every event of the batch) and each event's values by column position. Accessors by
+//! name ([`crate::EventExt`]) find a column's position in the shared schema; nothing is
+//! copied per event.
+
+use std::sync::Arc;
+
+use crate::Value;
+use crate::bindings::consumer::ledgerhost::plugin0_2_0::events as wit;
+
+pub use wit::{Column, ScalarType};
+
+/// What every event of one batch shares: its table, writer schema and the columns it carries
+/// (those `subscription.columns` names, or all of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    /// Source table name.
+    pub table: Arc<str>,
+    /// Fingerprint of the Avro writer schema (hex).
+    pub fingerprint: String,
+    /// The columns, in the order of each event's values.
+    pub columns: Vec<Column>,
+}
+
+impl Schema {
+    /// The position of a column in each event's values; `None` when the batch does not
+    /// carry it (the table has no such column, or `subscription.columns` does not name it).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// One committed row of a source table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Deterministic id: table, primary key and commit timestamp. A redelivery has the same id.
+    pub id: String,
+    /// Source table name (shared with the batch's schema).
+    pub table: Arc<str>,
+    /// Commit timestamp, microseconds since the Unix epoch.
+    pub commit_ts: i64,
+    /// True when the row was deleted (a tombstone); the values are its last ones.
+    pub deleted: bool,
+    /// The raw Avro container; empty unless the manifest says `subscription.avro = true`.
+    pub avro: Vec<u8>,
+    /// Ledger attributes; empty unless the manifest says `subscription.attributes = true`.
+    pub attributes: Vec<(String, String)>,
+    schema: Arc<Schema>,
+    values: Vec<Value>,
+}
+
+impl Event {
+    /// An event of `schema` with one value per column (for [`crate::testing`] and adapters).
+    pub fn new(
+        schema: Arc<Schema>,
+        id: String,
+        commit_ts: i64,
+        deleted: bool,
+        values: Vec<Value>,
+    ) -> Event {
+        Event {
+            id,
+            table: schema.table.clone(),
+            commit_ts,
+            deleted,
+            avro: Vec::new(),
+            attributes: Vec::new(),
+            schema,
+            values,
+        }
+    }
+
+    /// The batch's schema.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The values, one per column of [`Event::schema`].
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The value at a column position ([`Schema::position`]).
+    pub fn value_at(&self, position: usize) -> Option<&Value> {
+        self.values.get(position)
+    }
+
+    /// Each column's name with its value, in the batch's column order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .zip(&self.values)
+    }
+
+    /// The primary-key columns the batch carries, with their values, in column order.
+    pub fn key_fields(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.schema
+            .columns
+            .iter()
+            .zip(&self.values)
+            .filter(|(c, _)| c.key)
+            .map(|(c, v)| (c.name.as_str(), v))
+    }
+
+    /// The fingerprint of the Avro writer schema.
+    pub fn schema_fingerprint(&self) -> &str {
+        &self.schema.fingerprint
+    }
+
+    /// The events of a batch as the host delivered it: the schema is shared, the values
+    /// are moved (no copy).
+    pub fn from_batch(batch: wit::Batch) -> Vec<Event> {
+        let schema = Arc::new(Schema {
+            table: batch.table.into(),
+            fingerprint: batch.schema_fingerprint,
+            columns: batch.columns,
+        });
+        batch
+            .events
+            .into_iter()
+            .map(|e| Event {
+                id: e.id,
+                table: schema.table.clone(),
+                commit_ts: e.commit_ts,
+                deleted: e.deleted,
+                avro: e.avro.unwrap_or_default(),
+                attributes: e.attributes.unwrap_or_default(),
+                schema: schema.clone(),
+                values: e.values,
+            })
+            .collect()
+    }
+
+    /// Sets the Avro and attributes (as a host with `subscription.avro`/`.attributes` does).
+    pub fn with_raw(mut self, avro: Vec<u8>, attributes: Vec<(String, String)>) -> Event {
+        self.avro = avro;
+        self.attributes = attributes;
+        self
+    }
+}
+
+/// Exports a consumer: `$t` implements [`crate::Consumer`] (a handler over the batch's
+/// events); this adapts it to the 0.2 world's `handle(batch)`.
+#[macro_export]
+macro_rules! export_consumer {
+    ($t:ty) => {
+        const _: () = {
+            struct __LedgerhostConsumer;
+            impl $crate::bindings::consumer::Guest for __LedgerhostConsumer {
+                fn handle(
+                    batch: $crate::bindings::consumer::ledgerhost::plugin0_2_0::events::Batch,
+                ) -> ::std::vec::Vec<$crate::Disposition> {
+                    <$t as $crate::Consumer>::handle($crate::Event::from_batch(batch))
+                }
+            }
+            $crate::bindings::consumer::export_consumer_raw!(
+                __LedgerhostConsumer with_types_in $crate::bindings::consumer
+            );
+        };
+    };
+}
