@@ -131,6 +131,7 @@ pub struct PluginStats {
     pub last_error: Option<String>,
 }
 
+#[derive(Clone)]
 enum Pre {
     Consumer(ConsumerPre<PluginState>),
     Scheduled(ScheduledPre<PluginState>),
@@ -177,11 +178,13 @@ pub struct Plugin {
     version: String,
     path: PathBuf,
     pre: Pre,
-    /// Each registered capability's state for this plugin, in registration order.
-    capability_states: Vec<ledgerhost_capabilities::capability::PluginState>,
+    /// Each registered capability's state for this plugin, in registration order; shared by
+    /// the instances of one version ([`Plugin::sibling`]).
+    capability_states: Arc<Vec<ledgerhost_capabilities::capability::PluginState>>,
     live: tokio::sync::Mutex<Option<Live>>,
     instances_built: AtomicU64,
-    stats: Mutex<PluginStats>,
+    /// Shared by the instances of one version: the version's counters are their sum.
+    stats: Arc<Mutex<PluginStats>>,
 }
 
 impl Plugin {
@@ -247,15 +250,32 @@ impl Plugin {
             })?;
         Ok(Plugin {
             version: digest[..12.min(digest.len())].to_string(),
-            capability_states,
+            capability_states: Arc::new(capability_states),
             runtime,
             manifest,
             path: path.to_path_buf(),
             pre,
             live: tokio::sync::Mutex::new(None),
             instances_built: AtomicU64::new(0),
-            stats: Mutex::new(PluginStats::default()),
+            stats: Arc::default(),
         })
+    }
+
+    /// Another instance of this version (`subscription.instances`): the same pre-instantiated
+    /// component, manifest and capability state, its own store and limits (built at its first
+    /// call, rebuilt after its own traps), counters shared with this one.
+    pub fn sibling(&self) -> Plugin {
+        Plugin {
+            runtime: self.runtime.clone(),
+            manifest: self.manifest.clone(),
+            version: self.version.clone(),
+            path: self.path.clone(),
+            pre: self.pre.clone(),
+            capability_states: self.capability_states.clone(),
+            live: tokio::sync::Mutex::new(None),
+            instances_built: AtomicU64::new(0),
+            stats: self.stats.clone(),
+        }
     }
 
     /// The manifest this version was loaded with.
@@ -297,7 +317,7 @@ impl Plugin {
             .runtime
             .capabilities
             .iter()
-            .zip(&self.capability_states)
+            .zip(self.capability_states.iter())
         {
             capabilities.insert_boxed(capability.prepare(state));
         }
