@@ -11,6 +11,8 @@
 
 pub mod filter;
 pub mod instances;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
