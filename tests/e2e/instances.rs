@@ -1,5 +1,6 @@
 //! K instances per plugin (`subscription.instances`) through the real host on the embedded
-//! pipeline: each key's order under retries, a hot swap of all K, a trap in one instance.
+//! pipeline: each key's order under retries, a hot swap of all K, a trap in one instance;
+//! and the runtime's `Instances`: a trap rebuilds only the instance that trapped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,10 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ledgerhost::{Config, Host};
+use ledgerhost_core::Disposition;
 use ledgerhost_core::capabilities::KeyValue;
 use ledgerhost_core::ledger::{Ledger, SubscriptionSpec, attr};
+use ledgerhost_runtime::{CallError, Instances};
 use ledgerhost_tests::harness::host::Workspace;
-use ledgerhost_tests::harness::{eventually, plugin_dir, plugin_manifest};
+use ledgerhost_tests::harness::{eventually, plugin_dir, plugin_manifest, plugin_wasm};
 
 const ORDERS: &str = "CREATE TABLE orders (
     id INTEGER PRIMARY KEY,
@@ -348,4 +351,77 @@ async fn a_trap_in_one_instance_does_not_stop_the_others() {
         "{runtime:?}"
     );
     assert!(host.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_one_instance_leaves_the_other_instances_alive() {
+    use super::runtime::{event, fixture};
+    let f = fixture();
+    let dir = f.dir.path().join("k3");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = std::fs::read_to_string(plugin_manifest("trapper"))
+        .unwrap()
+        .replace("[subscription]\n", "[subscription]\ninstances = 3\n");
+    std::fs::write(dir.join("trapper.toml"), manifest).unwrap();
+    let version = f
+        .runtime
+        .load(
+            &plugin_wasm("trapper"),
+            &dir.join("trapper.toml"),
+            &BTreeMap::new(),
+        )
+        .await
+        .expect("trapper loads");
+    let instances = Instances::of(version.clone());
+    assert_eq!(instances.len(), 3);
+    assert!(instances.runs(&version));
+    for i in 1..3 {
+        // The siblings' first calls build their instances (not rebuilds).
+        assert_eq!(
+            instances
+                .get(i)
+                .handle(vec![event(i as u64, false)])
+                .await
+                .unwrap(),
+            vec![Disposition::Ack]
+        );
+    }
+    assert_eq!(version.stats().rebuilds, 0);
+
+    let (trapped, healthy) = tokio::join!(
+        instances.get(0).handle(vec![event(10, true)]),
+        instances.get(1).handle(vec![event(11, false)]),
+    );
+    assert!(
+        matches!(trapped, Err(CallError::Trap { .. })),
+        "{trapped:?}"
+    );
+    assert_eq!(healthy.unwrap(), vec![Disposition::Ack]);
+    for i in 1..3 {
+        assert_eq!(
+            instances
+                .get(i)
+                .handle(vec![event(20 + i as u64, false)])
+                .await
+                .unwrap(),
+            vec![Disposition::Ack]
+        );
+    }
+    let stats = version.stats();
+    assert_eq!(
+        (stats.traps, stats.rebuilds),
+        (1, 0),
+        "the other instances kept theirs through the trap"
+    );
+    assert_eq!(
+        instances
+            .get(0)
+            .handle(vec![event(30, false)])
+            .await
+            .unwrap(),
+        vec![Disposition::Ack]
+    );
+    let stats = version.stats();
+    assert_eq!(stats.rebuilds, 1, "only the trapped instance was rebuilt");
+    assert_eq!(stats.calls, 7, "the counters add up all three instances");
 }

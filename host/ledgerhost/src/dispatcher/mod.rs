@@ -371,8 +371,8 @@ impl Dispatcher {
             part.0.push(position);
             part.1.push(event);
         }
-        // A JoinSet aborts the parts if this batch is abandoned (drain timeout): nothing of
-        // an abandoned batch is settled, so the ledger redelivers all of it.
+        // A JoinSet aborts the parts when the dispatcher's task is dropped mid-batch: nothing
+        // of an abandoned batch is settled, so the ledger redelivers all of it.
         let mut tasks = JoinSet::new();
         let mut positions_of = HashMap::new();
         for (instance, (positions, part)) in parts.into_iter().enumerate() {
