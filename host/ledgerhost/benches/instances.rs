@@ -28,8 +28,8 @@ use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::{Capabilities, Runtime, RuntimeConfig};
 use tokio::sync::watch;
 
-const EVENTS: usize = 6_000;
-const BATCH: usize = 500;
+const EVENTS: usize = 8_000;
+const BATCH: usize = 1_000;
 const ROUNDS: usize = 3;
 const TOPIC: &str = "ledger-orders";
 
