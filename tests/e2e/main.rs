@@ -3,6 +3,7 @@
 mod capabilities;
 mod google;
 mod google_host;
+mod instances;
 mod languages;
 mod leases;
 mod limits;

@@ -19,13 +19,13 @@ use ledgerhost_runtime::{CacheOutcome, CallError, Capabilities, Manifest, Runtim
 use ledgerhost_tests::harness::{plugin_dir, plugin_manifest, plugin_wasm};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-struct Fixture {
-    dir: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
     kv: Arc<EmbeddedKeyValue>,
-    runtime: Arc<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap());
     let caps = Capabilities {
@@ -48,7 +48,7 @@ fn fixture() -> Fixture {
     Fixture { dir, kv, runtime }
 }
 
-fn event(n: u64, poison: bool) -> Event {
+pub(crate) fn event(n: u64, poison: bool) -> Event {
     let key = vec![Value::Int64(n as i64)];
     Event {
         id: EventId::new("orders", &key, 1000 + n as i64),

@@ -301,7 +301,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         (
             "ledgerhost_plugin_memory_high_water_bytes",
             "gauge",
-            "Largest linear memory the instance reached.",
+            "Largest linear memory any one instance reached (the cap is per instance).",
             |s| s.memory_high_water,
         ),
     ];
@@ -323,6 +323,20 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             "ledgerhost_plugin_info{{plugin=\"{}\",version=\"{}\"}} 1",
             p.manifest().name,
             p.version()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ledgerhost_plugin_instances Instances serving the plugin's version (subscription.instances)."
+    );
+    let _ = writeln!(out, "# TYPE ledgerhost_plugin_instances gauge");
+    for p in s.registry.plugins() {
+        let m = p.manifest();
+        let _ = writeln!(
+            out,
+            "ledgerhost_plugin_instances{{plugin=\"{}\"}} {}",
+            m.name,
+            m.instances()
         );
     }
     let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -390,6 +404,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 version: Some(p.version().to_string()),
                 world: Some(format!("{:?}", m.world)),
                 state,
+                instances: m.instances(),
                 last_error,
                 calls: st.calls,
                 traps: st.traps,
@@ -408,6 +423,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 version: None,
                 world: None,
                 state: PluginState::Refused,
+                instances: 0,
                 last_error: Some(format!("{file}: {why}")),
                 calls: 0,
                 traps: 0,

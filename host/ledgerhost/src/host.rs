@@ -17,8 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::backends::Backends;
 use crate::config::{Config, TableConfig};
-use crate::dispatcher::HandlerError;
-use crate::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use crate::dispatcher::{Dispatcher, Filter, SubscriptionPlan};
 use crate::metrics::{Metrics, now_micros};
 use crate::poller::{Poller, PollerSettings};
 use crate::watermark::WatermarkStore;
@@ -45,23 +44,6 @@ struct PluginTask {
     stop: watch::Sender<bool>,
     handle: JoinHandle<()>,
     plan_key: String,
-}
-
-/// The runtime's plugin as a dispatcher handler.
-struct PluginHandler(Arc<Plugin>);
-
-#[async_trait::async_trait]
-impl BatchHandler for PluginHandler {
-    async fn handle(
-        &self,
-        events: Vec<ledgerhost_core::Event>,
-    ) -> Result<Vec<ledgerhost_core::Disposition>, HandlerError> {
-        Ok(self.0.handle(events).await?)
-    }
-
-    fn version(&self) -> String {
-        self.0.version().to_string()
-    }
 }
 
 /// Plugin files the registry refused, by plugin name: (file, reason). Shown by `/status`.
@@ -492,10 +474,7 @@ impl PluginContext {
     ) -> anyhow::Result<JoinHandle<()>> {
         self.check_columns(plugin).await?;
         let plan = self.plan(plugin)?;
-        let current: CurrentHandler = Arc::new(move || {
-            slot.current()
-                .map(|p| Arc::new(PluginHandler(p)) as Arc<dyn BatchHandler>)
-        });
+        let current = crate::dispatcher::instances::serving(slot);
         let dispatcher = Dispatcher::new(
             plan.clone(),
             self.backends.ledger.clone(),
@@ -511,6 +490,7 @@ impl PluginContext {
             plugin = plan.plugin,
             topic = plan.topic,
             subscription = plan.subscription,
+            instances = plugin.manifest().instances(),
             "consuming"
         );
         Ok(tokio::spawn(dispatcher.run(stop)))

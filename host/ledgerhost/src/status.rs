@@ -73,6 +73,10 @@ pub struct PluginStatus {
     pub world: Option<String>,
     /// Serving or refused.
     pub state: PluginState,
+    /// Instances serving the version (`subscription.instances`; 1 for scheduled and HTTP
+    /// plugins, 0 when none serves). Each has its own memory cap.
+    #[serde(default)]
+    pub instances: u32,
     /// The last failure: why files were refused, or the last call's error.
     pub last_error: Option<String>,
     /// Calls into the plugin.
@@ -136,9 +140,14 @@ impl HostStatus {
                 .as_deref()
                 .map(|e| format!("\n       last error: {e}"))
                 .unwrap_or_default();
+            let instances = if p.instances > 1 {
+                format!(" ({} instances)", p.instances)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "plugin {:<20} {} {} in {}, acked {}, retried {}, dead-lettered {}{err}",
+                "plugin {:<20} {} {}{instances} in {}, acked {}, retried {}, dead-lettered {}{err}",
                 p.name,
                 p.state.label(),
                 p.version.as_deref().map(short).unwrap_or("-"),
@@ -178,6 +187,7 @@ mod tests {
                     version: Some("0123456789abcdef".into()),
                     world: Some("Consumer".into()),
                     state: PluginState::Serving,
+                    instances: 1,
                     last_error: None,
                     calls: 3,
                     traps: 0,
@@ -188,10 +198,26 @@ mod tests {
                     dead_lettered: 0,
                 },
                 PluginStatus {
+                    name: "busy".into(),
+                    version: Some("fedcba9876543210".into()),
+                    world: Some("Consumer".into()),
+                    state: PluginState::Serving,
+                    instances: 3,
+                    last_error: None,
+                    calls: 9,
+                    traps: 1,
+                    rebuilds: 1,
+                    events_in: 30,
+                    acked: 30,
+                    retried: 0,
+                    dead_lettered: 0,
+                },
+                PluginStatus {
                     name: "broken".into(),
                     version: None,
                     world: None,
                     state: PluginState::Refused,
+                    instances: 0,
                     last_error: Some("broken.wasm: magic bytes".into()),
                     calls: 0,
                     traps: 0,
@@ -210,7 +236,8 @@ mod tests {
         let s = sample();
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["plugins"][0]["state"], "serving");
-        assert_eq!(json["plugins"][1]["state"], "refused");
+        assert_eq!(json["plugins"][1]["instances"], 3);
+        assert_eq!(json["plugins"][2]["state"], "refused");
         assert_eq!(json["tables"][0]["watermark_micros"], 1_000_000);
         let back: HostStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
@@ -230,6 +257,10 @@ mod tests {
         );
         assert!(
             text.contains("broken") && text.contains("refused -"),
+            "{text}"
+        );
+        assert!(
+            text.contains("serving fedcba987654 (3 instances) in 30"),
             "{text}"
         );
         assert!(

@@ -112,6 +112,11 @@ pub struct Subscription {
     /// Whether a 0.2 consumer's events carry the ledger attributes.
     #[serde(default)]
     pub attributes: bool,
+    /// Instances of the plugin serving this subscription at once (1..=[`MAX_INSTANCES`]).
+    /// A batch's events are split among them by ordering key, so a key always goes to the
+    /// same instance; each instance has its own `limits` (memory is per instance).
+    #[serde(default = "default_instances")]
+    pub instances: u32,
 }
 
 impl Subscription {
@@ -139,6 +144,11 @@ impl Subscription {
     }
 }
 
+/// The most instances a manifest may ask for (`subscription.instances`). Each costs its own
+/// memory (up to `limits.memory-mb`) and a slot of the runtime's instance pool, which a hot
+/// swap needs twice (the new version is built beside the old one).
+pub const MAX_INSTANCES: u32 = 16;
+
 fn default_batch_size() -> usize {
     64
 }
@@ -153,6 +163,9 @@ fn default_backoff_initial_ms() -> u64 {
 }
 fn default_backoff_max_ms() -> u64 {
     10_000
+}
+fn default_instances() -> u32 {
+    1
 }
 
 /// A scheduled plugin's period.
@@ -349,6 +362,14 @@ impl Manifest {
                         "`subscription.max-attempts` must be at least 1".into(),
                     ));
                 }
+                if !(1..=MAX_INSTANCES).contains(&s.instances) {
+                    return Err(invalid(format!(
+                        "`subscription.instances` is {}; it must be between 1 and \
+                         {MAX_INSTANCES} (each instance is a full copy of the plugin with its \
+                         own memory)",
+                        s.instances
+                    )));
+                }
                 if s.backoff_initial_ms == 0 || s.backoff_max_ms < s.backoff_initial_ms {
                     return Err(invalid(
                         "`subscription.backoff-initial-ms` must be > 0 and at most \
@@ -409,6 +430,12 @@ impl Manifest {
         &self.path
     }
 
+    /// How many instances serve this plugin: `subscription.instances` for a consumer, one for
+    /// the other worlds.
+    pub fn instances(&self) -> u32 {
+        self.subscription.as_ref().map_or(1, |s| s.instances)
+    }
+
     /// Refuses a grant this host does not know (`known`: the grant names of the capabilities
     /// it provides), naming the file, the key and the known grants.
     pub fn check_grant_names(&self, known: &[&str]) -> Result<(), ManifestError> {
@@ -442,6 +469,7 @@ mod tests {
         .unwrap();
         let s = m.subscription.clone().unwrap();
         assert_eq!((s.batch_size, s.max_wait_ms, s.max_attempts), (64, 100, 5));
+        assert_eq!(s.instances, 1);
         assert_eq!(m.limits, Limits::default());
         assert!(m.grants.allows("buckets", "archive-orders"));
         assert!(!m.grants.allows("buckets", "other"));
@@ -517,6 +545,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("starting with a letter"), "{e}");
+    }
+
+    #[test]
+    fn instances_are_bounded_with_a_message_naming_the_key_and_the_range() {
+        let with = |k: &str| {
+            parse(&format!(
+                "name = \"echo\"\nworld = \"consumer\"\n[subscription]\ntable = \"t\"\n\
+                 instances = {k}\n"
+            ))
+        };
+        assert_eq!(with("3").unwrap().instances(), 3);
+        let scheduled = parse("name = \"echo\"\nworld = \"scheduled\"\n").unwrap();
+        assert_eq!(scheduled.instances(), 1);
+        assert_eq!(
+            with(&MAX_INSTANCES.to_string())
+                .unwrap()
+                .subscription
+                .unwrap()
+                .instances,
+            MAX_INSTANCES
+        );
+        for bad in ["0", &(MAX_INSTANCES + 1).to_string()] {
+            let e = with(bad).unwrap_err();
+            assert!(
+                e.contains("echo.toml")
+                    && e.contains("`subscription.instances` is ")
+                    && e.contains(&format!("between 1 and {MAX_INSTANCES}")),
+                "{e}"
+            );
+        }
+        let e = with("-1").unwrap_err();
+        assert!(e.contains("instances"), "{e}");
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! interruption), a linker with WASI (empty sandbox) and the imports of every registered
 //! [`Capability`] (see `ledgerhost_capabilities::registry`), and the compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
 //! [`Plugin`]: a pre-instantiated component with one long-lived instance, rebuilt after a
-//! trap. The [`registry`] watches a plugin directory and swaps versions between batches.
+//! trap; [`Instances`] holds the K instances of one version a manifest may ask for
+//! (`subscription.instances`). The [`registry`] watches a plugin directory and swaps versions between batches.
 
 mod bindings;
 mod cache;
 mod convert;
+mod instances;
 mod limits;
 pub use ledgerhost_manifest as manifest;
 mod plugin;
@@ -26,6 +28,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::CacheOutcome;
 use cache::CompileCache;
+pub use instances::Instances;
 pub use ledgerhost_capabilities::{Capability, Ports as Capabilities};
 pub use manifest::{Manifest, World};
 pub use plugin::{CallError, HttpRequest, HttpResponse, Plugin, PluginStats};

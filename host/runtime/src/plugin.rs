@@ -132,6 +132,7 @@ pub struct PluginStats {
     pub last_error: Option<String>,
 }
 
+#[derive(Clone)]
 enum Pre {
     Consumer(ConsumerPre<PluginState>),
     /// A consumer built against the deprecated `ledgerhost:plugin@0.1.0`.
@@ -181,8 +182,9 @@ pub struct Plugin {
     version: String,
     path: PathBuf,
     pre: Pre,
-    /// Each registered capability's state for this plugin, in registration order.
-    capability_states: Vec<ledgerhost_capabilities::capability::PluginState>,
+    /// Each registered capability's state for this plugin, in registration order; shared by
+    /// the instances of one version ([`Plugin::sibling`]).
+    capability_states: Arc<Vec<ledgerhost_capabilities::capability::PluginState>>,
     live: tokio::sync::Mutex<Option<Live>>,
     /// What a 0.2 consumer's manifest asks to receive.
     selection: convert::Selection,
@@ -190,7 +192,8 @@ pub struct Plugin {
     /// whose Avro carried their schema.
     layouts: Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>,
     instances_built: AtomicU64,
-    stats: Mutex<PluginStats>,
+    /// Shared by the instances of one version: the version's counters are their sum.
+    stats: Arc<Mutex<PluginStats>>,
 }
 
 impl Plugin {
@@ -282,15 +285,32 @@ impl Plugin {
             selection,
             layouts: Mutex::new(HashMap::new()),
             version: digest[..12.min(digest.len())].to_string(),
-            capability_states,
+            capability_states: Arc::new(capability_states),
             runtime,
             manifest,
             path: path.to_path_buf(),
             pre,
             live: tokio::sync::Mutex::new(None),
             instances_built: AtomicU64::new(0),
-            stats: Mutex::new(PluginStats::default()),
+            stats: Arc::default(),
         })
+    }
+
+    /// Another instance of this version (`subscription.instances`): the same pre-instantiated
+    /// component, manifest and capability state, its own store and limits (built at its first
+    /// call, rebuilt after its own traps), counters shared with this one.
+    pub fn sibling(&self) -> Plugin {
+        Plugin {
+            runtime: self.runtime.clone(),
+            manifest: self.manifest.clone(),
+            version: self.version.clone(),
+            path: self.path.clone(),
+            pre: self.pre.clone(),
+            capability_states: self.capability_states.clone(),
+            live: tokio::sync::Mutex::new(None),
+            instances_built: AtomicU64::new(0),
+            stats: self.stats.clone(),
+        }
     }
 
     /// The manifest this version was loaded with.
@@ -332,7 +352,7 @@ impl Plugin {
             .runtime
             .capabilities
             .iter()
-            .zip(&self.capability_states)
+            .zip(self.capability_states.iter())
         {
             capabilities.insert_boxed(capability.prepare(state));
         }

@@ -3,10 +3,18 @@
 //! delivery from the plugin's disposition: ack, retry with exponential backoff (dead letter
 //! after the configured attempts), or reject to the dead-letter topic with the reason.
 //! A delivery is acknowledged only after the plugin returned for it.
+//!
+//! A plugin with K instances (`subscription.instances`) gets each batch split by ordering key
+//! ([`instances::instance_of`]): the K parts run concurrently, each in a task of its own (so
+//! on tokio's multi-thread runtime K CPU-bound instances use K cores), and the batch is settled
+//! once every part returned.
 
 pub mod filter;
+pub mod instances;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,6 +24,7 @@ use ledgerhost_avro::Decoder;
 use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, attr, limits};
 use ledgerhost_core::{Disposition, Event, PortError};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::metrics::PluginStats;
 pub use filter::Filter;
@@ -39,6 +48,21 @@ pub trait BatchHandler: Send + Sync {
     async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError>;
     /// The version serving (for logs).
     fn version(&self) -> String;
+    /// How many instances serve this version; a batch is split among them by ordering key
+    /// and the parts run concurrently. One unless overridden.
+    fn instances(&self) -> usize {
+        1
+    }
+    /// Handles a batch on instance `instance` (below [`BatchHandler::instances`]); the one
+    /// instance of [`BatchHandler::handle`] unless overridden.
+    async fn handle_on(
+        &self,
+        instance: usize,
+        events: Vec<Event>,
+    ) -> Result<Vec<Disposition>, HandlerError> {
+        let _ = instance;
+        self.handle(events).await
+    }
 }
 
 /// Gives the handler to use for the next batch; `None` once the plugin was removed.
@@ -109,10 +133,18 @@ fn capped(reason: String) -> String {
 
 /// One subscription's loop.
 pub struct Dispatcher {
-    plan: SubscriptionPlan,
+    plan: Arc<SubscriptionPlan>,
     ledger: Arc<dyn Ledger>,
     decoder: Arc<Decoder>,
     current: CurrentHandler,
+    stats: Arc<PluginStats>,
+}
+
+/// What one instance's part of a batch needs, cloned into the part's task.
+#[derive(Clone)]
+struct Caller {
+    plan: Arc<SubscriptionPlan>,
+    ledger: Arc<dyn Ledger>,
     stats: Arc<PluginStats>,
 }
 
@@ -133,7 +165,7 @@ impl Dispatcher {
         stats: Arc<PluginStats>,
     ) -> Self {
         Dispatcher {
-            plan,
+            plan: Arc::new(plan),
             ledger,
             decoder,
             current,
@@ -273,7 +305,11 @@ impl Dispatcher {
                 .iter()
                 .map(|i| deliveries[*i].message.ordering_key.clone())
                 .collect();
-            let dispositions = self.call(&handler, &deliveries, &event_slots, events).await;
+            let ids: Vec<String> = event_slots
+                .iter()
+                .map(|i| deliveries[*i].ack_id.clone())
+                .collect();
+            let dispositions = self.call_instances(&handler, ids, &keys, events).await;
             // Order per key: once an event of a key is retried, later events of that key in
             // this batch are retried too, so redelivery keeps commit order.
             let mut held: HashSet<&str> = HashSet::new();
@@ -305,22 +341,95 @@ impl Dispatcher {
         self.settle(&deliveries, outcomes).await;
     }
 
-    /// Calls the plugin with the lease kept alive. If the whole batch fails (trap, deadline),
-    /// the events are retried one by one so a single poison event cannot hold the others.
+    fn caller(&self) -> Caller {
+        Caller {
+            plan: self.plan.clone(),
+            ledger: self.ledger.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// One disposition per event, in order: the events split among the handler's instances
+    /// by ordering key (`keys[i]` is event i's), the parts run concurrently in tasks of their
+    /// own, each handled as [`Caller::call`] does. A part whose task died is retried whole.
+    async fn call_instances(
+        &self,
+        handler: &Arc<dyn BatchHandler>,
+        ids: Vec<String>,
+        keys: &[String],
+        events: Vec<Event>,
+    ) -> Vec<Disposition> {
+        let k = handler.instances().max(1);
+        if k == 1 {
+            return self.caller().call(handler, 0, &ids, events).await;
+        }
+        let n = events.len();
+        // parts[i]: positions in the batch and events of instance i, each in batch order.
+        let mut parts: Vec<(Vec<usize>, Vec<Event>)> = (0..k).map(|_| Default::default()).collect();
+        for (position, event) in events.into_iter().enumerate() {
+            let part = &mut parts[instances::instance_of(&keys[position], position, k)];
+            part.0.push(position);
+            part.1.push(event);
+        }
+        // A JoinSet aborts the parts when the dispatcher's task is dropped mid-batch: nothing
+        // of an abandoned batch is settled, so the ledger redelivers all of it.
+        let mut tasks = JoinSet::new();
+        let mut positions_of = HashMap::new();
+        for (instance, (positions, part)) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let caller = self.caller();
+            let handler = handler.clone();
+            let part_ids: Vec<String> = positions.iter().map(|p| ids[*p].clone()).collect();
+            let task =
+                tasks.spawn(async move { caller.call(&handler, instance, &part_ids, part).await });
+            positions_of.insert(task.id(), positions);
+        }
+        let mut out: Vec<Option<Disposition>> = vec![None; n];
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (id, answer) = match joined {
+                Ok((id, dispositions)) => (id, Ok(dispositions)),
+                Err(e) => (e.id(), Err(e)),
+            };
+            let positions = positions_of.remove(&id).unwrap_or_default();
+            match answer {
+                Ok(dispositions) => {
+                    for (p, d) in positions.into_iter().zip(dispositions) {
+                        out[p] = Some(d);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(plugin = self.plan.plugin, error = %e, events = positions.len(), "an instance's part of the batch failed; retrying it");
+                    let reason = format!("the instance handling this event failed: {e}");
+                    for p in positions {
+                        out[p] = Some(Disposition::Retry(reason.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|d| d.unwrap_or_else(|| Disposition::Retry("no disposition".into())))
+            .collect()
+    }
+}
+
+impl Caller {
+    /// Calls instance `instance` with the lease of `ids` kept alive. If the whole batch fails
+    /// (trap, deadline), its events are retried one by one on the same instance so a single
+    /// poison event cannot hold the others.
     async fn call(
         &self,
         handler: &Arc<dyn BatchHandler>,
-        deliveries: &[Delivery],
-        slots: &[usize],
+        instance: usize,
+        ids: &[String],
         events: Vec<Event>,
     ) -> Vec<Disposition> {
-        let ids: Vec<String> = slots
-            .iter()
-            .map(|i| deliveries[*i].ack_id.clone())
-            .collect();
         let n = events.len();
         let started = Instant::now();
-        let first = self.with_lease(&ids, handler.handle(events.clone())).await;
+        let first = self
+            .with_lease(ids, handler.handle_on(instance, events.clone()))
+            .await;
         self.stats
             .observe_batch(started.elapsed().as_micros() as u64);
         match first {
@@ -347,7 +456,9 @@ impl Dispatcher {
                 tracing::warn!(plugin = self.plan.plugin, error = %e, events = n, "batch failed; isolating the failing events one by one");
                 let mut out = Vec::with_capacity(n);
                 for event in events {
-                    let one = self.with_lease(&ids, handler.handle(vec![event])).await;
+                    let one = self
+                        .with_lease(ids, handler.handle_on(instance, vec![event]))
+                        .await;
                     out.push(match one {
                         Ok(mut d) if d.len() == 1 => d.remove(0),
                         Ok(_) => Disposition::Retry("wrong disposition count".into()),
@@ -382,7 +493,9 @@ impl Dispatcher {
             _ = keep_alive => unreachable!("the keep-alive loop never ends"),
         }
     }
+}
 
+impl Dispatcher {
     /// Applies outcomes: dead letters first (published, then acked), then acks, then nacks.
     async fn settle(&self, deliveries: &[Delivery], outcomes: Vec<Option<Outcome>>) {
         let plan = &self.plan;

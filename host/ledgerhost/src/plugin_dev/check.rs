@@ -45,8 +45,13 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
         println!("  schedule  every {} s", s.every_secs);
     }
     println!(
-        "  limits    {} MiB memory, {} ms per call",
-        m.limits.memory_mb, m.limits.deadline_ms
+        "  limits    {} MiB memory, {} ms per call{}",
+        m.limits.memory_mb,
+        m.limits.deadline_ms,
+        match m.instances() {
+            1 => String::new(),
+            k => format!(", each of {k} instances"),
+        }
     );
     for (what, list) in m.grants.iter() {
         if !list.is_empty() {
