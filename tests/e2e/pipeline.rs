@@ -230,9 +230,14 @@ async fn a_lost_watermark_is_recovered_from_the_ledger_without_republishing_the_
     assert_eq!(polled_first, 1000);
     assert!(host.shutdown().await);
 
-    let watermark = ws.data_dir().join("watermarks/orders.watermark");
-    assert!(watermark.exists(), "the poller persisted its watermark");
-    std::fs::remove_file(&watermark).unwrap();
+    // On the embedded ledger the watermark lives in the ledger, written with the page it
+    // covers (no watermark file): lose it there.
+    let ledger_db = ws.data_dir().join("ledger/ledger.db");
+    let lost = rusqlite::Connection::open(&ledger_db)
+        .unwrap()
+        .execute("DELETE FROM progress WHERE tbl = 'orders'", [])
+        .unwrap();
+    assert_eq!(lost, 1, "the ledger held the poller's progress");
     // The lease row keeps the watermark too (where a replica resumes first); lose that copy
     // as well, so only the ledger can tell.
     ws.sql("UPDATE _ledgerhost_leases SET progress = NULL;");
