@@ -231,9 +231,14 @@ async fn a_lost_watermark_is_recovered_from_the_ledger_without_republishing_the_
     assert_eq!(polled_first, 1000);
     assert!(host.shutdown().await);
 
-    let watermark = ws.data_dir().join("watermarks/orders.watermark");
-    assert!(watermark.exists(), "the poller persisted its watermark");
-    std::fs::remove_file(&watermark).unwrap();
+    // On the embedded ledger the watermark lives in the ledger, written with the page it
+    // covers (no watermark file): lose it there.
+    let ledger_db = ws.data_dir().join("ledger/ledger.db");
+    let lost = rusqlite::Connection::open(&ledger_db)
+        .unwrap()
+        .execute("DELETE FROM progress WHERE tbl = 'orders'", [])
+        .unwrap();
+    assert_eq!(lost, 1, "the ledger held the poller's progress");
     // The lease row keeps the watermark too (where a replica resumes first); lose that copy
     // as well, so only the ledger can tell.
     ws.sql("UPDATE _ledgerhost_leases SET progress = NULL;");
@@ -492,4 +497,113 @@ async fn schema_changes_while_running_follow_compatible_and_stop_on_incompatible
         "nothing was published with the incompatible schema"
     );
     assert!(host.shutdown().await);
+}
+
+/// Aborts the real binary at each named fault point of a poll (`LEDGERHOST_FAULT`, see
+/// `host/ledgerhost/src/fault.rs`) in the middle of a multi-page snapshot, restarts it
+/// without the fault and checks on the embedded ledger that every row version is on the
+/// topic and that at most one page (700 rows) was published twice (duplicates counted by
+/// event id). The progress goes in the page's own transaction, so the resumed poll starts
+/// after the last durable page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_at_each_fault_point_loses_no_row_and_republishes_at_most_one_page() {
+    const ROWS: i64 = 5_000;
+    const PAGE: usize = 700;
+    for point in [
+        "poll.before-publish@3",
+        "poll.after-publish@3",
+        "poll.after-watermark@1",
+    ] {
+        let ws = Workspace::new();
+        ws.sql(ORDERS);
+        {
+            let mut conn = rusqlite::Connection::open(ws.db()).unwrap();
+            let tx = conn.transaction().unwrap();
+            for id in 1..=ROWS {
+                tx.execute(
+                    "INSERT INTO orders (id, client_id, amount) VALUES (?1, 'c', 0)",
+                    [id],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let config = ws.write_config(TABLES);
+        let log = ws.path().join("host.log");
+        let mut host = HostProcess::start_with_env(
+            HOST_BIN.as_ref(),
+            &config,
+            &log,
+            &[("LEDGERHOST_FAULT".into(), point.into())],
+        );
+        let status = host.group.wait(Duration::from_secs(120));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{point}: the host did not abort: {status:?}\n{}",
+            host.log_text()
+        );
+        assert!(
+            host.log_text().contains("fault injection: aborting at"),
+            "{point}: {}",
+            host.log_text()
+        );
+        if point.starts_with("poll.after-watermark") {
+            // A second poll with new rows, so the restart has something after W to publish.
+            ws.sql("UPDATE orders SET amount = 1 WHERE id <= 10;");
+        }
+        let mut host = HostProcess::start(HOST_BIN.as_ref(), &config, &log);
+        let want = if point.starts_with("poll.after-watermark") {
+            ROWS as usize + 10
+        } else {
+            ROWS as usize
+        };
+        let topic = Config::load(&config).unwrap().topic_for("orders");
+        let ledger_dir = ws.data_dir().join("ledger");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let (ids, done) = loop {
+            let ids = event_ids(&ledger_dir, &topic).await;
+            let n = ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+            if n >= want || std::time::Instant::now() >= deadline {
+                break (ids, n >= want);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        host.kill();
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let source: usize = {
+            let conn = rusqlite::Connection::open(ws.db()).unwrap();
+            conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get::<_, i64>(0))
+                .unwrap() as usize
+        };
+        assert!(
+            done && distinct.len() == want,
+            "{point}: {} distinct events on the topic, want {want} ({source} rows)\n{}",
+            distinct.len(),
+            host.log_text()
+        );
+        let duplicates = ids.len() - distinct.len();
+        eprintln!("{point}: {want} events, {duplicates} published twice");
+        assert!(
+            duplicates <= PAGE,
+            "{point}: {duplicates} events published twice, more than one page ({PAGE})"
+        );
+    }
+}
+
+/// The event ids of every message retained on `topic` of the embedded ledger in `dir`, in
+/// publish order (read from a second connection to the ledger file).
+async fn event_ids(dir: &std::path::Path, topic: &str) -> Vec<String> {
+    let ledger = EmbeddedLedger::open(dir, EmbeddedOptions::default()).unwrap();
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ledger.read_retained(topic, after, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        all.extend(
+            page.into_iter()
+                .map(|r| r.message.attributes[attr::EVENT_ID].clone()),
+        );
+    }
+    all
 }

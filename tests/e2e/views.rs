@@ -273,11 +273,14 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
     );
     assert!(host.shutdown().await);
 
-    // Lose the watermark (the local file and the lease's copy): the restarted poller
-    // recovers it from the ledger and republishes the last commit timestamp's rows, which
-    // both plugins receive again.
-    std::fs::remove_file(ws.data_dir().join("watermarks/orders.watermark"))
-        .expect("the poller persisted its watermark");
+    // Lose the watermark (the progress the embedded ledger keeps with the pages, and the
+    // lease's copy): the restarted poller recovers it from the ledger's newest message and
+    // republishes the last commit timestamp's rows, which both plugins receive again.
+    let lost = rusqlite::Connection::open(ws.data_dir().join("ledger/ledger.db"))
+        .expect("open ledger.db")
+        .execute("DELETE FROM progress WHERE tbl = 'orders'", [])
+        .expect("delete the progress");
+    assert_eq!(lost, 1, "the ledger held the poller's progress");
     ws.sql("UPDATE _ledgerhost_leases SET progress = NULL;");
     let host = Host::start(Config::load(&config_path).unwrap())
         .await

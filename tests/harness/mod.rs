@@ -123,6 +123,21 @@ impl ProcessGroup {
         None
     }
 
+    /// Waits up to `timeout` for the leader to exit by itself; its status, or `None` if it
+    /// is still running.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Kills the whole group (SIGKILL) and reaps the leader.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -42,6 +42,16 @@ pub struct Message {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A poller's progress on one table (the record is the poller's own, opaque to the ledger),
+/// handed to [`Ledger::publish_page`] with the page of messages it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The source table the progress is of.
+    pub table: String,
+    /// The poller's record of where it got to.
+    pub record: String,
+}
+
 /// A message kept on a topic, with its position in the topic's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retained {
@@ -96,6 +106,28 @@ pub trait Ledger: Send + Sync {
 
     /// Publishes in order; returns only once every message is durably accepted.
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()>;
+
+    /// Publishes a page of a poll like [`Ledger::publish`] and records `progress` with it.
+    /// Returns true when the progress was stored in the same durable write as the messages
+    /// (the embedded ledger: one SQLite transaction, so after any crash the progress never
+    /// stands past messages the ledger lost); false when the ledger only published and the
+    /// caller must persist the progress itself, which it may do now: every message is
+    /// confirmed. An empty page stores the progress alone.
+    async fn publish_page(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+        _progress: &Progress,
+    ) -> PortResult<bool> {
+        self.publish(topic, messages).await?;
+        Ok(false)
+    }
+
+    /// The progress record last stored by [`Ledger::publish_page`] for `table`, where the
+    /// ledger stores progress (`Ok(None)` otherwise, or when none was stored yet).
+    async fn progress(&self, _table: &str) -> PortResult<Option<String>> {
+        Ok(None)
+    }
 
     /// Leases up to `max` messages, waiting at most `wait` for the first one.
     async fn pull(

@@ -3,7 +3,10 @@
 //! Why SQLite: one file, transactions, and WAL mode make a publish durable against a crash
 //! of the process (SIGKILL) at the cost of one write transaction per `publish` call, which
 //! amortises over a batch. With `synchronous = NORMAL` a power loss may drop the last
-//! transactions; process crashes never do.
+//! transactions; process crashes never do. The poller's progress (its watermark) is written
+//! in the transaction of the page it covers ([`Ledger::publish_page`], table `progress`), so
+//! whatever a power cut drops, the progress it drops with it: it never stands past messages
+//! the ledger lost.
 //!
 //! Layout: `messages` is one append-only log for all topics (the row id is the global
 //! sequence). Each subscription has a durable cursor (every message below it is settled),
@@ -30,7 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, Retained, SubscriptionSpec, limits};
+use ledgerhost_core::ledger::{
+    Delivery, Ledger, Message, Progress, Retained, SubscriptionSpec, limits,
+};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
@@ -134,7 +139,11 @@ impl EmbeddedLedger {
                  CREATE TABLE IF NOT EXISTS acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
                      PRIMARY KEY (sub, id)) WITHOUT ROWID;
                  CREATE TABLE IF NOT EXISTS nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
-                     attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;",
+                     attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
+                 -- The poller's progress per source table, written in the transaction of
+                 -- the page it covers (Ledger::publish_page).
+                 CREATE TABLE IF NOT EXISTS progress (tbl TEXT PRIMARY KEY,
+                     record TEXT NOT NULL);",
             )
         };
         setup().map_err(|e| {
@@ -166,6 +175,73 @@ impl EmbeddedLedger {
         })
         .await
         .map_err(|e| PortError::unavailable(BACKEND, format!("ledger task failed: {e}")))?
+    }
+}
+
+impl EmbeddedLedger {
+    /// Appends `messages` to `topic` and, when given, replaces the table's progress record,
+    /// in one transaction: both are on disk after a crash, or neither (SQLite's WAL commits
+    /// a transaction atomically; `synchronous = NORMAL` may lose the last ones on a power
+    /// cut, but then it loses the progress with the messages it covers).
+    async fn write_page(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+        progress: Option<Progress>,
+    ) -> PortResult<()> {
+        // Pub/Sub's limits hold here too, so what works on a laptop works in production.
+        for m in &messages {
+            limits::check_message(m).map_err(|e| PortError::Invalid {
+                backend: BACKEND,
+                message: format!("publishing to topic `{topic}`: {e}"),
+            })?;
+        }
+        let any = !messages.is_empty();
+        let topic = topic.to_string();
+        self.run(move |inner| {
+            if !topic_exists(&inner.conn, &topic)? {
+                return Err(PortError::not_found(
+                    BACKEND,
+                    format!("topic `{topic}` (create it first with ensure_topic)"),
+                ));
+            }
+            let now = now_micros();
+            let tx = inner
+                .conn
+                .transaction()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                for m in &messages {
+                    let attrs = serde_json::to_string(&m.attributes)
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                    stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                }
+                if let Some(p) = &progress {
+                    tx.prepare_cached(
+                        "INSERT INTO progress (tbl, record) VALUES (?1, ?2)
+                         ON CONFLICT (tbl) DO UPDATE SET record = excluded.record",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![p.table, p.record]))
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                }
+            }
+            tx.commit()
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            inner.cleanup();
+            Ok(())
+        })
+        .await?;
+        if any {
+            self.notify.notify_waiters();
+        }
+        Ok(())
     }
 }
 
@@ -235,8 +311,8 @@ fn drift_settings(
 }
 
 fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
-    conn.query_row("SELECT 1 FROM topics WHERE name = ?1", [topic], |_| Ok(()))
-        .optional()
+    conn.prepare_cached("SELECT 1 FROM topics WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([topic], |_| Ok(())).optional())
         .map(|r| r.is_some())
         .map_err(|e| PortError::unavailable(BACKEND, e))
 }
@@ -540,51 +616,33 @@ impl Ledger for EmbeddedLedger {
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
-        // Pub/Sub's limits hold here too, so what works on a laptop works in production.
-        for m in &messages {
-            limits::check_message(m).map_err(|e| PortError::Invalid {
-                backend: BACKEND,
-                message: format!("publishing to topic `{topic}`: {e}"),
-            })?;
-        }
         if messages.is_empty() {
             return Ok(());
         }
-        let topic = topic.to_string();
+        self.write_page(topic, messages, None).await
+    }
+
+    async fn publish_page(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+        progress: &Progress,
+    ) -> PortResult<bool> {
+        self.write_page(topic, messages, Some(progress.clone()))
+            .await?;
+        Ok(true)
+    }
+
+    async fn progress(&self, table: &str) -> PortResult<Option<String>> {
+        let table = table.to_string();
         self.run(move |inner| {
-            if !topic_exists(&inner.conn, &topic)? {
-                return Err(PortError::not_found(
-                    BACKEND,
-                    format!("topic `{topic}` (create it first with ensure_topic)"),
-                ));
-            }
-            let now = now_micros();
-            let tx = inner
+            inner
                 .conn
-                .transaction()
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                for m in &messages {
-                    let attrs = serde_json::to_string(&m.attributes)
-                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                    stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
-                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                }
-            }
-            tx.commit()
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            inner.cleanup();
-            Ok(())
+                .prepare_cached("SELECT record FROM progress WHERE tbl = ?1")
+                .and_then(|mut stmt| stmt.query_row([&table], |r| r.get(0)).optional())
+                .map_err(|e| PortError::unavailable(BACKEND, e))
         })
-        .await?;
-        self.notify.notify_waiters();
-        Ok(())
+        .await
     }
 
     async fn pull(

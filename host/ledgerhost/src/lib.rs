@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatcher;
 pub mod envconfig;
+pub mod fault;
 pub mod host;
 pub mod logging;
 pub mod metrics;

@@ -5,6 +5,24 @@
 //! publishes them in order, and only once every publish is confirmed moves the watermark W
 //! to R and persists it. A crash anywhere republishes from the old W: duplicates carry the
 //! same event id, nothing is skipped.
+//!
+//! Progress with the page: each page goes to the ledger through [`Ledger::publish_page`]
+//! with a progress record (module `progress` below): the poll's W, and, while the snapshot is
+//! not finished, the keyset position (commit_ts, key) of the page's last row. The embedded
+//! ledger writes it in the page's own transaction, so after any crash (SIGKILL, OS crash,
+//! power cut) the stored progress covers exactly the pages the ledger kept; a restart reads
+//! it back ([`Ledger::progress`]) and resumes from that position in a new snapshot. Pub/Sub
+//! stores nothing: W moves to R (file, lease) only after every publish is confirmed.
+//!
+//! Why resuming from a position p = (t, k) of snapshot R1 in a later snapshot R2 is
+//! gap-free and republishes at most one page: every row at or before p in (commit_ts, key)
+//! order has commit_ts <= t <= R1, and the commit clock gives every commit after R1's
+//! snapshot a commit_ts > R1, so no row at or before p appears later; those rows were all
+//! read in R1's snapshot on pages up to p's, which are on the ledger with p (same
+//! transaction). Rows after p with commit_ts <= R2 are read by the resumed poll. So nothing
+//! is skipped; what is republished is at most the page in flight when the crash came (none
+//! on the embedded ledger, one on a ledger that confirms the page before the poller can
+//! persist its progress).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::StartFrom;
+use crate::fault;
 use crate::metrics::{TableStats, now_micros};
 use crate::watermark::{WatermarkError, WatermarkStore};
 
@@ -56,6 +75,20 @@ pub enum PollError {
     /// The table's watermark file could not be read or written.
     #[error(transparent)]
     Watermark(#[from] WatermarkError),
+    /// The progress record the ledger holds for the table cannot be read.
+    #[error(
+        "table {table}: the ledger's progress record {record:?} is unreadable ({message}); \
+         with the host stopped, delete it (embedded: `DELETE FROM progress WHERE tbl = \
+         '{table}'` in ledger.db) to resume from the watermark file or the table's `start`"
+    )]
+    Progress {
+        /// The table being polled.
+        table: String,
+        /// The stored record.
+        record: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl PollError {
@@ -109,6 +142,9 @@ pub struct Poller {
     /// The progress stored with the table's lease when this replica took it: where the
     /// previous holder (maybe another replica) got to.
     lease_progress: Option<i64>,
+    /// Within an unfinished poll: the keyset position up to which the ledger holds the
+    /// table's rows (stored with the page it came from), where the next poll resumes.
+    resume_after: Option<Position>,
 }
 
 impl Poller {
@@ -131,6 +167,7 @@ impl Poller {
             first_watermark: None,
             generation: None,
             lease_progress: None,
+            resume_after: None,
         }
     }
 
@@ -322,6 +359,31 @@ impl Poller {
             return Ok(w);
         }
         let table = self.table().to_string();
+        let stored = self
+            .ledger
+            .progress(&table)
+            .await
+            .map_err(|e| self.port_err(e))?;
+        if let Some(record) = stored {
+            // The ledger's own record is the only one that cannot stand past its messages
+            // (written in the transaction of the page it covers): preferred to the lease's
+            // and the file's, which a power cut may have left ahead of it.
+            let (w, at) = progress::decode(&record).map_err(|message| PollError::Progress {
+                table: table.clone(),
+                record: record.clone(),
+                message,
+            })?;
+            self.lease_progress = None;
+            tracing::info!(
+                table,
+                watermark = w,
+                mid_poll = at.is_some(),
+                "resuming from the progress stored in the ledger"
+            );
+            self.watermark = Some(w);
+            self.resume_after = at;
+            return Ok(w);
+        }
         if let Some(w) = self.lease_progress.take() {
             // Preferred over the local file, which may be another era's: this replica may
             // have polled before, then lost the lease while others went on (or rewound).
@@ -381,7 +443,7 @@ impl Poller {
         }
         let generation = self.ledger.topic_generation(&self.settings.topic);
         if self.generation.is_some_and(|g| g != generation) {
-            self.rewind("before this poll")?;
+            self.rewind("before this poll").await?;
         }
         self.generation = Some(generation);
         let w = self.resume_point().await?;
@@ -395,8 +457,16 @@ impl Poller {
         self.adopt_schema(schema)?;
         let (schema, encoder) = self.current.as_ref().expect("schema adopted above");
 
-        let mut after = Position::after_ts(w);
+        // Resuming an unfinished poll: the ledger holds every row up to that position.
+        let mut after = self
+            .resume_after
+            .take()
+            .unwrap_or_else(|| Position::after_ts(w));
         let mut published = 0u64;
+        // Whether the ledger stored the last progress record itself, and whether that record
+        // already said "done at R".
+        let mut stored_by_ledger = false;
+        let mut done_stored = false;
         loop {
             let rows = snapshot
                 .page(schema, &after, self.settings.page_size)
@@ -424,28 +494,72 @@ impl Poller {
                     message: e.to_string(),
                 })?;
             let n = messages.len() as u64;
-            self.ledger
-                .publish(&self.settings.topic, messages)
+            // A short page is the snapshot's last: its record says the poll is done at R.
+            let record = if full {
+                progress::encode(w, Some(&after))
+            } else {
+                progress::encode(r, None)
+            }
+            .map_err(|message| PollError::Progress {
+                table: table.clone(),
+                record: String::new(),
+                message,
+            })?;
+            let record = ledgerhost_core::ledger::Progress {
+                table: table.clone(),
+                record,
+            };
+            fault::point(fault::POLL_BEFORE_PUBLISH);
+            stored_by_ledger = self
+                .ledger
+                .publish_page(&self.settings.topic, messages, &record)
                 .await
                 .map_err(|e| PollError::Port {
                     table: table.clone(),
                     source: e,
                 })?;
+            fault::point(fault::POLL_AFTER_PUBLISH);
+            done_stored = stored_by_ledger && !full;
+            if stored_by_ledger && full {
+                // A later failure of this poll resumes here rather than from W.
+                self.resume_after = Some(after.clone());
+            }
             published += n;
             self.stats.rows_polled.fetch_add(n, Ordering::Relaxed);
             if !full {
                 break;
             }
         }
+        self.resume_after = None;
         if self.ledger.topic_generation(&self.settings.topic) != generation {
             // The topic was lost while we published: what earlier polls put there is gone.
-            self.rewind("while publishing")?;
+            self.rewind("while publishing").await?;
             self.generation = Some(self.ledger.topic_generation(&self.settings.topic));
             return Ok(published);
         }
         // Every row up to R is confirmed on the ledger: only now may W move.
         if r > w {
-            self.watermarks.store(&table, r)?;
+            if !done_stored {
+                let record = ledgerhost_core::ledger::Progress {
+                    table: table.clone(),
+                    record: progress::encode(r, None).map_err(|message| PollError::Progress {
+                        table: table.clone(),
+                        record: String::new(),
+                        message,
+                    })?,
+                };
+                // Nothing to publish: the embedded ledger stores the record alone, others
+                // store nothing and the file below holds W.
+                stored_by_ledger = self
+                    .ledger
+                    .publish_page(&self.settings.topic, Vec::new(), &record)
+                    .await
+                    .map_err(|e| self.port_err(e))?;
+            }
+            if !stored_by_ledger {
+                self.watermarks.store(&table, r)?;
+            }
+            fault::point(fault::POLL_AFTER_WATERMARK);
             self.watermark = Some(r);
             self.stats.watermark.store(r, Ordering::Relaxed);
         }
@@ -458,7 +572,7 @@ impl Poller {
     /// Moves the watermark back to the start point after the ledger lost the topic's
     /// messages (the next poll re-publishes; duplicates keep their event ids). Persisted at
     /// once, so a crash before the re-publish does not resume past the lost messages.
-    fn rewind(&mut self, when: &str) -> Result<(), PollError> {
+    async fn rewind(&mut self, when: &str) -> Result<(), PollError> {
         let to = match self.settings.start {
             StartFrom::Beginning => i64::MIN,
             StartFrom::At(t) => t,
@@ -473,7 +587,21 @@ impl Poller {
             "the ledger lost the topic and its messages; re-publishing from the start point"
         );
         self.watermarks.store(&self.settings.spec.name, to)?;
+        // A ledger that keeps progress is read first at start: it must say `to` too.
+        let record = ledgerhost_core::ledger::Progress {
+            table: self.table().to_string(),
+            record: progress::encode(to, None).map_err(|message| PollError::Progress {
+                table: self.table().to_string(),
+                record: String::new(),
+                message,
+            })?,
+        };
+        self.ledger
+            .publish_page(&self.settings.topic, Vec::new(), &record)
+            .await
+            .map_err(|e| self.port_err(e))?;
         self.watermark = Some(to);
+        self.resume_after = None;
         self.stats.republishes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -512,5 +640,132 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The poller's progress record, as the ledger stores it: JSON
+/// `{"w": W, "at": null | {"ts": commit_ts, "key": [[tag, text], …]}}`. `at` is the keyset
+/// position of the last stored page of an unfinished poll; `null` means W covers everything.
+/// Key values are tagged by type so the position is read back exactly.
+mod progress {
+    use ledgerhost_core::Value;
+    use ledgerhost_core::source::Position;
+    use serde_json::{Value as Json, json};
+
+    /// The record of watermark `w` and, mid-poll, the position `at`.
+    pub fn encode(w: i64, at: Option<&Position>) -> Result<String, String> {
+        let at = match at {
+            None => Json::Null,
+            Some(p) => {
+                let key = p
+                    .key
+                    .iter()
+                    .map(|v| {
+                        let (tag, text) = match v {
+                            Value::Null => ("null", String::new()),
+                            Value::Bool(b) => ("bool", b.to_string()),
+                            Value::Int64(n) => ("int64", n.to_string()),
+                            Value::Float32(x) => ("float32", x.to_string()),
+                            Value::Float64(x) => ("float64", x.to_string()),
+                            Value::Numeric(t) => ("numeric", t.clone()),
+                            Value::String(t) => ("string", t.clone()),
+                            Value::Bytes(b) => {
+                                ("bytes", b.iter().map(|x| format!("{x:02x}")).collect())
+                            }
+                            Value::Date(d) => ("date", d.to_string()),
+                            Value::Timestamp(t) => ("timestamp", t.to_string()),
+                            Value::Json(t) => ("json", t.clone()),
+                            Value::Array(..) => return Err("an array in a primary key".to_string()),
+                        };
+                        Ok(json!([tag, text]))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                json!({"ts": p.commit_ts, "key": key})
+            }
+        };
+        Ok(json!({"w": w, "at": at}).to_string())
+    }
+
+    /// The watermark and mid-poll position of a record.
+    pub fn decode(record: &str) -> Result<(i64, Option<Position>), String> {
+        let v: Json = serde_json::from_str(record).map_err(|e| e.to_string())?;
+        let w = v["w"].as_i64().ok_or("no integer `w`")?;
+        let at = &v["at"];
+        if at.is_null() {
+            return Ok((w, None));
+        }
+        let commit_ts = at["ts"].as_i64().ok_or("no integer `at.ts`")?;
+        let parts = at["key"].as_array().ok_or("no array `at.key`")?;
+        let mut key = Vec::with_capacity(parts.len());
+        for part in parts {
+            let (Some(tag), Some(text)) = (part[0].as_str(), part[1].as_str()) else {
+                return Err(format!("key part {part} is not [tag, text]"));
+            };
+            let bad = |e: &dyn std::fmt::Display| format!("key part {part}: {e}");
+            key.push(match tag {
+                "null" => Value::Null,
+                "bool" => Value::Bool(text.parse().map_err(|e| bad(&e))?),
+                "int64" => Value::Int64(text.parse().map_err(|e| bad(&e))?),
+                "float32" => Value::Float32(text.parse().map_err(|e| bad(&e))?),
+                "float64" => Value::Float64(text.parse().map_err(|e| bad(&e))?),
+                "numeric" => Value::Numeric(text.to_string()),
+                "string" => Value::String(text.to_string()),
+                "bytes" => Value::Bytes(
+                    (0..text.len())
+                        .step_by(2)
+                        .map(|i| {
+                            text.get(i..i + 2)
+                                .ok_or_else(|| bad(&"odd hex length"))
+                                .and_then(|h| u8::from_str_radix(h, 16).map_err(|e| bad(&e)))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                "date" => Value::Date(text.parse().map_err(|e| bad(&e))?),
+                "timestamp" => Value::Timestamp(text.parse().map_err(|e| bad(&e))?),
+                "json" => Value::Json(text.to_string()),
+                other => return Err(format!("unknown key type `{other}`")),
+            });
+        }
+        Ok((w, Some(Position { commit_ts, key })))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_round_trip_every_key_type() {
+            let p = Position {
+                commit_ts: 17,
+                key: vec![
+                    Value::Int64(-5),
+                    Value::String("a,b/\"".into()),
+                    Value::Bytes(vec![0, 255]),
+                    Value::Float64(0.1),
+                    Value::Bool(true),
+                    Value::Date(-3),
+                    Value::Timestamp(9),
+                    Value::Numeric("1.50".into()),
+                    Value::Null,
+                ],
+            };
+            let record = encode(4, Some(&p)).unwrap();
+            assert_eq!(decode(&record).unwrap(), (4, Some(p)));
+            assert_eq!(
+                decode(&encode(i64::MIN, None).unwrap()).unwrap(),
+                (i64::MIN, None)
+            );
+            assert!(decode("{\"w\": 1, \"at\": {\"ts\": 2, \"key\": [[\"x\", \"1\"]]}}").is_err());
+            assert!(
+                encode(
+                    1,
+                    Some(&Position {
+                        commit_ts: 1,
+                        key: vec![Value::Array(ledgerhost_core::ColumnType::Int64, vec![])]
+                    })
+                )
+                .is_err()
+            );
+        }
     }
 }

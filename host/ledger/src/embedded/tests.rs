@@ -478,3 +478,32 @@ async fn topics_are_listed_and_their_retained_messages_read_in_pages() {
     assert_eq!(rest[0].message.ordering_key, "k");
     assert!(l.read_retained("b-topic", 0, 10).await.unwrap().is_empty());
 }
+
+/// A page and its progress are written together: read back after a reopen, and a page the
+/// limits refuse stores neither its messages nor its progress.
+#[tokio::test]
+async fn publish_page_stores_the_progress_with_its_messages_or_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    assert_eq!(l.progress("orders").await.unwrap(), None);
+    let progress = |record: &str| Progress {
+        table: "orders".into(),
+        record: record.into(),
+    };
+    assert!(
+        l.publish_page("t", vec![msg("a", 1), msg("a", 2)], &progress("p1"))
+            .await
+            .unwrap()
+    );
+    // An empty page stores the progress alone.
+    assert!(l.publish_page("t", vec![], &progress("p2")).await.unwrap());
+    let mut too_big = msg("a", 3);
+    too_big.ordering_key = "k".repeat(2000);
+    l.publish_page("t", vec![msg("a", 4), too_big], &progress("p3"))
+        .await
+        .unwrap_err();
+    drop(l);
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(l.progress("orders").await.unwrap().as_deref(), Some("p2"));
+    assert_eq!(l.retained_count("t").await.unwrap(), 2);
+}
