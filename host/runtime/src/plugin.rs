@@ -189,8 +189,8 @@ pub struct Plugin {
     /// What a 0.2 consumer's manifest asks to receive.
     selection: convert::Selection,
     /// 0.2 batch layouts by (table, writer-schema fingerprint, field count), for events
-    /// whose Avro carried their schema.
-    layouts: Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>,
+    /// whose Avro carried their schema; shared by the siblings of this version.
+    layouts: Arc<Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>>,
     instances_built: AtomicU64,
     /// Shared by the instances of one version: the version's counters are their sum.
     stats: Arc<Mutex<PluginStats>>,
@@ -283,7 +283,7 @@ impl Plugin {
             .unwrap_or_default();
         Ok(Plugin {
             selection,
-            layouts: Mutex::new(HashMap::new()),
+            layouts: Arc::default(),
             version: digest[..12.min(digest.len())].to_string(),
             capability_states: Arc::new(capability_states),
             runtime,
@@ -306,6 +306,8 @@ impl Plugin {
             version: self.version.clone(),
             path: self.path.clone(),
             pre: self.pre.clone(),
+            selection: self.selection.clone(),
+            layouts: self.layouts.clone(),
             capability_states: self.capability_states.clone(),
             live: tokio::sync::Mutex::new(None),
             instances_built: AtomicU64::new(0),
