@@ -1,10 +1,11 @@
 //! What the `[blobstore]`, `[keyvalue]` and `[warehouse]` settings of each capability folder
 //! share.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+#[cfg(any(feature = "gcs", feature = "redis", feature = "bigquery"))]
+use std::{future::Future, sync::Arc};
 
+#[cfg(any(feature = "gcs", feature = "redis", feature = "bigquery"))]
 use crate::capability::{Probe, startup_probe};
 
 /// A refused setting: its key (e.g. `keyvalue.url`) and the problem.
@@ -12,6 +13,7 @@ pub type Problem = (String, String);
 
 /// A connected remote backend, probed once before the host starts (it refuses to start
 /// without it), with its readiness probe running the same `check`.
+#[cfg(any(feature = "gcs", feature = "redis", feature = "bigquery"))]
 pub(crate) async fn remote<P, F, Fut>(
     backend: &'static str,
     endpoint: String,

@@ -6,7 +6,7 @@
 //!   `host:port` gets `http://`, the emulators' plaintext scheme ([`url`]).
 //! - Emulator: an endpoint from the emulator variable, or a plaintext `http://` one. Google
 //!   serves only TLS, so a plaintext endpoint can only be an emulator.
-//! - Credentials ([`Auth`]): none against an emulator, Google application default credentials
+//! - Credentials (`Auth`, feature `auth`): none against an emulator, Google application default credentials
 //!   otherwise, with one error message when they cannot be loaded.
 //! - Project ([`project`]): the configured one, else [`PROJECT_ENV`].
 //!
@@ -15,16 +15,14 @@
 
 use std::fmt;
 
-use google_cloud_auth::credentials::{AccessTokenCredentials, Credentials};
+#[cfg(feature = "auth")]
+mod auth;
+#[cfg(feature = "auth")]
+pub use auth::{Auth, Error};
 
 /// The environment variable naming the Google Cloud project of every Google backend whose
 /// config names none, as Google's client libraries and Cloud Run use it.
 pub const PROJECT_ENV: &str = "GOOGLE_CLOUD_PROJECT";
-
-/// What to do when application default credentials cannot be loaded; part of
-/// [`Error::Credentials`].
-const ADC_HINT: &str = "set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
-                        application-default login`";
 
 /// A Google service as a backend reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +101,6 @@ impl Endpoint {
             Origin::Google => None,
             _ => Some(&self.url),
         }
-    }
-
-    /// Anonymous credentials for a client library against an emulator; `None` leaves the
-    /// library's default (application default credentials).
-    pub fn client_credentials(&self) -> Option<Credentials> {
-        self.is_emulator()
-            .then(|| google_cloud_auth::credentials::anonymous::Builder::new().build())
     }
 }
 
@@ -219,90 +210,6 @@ pub enum AuthMode {
     ApplicationDefault,
 }
 
-/// Why credentials or a token could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Application default credentials could not be loaded.
-    #[error("cannot load Google application default credentials: {source}; {ADC_HINT}")]
-    Credentials {
-        /// What the auth library reported.
-        #[source]
-        source: google_cloud_auth::build_errors::Error,
-    },
-    /// The credentials gave no access token.
-    #[error("cannot get an access token for {service}: {source}")]
-    Token {
-        /// The service the token was for.
-        service: &'static str,
-        /// What the auth library reported.
-        #[source]
-        source: google_cloud_auth::errors::CredentialsError,
-    },
-}
-
-/// The credentials of one backend: none (an emulator), or a token source; cheap to clone.
-#[derive(Clone)]
-pub struct Auth {
-    service: &'static str,
-    credentials: Option<AccessTokenCredentials>,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("service", &self.service)
-            .field("anonymous", &self.is_anonymous())
-            .finish()
-    }
-}
-
-impl Auth {
-    /// The credentials `mode` asks for against `endpoint` of `service`; loads application
-    /// default credentials (no request is sent) unless anonymous.
-    pub fn new(service: &Service, endpoint: &Endpoint, mode: AuthMode) -> Result<Auth, Error> {
-        let anonymous = match mode {
-            AuthMode::Anonymous => true,
-            AuthMode::ApplicationDefault => false,
-            AuthMode::Auto => endpoint.is_emulator(),
-        };
-        let credentials = if anonymous {
-            None
-        } else {
-            Some(
-                google_cloud_auth::credentials::Builder::default()
-                    .with_scopes([service.scope])
-                    .build_access_token_credentials()
-                    .map_err(|source| Error::Credentials { source })?,
-            )
-        };
-        Ok(Auth {
-            service: service.name,
-            credentials,
-        })
-    }
-
-    /// True when requests go without an `Authorization` header.
-    pub fn is_anonymous(&self) -> bool {
-        self.credentials.is_none()
-    }
-
-    /// The bearer token for the next request (`None` when anonymous); the auth library
-    /// caches and refreshes it.
-    pub async fn bearer(&self) -> Result<Option<String>, Error> {
-        match &self.credentials {
-            None => Ok(None),
-            Some(c) => c
-                .access_token()
-                .await
-                .map(|t| Some(t.token))
-                .map_err(|source| Error::Token {
-                    service: self.service,
-                    source,
-                }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +297,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "auth")]
     #[tokio::test]
     async fn an_emulator_goes_anonymous_unless_told_otherwise() {
         let emulator = STORAGE.endpoint_with(Some("http://127.0.0.1:9"), None);

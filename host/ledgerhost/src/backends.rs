@@ -19,6 +19,7 @@ use crate::config::{Config, LedgerKind, SourceConfig};
 pub use ledgerhost_source::sqlite::{capture_ddl as sqlite_capture_ddl, demo as sqlite_demo};
 
 pub use ledgerhost_capabilities::Probe;
+#[cfg(feature = "google")]
 use ledgerhost_capabilities::capability::startup_probe as probe;
 
 /// The ports of a running host.
