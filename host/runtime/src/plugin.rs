@@ -113,6 +113,9 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+/// 0.2 batch layouts by (table, writer-schema fingerprint, field count).
+type LayoutCache = HashMap<(String, String, usize), Arc<convert::Layout>>;
+
 /// Counters of one plugin version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginStats {
@@ -190,7 +193,7 @@ pub struct Plugin {
     selection: convert::Selection,
     /// 0.2 batch layouts by (table, writer-schema fingerprint, field count), for events
     /// whose Avro carried their schema; shared by the siblings of this version.
-    layouts: Arc<Mutex<HashMap<(String, String, usize), Arc<convert::Layout>>>>,
+    layouts: Arc<Mutex<LayoutCache>>,
     instances_built: AtomicU64,
     /// Shared by the instances of one version: the version's counters are their sum.
     stats: Arc<Mutex<PluginStats>>,
