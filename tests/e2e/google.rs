@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ledgerhost_core::ColumnType;
 use ledgerhost_core::Value;
-use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec};
+use ledgerhost_core::ledger::{Ledger, Message, RedriveSelection, SubscriptionSpec, attr};
 use ledgerhost_core::source::{Position, Source, TableSpec};
 use ledgerhost_ledger::pubsub::PubSubLedger;
 use ledgerhost_source::spanner::SpannerSource;
@@ -914,4 +914,99 @@ async fn pubsub_lists_its_topics_by_ledger_name_and_refuses_topic_reads_naming_w
     );
     assert!(ledger.retained_count("orders-list").await.is_err());
     emu.assert_clean("pubsub_lists_its_topics_by_ledger_name_and_refuses_topic_reads_naming_why");
+}
+
+/// A dead letter as the dispatcher publishes it onto a dead-letter topic.
+fn dead_letter(event: &str, reason: &str, attempts: u32) -> Message {
+    let mut m = msg("k", 0, "orders");
+    for (k, v) in [
+        (attr::EVENT_ID, event.to_string()),
+        (attr::DEAD_LETTER_REASON, reason.to_string()),
+        (attr::DEAD_LETTER_SUBSCRIPTION, "plugin-dl".to_string()),
+        (attr::DEAD_LETTER_ATTEMPTS, attempts.to_string()),
+    ] {
+        m.attributes.insert(k.to_string(), v);
+    }
+    m
+}
+
+#[tokio::test]
+async fn pubsub_dead_letters_are_listed_and_redriven_by_another_process() {
+    let emu = PubSubEmulator::start();
+    let config = ledgerhost_ledger::pubsub::PubSubConfig {
+        endpoint: Some(emu.endpoint()),
+        ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+    };
+    // The host's ledger: the plugin's subscription (and with it the dead-letter one) and a
+    // bystander on the same topic.
+    let host = PubSubLedger::connect(config.clone())
+        .await
+        .expect("connect");
+    let spec = sub_spec("plugin-dl", "orders-dl", Duration::from_secs(10));
+    host.ensure_subscription(&spec).await.expect("subscription");
+    host.ensure_subscription(&sub_spec(
+        "plugin-other",
+        "orders-dl",
+        Duration::from_secs(10),
+    ))
+    .await
+    .expect("bystander");
+    let before = ledgerhost::metrics::now_micros() - 1_000_000;
+    host.publish(
+        &spec.dead_letter_topic,
+        vec![dead_letter("e1", "poison", 5), dead_letter("e2", "bad", 1)],
+    )
+    .await
+    .expect("dead letters");
+    // The CLI's ledger: a process that never ensured anything.
+    let cli = PubSubLedger::connect(config).await.expect("connect");
+    let listed = cli.dead_letters("plugin-dl", 100).await.expect("list");
+    let mut seen: Vec<(String, String, u32)> = listed
+        .iter()
+        .map(|d| (d.event_id.clone(), d.reason.clone(), d.attempts))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("e1".into(), "poison".into(), 5),
+            ("e2".into(), "bad".into(), 1)
+        ]
+    );
+    assert!(
+        listed.iter().all(|d| d.dead_lettered_at_micros >= before),
+        "publish time: {listed:?}"
+    );
+    // Listing hands them back: listed again.
+    assert_eq!(cli.dead_letters("plugin-dl", 100).await.unwrap().len(), 2);
+
+    let extra = BTreeMap::from([(attr::REPLAY_FOR.to_string(), "dl".to_string())]);
+    let redriven = cli
+        .redrive("plugin-dl", &RedriveSelection::Event("e1".into()), &extra)
+        .await
+        .expect("redrive");
+    assert_eq!(redriven.len(), 1);
+    let got = drain(&host, "plugin-dl", 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let a = &got[0].attributes;
+    assert_eq!(a.get(attr::EVENT_ID).map(String::as_str), Some("e1"));
+    assert_eq!(a.get(attr::REPLAY_FOR).map(String::as_str), Some("dl"));
+    assert!(!a.keys().any(|k| k.starts_with("dead_letter")), "{a:?}");
+    // The copy went onto the topic: the bystander gets it too (its dispatcher settles a
+    // message naming another plugin unseen).
+    assert_eq!(drain(&host, "plugin-other", 1).await.len(), 1);
+    let left = cli.dead_letters("plugin-dl", 100).await.unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["e2"]
+    );
+    let rest = cli
+        .redrive("plugin-dl", &RedriveSelection::All, &extra)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(cli.dead_letters("plugin-dl", 100).await.unwrap().is_empty());
+    let err = cli.dead_letters("plugin-nope", 10).await.unwrap_err();
+    assert!(err.to_string().contains("plugin name"), "{err}");
+    emu.assert_clean("pubsub_dead_letters_are_listed_and_redriven_by_another_process");
 }

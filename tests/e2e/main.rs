@@ -7,6 +7,7 @@ mod instances;
 mod languages;
 mod leases;
 mod limits;
+mod operator;
 mod ops;
 mod pipeline;
 mod pubsub_front;

@@ -24,6 +24,13 @@ pub mod attr {
     pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
     /// On dead-lettered messages: the subscription that gave up.
     pub const DEAD_LETTER_SUBSCRIPTION: &str = "dead_letter_subscription";
+    /// On dead-lettered messages: the delivery attempt that gave up (decimal).
+    pub const DEAD_LETTER_ATTEMPTS: &str = "dead_letter_attempts";
+    /// Pub/Sub's own delivery count on a message its dead-letter policy forwarded
+    /// (<https://cloud.google.com/pubsub/docs/handling-failures>).
+    pub const PUBSUB_DEAD_LETTER_DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
+    /// Prefix of every attribute Pub/Sub's dead-letter policy adds.
+    pub const PUBSUB_DEAD_LETTER_PREFIX: &str = "CloudPubSubDeadLetterSource";
     /// On replayed copies: the only plugin that handles the message; the dispatchers of the
     /// other plugins on the topic ack it without calling their plugin.
     pub const REPLAY_FOR: &str = "replay_for";
@@ -74,6 +81,86 @@ pub struct SubscriptionSpec {
     pub ack_deadline: Duration,
     /// Topic receiving messages that were rejected or ran out of attempts.
     pub dead_letter_topic: String,
+}
+
+/// The subscription that holds the dead letters of `subscription` (on its dead-letter
+/// topic), created by [`Ledger::ensure_subscription`] with it, read by the dead-letter tools.
+pub fn dead_letter_subscription(subscription: &str) -> String {
+    format!("{subscription}.dead-letters")
+}
+
+/// A dead-lettered message waiting on its dead-letter subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event id (attribute [`attr::EVENT_ID`]), empty when the message has none.
+    pub event_id: String,
+    /// Why it was dead-lettered ([`attr::DEAD_LETTER_REASON`], or Pub/Sub's policy).
+    pub reason: String,
+    /// Delivery attempts made before it was dead-lettered (0: unknown).
+    pub attempts: u32,
+    /// When it reached the dead-letter topic, µs since the epoch (its publish time there).
+    pub dead_lettered_at_micros: i64,
+    /// The dead-letter message as stored (the original with the dead-letter attributes).
+    pub message: Message,
+}
+
+impl DeadLetter {
+    /// Reads the dead-letter attributes of `message`, published at `at_micros`.
+    pub fn from_message(message: Message, at_micros: i64) -> Self {
+        let a = &message.attributes;
+        let attempts = a
+            .get(attr::DEAD_LETTER_ATTEMPTS)
+            .or_else(|| a.get(attr::PUBSUB_DEAD_LETTER_DELIVERY_COUNT))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let reason = match a.get(attr::DEAD_LETTER_REASON) {
+            Some(r) => r.clone(),
+            None if a.contains_key(attr::PUBSUB_DEAD_LETTER_DELIVERY_COUNT) => {
+                "Pub/Sub's dead-letter policy: maximum delivery attempts reached".into()
+            }
+            None => String::new(),
+        };
+        DeadLetter {
+            event_id: a.get(attr::EVENT_ID).cloned().unwrap_or_default(),
+            reason,
+            attempts,
+            dead_lettered_at_micros: at_micros,
+            message,
+        }
+    }
+
+    /// The copy to deliver again: the original message without the dead-letter attributes,
+    /// with `extra` set (e.g. [`attr::REPLAY_FOR`], so only the plugin that gave up handles it).
+    pub fn redrive_copy(&self, extra: &BTreeMap<String, String>) -> Message {
+        let mut m = self.message.clone();
+        m.attributes.retain(|k, _| {
+            k != attr::DEAD_LETTER_REASON
+                && k != attr::DEAD_LETTER_SUBSCRIPTION
+                && k != attr::DEAD_LETTER_ATTEMPTS
+                && !k.starts_with(attr::PUBSUB_DEAD_LETTER_PREFIX)
+        });
+        m.attributes.extend(extra.clone());
+        m
+    }
+}
+
+/// Which dead letters [`Ledger::redrive`] delivers again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveSelection {
+    /// Every dead letter of the subscription.
+    All,
+    /// Those with this event id.
+    Event(String),
+}
+
+impl RedriveSelection {
+    /// Whether `dead_letter` is selected.
+    pub fn selects(&self, dead_letter: &DeadLetter) -> bool {
+        match self {
+            RedriveSelection::All => true,
+            RedriveSelection::Event(id) => dead_letter.event_id == *id,
+        }
+    }
 }
 
 /// A leased message. Settle it with ack, nack or let the lease expire.
@@ -176,6 +263,21 @@ pub trait Ledger: Send + Sync {
     fn topic_generation(&self, _topic: &str) -> u64 {
         0
     }
+
+    /// The dead letters of `subscription` waiting on its dead-letter subscription
+    /// ([`dead_letter_subscription`]), oldest first, at most `max`; none are settled.
+    async fn dead_letters(&self, subscription: &str, max: usize) -> PortResult<Vec<DeadLetter>>;
+
+    /// Publishes the selected dead letters of `subscription` back onto the topic the
+    /// subscription reads ([`DeadLetter::redrive_copy`] with `extra`), then settles them on
+    /// the dead-letter subscription; returns those redriven. A topic reaches every
+    /// subscription on it, so `extra` should name the one consumer that handles the copy.
+    async fn redrive(
+        &self,
+        subscription: &str,
+        selection: &RedriveSelection,
+        extra: &BTreeMap<String, String>,
+    ) -> PortResult<Vec<DeadLetter>>;
 
     /// Stops consuming and hands back every delivery this process still holds, so other
     /// consumers of the subscriptions get them now rather than after their ack deadline.

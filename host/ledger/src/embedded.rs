@@ -24,6 +24,12 @@
 //! Existing subscriptions: as on Pub/Sub ([`crate::drift`]), a changed ack deadline or
 //! dead-letter topic is applied, a changed topic or filter refused naming what differs.
 //!
+//! Dead letters: each subscription gets `<name>.dead-letters` on its dead-letter topic,
+//! starting at that topic's oldest retained message; [`Ledger::dead_letters`] reads its
+//! unsettled messages from the file (so another process, the CLI, sees what the host wrote)
+//! and [`Ledger::redrive`] appends the copies to the subscription's topic and settles them
+//! in one transaction.
+//!
 //! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
 //! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
 
@@ -34,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost_core::ledger::{
-    Delivery, Ledger, Message, Progress, Retained, SubscriptionSpec, limits,
+    DeadLetter, Delivery, Ledger, Message, Progress, RedriveSelection, Retained, SubscriptionSpec,
+    dead_letter_subscription, limits,
 };
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -211,18 +218,7 @@ impl EmbeddedLedger {
                 .transaction()
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
             {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                for m in &messages {
-                    let attrs = serde_json::to_string(&m.attributes)
-                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                    stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
-                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                }
+                insert_messages(&tx, &topic, &messages, now)?;
                 if let Some(p) = &progress {
                     tx.prepare_cached(
                         "INSERT INTO progress (tbl, record) VALUES (?1, ?2)
@@ -243,6 +239,95 @@ impl EmbeddedLedger {
         }
         Ok(())
     }
+}
+
+/// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs).
+fn insert_messages(
+    tx: &rusqlite::Transaction<'_>,
+    topic: &str,
+    messages: &[Message],
+    now: i64,
+) -> PortResult<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    for m in messages {
+        let attrs =
+            serde_json::to_string(&m.attributes).map_err(|e| PortError::unavailable(BACKEND, e))?;
+        stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    }
+    Ok(())
+}
+
+/// The topic and durable cursor of a stored subscription; `what` names it in the error.
+fn stored_subscription(conn: &Connection, name: &str, what: &str) -> PortResult<(String, i64)> {
+    conn.query_row(
+        "SELECT topic, cursor FROM subscriptions WHERE name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(|e| PortError::unavailable(BACKEND, e))?
+    .ok_or_else(|| PortError::not_found(BACKEND, what.to_string()))
+}
+
+/// The unsettled messages of the dead-letter subscription `name` on `topic` (each with its
+/// log id), oldest first, at most `max`.
+fn unsettled_dead_letters(
+    conn: &Connection,
+    subscription: &str,
+    max: usize,
+) -> PortResult<Vec<(i64, DeadLetter)>> {
+    let name = dead_letter_subscription(subscription);
+    let (topic, cursor) = stored_subscription(
+        conn,
+        &name,
+        &format!(
+            "dead-letter subscription `{name}` (the host creates it with `{subscription}` when \
+             it starts the plugin; is the plugin name right?)"
+        ),
+    )?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT m.id, m.ordering_key, m.attributes, m.data, m.published_at FROM messages m
+             WHERE m.topic = ?1 AND m.id >= ?2
+               AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.sub = ?3 AND a.id = m.id)
+             ORDER BY m.id LIMIT ?4",
+        )
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    let rows = stmt
+        .query_map(
+            params![topic, cursor, name, max.min(i64::MAX as usize) as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    rows.into_iter()
+        .map(|(id, ordering_key, attributes, data, at)| {
+            let attributes = serde_json::from_str(&attributes).map_err(|e| PortError::Corrupt {
+                backend: BACKEND,
+                message: format!("attributes of message {id} on {topic}: {e}"),
+            })?;
+            let message = Message {
+                data,
+                ordering_key,
+                attributes,
+            };
+            Ok((id, DeadLetter::from_message(message, at)))
+        })
+        .collect()
 }
 
 fn load_subscriptions(conn: &Connection) -> rusqlite::Result<HashMap<String, SubState>> {
@@ -483,6 +568,128 @@ impl Inner {
     }
 }
 
+/// Creates `spec`'s subscription, or checks and updates an existing one (as on Pub/Sub,
+/// [`drift`]); a new one starts at the end of the log, or at its oldest with `from_oldest`.
+fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> PortResult<()> {
+    for t in [&spec.topic, &spec.dead_letter_topic] {
+        if t.is_empty() {
+            continue;
+        }
+        inner
+            .conn
+            .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [t])
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    }
+    let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
+    let deadline = spec.ack_deadline.as_millis() as i64;
+    if let Some(sub) = inner.subs.get_mut(&spec.name) {
+        // It exists: it must match the manifest, as on Pub/Sub (crate::drift): the
+        // ack deadline and dead-letter topic change in place, topic and filter not.
+        let stored_dead_letter: String = inner
+            .conn
+            .query_row(
+                "SELECT dead_letter_topic FROM subscriptions WHERE name = ?1",
+                [&spec.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        let existing = drift_settings(
+            &sub.topic,
+            &sub.filter,
+            sub.ack_deadline,
+            &stored_dead_letter,
+        );
+        let wanted = drift_settings(
+            &spec.topic,
+            &spec.attribute_filter,
+            spec.ack_deadline,
+            &spec.dead_letter_topic,
+        );
+        match drift::compare(&wanted, &existing) {
+            drift::Verdict::Same => return Ok(()),
+            drift::Verdict::Refuse(differences) => {
+                let name = &spec.name;
+                let remedy = format!(
+                    "Give the plugin a new name (a new subscription `plugin-<name>`, \
+                         starting at the topic's end), or, with the host stopped, remove \
+                         the old one from the embedded ledger's `ledger.db` (`DELETE FROM \
+                         subscriptions WHERE name = '{name}'; DELETE FROM acks WHERE sub = \
+                         '{name}'; DELETE FROM nacks WHERE sub = '{name}';`)."
+                );
+                return Err(PortError::Invalid {
+                    backend: BACKEND,
+                    message: drift::refusal(name, &differences, &remedy),
+                });
+            }
+            drift::Verdict::Update(_) => {}
+        }
+        sub.ack_deadline = spec.ack_deadline;
+        inner
+            .conn
+            .execute(
+                "UPDATE subscriptions SET ack_deadline_ms = ?2, dead_letter_topic = ?3
+                     WHERE name = ?1",
+                params![spec.name, deadline, spec.dead_letter_topic],
+            )
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        tracing::info!(subscription = %spec.name, "updated embedded subscription to match its manifest");
+        return Ok(());
+    }
+    // Like Pub/Sub: a new subscription starts at the topic's end. A dead-letter
+    // subscription starts at its topic's oldest retained message instead: this log keeps
+    // them, so dead letters from before it existed are listed too.
+    let end: i64 = if from_oldest {
+        0
+    } else {
+        inner
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| PortError::unavailable(BACKEND, e))?
+    };
+    inner
+        .conn
+        .execute(
+            "INSERT INTO subscriptions (name, topic, filter, ack_deadline_ms,
+                 dead_letter_topic, cursor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                spec.name,
+                spec.topic,
+                filter,
+                deadline,
+                spec.dead_letter_topic,
+                end
+            ],
+        )
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    inner.subs.insert(
+        spec.name.clone(),
+        SubState {
+            topic: spec.topic.clone(),
+            filter: spec.attribute_filter.clone(),
+            ack_deadline: spec.ack_deadline,
+            next_load: end,
+            pending: BTreeMap::new(),
+            nacked_attempts: HashMap::new(),
+            acked: HashSet::new(),
+        },
+    );
+    Ok(())
+}
+
+/// The subscription on `spec`'s dead-letter topic that keeps its dead letters for the
+/// dead-letter tools ([`dead_letter_subscription`]): no filter, no dead letters of its own.
+fn dead_letter_spec(spec: &SubscriptionSpec) -> SubscriptionSpec {
+    SubscriptionSpec {
+        name: dead_letter_subscription(&spec.name),
+        topic: spec.dead_letter_topic.clone(),
+        attribute_filter: BTreeMap::new(),
+        ack_deadline: spec.ack_deadline,
+        dead_letter_topic: String::new(),
+    }
+}
+
 fn parse_ids(ids: &[String]) -> PortResult<Vec<i64>> {
     ids.iter()
         .map(|s| {
@@ -515,101 +722,10 @@ impl Ledger for EmbeddedLedger {
     async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
         let spec = spec.clone();
         self.run(move |inner| {
-            for t in [&spec.topic, &spec.dead_letter_topic] {
-                inner
-                    .conn
-                    .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [t])
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            ensure_one(inner, &spec, false)?;
+            if !spec.dead_letter_topic.is_empty() {
+                ensure_one(inner, &dead_letter_spec(&spec), true)?;
             }
-            let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
-            let deadline = spec.ack_deadline.as_millis() as i64;
-            if let Some(sub) = inner.subs.get_mut(&spec.name) {
-                // It exists: it must match the manifest, as on Pub/Sub (crate::drift): the
-                // ack deadline and dead-letter topic change in place, topic and filter not.
-                let stored_dead_letter: String = inner
-                    .conn
-                    .query_row(
-                        "SELECT dead_letter_topic FROM subscriptions WHERE name = ?1",
-                        [&spec.name],
-                        |r| r.get(0),
-                    )
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                let existing = drift_settings(
-                    &sub.topic,
-                    &sub.filter,
-                    sub.ack_deadline,
-                    &stored_dead_letter,
-                );
-                let wanted = drift_settings(
-                    &spec.topic,
-                    &spec.attribute_filter,
-                    spec.ack_deadline,
-                    &spec.dead_letter_topic,
-                );
-                match drift::compare(&wanted, &existing) {
-                    drift::Verdict::Same => return Ok(()),
-                    drift::Verdict::Refuse(differences) => {
-                        let name = &spec.name;
-                        let remedy = format!(
-                            "Give the plugin a new name (a new subscription `plugin-<name>`, \
-                             starting at the topic's end), or, with the host stopped, remove \
-                             the old one from the embedded ledger's `ledger.db` (`DELETE FROM \
-                             subscriptions WHERE name = '{name}'; DELETE FROM acks WHERE sub = \
-                             '{name}'; DELETE FROM nacks WHERE sub = '{name}';`)."
-                        );
-                        return Err(PortError::Invalid {
-                            backend: BACKEND,
-                            message: drift::refusal(name, &differences, &remedy),
-                        });
-                    }
-                    drift::Verdict::Update(_) => {}
-                }
-                sub.ack_deadline = spec.ack_deadline;
-                inner
-                    .conn
-                    .execute(
-                        "UPDATE subscriptions SET ack_deadline_ms = ?2, dead_letter_topic = ?3
-                         WHERE name = ?1",
-                        params![spec.name, deadline, spec.dead_letter_topic],
-                    )
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                tracing::info!(subscription = %spec.name, "updated embedded subscription to match its manifest");
-                return Ok(());
-            }
-            // Like Pub/Sub: a new subscription starts at the topic's end.
-            let end: i64 = inner
-                .conn
-                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
-                    r.get(0)
-                })
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            inner
-                .conn
-                .execute(
-                    "INSERT INTO subscriptions (name, topic, filter, ack_deadline_ms,
-                     dead_letter_topic, cursor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        spec.name,
-                        spec.topic,
-                        filter,
-                        deadline,
-                        spec.dead_letter_topic,
-                        end
-                    ],
-                )
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            inner.subs.insert(
-                spec.name.clone(),
-                SubState {
-                    topic: spec.topic.clone(),
-                    filter: spec.attribute_filter.clone(),
-                    ack_deadline: spec.ack_deadline,
-                    next_load: end,
-                    pending: BTreeMap::new(),
-                    nacked_attempts: HashMap::new(),
-                    acked: HashSet::new(),
-                },
-            );
             Ok(())
         })
         .await
@@ -887,6 +1003,72 @@ impl Ledger for EmbeddedLedger {
             .transpose()
         })
         .await
+    }
+    async fn dead_letters(&self, subscription: &str, max: usize) -> PortResult<Vec<DeadLetter>> {
+        let subscription = subscription.to_string();
+        self.run(move |inner| {
+            Ok(unsettled_dead_letters(&inner.conn, &subscription, max)?
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect())
+        })
+        .await
+    }
+
+    async fn redrive(
+        &self,
+        subscription: &str,
+        selection: &RedriveSelection,
+        extra: &BTreeMap<String, String>,
+    ) -> PortResult<Vec<DeadLetter>> {
+        let (subscription, selection, extra) =
+            (subscription.to_string(), selection.clone(), extra.clone());
+        let redriven = self
+            .run(move |inner| {
+                let (topic, _) = stored_subscription(
+                    &inner.conn,
+                    &subscription,
+                    &format!("subscription `{subscription}`"),
+                )?;
+                let chosen: Vec<(i64, DeadLetter)> =
+                    unsettled_dead_letters(&inner.conn, &subscription, usize::MAX)?
+                        .into_iter()
+                        .filter(|(_, d)| selection.selects(d))
+                        .collect();
+                let copies: Vec<Message> =
+                    chosen.iter().map(|(_, d)| d.redrive_copy(&extra)).collect();
+                for m in &copies {
+                    limits::check_message(m).map_err(|e| PortError::Invalid {
+                        backend: BACKEND,
+                        message: format!("redriving onto topic `{topic}`: {e}"),
+                    })?;
+                }
+                // The copies and the settlement in one transaction: a crash redrives all
+                // of them or none, never one twice.
+                let dead_letter_sub = dead_letter_subscription(&subscription);
+                let tx = inner
+                    .conn
+                    .transaction()
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                insert_messages(&tx, &topic, &copies, now_micros())?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                    for (id, _) in &chosen {
+                        stmt.execute(params![dead_letter_sub, id])
+                            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                    }
+                }
+                tx.commit()
+                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                Ok(chosen.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
+            })
+            .await?;
+        if !redriven.is_empty() {
+            self.notify.notify_waiters();
+        }
+        Ok(redriven)
     }
 }
 

@@ -10,6 +10,11 @@
 //!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
 //!   The dispatcher dead-letters by itself after its own, smaller, attempt budget; the
 //!   server-side policy is a safety net.
+//! - Before each subscription, a plain subscription `<name>.dead-letters` on its dead-letter
+//!   topic (a dead-letter topic without a subscription drops what reaches it). The
+//!   dead-letter tools pull it: `dead_letters` hands everything back, `redrive` publishes
+//!   the selected ones onto the subscription's topic (read from Pub/Sub, so the CLI needs
+//!   no `ensure_subscription`), then acknowledges them.
 //! - A subscription found existing is read back and compared ([`crate::drift`]): ack
 //!   deadline, retry and dead-letter policy are updated in place (UpdateSubscription with an
 //!   update mask); a different topic, filter or message ordering is refused, naming what
@@ -52,7 +57,10 @@ use async_trait::async_trait;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::{DeadLetterPolicy, RetryPolicy, Subscription, Topic};
-use ledgerhost_core::ledger::{Delivery, Ledger, Message, SubscriptionSpec, limits};
+use ledgerhost_core::ledger::{
+    DeadLetter, Delivery, Ledger, Message, RedriveSelection, SubscriptionSpec,
+    dead_letter_subscription, limits,
+};
 use ledgerhost_core::{PortError, PortResult};
 use ledgerhost_google::{Endpoint, PUBSUB};
 use tokio::sync::{Notify, Semaphore};
@@ -73,6 +81,9 @@ pub const MAX_DELIVERY_ATTEMPTS: i32 = 100;
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
 /// Messages one subscription may hold unacked in this process (buffered or handed out).
 pub const MAX_BUFFERED: usize = 1000;
+/// Ack deadline of a dead-letter subscription: how long `dead-letter list` or `redrive`
+/// holds what it pulled before handing it back (or, if it died, Pub/Sub redelivers it).
+const DEAD_LETTER_ACK_DEADLINE_SECS: u64 = 60;
 /// Message ids whose deliveries one subscription counts locally.
 const SEEN_LIMIT: usize = 100_000;
 
@@ -499,6 +510,9 @@ impl Inner {
         // Plain creates: a lost topic is handled by `ensure_topic` (which calls this).
         self.create_topic(&spec.topic).await?;
         self.create_topic(&spec.dead_letter_topic).await?;
+        // Before the subscription: a dead-letter topic without a subscription drops what
+        // reaches it (https://cloud.google.com/pubsub/docs/handling-failures).
+        self.create_dead_letter_subscription(spec).await?;
         let path = self.subscription_path(&spec.name);
         let ack_secs = ack_deadline_secs(spec) as i32;
         let sub = Subscription::new()
@@ -534,6 +548,94 @@ impl Inner {
             }
             Err(e) => Err(map_err(&format!("creating subscription {path}"), &e)),
         }
+    }
+
+    /// Creates the subscription on `spec`'s dead-letter topic that keeps its dead letters for
+    /// the dead-letter tools ([`dead_letter_subscription`]): no filter, no ordering, no
+    /// dead-letter policy of its own. Found existing, it is left as it is (its settings are
+    /// the host's own and never change).
+    async fn create_dead_letter_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
+        let path = self.subscription_path(&dead_letter_subscription(&spec.name));
+        let sub = Subscription::new()
+            .set_name(path.clone())
+            .set_topic(self.topic_path(&spec.dead_letter_topic))
+            .set_ack_deadline_seconds(DEAD_LETTER_ACK_DEADLINE_SECS as i32);
+        match self
+            .sub_admin
+            .create_subscription()
+            .with_request(sub)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                info!(subscription = %path, topic = %spec.dead_letter_topic, "created pubsub dead-letter subscription");
+                Ok(())
+            }
+            Err(e) if code_of(&e) == Some(Code::AlreadyExists) => Ok(()),
+            Err(e) => Err(map_err(&format!("creating subscription {path}"), &e)),
+        }
+    }
+
+    /// Pulls every message waiting on the dead-letter subscription of `subscription` (until
+    /// a Pull answers nothing after the server's wait, or `max`) and keeps them leased; the
+    /// caller acknowledges or hands back each ack id.
+    async fn pull_dead_letters(
+        &self,
+        subscription: &str,
+        max: usize,
+    ) -> PortResult<(String, Vec<(String, DeadLetter)>)> {
+        let path = self.subscription_path(&dead_letter_subscription(subscription));
+        let mut out: Vec<(String, DeadLetter)> = Vec::new();
+        let mut seen = HashSet::new();
+        while out.len() < max {
+            let received = match self.rest.pull(&path, (max - out.len()).min(1000)).await {
+                Ok(r) => r,
+                Err(RestError::PullTimedOut) => break,
+                Err(RestError::NotFound(e)) => {
+                    let ids: Vec<String> = out.into_iter().map(|(id, _)| id).collect();
+                    let _ = self.rest.modify_ack_deadline(&path, &ids, 0).await;
+                    return Err(PortError::NotFound {
+                        backend: BACKEND,
+                        what: format!(
+                            "dead-letter subscription {path} (the host creates it with \
+                             `{subscription}` when it starts the plugin; is the plugin name \
+                             right?): {e}"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    let ids: Vec<String> = out.into_iter().map(|(id, _)| id).collect();
+                    let _ = self.rest.modify_ack_deadline(&path, &ids, 0).await;
+                    return Err(PortError::unavailable(
+                        BACKEND,
+                        format!("pulling from {path}: {e}"),
+                    ));
+                }
+            };
+            if received.is_empty() {
+                break;
+            }
+            for r in received {
+                // Held leased, so a later Pull of this loop cannot hand it out again; a
+                // duplicate delivery of one message (at least once) is listed once.
+                if !seen.insert(r.message_id.clone()) {
+                    let _ = self.rest.modify_ack_deadline(&path, &[r.ack_id], 0).await;
+                    continue;
+                }
+                let message = Message {
+                    data: r.data,
+                    ordering_key: r.ordering_key,
+                    attributes: r.attributes.into_iter().collect(),
+                };
+                out.push((
+                    r.ack_id,
+                    DeadLetter::from_message(message, r.publish_time_micros),
+                ));
+            }
+        }
+        // Oldest first, as the embedded ledger lists them.
+        out.sort_by_key(|(_, d)| d.dead_lettered_at_micros);
+        Ok((path, out))
     }
 
     /// Makes an existing subscription match `wanted` (what [`Inner::create_subscription`]
@@ -702,6 +804,7 @@ async fn read_pulls(inner: Arc<Inner>, state: Arc<SubState>) {
                     ordering_key,
                     attributes,
                     delivery_attempt,
+                    ..
                 } = r;
                 // Pub/Sub applies the filter server-side; the emulator does not, so check it
                 // here too (a non-matching message is settled, as the server would have).
@@ -1135,6 +1238,68 @@ impl Ledger for PubSubLedger {
 
     async fn retained_count(&self, _topic: &str) -> PortResult<u64> {
         Err(no_topic_reads("count a topic's retained messages"))
+    }
+
+    async fn dead_letters(&self, subscription: &str, max: usize) -> PortResult<Vec<DeadLetter>> {
+        let (path, held) = self.inner.pull_dead_letters(subscription, max).await?;
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+        // Listing settles nothing: hand every one back at once.
+        if let Err(e) = self.inner.rest.modify_ack_deadline(&path, &ids, 0).await {
+            warn!(subscription = %path, error = %e, "cannot hand listed dead letters back; they return after their ack deadline");
+        }
+        Ok(held.into_iter().map(|(_, d)| d).collect())
+    }
+
+    async fn redrive(
+        &self,
+        subscription: &str,
+        selection: &RedriveSelection,
+        extra: &BTreeMap<String, String>,
+    ) -> PortResult<Vec<DeadLetter>> {
+        // The topic the subscription reads, as Pub/Sub has it (this process may not have
+        // ensured the subscription: the CLI runs beside the host).
+        let sub_path = self.inner.subscription_path(subscription);
+        let sub = self
+            .inner
+            .sub_admin
+            .get_subscription()
+            .set_subscription(sub_path.clone())
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("reading subscription {sub_path}"), &e))?;
+        let topic = ledger_name(sub.topic.rsplit('/').next().unwrap_or_default());
+        let (path, held) = self
+            .inner
+            .pull_dead_letters(subscription, usize::MAX)
+            .await?;
+        let (chosen, rest): (Vec<_>, Vec<_>) =
+            held.into_iter().partition(|(_, d)| selection.selects(d));
+        let back: Vec<String> = rest.into_iter().map(|(id, _)| id).collect();
+        if let Err(e) = self.inner.rest.modify_ack_deadline(&path, &back, 0).await {
+            warn!(subscription = %path, error = %e, "cannot hand unselected dead letters back; they return after their ack deadline");
+        }
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let copies: Vec<Message> = chosen.iter().map(|(_, d)| d.redrive_copy(extra)).collect();
+        let ids: Vec<String> = chosen.iter().map(|(id, _)| id.clone()).collect();
+        if let Err(e) = self.publish(&topic, copies).await {
+            let _ = self.inner.rest.modify_ack_deadline(&path, &ids, 0).await;
+            return Err(e);
+        }
+        // Published first, then settled: a failure here leaves them listed, and a second
+        // redrive delivers a duplicate (same event id), never nothing.
+        self.inner
+            .rest
+            .acknowledge(&path, &ids)
+            .await
+            .map_err(|e| {
+                PortError::unavailable(
+                    BACKEND,
+                    format!("redriven onto {topic}, but acknowledging them on {path} failed (a later redrive repeats them): {e}"),
+                )
+            })?;
+        Ok(chosen.into_iter().map(|(_, d)| d).collect())
     }
 }
 

@@ -1,6 +1,9 @@
-//! The admin HTTP port: liveness, readiness, Prometheus metrics and JSON status
-//! ([`crate::status`]). The same port serves the routes of HTTP-triggered plugins
-//! ([`crate::trigger`], the data plane). Loopback by default.
+//! The admin HTTP port: liveness, readiness, Prometheus metrics, JSON status
+//! ([`crate::status`]) and its history ([`crate::history`]), and the live status page at `/`
+//! (`admin/page.html` and `admin/page.js`, compiled into the binary: no CDN, works offline;
+//! the script fetches `/status` and `/status/history` and draws inline SVG). The same port
+//! serves the routes of HTTP-triggered plugins ([`crate::trigger`], the data plane).
+//! Loopback by default.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use ledgerhost_runtime::registry::Registry;
 use tokio::sync::watch;
 
 use crate::metrics::{LATENCY_BUCKETS_MICROS, Metrics, now_micros};
-use crate::status::{HostStatus, PluginState, PluginStatus, TableStatus};
+use crate::status::{DeadLetterStatus, HostStatus, PluginState, PluginStatus, TableStatus};
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -35,7 +38,14 @@ pub struct AdminState {
     pub probes: Arc<Vec<crate::backends::Probe>>,
     /// The source, for its transaction counters.
     pub source: Arc<dyn ledgerhost_core::source::Source>,
+    /// Samples of the last minutes, for the page's plots.
+    pub history: Arc<crate::history::History>,
 }
+
+/// The status page.
+const PAGE_HTML: &str = include_str!("admin/page.html");
+/// The status page's script (vanilla JavaScript, no library).
+const PAGE_JS: &str = include_str!("admin/page.js");
 
 /// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
 pub async fn serve(
@@ -52,6 +62,9 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/status/history", get(history))
+        .route("/", get(page))
+        .route("/page.js", get(page_js))
         .merge(crate::trigger::routes())
         .with_state(state);
     let handle = tokio::spawn(async move {
@@ -367,6 +380,35 @@ async fn status(State(s): State<AdminState>) -> Response {
     axum::Json(host_status(&s)).into_response()
 }
 
+async fn history(State(s): State<AdminState>) -> Response {
+    axum::Json(s.history.snapshot()).into_response()
+}
+
+async fn page() -> Response {
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            // Everything the page needs comes from this port.
+            (
+                "content-security-policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'",
+            ),
+        ],
+        PAGE_HTML,
+    )
+        .into_response()
+}
+
+async fn page_js() -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+        .into_response()
+}
+
 /// The [`HostStatus`] of this host now.
 pub fn host_status(s: &AdminState) -> HostStatus {
     let tables = s
@@ -413,6 +455,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 acked: counters.acked.load(Ordering::Relaxed),
                 retried: counters.retried.load(Ordering::Relaxed),
                 dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+                last_commit_micros: counters.last_commit_ts.load(Ordering::Relaxed),
             }
         })
         .collect();
@@ -432,12 +475,28 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 acked: 0,
                 retried: 0,
                 dead_lettered: 0,
+                last_commit_micros: 0,
             });
         }
     }
+    let mut dead_letters: Vec<DeadLetterStatus> = s
+        .metrics
+        .plugins()
+        .iter()
+        .flat_map(|(_, p)| {
+            p.recent_dead_letters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+        .collect();
+    dead_letters.sort_by_key(|d| std::cmp::Reverse(d.at_micros));
+    dead_letters.truncate(crate::metrics::RECENT_DEAD_LETTERS);
     HostStatus {
         ready: s.ready.load(Ordering::Relaxed),
         tables,
         plugins,
+        now_micros: now_micros(),
+        dead_letters,
     }
 }

@@ -61,6 +61,9 @@ impl Host {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let refused = Refused::default();
+        let history = Arc::new(crate::history::History::default());
+        let sampler =
+            crate::history::spawn_sampler(history.clone(), metrics.clone(), shutdown_rx.clone());
         let (admin_addr, admin_task) = crate::admin::serve(
             &config.admin.listen,
             crate::admin::AdminState {
@@ -70,6 +73,7 @@ impl Host {
                 refused: refused.clone(),
                 probes: Arc::new(backends.probes.clone()),
                 source: backends.source.clone(),
+                history,
             },
             shutdown_rx.clone(),
         )
@@ -82,7 +86,7 @@ impl Host {
             admin_addr,
             shutdown_tx,
             ready,
-            tasks: vec![admin_task],
+            tasks: vec![admin_task, sampler],
             plugin_tasks: Arc::default(),
         };
         let decoder = Arc::new(Decoder::new());
@@ -379,9 +383,9 @@ impl PluginContext {
         let filter = Filter::from(sub.filter.clone());
         Ok(SubscriptionPlan {
             plugin: m.name.clone(),
-            subscription: format!("plugin-{}", m.name),
+            subscription: crate::dispatcher::subscription_name(&m.name),
             topic,
-            dead_letter_topic: format!("dead-letter-{}", m.name),
+            dead_letter_topic: crate::dispatcher::dead_letter_topic_name(&m.name),
             filter,
             batch_size: sub.batch_size,
             max_wait: Duration::from_millis(sub.max_wait_ms),

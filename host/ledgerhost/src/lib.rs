@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dispatcher;
 pub mod envconfig;
 pub mod fault;
+pub mod history;
 pub mod host;
 pub mod logging;
 pub mod metrics;

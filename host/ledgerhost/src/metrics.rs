@@ -1,9 +1,11 @@
 //! Counters the host keeps per table and per plugin, read by the demo summary, the status
 //! endpoint and the Prometheus exporter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::status::DeadLetterStatus;
 
 /// Counters of one polled table.
 #[derive(Debug, Default)]
@@ -44,7 +46,12 @@ pub struct PluginStats {
     pub batch_latency_buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
     /// Commit timestamp of the newest event handled (µs), for lag.
     pub last_commit_ts: AtomicI64,
+    /// The newest dead letters of this plugin (at most [`RECENT_DEAD_LETTERS`]), oldest first.
+    pub recent_dead_letters: Mutex<VecDeque<DeadLetterStatus>>,
 }
+
+/// Dead letters kept per plugin for the status page.
+pub const RECENT_DEAD_LETTERS: usize = 20;
 
 /// Upper bounds (µs) of the batch latency histogram buckets.
 pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
@@ -52,6 +59,19 @@ pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
 ];
 
 impl PluginStats {
+    /// Remembers a dead letter for `/status`, forgetting the oldest beyond
+    /// [`RECENT_DEAD_LETTERS`].
+    pub fn note_dead_letter(&self, dead_letter: DeadLetterStatus) {
+        let mut recent = self
+            .recent_dead_letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT_DEAD_LETTERS {
+            recent.pop_front();
+        }
+        recent.push_back(dead_letter);
+    }
+
     /// Records one batch call's latency.
     pub fn observe_batch(&self, micros: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);

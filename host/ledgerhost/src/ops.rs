@@ -1,7 +1,8 @@
 //! Operator commands beside `run`: `status` (asks a running host's admin port), `replay`
-//! (re-delivers retained ledger messages of a commit-time range) and `backfill` (republishes
-//! a table's rows from the source). Both republishing commands keep event ids, ordering keys
-//! and attributes, so idempotent sinks absorb the copies.
+//! (re-delivers retained ledger messages of a commit-time range), `backfill` (republishes
+//! a table's rows from the source) and `dead-letter list|redrive` (a plugin's dead letters,
+//! through the ledger port). The republishing commands keep event ids, ordering keys and
+//! attributes, so idempotent sinks absorb the copies.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -322,4 +323,132 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     progress.update(1.0, published, true);
     println!("backfilled {published} rows of {} onto {topic}", table.name);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// dead letters
+
+/// `ledgerhost dead-letter ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DeadLetterCommand {
+    /// List a plugin's dead letters: event id, attempts, when, reason (oldest first).
+    List {
+        /// The plugin whose dead letters to list.
+        plugin: String,
+        /// Config file of the host whose ledger is read.
+        #[arg(long, short, env = "LEDGERHOST_CONFIG")]
+        config: PathBuf,
+        /// List at most this many.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// Print JSON lines (event_id, attempts, dead_lettered_at_micros, reason).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver a plugin's dead letters again, to that plugin only (the other plugins on the
+    /// topic settle the copies unseen), and remove them from its dead letters.
+    Redrive {
+        /// The plugin whose dead letters to redrive.
+        plugin: String,
+        /// Config file of the host whose ledger is used.
+        #[arg(long, short, env = "LEDGERHOST_CONFIG")]
+        config: PathBuf,
+        /// Redrive the dead letters of this event id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        event: Option<String>,
+        /// Redrive every dead letter of the plugin.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// One dead letter as `dead-letter list --json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct DeadLetterLine<'a> {
+    event_id: &'a str,
+    attempts: u32,
+    dead_lettered_at_micros: i64,
+    reason: &'a str,
+}
+
+/// `ledgerhost dead-letter list|redrive`, through the ledger port of the config's ledger.
+pub async fn dead_letter(command: DeadLetterCommand) -> anyhow::Result<()> {
+    use ledgerhost_core::ledger::RedriveSelection;
+    let (plugin, config) = match &command {
+        DeadLetterCommand::List { plugin, config, .. }
+        | DeadLetterCommand::Redrive { plugin, config, .. } => (plugin.clone(), config.clone()),
+    };
+    let plugin = &plugin;
+    let loaded = Config::load(&config)?;
+    let backends = crate::backends::Backends::connect(&loaded).await?;
+    let subscription = crate::dispatcher::subscription_name(plugin);
+    match command {
+        DeadLetterCommand::List { max, json, .. } => {
+            let found = backends
+                .ledger
+                .dead_letters(&subscription, max)
+                .await
+                .with_context(|| format!("listing the dead letters of plugin {plugin}"))?;
+            let now = crate::metrics::now_micros();
+            for d in &found {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&DeadLetterLine {
+                            event_id: &d.event_id,
+                            attempts: d.attempts,
+                            dead_lettered_at_micros: d.dead_lettered_at_micros,
+                            reason: &d.reason,
+                        })?
+                    );
+                } else {
+                    println!(
+                        "{}  attempts {}  {} ({:.0}s ago)  {}",
+                        d.event_id,
+                        d.attempts,
+                        ledgerhost_manifest::calendar::timestamp_text(d.dead_lettered_at_micros),
+                        crate::status::age_secs(now, d.dead_lettered_at_micros),
+                        d.reason
+                    );
+                }
+            }
+            if !json {
+                eprintln!("{} dead letters of plugin {plugin}", found.len());
+            }
+            Ok(())
+        }
+        DeadLetterCommand::Redrive { event, .. } => {
+            let selection = match event {
+                Some(id) => RedriveSelection::Event(id),
+                None => RedriveSelection::All,
+            };
+            // Only this plugin handles the copies: the dispatchers of the other plugins on
+            // the topic settle a message that names another plugin (as `replay --plugin`).
+            let extra = std::collections::BTreeMap::from([
+                (REPLAY_FOR.to_string(), plugin.clone()),
+                (
+                    REPLAY_OF.to_string(),
+                    crate::dispatcher::dead_letter_topic_name(plugin),
+                ),
+            ]);
+            let redriven = backends
+                .ledger
+                .redrive(&subscription, &selection, &extra)
+                .await
+                .with_context(|| format!("redriving the dead letters of plugin {plugin}"))?;
+            if let RedriveSelection::Event(id) = &selection
+                && redriven.is_empty()
+            {
+                bail!(
+                    "plugin {plugin} has no dead letter of event {id} \
+                     (`ledgerhost dead-letter list {plugin}` shows those it has)"
+                );
+            }
+            for d in &redriven {
+                println!("redriven {}", d.event_id);
+            }
+            eprintln!("redrove {} dead letters to plugin {plugin}", redriven.len());
+            Ok(())
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The host's status as one typed contract: the admin port serves it as JSON at `/status`
 //! ([`crate::admin`]) and `ledgerhost status` reads it back into the same structs and prints
-//! [`HostStatus::render`].
+//! [`HostStatus::render`]; the status page at `/` draws it. [`HostHistory`] is the recent
+//! past (`/status/history`, kept by [`crate::history`]), which the page plots.
 
 use std::fmt::Write as _;
 
@@ -15,6 +16,62 @@ pub struct HostStatus {
     pub tables: Vec<TableStatus>,
     /// Serving and refused plugins.
     pub plugins: Vec<PluginStatus>,
+    /// The host's clock when it answered, µs since the epoch (ages and lags are against it).
+    #[serde(default)]
+    pub now_micros: i64,
+    /// The newest dead letters of all plugins since the host started, newest first.
+    #[serde(default)]
+    pub dead_letters: Vec<DeadLetterStatus>,
+}
+
+/// A dead letter as the status shows it (`ledgerhost dead-letter list` reads the ledger).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterStatus {
+    /// The plugin that gave up.
+    pub plugin: String,
+    /// The event's id.
+    pub event_id: String,
+    /// Why (the plugin's reason, a trap, or "gave up after N attempts: …").
+    pub reason: String,
+    /// The delivery attempt that gave up.
+    pub attempts: u32,
+    /// When, µs since the epoch.
+    pub at_micros: i64,
+}
+
+/// `GET /status/history`: a ring buffer of samples per table and per plugin, one every
+/// `interval_secs`, at most `capacity` (15 minutes), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostHistory {
+    /// Seconds between samples.
+    pub interval_secs: u64,
+    /// Samples kept per series.
+    pub capacity: usize,
+    /// Per table: `rate` = rows published per second, `lag_secs` = watermark age.
+    pub tables: Vec<Series>,
+    /// Per plugin: `rate` = deliveries acknowledged per second, `lag_secs` = now minus the
+    /// commit time of the newest event handled.
+    pub plugins: Vec<Series>,
+}
+
+/// The samples of one table or plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Table or plugin name.
+    pub name: String,
+    /// Oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// One sample: throughput since the previous sample and lag at the sample's time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When, µs since the epoch.
+    pub at_micros: i64,
+    /// Per second since the previous sample (0 for the first).
+    pub rate: f64,
+    /// Seconds behind (0 before anything was polled or handled).
+    pub lag_secs: f64,
 }
 
 /// One captured table's poller.
@@ -100,6 +157,10 @@ pub struct PluginStatus {
     /// Deliveries sent to the dead-letter topic.
     #[serde(default)]
     pub dead_lettered: u64,
+    /// Commit time of the newest event handled, µs since the epoch (0: none yet); the lag
+    /// is `now_micros` minus it.
+    #[serde(default)]
+    pub last_commit_micros: i64,
 }
 
 impl HostStatus {
@@ -110,10 +171,7 @@ impl HostStatus {
         let _ = writeln!(out, "host: {ready}");
         for t in &self.tables {
             let age = if t.watermark_micros > 0 {
-                format!(
-                    "{:.1}s behind",
-                    (now - t.watermark_micros).max(0) as f64 / 1e6
-                )
+                format!("{:.1}s behind", age_secs(now, t.watermark_micros))
             } else {
                 "no poll yet".into()
             };
@@ -140,6 +198,11 @@ impl HostStatus {
                 .as_deref()
                 .map(|e| format!("\n       last error: {e}"))
                 .unwrap_or_default();
+            let lag = if p.last_commit_micros > 0 {
+                format!(", lag {:.1}s", age_secs(now, p.last_commit_micros))
+            } else {
+                String::new()
+            };
             let instances = if p.instances > 1 {
                 format!(" ({} instances)", p.instances)
             } else {
@@ -147,7 +210,7 @@ impl HostStatus {
             };
             let _ = writeln!(
                 out,
-                "plugin {:<20} {} {}{instances} in {}, acked {}, retried {}, dead-lettered {}{err}",
+                "plugin {:<20} {} {}{instances} in {}, acked {}, retried {}, dead-lettered {}{lag}{err}",
                 p.name,
                 p.state.label(),
                 p.version.as_deref().map(short).unwrap_or("-"),
@@ -157,8 +220,24 @@ impl HostStatus {
                 p.dead_lettered,
             );
         }
+        for d in &self.dead_letters {
+            let _ = writeln!(
+                out,
+                "dead letter {} {} ({} attempts, {:.0}s ago): {}",
+                d.plugin,
+                d.event_id,
+                d.attempts,
+                age_secs(now, d.at_micros),
+                d.reason
+            );
+        }
         out
     }
+}
+
+/// Seconds from `micros` to `now` (both µs since the epoch), never negative.
+pub fn age_secs(now: i64, micros: i64) -> f64 {
+    (now - micros).max(0) as f64 / 1e6
 }
 
 fn short(version: &str) -> &str {
@@ -196,6 +275,7 @@ mod tests {
                     acked: 7,
                     retried: 0,
                     dead_lettered: 0,
+                    last_commit_micros: 1_500_000,
                 },
                 PluginStatus {
                     name: "busy".into(),
@@ -211,6 +291,7 @@ mod tests {
                     acked: 30,
                     retried: 0,
                     dead_lettered: 0,
+                    last_commit_micros: 0,
                 },
                 PluginStatus {
                     name: "broken".into(),
@@ -226,8 +307,17 @@ mod tests {
                     acked: 0,
                     retried: 0,
                     dead_lettered: 0,
+                    last_commit_micros: 0,
                 },
             ],
+            now_micros: 3_500_000,
+            dead_letters: vec![DeadLetterStatus {
+                plugin: "counter".into(),
+                event_id: "orders/7/1".into(),
+                reason: "poison".into(),
+                attempts: 5,
+                at_micros: 2_500_000,
+            }],
         }
     }
 
@@ -252,7 +342,8 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("serving 0123456789ab in 7, acked 7"),
+            text.contains("serving 0123456789ab in 7, acked 7")
+                && text.contains("dead-lettered 0, lag 2.0s"),
             "{text}"
         );
         assert!(
@@ -265,6 +356,10 @@ mod tests {
         );
         assert!(
             text.contains("last error: broken.wasm: magic bytes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dead letter counter orders/7/1 (5 attempts, 1s ago): poison"),
             "{text}"
         );
     }

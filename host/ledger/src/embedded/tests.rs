@@ -1,4 +1,5 @@
 use super::*;
+use ledgerhost_core::ledger::attr;
 
 fn msg(key: &str, n: u32) -> Message {
     Message {
@@ -506,4 +507,86 @@ async fn publish_page_stores_the_progress_with_its_messages_or_neither() {
     let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     assert_eq!(l.progress("orders").await.unwrap().as_deref(), Some("p2"));
     assert_eq!(l.retained_count("t").await.unwrap(), 2);
+}
+
+fn dead_letter(event: &str, reason: &str, attempts: u32) -> Message {
+    let mut m = msg("k", 0);
+    m.attributes.insert(attr::EVENT_ID.into(), event.into());
+    m.attributes
+        .insert(attr::DEAD_LETTER_REASON.into(), reason.into());
+    m.attributes
+        .insert(attr::DEAD_LETTER_SUBSCRIPTION.into(), "s".into());
+    m.attributes
+        .insert(attr::DEAD_LETTER_ATTEMPTS.into(), attempts.to_string());
+    m
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_redriven_onto_the_subscriptions_topic_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    // Dead letters from before anything listed them are kept (the dead-letter subscription
+    // reads its topic from the oldest retained message).
+    let before = now_micros();
+    l.publish(
+        "s-dead",
+        vec![dead_letter("e1", "poison", 5), dead_letter("e2", "bad", 1)],
+    )
+    .await
+    .unwrap();
+    // What another process (the CLI) opening the same file sees.
+    let cli = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let listed = cli.dead_letters("s", 100).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|d| (d.event_id.as_str(), d.reason.as_str(), d.attempts))
+            .collect::<Vec<_>>(),
+        vec![("e1", "poison", 5), ("e2", "bad", 1)]
+    );
+    assert!(listed.iter().all(|d| d.dead_lettered_at_micros >= before));
+    // Listing settles nothing.
+    assert_eq!(cli.dead_letters("s", 100).await.unwrap().len(), 2);
+    assert_eq!(cli.dead_letters("s", 1).await.unwrap().len(), 1);
+
+    let extra = BTreeMap::from([(attr::REPLAY_FOR.to_string(), "p".to_string())]);
+    let redriven = cli
+        .redrive("s", &RedriveSelection::Event("e1".into()), &extra)
+        .await
+        .unwrap();
+    assert_eq!(redriven.len(), 1);
+    let left = l.dead_letters("s", 100).await.unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(),
+        ["e2"]
+    );
+    // The copy is on the topic, without the dead-letter attributes, with `extra`.
+    let got = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let a = &got[0].message.attributes;
+    assert_eq!(a.get(attr::EVENT_ID).map(String::as_str), Some("e1"));
+    assert_eq!(a.get(attr::REPLAY_FOR).map(String::as_str), Some("p"));
+    assert!(
+        !a.keys().any(|k| k.starts_with("dead_letter")),
+        "dead-letter attributes stripped: {a:?}"
+    );
+    assert_eq!(got[0].message.data, msg("k", 0).data);
+    // A second redrive of the same event finds nothing; --all takes the rest.
+    let none = cli
+        .redrive("s", &RedriveSelection::Event("e1".into()), &extra)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let rest = cli
+        .redrive("s", &RedriveSelection::All, &extra)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(cli.dead_letters("s", 100).await.unwrap().is_empty());
+
+    let err = cli.dead_letters("nope", 10).await.unwrap_err().to_string();
+    assert!(
+        err.contains("nope.dead-letters") && err.contains("plugin name"),
+        "{err}"
+    );
 }

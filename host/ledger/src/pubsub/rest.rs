@@ -74,6 +74,8 @@ pub struct Received {
     pub attributes: HashMap<String, String>,
     /// Pub/Sub's count, set when the subscription has a dead-letter policy (0 if not).
     pub delivery_attempt: u32,
+    /// When Pub/Sub accepted the message, µs since the epoch (0 if the answer had none).
+    pub publish_time_micros: i64,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +105,9 @@ struct MessageJson {
     message_id: String,
     #[serde(default)]
     ordering_key: String,
+    /// RFC 3339, e.g. `2026-12-03T06:30:00.123456Z`.
+    #[serde(default)]
+    publish_time: Option<google_cloud_wkt::Timestamp>,
 }
 
 #[derive(Serialize)]
@@ -274,6 +279,10 @@ impl RestClient {
                     ordering_key: r.message.ordering_key,
                     attributes: r.message.attributes,
                     delivery_attempt: r.delivery_attempt,
+                    publish_time_micros: r
+                        .message
+                        .publish_time
+                        .map_or(0, |t| t.seconds() * 1_000_000 + i64::from(t.nanos()) / 1000),
                 })
             })
             .collect()

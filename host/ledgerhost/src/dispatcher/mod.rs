@@ -68,6 +68,16 @@ pub trait BatchHandler: Send + Sync {
 /// Gives the handler to use for the next batch; `None` once the plugin was removed.
 pub type CurrentHandler = Arc<dyn Fn() -> Option<Arc<dyn BatchHandler>> + Send + Sync>;
 
+/// The ledger subscription that feeds `plugin`.
+pub fn subscription_name(plugin: &str) -> String {
+    format!("plugin-{plugin}")
+}
+
+/// The topic receiving `plugin`'s dead letters.
+pub fn dead_letter_topic_name(plugin: &str) -> String {
+    format!("dead-letter-{plugin}")
+}
+
 /// Everything a subscription loop needs to know, derived from the plugin's manifest.
 #[derive(Debug, Clone)]
 pub struct SubscriptionPlan {
@@ -536,6 +546,8 @@ impl Dispatcher {
                         attr::DEAD_LETTER_SUBSCRIPTION.into(),
                         plan.subscription.clone(),
                     );
+                    m.attributes
+                        .insert(attr::DEAD_LETTER_ATTEMPTS.into(), d.attempt.to_string());
                     m
                 })
                 .collect();
@@ -549,6 +561,19 @@ impl Dispatcher {
                             topic = plan.dead_letter_topic,
                             "dead-lettered"
                         );
+                        self.stats
+                            .note_dead_letter(crate::status::DeadLetterStatus {
+                                plugin: plan.plugin.clone(),
+                                event_id: d
+                                    .message
+                                    .attributes
+                                    .get(attr::EVENT_ID)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                reason: reason.clone(),
+                                attempts: d.attempt,
+                                at_micros: crate::metrics::now_micros(),
+                            });
                         acks.push(d.ack_id.clone());
                     }
                     self.stats
