@@ -266,6 +266,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         };
         let _ = writeln!(out, "ledgerhost_plugin_lag_seconds{{plugin=\"{p}\"}} {lag}");
     }
+    s.metrics.write_subscription_metrics(&mut out, now);
     let runtime_stats: Vec<_> = s
         .registry
         .plugins()
@@ -413,6 +414,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 acked: counters.acked.load(Ordering::Relaxed),
                 retried: counters.retried.load(Ordering::Relaxed),
                 dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+                tables: counters.table_statuses(),
             }
         })
         .collect();
@@ -432,6 +434,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 acked: 0,
                 retried: 0,
                 dead_lettered: 0,
+                tables: Vec::new(),
             });
         }
     }

@@ -152,17 +152,29 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             // Copies go onto the table's topic: a plugin reading another topic would
             // never see them.
             let m = ledgerhost_runtime::Manifest::load(&manifest)?;
-            let reads = m.subscription.as_ref().map(|s| match (&s.table, &s.topic) {
-                (Some(t), _) => config.topic_for(t),
-                (None, Some(t)) => t.clone(),
-                (None, None) => String::new(),
-            });
-            if reads.as_deref() != Some(source_topic.as_str()) {
+            let configured = config.tables.iter().map(|t| t.name.as_str());
+            let reads: Vec<String> = match &m.subscription {
+                Some(s) => match &s.topic {
+                    Some(topic) => vec![topic.clone()],
+                    None => s
+                        .tables_in(configured)
+                        .map_err(|e| anyhow::anyhow!("--plugin {p}: {e}"))?
+                        .iter()
+                        .map(|t| config.topic_for(t))
+                        .collect(),
+                },
+                None => Vec::new(),
+            };
+            if !reads.contains(&source_topic) {
                 bail!(
-                    "--plugin {p} does not consume table {} (its subscription reads {}); \
+                    "--plugin {p} does not consume table {} (its subscriptions read {}); \
                      replay onto a new topic with --topic instead",
                     args.table,
-                    reads.as_deref().unwrap_or("nothing")
+                    if reads.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        reads.join(", ")
+                    }
                 );
             }
             (source_topic.clone(), Some((REPLAY_FOR, p.clone())))
