@@ -199,6 +199,7 @@ impl Backend {
                 plugin: "bench".into(),
                 subscription: format!("{}plugin-bench", self.prefix),
                 topic: self.settings().topic,
+                table: None,
                 dead_letter_topic: format!("{}dead-letter-bench", self.prefix),
                 filter: Filter::default(),
                 batch_size: 256,

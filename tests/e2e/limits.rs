@@ -85,6 +85,7 @@ pub async fn dead_letter_reason_of_a_4_mib_reject(ledger: Arc<dyn Ledger>, prefi
             plugin: "verbose".into(),
             subscription: format!("{prefix}plugin-verbose"),
             topic: topic.clone(),
+            table: None,
             dead_letter_topic: dead,
             filter: Filter::default(),
             batch_size: 8,

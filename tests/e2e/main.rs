@@ -13,5 +13,6 @@ mod pipeline;
 mod pubsub_front;
 mod runtime;
 mod seed;
+mod tables;
 mod views;
 mod webhook;

@@ -110,7 +110,7 @@ impl Chain {
                 "name = \"materializer-replay\"".to_string(),
             ),
             (
-                "table = \"orders\"".into(),
+                "tables = [\"*\"]".into(),
                 format!("topic = \"{REPLAY_TOPIC}\""),
             ),
             (

@@ -78,6 +78,7 @@ fn plan(subscription: &str) -> SubscriptionPlan {
         plugin: "burner".into(),
         subscription: subscription.into(),
         topic: TOPIC.into(),
+        table: None,
         dead_letter_topic: "dead-letter-burner".into(),
         filter: Filter::default(),
         batch_size: BATCH,

@@ -195,6 +195,7 @@ async fn latency(interval: Duration, rows: i64) {
         plugin: "bench".into(),
         subscription: "plugin-bench".into(),
         topic: "ledger-orders".into(),
+        table: None,
         dead_letter_topic: "dead-letter-bench".into(),
         filter: Filter::default(),
         batch_size: 64,

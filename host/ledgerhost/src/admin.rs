@@ -279,6 +279,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         };
         let _ = writeln!(out, "ledgerhost_plugin_lag_seconds{{plugin=\"{p}\"}} {lag}");
     }
+    s.metrics.write_subscription_metrics(&mut out, now);
     let runtime_stats: Vec<_> = s
         .registry
         .plugins()
@@ -456,6 +457,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 retried: counters.retried.load(Ordering::Relaxed),
                 dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
                 last_commit_micros: counters.last_commit_ts.load(Ordering::Relaxed),
+                tables: counters.table_statuses(),
             }
         })
         .collect();
@@ -476,6 +478,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 retried: 0,
                 dead_lettered: 0,
                 last_commit_micros: 0,
+                tables: Vec::new(),
             });
         }
     }

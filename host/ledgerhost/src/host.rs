@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ledgerhost_avro::Decoder;
 use ledgerhost_core::source::TableSpec;
-use ledgerhost_runtime::manifest::World;
+use ledgerhost_runtime::manifest::{World, names};
 use ledgerhost_runtime::registry::{PluginSlot, Registry, RegistryEvent};
 use ledgerhost_runtime::{Plugin, Runtime, RuntimeConfig};
 use tokio::sync::{mpsc, watch};
@@ -310,6 +310,7 @@ async fn start_registry(
     let runtime = Runtime::new(
         RuntimeConfig {
             cache_dir: Some(config.host.data_dir.join("component-cache")),
+            tables: Some(config.tables.iter().map(|t| t.name.clone()).collect()),
             ..RuntimeConfig::default()
         },
         backends.capabilities(),
@@ -365,58 +366,101 @@ struct PluginContext {
 }
 
 impl PluginContext {
-    /// The subscription plan of a consumer plugin.
-    fn plan(&self, plugin: &Plugin) -> anyhow::Result<SubscriptionPlan> {
+    /// The host's captured tables, in config order (what `subscription.tables = ["*"]`
+    /// means).
+    fn table_names(&self) -> Vec<&str> {
+        self.config.tables.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// The subscription plans of a consumer plugin: one per table it reads
+    /// (`subscription.table`, or each of `subscription.tables`), or one for its `topic`.
+    /// Names from [`names::subscription_name`]; the dead-letter topic is the plugin's.
+    fn plans(&self, plugin: &Plugin) -> anyhow::Result<Vec<SubscriptionPlan>> {
         let m = plugin.manifest();
         let sub = m
             .subscription
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("consumer plugin `{}` has no [subscription]", m.name))?;
-        let topic = match (&sub.table, &sub.topic) {
-            (Some(table), _) => self.config.topic_for(table),
-            (None, Some(topic)) => topic.clone(),
-            (None, None) => {
-                anyhow::bail!("plugin `{}`: subscription names no table or topic", m.name)
+        // Checked at load too (the runtime knows the tables); here `*` is expanded.
+        let tables = sub
+            .tables_in(self.table_names())
+            .map_err(|e| anyhow::anyhow!("plugin `{}` refused: {}.toml: {e}", m.name, m.name))?;
+        // (topic, table it carries, the table its names carry: `tables` only)
+        let sources: Vec<(String, Option<String>, Option<String>)> = match (&sub.topic, &sub.table)
+        {
+            (Some(topic), _) => vec![(topic.clone(), None, None)],
+            // One `table`: the names it always had, so an upgrade keeps its cursor.
+            (None, Some(table)) => {
+                vec![(self.config.topic_for(table), Some(table.clone()), None)]
             }
+            (None, None) => tables
+                .into_iter()
+                .map(|t| (self.config.topic_for(&t), Some(t.clone()), Some(t)))
+                .collect(),
         };
+        if sources.is_empty() {
+            anyhow::bail!(
+                "plugin `{}`: `subscription.tables = [\"*\"]` but the host config has no \
+                 [[tables]]",
+                m.name
+            );
+        }
         // Parsed (and refused if bad) when the manifest was loaded.
         let filter = Filter::from(sub.filter.clone());
-        Ok(SubscriptionPlan {
-            plugin: m.name.clone(),
-            subscription: crate::dispatcher::subscription_name(&m.name),
-            topic,
-            dead_letter_topic: crate::dispatcher::dead_letter_topic_name(&m.name),
-            filter,
-            batch_size: sub.batch_size,
-            max_wait: Duration::from_millis(sub.max_wait_ms),
-            max_attempts: sub.max_attempts,
-            backoff_initial: Duration::from_millis(sub.backoff_initial_ms),
-            backoff_max: Duration::from_millis(sub.backoff_max_ms),
-            ack_deadline: Duration::from_millis(self.config.ledger.ack_deadline_ms),
-        })
+        Ok(sources
+            .into_iter()
+            .map(|(topic, table, per_table)| SubscriptionPlan {
+                plugin: m.name.clone(),
+                subscription: names::subscription_name(&m.name, per_table.as_deref()),
+                dead_letter_topic: names::dead_letter_topic(&m.name, per_table.as_deref()),
+                topic,
+                table,
+                filter: filter.clone(),
+                batch_size: sub.batch_size,
+                max_wait: Duration::from_millis(sub.max_wait_ms),
+                max_attempts: sub.max_attempts,
+                backoff_initial: Duration::from_millis(sub.backoff_initial_ms),
+                backoff_max: Duration::from_millis(sub.backoff_max_ms),
+                ack_deadline: Duration::from_millis(self.config.ledger.ack_deadline_ms),
+            })
+            .collect())
     }
 
-    /// Refuses a `subscription.columns` entry the subscribed table does not have (naming it
-    /// and the table's columns). Only for a configured table: a topic's schema is known only
-    /// from its messages, where a missing column is just not sent.
-    async fn check_columns(&self, plugin: &Plugin) -> anyhow::Result<()> {
+    /// Refuses a `subscription.columns` entry a subscribed table does not have (naming it,
+    /// the table and the table's columns): with several tables, every one of them must have
+    /// every named column. Only for configured tables: a topic's schema is known only from
+    /// its messages, where a missing column is just not sent.
+    async fn check_columns(
+        &self,
+        plugin: &Plugin,
+        plans: &[SubscriptionPlan],
+    ) -> anyhow::Result<()> {
         let m = plugin.manifest();
         let Some(sub) = &m.subscription else {
             return Ok(());
         };
-        let (Some(table), Some(_)) = (&sub.table, &sub.columns) else {
+        if sub.columns.is_none() {
             return Ok(());
-        };
-        let Some(t) = self.config.tables.iter().find(|t| &t.name == table) else {
-            return Ok(());
-        };
-        let mut snapshot = self.backends.source.snapshot().await?;
-        let schema = snapshot
-            .schema(&spec_of(t))
-            .await
-            .with_context(|| format!("cannot read the schema of table `{table}`"))?;
-        sub.check_columns(table, schema.columns.iter().map(|c| c.name.as_str()))
-            .map_err(|e| anyhow::anyhow!("plugin `{}` refused: {}.toml: {e}", m.name, m.name))
+        }
+        let mut snapshot = None;
+        for table in plans.iter().filter_map(|p| p.table.as_deref()) {
+            let Some(t) = self.config.tables.iter().find(|t| t.name == table) else {
+                continue;
+            };
+            let snapshot = match &mut snapshot {
+                Some(s) => s,
+                None => snapshot.insert(self.backends.source.snapshot().await?),
+            };
+            let schema = snapshot
+                .schema(&spec_of(t))
+                .await
+                .with_context(|| format!("cannot read the schema of table `{table}`"))?;
+            sub.check_columns(table, schema.columns.iter().map(|c| c.name.as_str()))
+                .map_err(|e| {
+                    anyhow::anyhow!("plugin `{}` refused: {}.toml: {e}", m.name, m.name)
+                })?;
+        }
+        Ok(())
     }
 
     /// Starts the plugin's task, or restarts it when its subscription or schedule changed.
@@ -470,34 +514,52 @@ impl PluginContext {
         );
     }
 
+    /// One dispatcher per subscription of the plugin, all in one task (stopped, drained
+    /// and restarted together). They share one serving handler: the plugin's K instances
+    /// (`subscription.instances`) serve all its tables, and a hot swap replaces them between
+    /// batches of every subscription.
     async fn start_consumer(
         &self,
         slot: Arc<PluginSlot>,
         plugin: &Arc<Plugin>,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<JoinHandle<()>> {
-        self.check_columns(plugin).await?;
-        let plan = self.plan(plugin)?;
+        let plans = self.plans(plugin)?;
+        self.check_columns(plugin, &plans).await?;
         let current = crate::dispatcher::instances::serving(slot);
-        let dispatcher = Dispatcher::new(
-            plan.clone(),
-            self.backends.ledger.clone(),
-            self.decoder.clone(),
-            current,
-            self.metrics.plugin(&plan.plugin),
-        );
-        dispatcher
-            .bootstrap()
-            .await
-            .with_context(|| format!("cannot create subscription `{}`", plan.subscription))?;
-        tracing::info!(
-            plugin = plan.plugin,
-            topic = plan.topic,
-            subscription = plan.subscription,
-            instances = plugin.manifest().instances(),
-            "consuming"
-        );
-        Ok(tokio::spawn(dispatcher.run(stop)))
+        let stats = self.metrics.plugin(&plugin.manifest().name);
+        let tables: Vec<String> = plans.iter().filter_map(|p| p.table.clone()).collect();
+        stats.retain_tables(&tables);
+        let mut dispatchers = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let dispatcher = Dispatcher::new(
+                plan.clone(),
+                self.backends.ledger.clone(),
+                self.decoder.clone(),
+                current.clone(),
+                stats.clone(),
+            );
+            dispatcher
+                .bootstrap()
+                .await
+                .with_context(|| format!("cannot create subscription `{}`", plan.subscription))?;
+            tracing::info!(
+                plugin = plan.plugin,
+                topic = plan.topic,
+                subscription = plan.subscription,
+                instances = plugin.manifest().instances(),
+                "consuming"
+            );
+            dispatchers.push(dispatcher);
+        }
+        Ok(tokio::spawn(async move {
+            // Dropping the set (the plugin task aborted) aborts every loop; a stop drains each.
+            let mut loops = tokio::task::JoinSet::new();
+            for d in dispatchers {
+                loops.spawn(d.run(stop.clone()));
+            }
+            while loops.join_next().await.is_some() {}
+        }))
     }
 
     fn start_scheduled(

@@ -48,6 +48,87 @@ pub struct PluginStats {
     pub last_commit_ts: AtomicI64,
     /// The newest dead letters of this plugin (at most [`RECENT_DEAD_LETTERS`]), oldest first.
     pub recent_dead_letters: Mutex<VecDeque<DeadLetterStatus>>,
+    /// The same counts per source table the plugin reads (one subscription each), by table.
+    tables: Mutex<BTreeMap<String, Arc<SubscriptionStats>>>,
+}
+
+/// Counters of one subscription of a plugin that reads source tables: with
+/// `subscription.tables` a plugin has one per table, so `/status` and `/metrics` show each
+/// table's counts and lag beside the plugin's totals.
+#[derive(Debug, Default)]
+pub struct SubscriptionStats {
+    /// The ledger subscription's name.
+    pub subscription: String,
+    /// Events delivered (before the host-side filter).
+    pub events_in: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+    /// Deliveries returned for retry.
+    pub retried: AtomicU64,
+    /// Deliveries sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Events the host-side filter skipped.
+    pub filtered: AtomicU64,
+    /// Commit timestamp of the newest event of this table handled (µs), for lag.
+    pub last_commit_ts: AtomicI64,
+}
+
+/// What a dispatcher counts into: its plugin's totals and, for a subscription reading a
+/// source table, that table's [`SubscriptionStats`]; each count goes to both.
+#[derive(Debug, Clone)]
+pub struct DispatchCounters {
+    /// The plugin's totals (and its batch latencies, which are per plugin only).
+    pub plugin: Arc<PluginStats>,
+    table: Option<Arc<SubscriptionStats>>,
+}
+
+impl DispatchCounters {
+    /// Counts into `plugin` and, when `table` is set, into its counters of that table
+    /// (subscription `subscription`).
+    pub fn new(plugin: Arc<PluginStats>, table: Option<&str>, subscription: &str) -> Self {
+        let table = table.map(|t| plugin.table(t, subscription));
+        DispatchCounters { plugin, table }
+    }
+
+    fn add(
+        &self,
+        n: u64,
+        total: impl Fn(&PluginStats) -> &AtomicU64,
+        per_table: impl Fn(&SubscriptionStats) -> &AtomicU64,
+    ) {
+        total(&self.plugin).fetch_add(n, Ordering::Relaxed);
+        if let Some(t) = &self.table {
+            per_table(t).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` events given to the plugin.
+    pub fn events_in(&self, n: u64) {
+        self.add(n, |p| &p.events_in, |t| &t.events_in);
+    }
+    /// `n` deliveries acknowledged.
+    pub fn acked(&self, n: u64) {
+        self.add(n, |p| &p.acked, |t| &t.acked);
+    }
+    /// `n` deliveries returned for retry.
+    pub fn retried(&self, n: u64) {
+        self.add(n, |p| &p.retried, |t| &t.retried);
+    }
+    /// `n` deliveries dead-lettered.
+    pub fn dead_lettered(&self, n: u64) {
+        self.add(n, |p| &p.dead_lettered, |t| &t.dead_lettered);
+    }
+    /// `n` events skipped by the host-side filter.
+    pub fn filtered(&self, n: u64) {
+        self.add(n, |p| &p.filtered, |t| &t.filtered);
+    }
+    /// Events up to commit timestamp `ts` (µs) were handled.
+    pub fn handled_up_to(&self, ts: i64) {
+        self.plugin.last_commit_ts.fetch_max(ts, Ordering::Relaxed);
+        if let Some(t) = &self.table {
+            t.last_commit_ts.fetch_max(ts, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Dead letters kept per plugin for the status page.
@@ -82,6 +163,49 @@ impl PluginStats {
             .unwrap_or(LATENCY_BUCKETS_MICROS.len());
         self.batch_latency_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The counters of source table `table`, read through `subscription` (created on first
+    /// use; they survive hot swaps).
+    pub fn table(&self, table: &str, subscription: &str) -> Arc<SubscriptionStats> {
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(table.to_string())
+            .or_insert_with(|| {
+                Arc::new(SubscriptionStats {
+                    subscription: subscription.to_string(),
+                    ..SubscriptionStats::default()
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets the tables not in `tables` (the plugin's subscriptions changed).
+    pub fn retain_tables(&self, tables: &[String]) {
+        let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        t.retain(|name, _| tables.contains(name));
+    }
+
+    /// Snapshot of the per-table counters, by table.
+    pub fn tables(&self) -> Vec<(String, Arc<SubscriptionStats>)> {
+        let t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The per-table counters as `/status` shows them.
+    pub fn table_statuses(&self) -> Vec<crate::status::SubscriptionStatus> {
+        self.tables()
+            .into_iter()
+            .map(|(table, t)| crate::status::SubscriptionStatus {
+                table,
+                subscription: t.subscription.clone(),
+                events_in: t.events_in.load(Ordering::Relaxed),
+                acked: t.acked.load(Ordering::Relaxed),
+                retried: t.retried.load(Ordering::Relaxed),
+                dead_lettered: t.dead_lettered.load(Ordering::Relaxed),
+                filtered: t.filtered.load(Ordering::Relaxed),
+                last_commit_micros: t.last_commit_ts.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
 }
 
 /// All counters of this host.
@@ -114,6 +238,70 @@ impl Metrics {
     pub fn plugins(&self) -> Vec<(String, Arc<PluginStats>)> {
         let p = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
         p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl Metrics {
+    /// The per-table counters of every plugin in Prometheus text, one family per counter
+    /// with `plugin` and `table` labels, and each table's lag (now − the newest commit time
+    /// handled, `now` in µs) — beside the per-plugin families, which keep their totals.
+    pub fn write_subscription_metrics(&self, out: &mut String, now: i64) {
+        use std::fmt::Write as _;
+        type Read = fn(&SubscriptionStats) -> u64;
+        let rows: Vec<(String, String, Arc<SubscriptionStats>)> = self
+            .plugins()
+            .into_iter()
+            .flat_map(|(p, st)| st.tables().into_iter().map(move |(t, s)| (p.clone(), t, s)))
+            .collect();
+        let counters: [(&str, &str, Read); 5] = [
+            (
+                "ledgerhost_plugin_table_events_in_total",
+                "Events of one source table given to the plugin.",
+                |s| s.events_in.load(Ordering::Relaxed),
+            ),
+            (
+                "ledgerhost_plugin_table_acked_total",
+                "Deliveries of one source table acknowledged.",
+                |s| s.acked.load(Ordering::Relaxed),
+            ),
+            (
+                "ledgerhost_plugin_table_retried_total",
+                "Deliveries of one source table returned for retry.",
+                |s| s.retried.load(Ordering::Relaxed),
+            ),
+            (
+                "ledgerhost_plugin_table_dead_lettered_total",
+                "Deliveries of one source table sent to the dead-letter topic.",
+                |s| s.dead_lettered.load(Ordering::Relaxed),
+            ),
+            (
+                "ledgerhost_plugin_table_filtered_total",
+                "Events of one source table skipped by the host-side filter.",
+                |s| s.filtered.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (p, t, s) in &rows {
+                let _ = writeln!(out, "{name}{{plugin=\"{p}\",table=\"{t}\"}} {}", read(s));
+            }
+        }
+        let name = "ledgerhost_plugin_table_lag_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Now minus the commit time of the newest event of one source table handled."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (p, t, s) in &rows {
+            let last = s.last_commit_ts.load(Ordering::Relaxed);
+            let lag = if last > 0 {
+                (now - last).max(0) as f64 / 1e6
+            } else {
+                0.0
+            };
+            let _ = writeln!(out, "{name}{{plugin=\"{p}\",table=\"{t}\"}} {lag}");
+        }
     }
 }
 

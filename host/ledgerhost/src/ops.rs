@@ -13,6 +13,7 @@ use ledgerhost_core::Value;
 use ledgerhost_core::ledger::attr::{REPLAY_FOR, REPLAY_OF};
 use ledgerhost_core::ledger::{Message, attr};
 use ledgerhost_core::source::{Position, TableSpec};
+use ledgerhost_manifest::names;
 
 use crate::config::Config;
 
@@ -153,17 +154,29 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             // Copies go onto the table's topic: a plugin reading another topic would
             // never see them.
             let m = ledgerhost_runtime::Manifest::load(&manifest)?;
-            let reads = m.subscription.as_ref().map(|s| match (&s.table, &s.topic) {
-                (Some(t), _) => config.topic_for(t),
-                (None, Some(t)) => t.clone(),
-                (None, None) => String::new(),
-            });
-            if reads.as_deref() != Some(source_topic.as_str()) {
+            let configured = config.tables.iter().map(|t| t.name.as_str());
+            let reads: Vec<String> = match &m.subscription {
+                Some(s) => match &s.topic {
+                    Some(topic) => vec![topic.clone()],
+                    None => s
+                        .tables_in(configured)
+                        .map_err(|e| anyhow::anyhow!("--plugin {p}: {e}"))?
+                        .iter()
+                        .map(|t| config.topic_for(t))
+                        .collect(),
+                },
+                None => Vec::new(),
+            };
+            if !reads.contains(&source_topic) {
                 bail!(
-                    "--plugin {p} does not consume table {} (its subscription reads {}); \
+                    "--plugin {p} does not consume table {} (its subscriptions read {}); \
                      replay onto a new topic with --topic instead",
                     args.table,
-                    reads.as_deref().unwrap_or("nothing")
+                    if reads.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        reads.join(", ")
+                    }
                 );
             }
             (source_topic.clone(), Some((REPLAY_FOR, p.clone())))
@@ -338,6 +351,10 @@ pub enum DeadLetterCommand {
         /// Config file of the host whose ledger is read.
         #[arg(long, short, env = "LEDGERHOST_CONFIG")]
         config: PathBuf,
+        /// For a plugin with `subscription.tables`: the table whose subscription's dead
+        /// letters to list (each has its own).
+        #[arg(long)]
+        table: Option<String>,
         /// List at most this many.
         #[arg(long, default_value_t = 1000)]
         max: usize,
@@ -353,6 +370,10 @@ pub enum DeadLetterCommand {
         /// Config file of the host whose ledger is used.
         #[arg(long, short, env = "LEDGERHOST_CONFIG")]
         config: PathBuf,
+        /// For a plugin with `subscription.tables`: the table whose subscription's dead
+        /// letters to redrive (each has its own).
+        #[arg(long)]
+        table: Option<String>,
         /// Redrive the dead letters of this event id.
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
         event: Option<String>,
@@ -374,14 +395,24 @@ struct DeadLetterLine<'a> {
 /// `ledgerhost dead-letter list|redrive`, through the ledger port of the config's ledger.
 pub async fn dead_letter(command: DeadLetterCommand) -> anyhow::Result<()> {
     use ledgerhost_core::ledger::RedriveSelection;
-    let (plugin, config) = match &command {
-        DeadLetterCommand::List { plugin, config, .. }
-        | DeadLetterCommand::Redrive { plugin, config, .. } => (plugin.clone(), config.clone()),
+    let (plugin, config, table) = match &command {
+        DeadLetterCommand::List {
+            plugin,
+            config,
+            table,
+            ..
+        }
+        | DeadLetterCommand::Redrive {
+            plugin,
+            config,
+            table,
+            ..
+        } => (plugin.clone(), config.clone(), table.clone()),
     };
     let plugin = &plugin;
     let loaded = Config::load(&config)?;
     let backends = crate::backends::Backends::connect(&loaded).await?;
-    let subscription = crate::dispatcher::subscription_name(plugin);
+    let subscription = names::subscription_name(plugin, table.as_deref());
     match command {
         DeadLetterCommand::List { max, json, .. } => {
             let found = backends
@@ -428,7 +459,7 @@ pub async fn dead_letter(command: DeadLetterCommand) -> anyhow::Result<()> {
                 (REPLAY_FOR.to_string(), plugin.clone()),
                 (
                     REPLAY_OF.to_string(),
-                    crate::dispatcher::dead_letter_topic_name(plugin),
+                    names::dead_letter_topic(plugin, table.as_deref()),
                 ),
             ]);
             let redriven = backends

@@ -161,6 +161,31 @@ pub struct PluginStatus {
     /// is `now_micros` minus it.
     #[serde(default)]
     pub last_commit_micros: i64,
+    /// The counts per source table the plugin reads (one subscription each; several with
+    /// `subscription.tables`); the fields above are their totals. Empty for a topic.
+    #[serde(default)]
+    pub tables: Vec<SubscriptionStatus>,
+}
+
+/// One source table a plugin reads: its subscription's counts and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionStatus {
+    /// Source table name.
+    pub table: String,
+    /// The ledger subscription reading it.
+    pub subscription: String,
+    /// Events given to the plugin.
+    pub events_in: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+    /// Deliveries returned for retry.
+    pub retried: u64,
+    /// Deliveries sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Events the host-side filter skipped.
+    pub filtered: u64,
+    /// Commit time of the newest event handled, µs since the epoch (0: none yet).
+    pub last_commit_micros: i64,
 }
 
 impl HostStatus {
@@ -170,11 +195,7 @@ impl HostStatus {
         let ready = if self.ready { "ready" } else { "not ready" };
         let _ = writeln!(out, "host: {ready}");
         for t in &self.tables {
-            let age = if t.watermark_micros > 0 {
-                format!("{:.1}s behind", age_secs(now, t.watermark_micros))
-            } else {
-                "no poll yet".into()
-            };
+            let age = behind(now, t.watermark_micros, "no poll yet");
             let _ = write!(
                 out,
                 "table  {:<20} {} rows polled, {} poll errors, {age}{}",
@@ -219,6 +240,21 @@ impl HostStatus {
                 p.retried,
                 p.dead_lettered,
             );
+            // One table: the plugin line says it all. Several: each table's own line.
+            if p.tables.len() > 1 {
+                for t in &p.tables {
+                    let _ = writeln!(
+                        out,
+                        "       table {:<14} in {}, acked {}, retried {}, dead-lettered {}, {}",
+                        t.table,
+                        t.events_in,
+                        t.acked,
+                        t.retried,
+                        t.dead_lettered,
+                        behind(now, t.last_commit_micros, "nothing handled yet")
+                    );
+                }
+            }
         }
         for d in &self.dead_letters {
             let _ = writeln!(
@@ -238,6 +274,15 @@ impl HostStatus {
 /// Seconds from `micros` to `now` (both µs since the epoch), never negative.
 pub fn age_secs(now: i64, micros: i64) -> f64 {
     (now - micros).max(0) as f64 / 1e6
+}
+
+/// `12.5s behind` for a commit time `at` (µs) seen at `now`; `none` when `at` is 0.
+fn behind(now: i64, at: i64, none: &str) -> String {
+    if at > 0 {
+        format!("{:.1}s behind", age_secs(now, at))
+    } else {
+        none.into()
+    }
 }
 
 fn short(version: &str) -> &str {
@@ -276,6 +321,7 @@ mod tests {
                     retried: 0,
                     dead_lettered: 0,
                     last_commit_micros: 1_500_000,
+                    tables: Vec::new(),
                 },
                 PluginStatus {
                     name: "busy".into(),
@@ -292,6 +338,20 @@ mod tests {
                     retried: 0,
                     dead_lettered: 0,
                     last_commit_micros: 0,
+                    tables: ["orders", "payments"]
+                        .iter()
+                        .zip([(20, 3_000_000), (10, 0)])
+                        .map(|(t, (n, last))| SubscriptionStatus {
+                            table: t.to_string(),
+                            subscription: format!("plugin-busy.{t}"),
+                            events_in: n,
+                            acked: n,
+                            retried: 0,
+                            dead_lettered: 0,
+                            filtered: 0,
+                            last_commit_micros: last,
+                        })
+                        .collect(),
                 },
                 PluginStatus {
                     name: "broken".into(),
@@ -308,6 +368,7 @@ mod tests {
                     retried: 0,
                     dead_lettered: 0,
                     last_commit_micros: 0,
+                    tables: Vec::new(),
                 },
             ],
             now_micros: 3_500_000,
@@ -327,6 +388,10 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["plugins"][0]["state"], "serving");
         assert_eq!(json["plugins"][1]["instances"], 3);
+        assert_eq!(
+            json["plugins"][1]["tables"][1]["subscription"],
+            "plugin-busy.payments"
+        );
         assert_eq!(json["plugins"][2]["state"], "refused");
         assert_eq!(json["tables"][0]["watermark_micros"], 1_000_000);
         let back: HostStatus = serde_json::from_value(json).unwrap();
@@ -362,5 +427,12 @@ mod tests {
             text.contains("dead letter counter orders/7/1 (5 attempts, 1s ago): poison"),
             "{text}"
         );
+        assert!(
+            text.contains("table orders         in 20, acked 20, retried 0, dead-lettered 0, 0.5s behind")
+                && text.contains("table payments       in 10, acked 10, retried 0, dead-lettered 0, nothing handled yet"),
+            "{text}"
+        );
+        // A plugin of one table gets no per-table lines.
+        assert_eq!(text.matches("       table ").count(), 2, "{text}");
     }
 }

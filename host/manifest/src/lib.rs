@@ -23,7 +23,7 @@ pub use filter::{Filter, FilterError};
 pub use grant::{Rule, grant_matches};
 #[cfg(feature = "manifest")]
 pub use manifest::{
-    Grants, Limits, MAX_INSTANCES, MAX_MEMORY_MB, Manifest, ManifestError, Schedule, Subscription,
-    World,
+    EVERY_TABLE, Grants, Limits, MAX_INSTANCES, MAX_MEMORY_MB, Manifest, ManifestError, Schedule,
+    Subscription, World,
 };
 pub use names::NameError;

@@ -76,9 +76,14 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Subscription {
-    /// A source table (its ledger topic); exactly one of `table` and `topic`.
+    /// A source table (its ledger topic); exactly one of `table`, `tables` and `topic`.
     #[serde(default)]
     pub table: Option<String>,
+    /// Several source tables, or `["*"]` for every table of the host's `[[tables]]`: one
+    /// ledger subscription per table behind the scenes ([`crate::names::subscription_name`]),
+    /// all served by this one plugin. Resolved by [`Subscription::tables_in`].
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
     /// Any ledger topic (e.g. one a filter or the replayer publishes to).
     #[serde(default)]
     pub topic: Option<String>,
@@ -119,7 +124,46 @@ pub struct Subscription {
     pub instances: u32,
 }
 
+/// The `subscription.tables` entry that means every captured table.
+pub const EVERY_TABLE: &str = "*";
+
 impl Subscription {
+    /// The source tables this subscription reads, resolved against the host's captured
+    /// tables (`configured`, the config's `[[tables]]` in order): `table` alone, the
+    /// `tables` listed, or every configured table for `["*"]`; empty for a `topic`. A table
+    /// the host does not capture is refused, naming the key and the configured tables.
+    pub fn tables_in<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<Vec<String>, String> {
+        let (key, wanted): (&str, Vec<String>) = match (&self.table, &self.tables) {
+            (Some(t), _) => ("table", vec![t.clone()]),
+            (None, Some(list)) if list.iter().any(|t| t == EVERY_TABLE) => {
+                return Ok(configured.into_iter().map(str::to_string).collect());
+            }
+            (None, Some(list)) => ("tables", list.clone()),
+            (None, None) => return Ok(Vec::new()),
+        };
+        match wanted
+            .iter()
+            .find(|w| !configured.clone().into_iter().any(|c| c == w.as_str()))
+        {
+            None => Ok(wanted),
+            Some(unknown) => {
+                let known: Vec<&str> = configured.into_iter().collect();
+                Err(format!(
+                    "`subscription.{key}` names `{unknown}`, which this host does not capture; \
+                     its [[tables]] are {} (add it to the host config, or fix the name)",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
     /// Refuses a `subscription.columns` entry that `table` (with `columns`, in table order)
     /// does not have, naming it and the table's columns.
     pub fn check_columns<'a>(
@@ -142,6 +186,37 @@ impl Subscription {
             )),
         }
     }
+}
+
+/// `subscription.tables`: at least one entry, no repeats, `"*"` only alone.
+fn check_table_list(tables: &[String]) -> Result<(), String> {
+    if tables.is_empty() {
+        return Err(
+            "`subscription.tables` is empty; name at least one table, or `[\"*\"]` for every \
+             captured table"
+                .into(),
+        );
+    }
+    if tables.len() > 1 && tables.iter().any(|t| t == EVERY_TABLE) {
+        return Err(
+            "`subscription.tables` mixes `\"*\"` with table names; `[\"*\"]` alone already means \
+             every captured table"
+                .into(),
+        );
+    }
+    if let Some(t) = tables.iter().find(|t| t.is_empty()) {
+        return Err(format!(
+            "`subscription.tables` has an empty name ({t:?}); name a table"
+        ));
+    }
+    if let Some(dup) = tables
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| tables[..i].contains(t).then_some(t))
+    {
+        return Err(format!("`subscription.tables` names `{dup}` twice"));
+    }
+    Ok(())
 }
 
 /// The most instances a manifest may ask for (`subscription.instances`). Each costs its own
@@ -325,14 +400,21 @@ impl Manifest {
         match (m.world, &m.subscription) {
             (World::Consumer, None) => {
                 return Err(invalid(
-                    "a consumer needs a [subscription] with `table` or `topic`".into(),
+                    "a consumer needs a [subscription] with `table`, `tables` or `topic`".into(),
                 ));
             }
             (World::Consumer, Some(s)) => {
-                if s.table.is_some() == s.topic.is_some() {
+                let sources = [s.table.is_some(), s.tables.is_some(), s.topic.is_some()];
+                if sources.iter().filter(|set| **set).count() != 1 {
                     return Err(invalid(
-                        "[subscription] needs exactly one of `table` and `topic`".into(),
+                        "[subscription] needs exactly one of `table = \"orders\"` (one table), \
+                         `tables = [\"orders\", \"payments\"]` or `tables = [\"*\"]` (several, or \
+                         every captured table) and `topic = \"...\"`"
+                            .into(),
                     ));
+                }
+                if let Some(tables) = &s.tables {
+                    check_table_list(tables).map_err(&invalid)?;
                 }
                 if !(1..=10_000).contains(&s.batch_size) {
                     return Err(invalid(
@@ -545,6 +627,90 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("starting with a letter"), "{e}");
+    }
+
+    #[test]
+    fn table_tables_and_topic_are_exclusive_and_checked() {
+        let with = |source: &str| {
+            parse(&format!(
+                "name = \"echo\"\nworld = \"consumer\"\n[subscription]\n{source}\n"
+            ))
+        };
+        let exactly_one = "exactly one of `table = \"orders\"`";
+        // (the [subscription]'s source keys, a part of the error; "" when it parses)
+        let cases: &[(&str, &str)] = &[
+            ("table = \"orders\"", ""),
+            ("tables = [\"orders\", \"payments\"]", ""),
+            ("tables = [\"*\"]", ""),
+            ("topic = \"replay-x\"", ""),
+            ("", exactly_one),
+            ("table = \"orders\"\ntables = [\"payments\"]", exactly_one),
+            ("tables = [\"orders\"]\ntopic = \"t\"", exactly_one),
+            ("table = \"orders\"\ntopic = \"t\"", exactly_one),
+            ("tables = []", "`subscription.tables` is empty"),
+            (
+                "tables = [\"*\", \"orders\"]",
+                "mixes `\"*\"` with table names",
+            ),
+            ("tables = [\"orders\", \"orders\"]", "names `orders` twice"),
+            ("tables = [\"\"]", "empty name"),
+            ("tables = \"orders\"", "invalid type"),
+        ];
+        for (source, error) in cases {
+            match (with(source), *error) {
+                (Ok(_), "") => {}
+                (Ok(_), e) => panic!("`{source}` parsed; expected an error with `{e}`"),
+                (Err(got), "") => panic!("`{source}` refused: {got}"),
+                (Err(got), e) => assert!(
+                    got.contains(e) && got.contains("echo.toml"),
+                    "`{source}`: {got}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn tables_resolve_against_the_captured_tables() {
+        let sub = |source: &str| {
+            parse(&format!(
+                "name = \"echo\"\nworld = \"consumer\"\n[subscription]\n{source}\n"
+            ))
+            .unwrap()
+            .subscription
+            .unwrap()
+        };
+        let configured = ["orders", "payments", "refunds"];
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases: &[(&str, Result<Vec<String>, &str>)] = &[
+            ("table = \"orders\"", Ok(names(&["orders"]))),
+            (
+                "tables = [\"refunds\", \"orders\"]",
+                Ok(names(&["refunds", "orders"])),
+            ),
+            ("tables = [\"*\"]", Ok(names(&configured))),
+            ("topic = \"replay-x\"", Ok(vec![])),
+            (
+                "tables = [\"orders\", \"ordres\"]",
+                Err(
+                    "`subscription.tables` names `ordres`, which this host does not capture; \
+                     its [[tables]] are orders, payments, refunds",
+                ),
+            ),
+            (
+                "table = \"nope\"",
+                Err("`subscription.table` names `nope`, which this host does not capture"),
+            ),
+        ];
+        for (source, want) in cases {
+            let got = sub(source).tables_in(configured);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{source}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{source}: {got}"),
+                (got, want) => panic!("{source}: got {got:?}, want {want:?}"),
+            }
+        }
+        let e = sub("tables = [\"orders\"]").tables_in([]).unwrap_err();
+        assert!(e.contains("its [[tables]] are none"), "{e}");
     }
 
     #[test]

@@ -5,10 +5,42 @@
 //! `-`, at most [`MAX_PLUGIN_NAME_LEN`] characters. A plugin name becomes the manifest and
 //! component file names, the crate name of `ledgerhost plugin new` (Cargo refuses a package
 //! name that starts with a digit), and the Pub/Sub resources of the plugin
-//! (`plugin-<name>`, `dead-letter-<name>`), whose ids must start with a letter and hold at
-//! most 255 characters (`ledgerhost_core::ledger::limits::check_resource_id`). Requiring the
-//! letter of the name itself keeps the name usable bare as such an id; 63 characters is a
-//! DNS label, short enough for every derived name.
+//! ([`subscription_name`], [`dead_letter_topic`]), whose ids must start with a letter and
+//! hold at most 255 characters (`ledgerhost_core::ledger::limits::check_resource_id`).
+//! Requiring the letter of the name itself keeps the name usable bare as such an id; 63
+//! characters is a DNS label, short enough for every derived name.
+//!
+//! **Subscription names** (the one rule, used by the host): `plugin-<name>` for a plugin
+//! reading one `table` or a `topic` (unchanged since the first release, so an upgraded host
+//! keeps every existing cursor), `plugin-<name>.<table>` for each table of `tables`. A table
+//! name holds letters, digits and `_` (the host config's rule) and a plugin name no `.`, so
+//! the `.` cannot make two pairs meet in one name; at most 7 + 63 + 1 + 128 characters.
+//! **Dead-letter topics** follow the subscription: `dead-letter-<name>`, and
+//! `dead-letter-<name>.<table>` per table of `tables`. Each subscription's dead letters are
+//! read back through a subscription of their own on that topic
+//! (`ledgerhost_core::ledger::dead_letter_subscription`); one topic per plugin would put
+//! every table's dead letters on each table's dead-letter subscription, and a redrive would
+//! send them to the wrong table's topic.
+
+/// The ledger subscription feeding plugin `plugin`: `plugin-<plugin>` when it reads one
+/// `table` or a `topic` (`per_table: None`), `plugin-<plugin>.<table>` for each table of a
+/// `subscription.tables` list.
+pub fn subscription_name(plugin: &str, per_table: Option<&str>) -> String {
+    match per_table {
+        None => format!("plugin-{plugin}"),
+        Some(table) => format!("plugin-{plugin}.{table}"),
+    }
+}
+
+/// The dead-letter topic of the subscription [`subscription_name`] gives for the same
+/// arguments: `dead-letter-<plugin>`, or `dead-letter-<plugin>.<table>` per table of a
+/// `subscription.tables` list.
+pub fn dead_letter_topic(plugin: &str, per_table: Option<&str>) -> String {
+    match per_table {
+        None => format!("dead-letter-{plugin}"),
+        Some(table) => format!("dead-letter-{plugin}.{table}"),
+    }
+}
 
 /// The longest plugin name.
 pub const MAX_PLUGIN_NAME_LEN: usize = 63;
@@ -153,6 +185,25 @@ mod tests {
             let e = check_plugin_name(bad).unwrap_err().to_string();
             assert!(e.contains("starting with a letter"), "{e}");
         }
+    }
+
+    #[test]
+    fn subscription_and_dead_letter_names() {
+        assert_eq!(subscription_name("archiver", None), "plugin-archiver");
+        assert_eq!(
+            subscription_name("archiver", Some("orders")),
+            "plugin-archiver.orders"
+        );
+        // `a` on `b_c` and `a-b` on `c` stay apart.
+        assert_ne!(
+            subscription_name("a", Some("b_c")),
+            subscription_name("a-b", Some("c"))
+        );
+        assert_eq!(dead_letter_topic("archiver", None), "dead-letter-archiver");
+        assert_eq!(
+            dead_letter_topic("archiver", Some("orders")),
+            "dead-letter-archiver.orders"
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Most plugin instances alive at once (pool size).
     pub max_instances: u32,
+    /// The host's captured tables (its config's `[[tables]]`): a consumer whose
+    /// `subscription.table`/`tables` names another is refused at load. `None` (tools
+    /// without a host config, e.g. `plugin check`) does not check.
+    pub tables: Option<Vec<String>>,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +58,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(10),
             max_instances: 64,
+            tables: None,
         }
     }
 }
@@ -245,6 +250,15 @@ impl Runtime {
                           (or wrap the module with `wasm-tools component new`)"
                     .into(),
             });
+        }
+        if let (Some(tables), Some(sub)) = (&self.config.tables, &manifest.subscription) {
+            sub.tables_in(tables.iter().map(String::as_str))
+                .map_err(|message| {
+                    LoadError::Manifest(manifest::ManifestError::Invalid {
+                        path: manifest.path().to_path_buf(),
+                        message,
+                    })
+                })?;
         }
         let digest = CompileCache::digest(bytes);
         let this = self.clone();

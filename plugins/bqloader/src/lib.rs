@@ -301,7 +301,15 @@ mod tests {
 
     #[test]
     fn table_prefix_names_the_warehouse_table_and_grants_apply() {
-        let host = MockHost::from_manifest(include_str!("../plugin.toml"))
+        // The shipped grant is every table ("*"); a deployment narrowed to `orders` must
+        // not reach `raw_orders`.
+        let shipped = include_str!("../plugin.toml");
+        let narrowed = shipped.replace(
+            "warehouse-tables = [\"*\"]",
+            "warehouse-tables = [\"orders\"]",
+        );
+        assert_ne!(narrowed, shipped, "the shipped manifest grants every table");
+        let host = MockHost::from_manifest(&narrowed)
             .unwrap()
             .with_config(TABLE_PREFIX, "raw_");
         let d = BqLoader::handle(vec![order(1, 10, 5)]);

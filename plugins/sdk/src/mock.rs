@@ -26,7 +26,7 @@ pub enum Capability {
 }
 
 use ledgerhost_manifest::filter::{Filter, Record, Scalar};
-use ledgerhost_manifest::{Grants, Manifest, names};
+use ledgerhost_manifest::{EVERY_TABLE, Grants, Manifest, names};
 
 use crate::{Event, EventExt, Schema, Value};
 
@@ -133,6 +133,9 @@ pub(crate) struct State {
     /// What the manifest asks to receive (`subscription.columns`, `.avro`, `.attributes`);
     /// `None` (a host built with [`MockHost::new`]): everything.
     selection: Option<Selection>,
+    /// The tables the manifest subscribes to (`subscription.table` or `.tables`); `None`
+    /// for every table (`tables = ["*"]`, a `topic`, or [`MockHost::new`]).
+    subscribed: Option<Vec<String>>,
     config: BTreeMap<String, String>,
     blobs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     kv: BTreeMap<String, KvEntry>,
@@ -472,6 +475,16 @@ impl MockHost {
                 avro: s.avro,
                 attributes: s.attributes,
             }),
+            subscribed: m
+                .subscription
+                .as_ref()
+                .and_then(|s| match (&s.table, &s.tables) {
+                    (Some(t), _) => Some(vec![t.clone()]),
+                    (None, Some(list)) if !list.iter().any(|t| t == EVERY_TABLE) => {
+                        Some(list.clone())
+                    }
+                    _ => None,
+                }),
             filter: m.subscription.map(|s| s.filter).unwrap_or_default(),
             config: m.config,
             topics,
@@ -479,14 +492,20 @@ impl MockHost {
         }))
     }
 
-    /// The events the manifest's host-side filter (`subscription.filter`) lets through, as
-    /// the host would deliver them: with only the columns `subscription.columns` names, and
+    /// The events the manifest's host-side filter (`subscription.filter`) lets through, of
+    /// the tables it subscribes to (`subscription.table`, `.tables`; every table for
+    /// `["*"]` or a topic), as the host would deliver them: with only the columns `subscription.columns` names, and
     /// the Avro and attributes only with `subscription.avro` / `.attributes`. All of them,
     /// whole, from a host built with [`MockHost::new`].
     pub fn delivered(&self, events: Vec<Event>) -> Vec<Event> {
         self.read(|s| {
             events
                 .into_iter()
+                .filter(|e| {
+                    s.subscribed
+                        .as_ref()
+                        .is_none_or(|tables| tables.iter().any(|t| t.as_str() == &*e.table))
+                })
                 .filter(|e| s.filter.matches(&View(e)))
                 .map(|e| match &s.selection {
                     Some(sel) => sel.apply(e),

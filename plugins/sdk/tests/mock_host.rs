@@ -161,3 +161,44 @@ fn logs_are_recorded() {
 fn a_capability_without_a_fake_host_fails_the_test_with_the_fix() {
     let _ = kv::get("k");
 }
+
+#[test]
+fn delivered_keeps_the_tables_the_manifest_subscribes_to() {
+    let events = || {
+        ["orders", "payments", "refunds"]
+            .iter()
+            .map(|t| EventBuilder::new(t).key("id", 1).build())
+            .collect::<Vec<_>>()
+    };
+    let tables_of = |source: &str| {
+        let host = MockHost::from_manifest(&format!(
+            "name = \"many\"\nworld = \"consumer\"\n[subscription]\n{source}\n"
+        ))
+        .expect("manifest");
+        host.delivered(events())
+            .into_iter()
+            .map(|e| e.table.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tables_of("table = \"orders\""), ["orders"]);
+    assert_eq!(
+        tables_of("tables = [\"refunds\", \"orders\"]"),
+        ["orders", "refunds"]
+    );
+    assert_eq!(
+        tables_of("tables = [\"*\"]"),
+        ["orders", "payments", "refunds"]
+    );
+    assert_eq!(
+        tables_of("topic = \"replay-x\""),
+        ["orders", "payments", "refunds"]
+    );
+    // The host's own rules: both keys at once is refused, by the same message.
+    let e = MockHost::from_manifest(
+        "name = \"many\"\nworld = \"consumer\"\n[subscription]\ntable = \"orders\"\n\
+         tables = [\"payments\"]\n",
+    )
+    .err()
+    .expect("refused");
+    assert!(e.contains("exactly one of"), "{e}");
+}

@@ -16,7 +16,6 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,7 +25,7 @@ use ledgerhost_core::{Disposition, Event, PortError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::metrics::PluginStats;
+use crate::metrics::{DispatchCounters, PluginStats};
 pub use filter::Filter;
 
 /// Why a whole batch failed (no dispositions): the dispatcher retries its events one by one.
@@ -68,16 +67,6 @@ pub trait BatchHandler: Send + Sync {
 /// Gives the handler to use for the next batch; `None` once the plugin was removed.
 pub type CurrentHandler = Arc<dyn Fn() -> Option<Arc<dyn BatchHandler>> + Send + Sync>;
 
-/// The ledger subscription that feeds `plugin`.
-pub fn subscription_name(plugin: &str) -> String {
-    format!("plugin-{plugin}")
-}
-
-/// The topic receiving `plugin`'s dead letters.
-pub fn dead_letter_topic_name(plugin: &str) -> String {
-    format!("dead-letter-{plugin}")
-}
-
 /// Everything a subscription loop needs to know, derived from the plugin's manifest.
 #[derive(Debug, Clone)]
 pub struct SubscriptionPlan {
@@ -87,6 +76,9 @@ pub struct SubscriptionPlan {
     pub subscription: String,
     /// Topic the subscription reads from.
     pub topic: String,
+    /// The source table whose topic it reads (per-table counters); `None` for any other
+    /// topic. A plugin with `subscription.tables` has one plan per table.
+    pub table: Option<String>,
     /// Topic receiving rejected events and events out of attempts.
     pub dead_letter_topic: String,
     /// Which events of the topic the plugin receives.
@@ -147,7 +139,7 @@ pub struct Dispatcher {
     ledger: Arc<dyn Ledger>,
     decoder: Arc<Decoder>,
     current: CurrentHandler,
-    stats: Arc<PluginStats>,
+    counters: DispatchCounters,
 }
 
 /// What one instance's part of a batch needs, cloned into the part's task.
@@ -166,7 +158,8 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    /// A dispatcher; call [`Dispatcher::run`].
+    /// A dispatcher; call [`Dispatcher::run`]. It counts into `stats` (the plugin's) and,
+    /// for a plan reading a table, into `stats`' counters of that table.
     pub fn new(
         plan: SubscriptionPlan,
         ledger: Arc<dyn Ledger>,
@@ -174,12 +167,13 @@ impl Dispatcher {
         current: CurrentHandler,
         stats: Arc<PluginStats>,
     ) -> Self {
+        let counters = DispatchCounters::new(stats, plan.table.as_deref(), &plan.subscription);
         Dispatcher {
             plan: Arc::new(plan),
             ledger,
             decoder,
             current,
-            stats,
+            counters,
         }
     }
 
@@ -270,7 +264,7 @@ impl Dispatcher {
                 .get(attr::REPLAY_FOR)
                 .is_some_and(|p| *p != plan.plugin)
             {
-                self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                self.counters.filtered(1);
                 outcomes.push(Some(Outcome::Ack));
                 continue;
             }
@@ -287,7 +281,7 @@ impl Dispatcher {
                     event_slots.push(i);
                 }
                 Ok(_) => {
-                    self.stats.filtered.fetch_add(1, Ordering::Relaxed);
+                    self.counters.filtered(1);
                     outcomes.push(Some(Outcome::Ack));
                 }
                 Err(e) => {
@@ -307,9 +301,7 @@ impl Dispatcher {
         }
 
         if !events.is_empty() {
-            self.stats
-                .events_in
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.counters.events_in(events.len() as u64);
             let max_ts = events.iter().map(|e| e.commit_ts).max().unwrap_or(0);
             let keys: Vec<String> = event_slots
                 .iter()
@@ -344,9 +336,7 @@ impl Dispatcher {
                 };
                 outcomes[*slot] = Some(outcome);
             }
-            self.stats
-                .last_commit_ts
-                .fetch_max(max_ts, Ordering::Relaxed);
+            self.counters.handled_up_to(max_ts);
         }
         self.settle(&deliveries, outcomes).await;
     }
@@ -355,7 +345,7 @@ impl Dispatcher {
         Caller {
             plan: self.plan.clone(),
             ledger: self.ledger.clone(),
-            stats: self.stats.clone(),
+            stats: self.counters.plugin.clone(),
         }
     }
 
@@ -576,9 +566,7 @@ impl Dispatcher {
                             });
                         acks.push(d.ack_id.clone());
                     }
-                    self.stats
-                        .dead_lettered
-                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                    self.counters.dead_lettered(dead.len() as u64);
                 }
                 Err(e) => {
                     // Not acked: the ledger redelivers and we try again; nothing is dropped.
@@ -591,13 +579,11 @@ impl Dispatcher {
             if let Err(e) = self.ledger.ack(&plan.subscription, &acks).await {
                 tracing::warn!(plugin = plan.plugin, error = %e, "ack failed; events will be redelivered");
             } else {
-                self.stats.acked.fetch_add(acked, Ordering::Relaxed);
+                self.counters.acked(acked);
             }
         }
         for (delay, ids) in nacks {
-            self.stats
-                .retried
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            self.counters.retried(ids.len() as u64);
             if let Err(e) = self.ledger.nack(&plan.subscription, &ids, delay).await {
                 tracing::warn!(plugin = plan.plugin, error = %e, "nack failed; the lease will expire instead");
             }

@@ -59,6 +59,7 @@ fn plan(batch_size: usize, max_attempts: u32) -> SubscriptionPlan {
         plugin: "multi".into(),
         subscription: "plugin-multi".into(),
         topic: "ledger-orders".into(),
+        table: None,
         dead_letter_topic: "dead-letter-multi".into(),
         filter: Filter::default(),
         batch_size,

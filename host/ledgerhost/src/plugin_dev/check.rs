@@ -26,9 +26,17 @@ pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {
     println!("  world     {}", world_name(m.world));
     println!("  version   {}", plugin.version());
     if let Some(s) = &m.subscription {
-        let source = match (&s.table, &s.topic) {
-            (Some(t), _) => format!("table {t}"),
-            (None, Some(t)) => format!("topic {t}"),
+        let source = match (&s.table, &s.tables, &s.topic) {
+            (Some(t), _, _) => format!("table {t}"),
+            (None, Some(list), _)
+                if list
+                    .iter()
+                    .any(|t| t == ledgerhost_runtime::manifest::EVERY_TABLE) =>
+            {
+                "every captured table (one subscription each)".into()
+            }
+            (None, Some(list), _) => format!("tables {} (one subscription each)", list.join(", ")),
+            (None, None, Some(t)) => format!("topic {t}"),
             _ => "-".into(),
         };
         let filter = if s.filter.is_empty() {
