@@ -10,6 +10,7 @@ mod limits;
 mod ops;
 mod pipeline;
 mod pubsub_front;
+mod restore;
 mod runtime;
 mod seed;
 mod views;

@@ -153,11 +153,13 @@ pub enum TransactionPurpose {
     Release,
     /// Readiness and start-up probes.
     Probe,
+    /// Writing restored rows (`ledgerhost restore`).
+    Restore,
 }
 
 impl TransactionPurpose {
     /// Every purpose, in metric-label order.
-    pub const ALL: [TransactionPurpose; 7] = [
+    pub const ALL: [TransactionPurpose; 8] = [
         TransactionPurpose::PollSnapshot,
         TransactionPurpose::Schema,
         TransactionPurpose::LeaseRenew,
@@ -165,10 +167,11 @@ impl TransactionPurpose {
         TransactionPurpose::LeaseRead,
         TransactionPurpose::Release,
         TransactionPurpose::Probe,
+        TransactionPurpose::Restore,
     ];
 
     /// The metric label: `poll_snapshot`, `schema`, `lease_renew`, `lease_take`,
-    /// `lease_read`, `release`, `probe`.
+    /// `lease_read`, `release`, `probe`, `restore`.
     pub fn label(self) -> &'static str {
         match self {
             TransactionPurpose::PollSnapshot => "poll_snapshot",
@@ -178,6 +181,7 @@ impl TransactionPurpose {
             TransactionPurpose::LeaseRead => "lease_read",
             TransactionPurpose::Release => "release",
             TransactionPurpose::Probe => "probe",
+            TransactionPurpose::Restore => "restore",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `run`, `status`, `plugin new|check|test`, `replay`, `backfill`, `demo`,
+//! The command line: `run`, `status`, `plugin new|check|test`, `replay`, `backfill`, `restore`, `demo`,
 //! `sqlite-ddl`. See `docs/operations.md` and `docs/plugin-authors.md`.
 
 use std::path::PathBuf;
@@ -90,6 +90,9 @@ pub enum Command {
     /// Republish a table's current rows from the source (e.g. those committed since a start
     /// time) onto its ledger topic or another topic.
     Backfill(crate::ops::BackfillArgs),
+    /// Rebuild a table from its archive (the archiver's objects and the janitor's compacted
+    /// files) into an SQLite file or a Spanner database, as of now or of `--at`.
+    Restore(crate::restore::RestoreArgs),
     /// Print the SQL that prepares an SQLite table for capture (the commit-timestamp column).
     SqliteDdl {
         /// Table name.
@@ -159,7 +162,7 @@ pub fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Demo { .. } => "warn",
         Command::Plugin(_) | Command::Status { .. } => "warn,ledgerhost_runtime=info",
-        Command::Replay(_) | Command::Backfill(_) => "warn",
+        Command::Replay(_) | Command::Backfill(_) | Command::Restore(_) => "warn",
         _ => "info,wasmtime=warn,cranelift=warn",
     };
     crate::logging::init(cli.log_json, default_level);
@@ -268,6 +271,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Replay(args) => crate::ops::replay(args).await,
         Command::Backfill(args) => crate::ops::backfill(args).await,
+        Command::Restore(args) => crate::restore::restore(args).await,
         Command::Demo {
             list_plugins: true, ..
         } => {

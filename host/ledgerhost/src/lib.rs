@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plugin_dev;
 pub mod poller;
+pub mod restore;
 pub mod signal;
 pub mod status;
 pub mod trigger;
