@@ -320,9 +320,21 @@ async fn a_restore_equals_the_source_now_and_at_each_kept_instant() {
     let then: Vec<i64> = kept[2].rows.keys().copied().collect();
     let got = port_rows(&SpannerSource::connect(sdb2).await.expect("connect")).await;
     assert_eq!(got.keys().copied().collect::<Vec<_>>(), then);
-    let file_then = out_dir.join("at-2.db");
+    let file_then = SqliteSource::open(&out_dir.join("at-2.db")).expect("open");
+    file_then
+        .prepare_table(&spec)
+        .await
+        .expect("the restored SQLite table can be captured again");
+    // Its commit clock starts with a captured write (one that leaves no row behind).
+    rusqlite::Connection::open(out_dir.join("at-2.db"))
+        .unwrap()
+        .execute_batch(
+            "BEGIN; INSERT INTO orders (id, client_id, amount, deleted) VALUES (-1, 'x', 0, 0); \
+             DELETE FROM orders WHERE id = -1; COMMIT;",
+        )
+        .unwrap();
     assert_eq!(
-        port_rows(&SqliteSource::open(&file_then).expect("open")).await,
+        port_rows(&file_then).await,
         got,
         "Spanner and SQLite restores of one instant hold the same values"
     );

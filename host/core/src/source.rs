@@ -153,13 +153,11 @@ pub enum TransactionPurpose {
     Release,
     /// Readiness and start-up probes.
     Probe,
-    /// Writing restored rows (`ledgerhost restore`).
-    Restore,
 }
 
 impl TransactionPurpose {
     /// Every purpose, in metric-label order.
-    pub const ALL: [TransactionPurpose; 8] = [
+    pub const ALL: [TransactionPurpose; 7] = [
         TransactionPurpose::PollSnapshot,
         TransactionPurpose::Schema,
         TransactionPurpose::LeaseRenew,
@@ -167,11 +165,10 @@ impl TransactionPurpose {
         TransactionPurpose::LeaseRead,
         TransactionPurpose::Release,
         TransactionPurpose::Probe,
-        TransactionPurpose::Restore,
     ];
 
     /// The metric label: `poll_snapshot`, `schema`, `lease_renew`, `lease_take`,
-    /// `lease_read`, `release`, `probe`, `restore`.
+    /// `lease_read`, `release`, `probe`.
     pub fn label(self) -> &'static str {
         match self {
             TransactionPurpose::PollSnapshot => "poll_snapshot",
@@ -181,7 +178,6 @@ impl TransactionPurpose {
             TransactionPurpose::LeaseRead => "lease_read",
             TransactionPurpose::Release => "release",
             TransactionPurpose::Probe => "probe",
-            TransactionPurpose::Restore => "restore",
         }
     }
 }

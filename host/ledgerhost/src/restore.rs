@@ -143,7 +143,7 @@ impl Folded {
     }
 }
 
-/// Reads every archived object of `table` that can hold a version at or before `at`.
+/// Reads every archived object of `table` and folds it to the state at `at`.
 pub async fn read_archive(
     blobs: &dyn BlobStore,
     bucket: &str,
@@ -159,18 +159,14 @@ pub async fn read_archive(
             .list(bucket, &format!("{table}-"))
             .await
             .with_context(|| format!("cannot list bucket {bucket} ({})", blobs.backend()))?;
+        // Objects after `at` are read too: the keys they create must be deleted from a
+        // target restored earlier to a later instant.
         let wanted: Vec<(String, ObjectName)> = names
             .into_iter()
             .filter(|n| !read.contains(n))
             .filter_map(|n| ledgerhost_archive::parse_object_name(table, &n).map(|o| (n, o)))
-            .filter(|(_, o)| match (o, at) {
-                // Nothing in an object that starts after `at` counts.
-                (ObjectName::Single { millis, .. }, Some(at)) => millis.saturating_mul(1000) <= at,
-                (ObjectName::Compacted(span), Some(at)) => span.start <= at,
-                (_, None) => true,
-            })
             .collect();
-        if listing == 1 && wanted.is_empty() && at.is_none() {
+        if listing == 1 && wanted.is_empty() {
             bail!(
                 "bucket {bucket} ({}) holds no archived object of table `{table}`: check \
                  --table, --bucket-prefix and the config's [blobstore]",

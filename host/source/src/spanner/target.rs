@@ -192,7 +192,8 @@ impl TableWriter for SpannerTarget {
             let spec = TableSpec {
                 name: schema.name.clone(),
                 commit_ts_column: Some(schema.commit_ts_column.clone()),
-                deleted_column: schema.deleted_column.clone(),
+                // Checked as a column below, so a missing one is named like any other.
+                deleted_column: None,
             };
             let existing = read_schema(&spec, |stmt| {
                 let client = client.clone();
@@ -226,9 +227,6 @@ impl TableWriter for SpannerTarget {
     async fn write_batch(&self, schema: &TableSchema, batch: WriteBatch) -> PortResult<()> {
         let rows = batch.len();
         let mutations = mutations(schema, batch)?;
-        self.db
-            .counters
-            .record(TransactionKind::ReadWrite, TransactionPurpose::Restore);
         let context = format!("writing {rows} restored rows of `{}`", schema.name);
         self.db
             .client

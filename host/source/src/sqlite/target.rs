@@ -234,7 +234,8 @@ impl TableWriter for SqliteTarget {
                 &TableSpec {
                     name: schema.name.clone(),
                     commit_ts_column: Some(schema.commit_ts_column.clone()),
-                    deleted_column: schema.deleted_column.clone(),
+                    // Checked as a column below, so a missing one is named like any other.
+                    deleted_column: None,
                 },
             )?;
             check_table_matches(&existing, &schema)
@@ -359,8 +360,16 @@ mod tests {
             commit_ts_column: None,
             deleted_column: None,
         };
+        let prepared = source.prepare_table(&spec).await.unwrap();
+        // Restored rows keep their archived commit times; the file's commit clock starts
+        // with its first captured write, which makes them visible to a poll.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("INSERT INTO orders (id) VALUES (99)")
+            .unwrap();
         let mut snap = source.snapshot().await.unwrap();
         let read = snap.schema(&spec).await.unwrap();
+        assert_eq!(prepared, read);
         assert_eq!(
             read, s,
             "the created table reads back as the archived schema"
@@ -369,7 +378,7 @@ mod tests {
             .page(&read, &Position::after_ts(i64::MIN), 10)
             .await
             .unwrap();
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].values, row(1, "one again", 12));
     }
 
