@@ -11,6 +11,7 @@ mod operator;
 mod ops;
 mod pipeline;
 mod pubsub_front;
+mod restore;
 mod runtime;
 mod seed;
 mod tables;

@@ -4,13 +4,14 @@
 //! plugin → capabilities ([`capabilities::BlobStore`], [`capabilities::KeyValue`],
 //! [`capabilities::Warehouse`], [`ledger::Ledger`] publish). Every port is a small trait
 //! with an embedded implementation and a cloud one; the rest of the host depends only on
-//! these traits.
+//! these traits. `ledgerhost restore` writes rows back through [`target::TableWriter`].
 
 pub mod capabilities;
 pub mod event;
 pub mod ledger;
 pub mod schema;
 pub mod source;
+pub mod target;
 
 pub use event::{Disposition, Event, EventId, Field, Value};
 pub use schema::{Column, ColumnType, TableSchema};

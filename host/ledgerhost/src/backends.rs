@@ -194,3 +194,54 @@ impl Backends {
         self.capabilities.clone()
     }
 }
+
+/// Opens the database `ledgerhost restore` writes into (the restore-target port).
+pub async fn restore_target(
+    target: &crate::restore::RestoreTarget,
+) -> anyhow::Result<Arc<dyn ledgerhost_core::target::TableWriter>> {
+    use crate::restore::RestoreTarget;
+    match target {
+        RestoreTarget::Sqlite(path) => Ok(Arc::new(
+            ledgerhost_source::sqlite::target::SqliteTarget::open(path)
+                .with_context(|| format!("cannot open the SQLite file {}", path.display()))?,
+        )),
+        #[cfg(feature = "google")]
+        RestoreTarget::Spanner {
+            project,
+            instance,
+            database,
+            endpoint,
+            admin_endpoint,
+        } => {
+            use ledgerhost_source::spanner::SpannerConfig;
+            use ledgerhost_source::spanner::target::SpannerTarget;
+            let cfg = SpannerConfig {
+                project: project.clone(),
+                instance: instance.clone(),
+                database: database.clone(),
+                endpoint: endpoint.clone(),
+                admin_endpoint: admin_endpoint.clone(),
+                missing_commit_index: Default::default(),
+            };
+            let where_ = format!(
+                "{} ({})",
+                ledgerhost_google::SPANNER.endpoint(endpoint.as_deref()),
+                cfg.database_path()
+            );
+            let mut writer = None;
+            probe("Spanner", &where_, async {
+                writer = Some(SpannerTarget::connect(cfg).await?);
+                Ok(())
+            })
+            .await?;
+            Ok(Arc::new(
+                writer.context("the Spanner probe returned no client")?,
+            ))
+        }
+        #[cfg(not(feature = "google"))]
+        RestoreTarget::Spanner { .. } => anyhow::bail!(
+            "restoring into Spanner is not compiled into this build; rebuild with \
+             `--features google` (on by default) or restore into sqlite:PATH"
+        ),
+    }
+}

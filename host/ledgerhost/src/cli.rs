@@ -1,5 +1,6 @@
 //! The command line: `run`, `status`, `plugin new|check|test`, `replay`, `backfill`,
-//! `dead-letter list|redrive`, `demo`, `sqlite-ddl`. See `docs/operations.md` and `docs/plugin-authors.md`.
+//! `dead-letter list|redrive`, `restore`, `demo`, `sqlite-ddl`. See `docs/operations.md` and
+//! `docs/plugin-authors.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,9 @@ pub enum Command {
     /// List a plugin's dead letters, or deliver them to it again (`redrive`).
     #[command(subcommand)]
     DeadLetter(crate::ops::DeadLetterCommand),
+    /// Rebuild a table from its archive (the archiver's objects and the janitor's compacted
+    /// files) into an SQLite file or a Spanner database, as of now or of `--at`.
+    Restore(crate::restore::RestoreArgs),
     /// Print the SQL that prepares an SQLite table for capture (the commit-timestamp column).
     SqliteDdl {
         /// Table name.
@@ -162,7 +166,10 @@ pub fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Demo { .. } => "warn",
         Command::Plugin(_) | Command::Status { .. } => "warn,ledgerhost_runtime=info",
-        Command::Replay(_) | Command::Backfill(_) | Command::DeadLetter(_) => "warn",
+        Command::Replay(_)
+        | Command::Backfill(_)
+        | Command::DeadLetter(_)
+        | Command::Restore(_) => "warn",
         _ => "info,wasmtime=warn,cranelift=warn",
     };
     crate::logging::init(cli.log_json, default_level);
@@ -272,6 +279,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Replay(args) => crate::ops::replay(args).await,
         Command::Backfill(args) => crate::ops::backfill(args).await,
         Command::DeadLetter(command) => crate::ops::dead_letter(command).await,
+        Command::Restore(args) => crate::restore::restore(args).await,
         Command::Demo {
             list_plugins: true, ..
         } => {

@@ -36,8 +36,10 @@ pub async fn status(addr: &str, json: bool) -> anyhow::Result<()> {
 // progress
 
 /// A progress bar on stderr: redrawn in place on a terminal, a line per second otherwise.
-struct Progress {
+/// Shows the count done and its rate per second (`restore` shares it).
+pub(crate) struct Progress {
     label: String,
+    unit: &'static str,
     tty: bool,
     started: Instant,
     last: Instant,
@@ -45,15 +47,23 @@ struct Progress {
 
 impl Progress {
     fn new(label: &str) -> Self {
+        Progress::counting(label, "messages")
+    }
+
+    /// A bar counting `unit`s (e.g. "rows").
+    pub(crate) fn counting(label: &str, unit: &'static str) -> Self {
         Progress {
             label: label.into(),
+            unit,
             tty: std::io::stderr().is_terminal(),
             started: Instant::now(),
             last: Instant::now() - Duration::from_secs(10),
         }
     }
 
-    fn update(&mut self, fraction: f64, done: u64, finished: bool) {
+    /// Redraws with `fraction` of the work and `done` units done (at most every 100 ms on a
+    /// terminal, every second otherwise, always when `finished`).
+    pub(crate) fn update(&mut self, fraction: f64, done: u64, finished: bool) {
         let every = if self.tty {
             Duration::from_millis(100)
         } else {
@@ -68,11 +78,12 @@ impl Progress {
         let filled = (f * width as f64).round() as usize;
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "{} [{}{}] {:>3.0}% {done} messages, {rate:.0}/s",
+            "{} [{}{}] {:>3.0}% {done} {}, {rate:.0}/s",
             self.label,
             "#".repeat(filled),
             ".".repeat(width - filled),
-            f * 100.0
+            f * 100.0,
+            self.unit
         );
         let mut err = std::io::stderr();
         if self.tty {

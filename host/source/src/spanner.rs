@@ -1571,6 +1571,8 @@ fn from_spanner(v: &SpValue, ty: &ColumnType) -> Result<Value, String> {
     })
 }
 
+pub mod target;
+
 #[cfg(test)]
 mod tests {
     use super::*;

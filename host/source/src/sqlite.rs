@@ -1062,6 +1062,26 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Standard base64 with padding, as [`base64_decode`] reads it.
+fn base64_encode(b: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Days since 1970-01-01 of the `YYYY-MM-DD` date a text starts with.
 fn parse_date(s: &str) -> Result<i32, String> {
     s.get(..10)
@@ -1070,5 +1090,6 @@ fn parse_date(s: &str) -> Result<i32, String> {
 }
 
 pub mod demo;
+pub mod target;
 #[cfg(test)]
 mod tests;

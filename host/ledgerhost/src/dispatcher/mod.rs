@@ -551,7 +551,8 @@ impl Dispatcher {
                             topic = plan.dead_letter_topic,
                             "dead-lettered"
                         );
-                        self.stats
+                        self.counters
+                            .plugin
                             .note_dead_letter(crate::status::DeadLetterStatus {
                                 plugin: plan.plugin.clone(),
                                 event_id: d

@@ -239,6 +239,10 @@ async fn every_column_type_and_composite_keys() {
     assert_eq!(parse_date("1969-12-31").unwrap(), -1);
     assert!(parse_date("2023-02-29").is_err(), "not a day");
     assert!(base64_decode("AP8").is_ok() && base64_decode("A").is_err());
+    for bytes in [&b""[..], b"\0", b"\0\xff", b"abc", b"\x01\x02\x03\x04\xfe"] {
+        assert_eq!(base64_decode(&base64_encode(bytes)).unwrap(), bytes);
+    }
+    assert_eq!(base64_encode(b"\0\xff"), "AP8=");
 
     // A value that does not fit its declared type is an error naming table and column.
     app(&db)
