@@ -430,7 +430,8 @@ impl Caller {
         let first = self
             .with_lease(ids, handler.handle_on(instance, events.clone()))
             .await;
-        self.stats
+        self.counters
+            .plugin
             .observe_batch(started.elapsed().as_micros() as u64);
         match first {
             Ok(d) if d.len() == n => d,
