@@ -1,7 +1,10 @@
 // The example filter in JavaScript: routes high-value orders to a derived topic.
 //
 // It does exactly what the Rust example (`plugins/filter`) does, against the same WIT world
-// (`ledgerhost:plugin/consumer@0.1.0`): every order whose `amount` is at least the `threshold`
+// (`ledgerhost:plugin/consumer@0.2.0`): a batch carries its columns once and each event's
+// values by position, and the manifest asks, as the Rust filter's does, only for the `amount`
+// column, the Avro and the attributes (`subscription.columns`, `.avro`, `.attributes`). Every
+// order whose `amount` is at least the `threshold`
 // config value (default 1000) is republished unchanged (its Avro, ordering key and
 // attributes) onto the `topic` config value (default `orders-high-value`). Tombstones are
 // routed by their last amount. Everything else is acknowledged; an `amount` that is not a
@@ -133,10 +136,17 @@ function rustError(e) {
 const FORWARD = { route: 'forward' };
 const SKIP = { route: 'skip' };
 
-/** FORWARD, SKIP, or the reject reason (a string) for one event against `threshold`. */
-function route(event, threshold) {
-  const field = event.fields.find((f) => f.name === 'amount');
-  const value = field === undefined ? undefined : field.value;
+/** The position of `amount` in each event's values; -1 when the batch lacks it. */
+function amountPosition(batch) {
+  return batch.columns.findIndex((c) => c.name === 'amount');
+}
+
+/**
+ * FORWARD, SKIP, or the reject reason (a string) for one event against `threshold`;
+ * `position` is the amount's place in the event's values (`amountPosition`).
+ */
+function route(event, position, threshold) {
+  const value = position < 0 ? undefined : event.values[position];
   if (value === undefined || value.tag === 'null') return SKIP;
   switch (value.tag) {
     case 'int64':
@@ -186,10 +196,12 @@ function forward(topic, events) {
     }
     publish(
       topic,
+      // Absent Avro or attributes (a manifest that does not ask) publish as empty, as the
+      // Rust SDK's `republish` does.
       events.map((e) => ({
-        data: e.avro,
+        data: e.avro ?? new Uint8Array(0),
         orderingKey: orderingKey(e),
-        attributes: e.attributes,
+        attributes: e.attributes ?? [],
       })),
     );
   } catch (e) {
@@ -211,7 +223,8 @@ function config(key) {
 }
 
 /** The `consumer` world's export: one disposition per event, in order. */
-export function handle(events) {
+export function handle(batch) {
+  const events = batch.events;
   let threshold;
   try {
     const text = config('threshold');
@@ -229,7 +242,8 @@ export function handle(events) {
     if (!(e instanceof DecimalError)) throw e;
   }
   if (topic === undefined) topic = DEFAULT_TOPIC;
-  const routes = events.map((e) => route(e, threshold));
+  const position = amountPosition(batch);
+  const routes = events.map((e) => route(e, position, threshold));
   const failed = forward(
     topic,
     events.filter((_, i) => routes[i] === FORWARD),

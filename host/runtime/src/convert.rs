@@ -266,16 +266,23 @@ impl Layout {
 /// Splits a batch into runs of one table and one writer schema (a 0.2 batch carries one
 /// schema), keeping delivery order.
 pub fn runs(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let same_run = |a: &Event, b: &Event| {
+        a.table == b.table
+            && a.schema_fingerprint == b.schema_fingerprint
+            && a.fields.len() == b.fields.len()
+    };
+    // The usual case, one run: the batch's own vector, no event moved.
+    if events.iter().all(|e| same_run(&events[0], e)) {
+        return if events.is_empty() {
+            Vec::new()
+        } else {
+            vec![events]
+        };
+    }
     let mut runs: Vec<Vec<Event>> = Vec::new();
     for e in events {
         match runs.last_mut() {
-            Some(run)
-                if run[0].table == e.table
-                    && run[0].schema_fingerprint == e.schema_fingerprint
-                    && run[0].fields.len() == e.fields.len() =>
-            {
-                run.push(e)
-            }
+            Some(run) if same_run(&run[0], &e) => run.push(e),
             _ => runs.push(vec![e]),
         }
     }
@@ -294,6 +301,51 @@ pub fn disposition_from_wit(d: wit::Disposition) -> Disposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(n: i64, table: &str, fingerprint: &str, columns: usize) -> Event {
+        let key = vec![Value::Int64(n)];
+        Event {
+            id: ledgerhost_core::EventId::new(table, &key, n),
+            table: table.into(),
+            commit_ts: n,
+            key: vec![],
+            fields: (0..columns)
+                .map(|i| Field {
+                    name: format!("c{i}"),
+                    value: Value::Int64(n),
+                })
+                .collect(),
+            deleted: false,
+            schema_fingerprint: fingerprint.into(),
+            avro: vec![],
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_split_by_table_schema_and_shape_keeping_order() {
+        let ids = |runs: &[Vec<Event>]| -> Vec<Vec<i64>> {
+            runs.iter()
+                .map(|r| r.iter().map(|e| e.commit_ts).collect())
+                .collect()
+        };
+        assert!(runs(vec![]).is_empty());
+        let one: Vec<Event> = (0..3).map(|n| event(n, "t", "f", 2)).collect();
+        assert_eq!(ids(&runs(one)), vec![vec![0, 1, 2]]);
+        let mixed = vec![
+            event(0, "t", "f", 2),
+            event(1, "t", "f", 2),
+            event(2, "t", "g", 2),
+            event(3, "u", "g", 2),
+            event(4, "u", "g", 3),
+            event(5, "u", "g", 3),
+            event(6, "t", "f", 2),
+        ];
+        assert_eq!(
+            ids(&runs(mixed)),
+            vec![vec![0, 1], vec![2], vec![3], vec![4, 5], vec![6]]
+        );
+    }
 
     #[test]
     fn values_round_trip_through_wit() {

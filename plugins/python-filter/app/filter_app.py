@@ -1,7 +1,9 @@
 """The example filter in Python: routes high-value orders to a derived topic.
 
 It does exactly what the Rust example (`plugins/filter`) does, against the same WIT world
-(`ledgerhost:plugin/consumer@0.1.0`): every order whose `amount` is at least the `threshold`
+(`ledgerhost:plugin/consumer@0.2.0`): a batch carries its columns once and each event's values
+by position, and the manifest asks, as the Rust filter's does, only for the `amount` column,
+the Avro and the attributes (`subscription.columns`, `.avro`, `.attributes`). Every order whose `amount` is at least the `threshold`
 config value (default 1000) is republished unchanged (its Avro, ordering key and attributes)
 onto the `topic` config value (default `orders-high-value`). Tombstones are routed by their
 last amount. Everything else is acknowledged; an `amount` that is not a number is rejected
@@ -154,13 +156,18 @@ FORWARD = "forward"
 SKIP = "skip"
 
 
-def route(event, threshold):
-    """FORWARD, SKIP, or the reject reason (a str) for one event against `threshold`."""
-    value = None
-    for f in event.fields:
-        if f.name == "amount":
-            value = f.value
-            break
+def amount_position(batch):
+    """The position of `amount` in each event's values; None when the batch lacks it."""
+    for i, column in enumerate(batch.columns):
+        if column.name == "amount":
+            return i
+    return None
+
+
+def route(event, position, threshold):
+    """FORWARD, SKIP, or the reject reason (a str) for one event against `threshold`;
+    `position` is the amount's place in the event's values (`amount_position`)."""
+    value = None if position is None else event.values[position]
     if value is None or isinstance(value, types.Value_Null):
         return SKIP
     if isinstance(value, types.Value_Int64):
@@ -203,7 +210,12 @@ def _forward(topic, events):
             _created = topic
         ledger.publish(
             topic,
-            [ledger.Message(e.avro, ordering_key(e), list(e.attributes)) for e in events],
+            # Absent Avro or attributes (a manifest that does not ask) publish as empty,
+            # as the Rust SDK's `republish` does.
+            [
+                ledger.Message(e.avro or b"", ordering_key(e), list(e.attributes or []))
+                for e in events
+            ],
         )
     except Err as e:
         # A failed publish may mean the topic vanished; re-create it on the next attempt.
@@ -226,7 +238,8 @@ def _config(key):
 class WitWorld(wit_world.WitWorld):
     """The `consumer` world's export."""
 
-    def handle(self, events):
+    def handle(self, batch):
+        events = batch.events
         try:
             text = _config("threshold")
             threshold = parse_decimal(DEFAULT_THRESHOLD if text is None else text)
@@ -240,7 +253,8 @@ class WitWorld(wit_world.WitWorld):
         except ValueError:
             # As the Rust filter: a failing store reads as absent.
             topic = DEFAULT_TOPIC
-        routes = [route(e, threshold) for e in events]
+        position = amount_position(batch)
+        routes = [route(e, position, threshold) for e in events]
         failed = _forward(topic, [e for e, r in zip(events, routes) if r is FORWARD])
         out = []
         for r in routes:
