@@ -430,8 +430,7 @@ impl Caller {
         let first = self
             .with_lease(ids, handler.handle_on(instance, events.clone()))
             .await;
-        self.counters
-            .plugin
+        self.stats
             .observe_batch(started.elapsed().as_micros() as u64);
         match first {
             Ok(d) if d.len() == n => d,
