@@ -23,6 +23,13 @@
 //! is skipped; what is republished is at most the page in flight when the crash came (none
 //! on the embedded ledger, one on a ledger that confirms the page before the poller can
 //! persist its progress).
+//!
+//! Pipelining: the poll reads and encodes page N+1 while page N is written (one page
+//! ahead, bounded by construction). Writes are still one at a time and in page order, each
+//! with its own progress record, so the argument above holds unchanged: a page read ahead
+//! is not stored anywhere until its own write, and a failed write ends the poll before the
+//! page after the one read ahead is read. A read error is returned only after the write in
+//! flight has finished, so the progress it stored is kept.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -467,33 +474,24 @@ impl Poller {
         // already said "done at R".
         let mut stored_by_ledger = false;
         let mut done_stored = false;
-        loop {
-            let rows = snapshot
-                .page(schema, &after, self.settings.page_size)
-                .await
-                .map_err(|e| PollError::Port {
-                    table: table.clone(),
-                    source: e,
-                })?;
-            let Some(last) = rows.last() else { break };
-            after = Position {
-                commit_ts: last.commit_ts,
-                key: schema
-                    .key_indexes()
-                    .iter()
-                    .map(|i| last.values[*i].clone())
-                    .collect(),
-            };
-            let full = rows.len() == self.settings.page_size;
-            let messages = rows
-                .iter()
-                .map(|row| encoder.encode(row))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| PollError::Encode {
-                    table: table.clone(),
-                    message: e.to_string(),
-                })?;
-            let n = messages.len() as u64;
+        // Pipelined, one page ahead: while page N is written (a blocking SQLite or network
+        // task), page N+1 is read and encoded. Writes stay strictly in order and one at a
+        // time, each page with its own progress record, so progress never passes a page
+        // whose messages are not durable; a failed write returns before page N+2 is read.
+        let page_size = self.settings.page_size;
+        let mut next = read_encoded_page(
+            snapshot.as_mut(),
+            schema,
+            encoder,
+            &after,
+            page_size,
+            &table,
+        )
+        .await?;
+        while let Some(page) = next.take() {
+            after = page.after;
+            let full = page.full;
+            let n = page.messages.len() as u64;
             // A short page is the snapshot's last: its record says the poll is done at R.
             let record = if full {
                 progress::encode(w, Some(&after))
@@ -510,14 +508,29 @@ impl Poller {
                 record,
             };
             fault::point(fault::POLL_BEFORE_PUBLISH);
-            stored_by_ledger = self
+            let publish = self
                 .ledger
-                .publish_page(&self.settings.topic, messages, &record)
-                .await
-                .map_err(|e| PollError::Port {
-                    table: table.clone(),
-                    source: e,
-                })?;
+                .publish_page(&self.settings.topic, page.messages, &record);
+            let (stored, ahead) = if full {
+                let (stored, ahead) = tokio::join!(
+                    publish,
+                    read_encoded_page(
+                        snapshot.as_mut(),
+                        schema,
+                        encoder,
+                        &after,
+                        page_size,
+                        &table
+                    )
+                );
+                (stored, Some(ahead))
+            } else {
+                (publish.await, None)
+            };
+            stored_by_ledger = stored.map_err(|e| PollError::Port {
+                table: table.clone(),
+                source: e,
+            })?;
             fault::point(fault::POLL_AFTER_PUBLISH);
             done_stored = stored_by_ledger && !full;
             if stored_by_ledger && full {
@@ -526,8 +539,9 @@ impl Poller {
             }
             published += n;
             self.stats.rows_polled.fetch_add(n, Ordering::Relaxed);
-            if !full {
-                break;
+            // A read error surfaces only after the page before it is safely written.
+            if let Some(ahead) = ahead {
+                next = ahead?;
             }
         }
         self.resume_after = None;
@@ -633,6 +647,57 @@ impl Poller {
         self.current = Some((schema, encoder));
         Ok(())
     }
+}
+
+/// One page read from the snapshot and encoded, ready to publish.
+struct EncodedPage {
+    messages: Vec<ledgerhost_core::ledger::Message>,
+    /// Keyset position of the page's last row.
+    after: Position,
+    /// The page has `page_size` rows: the snapshot may hold more.
+    full: bool,
+}
+
+/// Reads the page after `after` and encodes it; `None` when the snapshot has no more rows.
+async fn read_encoded_page(
+    snapshot: &mut dyn ledgerhost_core::source::Snapshot,
+    schema: &TableSchema,
+    encoder: &Encoder,
+    after: &Position,
+    page_size: usize,
+    table: &str,
+) -> Result<Option<EncodedPage>, PollError> {
+    let rows = snapshot
+        .page(schema, after, page_size)
+        .await
+        .map_err(|e| PollError::Port {
+            table: table.to_string(),
+            source: e,
+        })?;
+    let Some(last) = rows.last() else {
+        return Ok(None);
+    };
+    let after = Position {
+        commit_ts: last.commit_ts,
+        key: schema
+            .key_indexes()
+            .iter()
+            .map(|i| last.values[*i].clone())
+            .collect(),
+    };
+    let messages = rows
+        .iter()
+        .map(|row| encoder.encode(row))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PollError::Encode {
+            table: table.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(Some(EncodedPage {
+        messages,
+        after,
+        full: rows.len() == page_size,
+    }))
 }
 
 /// Sleeps until `at`, or forever when `None`.
