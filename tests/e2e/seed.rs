@@ -897,9 +897,11 @@ async fn the_archiver_cannot_write_outside_its_bucket() {
     chain.start().await;
     chain.kill();
     chain
+        // The shipped archiver reads `tables = ["*"]`: one dead-letter topic per table
+        // (`dead-letter-<plugin>.<table>`, ledgerhost_manifest::names::dead_letter_topic).
         .subscribe(&[
-            ("test-escape", "dead-letter-archiver-escape"),
-            ("test-dots", "dead-letter-archiver-dots"),
+            ("test-escape", "dead-letter-archiver-escape.orders"),
+            ("test-dots", "dead-letter-archiver-dots.orders"),
         ])
         .await;
     chain.start().await;

@@ -763,8 +763,7 @@ async fn view_plugins_run_with_only_their_manifest_grants() {
 
     // bqloader granted another table is denied the one it would load.
     let other = format!(
-        // `avro = true`: the container is what bqloader loads (contract 0.2 sends it on request).
-        "{}avro = true\n[grants]\nwarehouse-tables = [\"elsewhere\"]\n",
+        "{}[grants]\nwarehouse-tables = [\"elsewhere\"]\n",
         bare("bqloader")
     );
     let plugin = load_with_manifest(&rt, manifests.path(), "bqloader", &other)
