@@ -37,3 +37,40 @@ pub(crate) fn absolute(path: &mut PathBuf, base: &Path) {
         *path = base.join(&*path);
     }
 }
+
+/// A backend kind this build leaves out (its cargo feature is off), refused with one message
+/// by the settings check and by the build of the port.
+pub(crate) struct LeftOut {
+    /// The settings section, e.g. `blobstore`.
+    pub section: &'static str,
+    /// The refused `kind`, e.g. `gcs`.
+    pub kind: &'static str,
+    /// The feature of `ledgerhost-capabilities` that compiles it in.
+    pub feature: &'static str,
+    /// The kind every build has.
+    pub instead: &'static str,
+}
+
+impl LeftOut {
+    fn message(&self) -> String {
+        format!(
+            "\"{}\" is not compiled into this build (feature `{}` of ledgerhost-capabilities, \
+             on in the default `ledgerhost` build); use \"{}\" or build with the feature",
+            self.kind, self.feature, self.instead
+        )
+    }
+
+    /// The problem the settings check reports, on `<section>.kind`.
+    pub fn problem(&self) -> Problem {
+        (format!("{}.kind", self.section), self.message())
+    }
+
+    /// The error building the port gives, should a caller skip the check.
+    #[cfg_attr(
+        all(feature = "gcs", feature = "redis", feature = "bigquery"),
+        allow(dead_code)
+    )]
+    pub fn error(&self) -> anyhow::Error {
+        anyhow::anyhow!("{}.kind = {}", self.section, self.message())
+    }
+}

@@ -5,7 +5,6 @@
 //! serves the routes of HTTP-triggered plugins ([`crate::trigger`], the data plane).
 //! Loopback by default.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,8 @@ use axum::routing::get;
 use ledgerhost_runtime::registry::Registry;
 use tokio::sync::watch;
 
-use crate::metrics::{LATENCY_BUCKETS_MICROS, Metrics, now_micros};
+use crate::metrics::exposition::{Family, Kind, age_seconds};
+use crate::metrics::{DELIVERY_COUNTERS, LATENCY_BUCKETS_MICROS, Metrics, now_micros};
 use crate::status::{DeadLetterStatus, HostStatus, PluginState, PluginStatus, TableStatus};
 
 /// What the admin handlers read.
@@ -116,168 +116,106 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     let mut out = String::new();
     let tables = s.metrics.tables();
     let now = now_micros();
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_rows_polled_total Rows published to the ledger."
-    );
-    let _ = writeln!(out, "# TYPE ledgerhost_rows_polled_total counter");
-    for (t, st) in &tables {
-        let _ = writeln!(
-            out,
-            "ledgerhost_rows_polled_total{{table=\"{t}\"}} {}",
-            st.rows_polled.load(Ordering::Relaxed)
-        );
+    type ReadTable = fn(&crate::metrics::TableStats, i64) -> f64;
+    let table_families: [(&str, Kind, &str, ReadTable); 5] = [
+        (
+            "ledgerhost_rows_polled_total",
+            Kind::Counter,
+            "Rows published to the ledger.",
+            |t, _| t.rows_polled.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ledgerhost_poll_errors_total",
+            Kind::Counter,
+            "Polls that failed and were retried.",
+            |t, _| t.poll_errors.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ledgerhost_watermark_age_seconds",
+            Kind::Gauge,
+            "Age of the table's watermark (0 before the first poll).",
+            |t, now| age_seconds(now, t.watermark.load(Ordering::Relaxed)),
+        ),
+        (
+            "ledgerhost_poller_leader",
+            Kind::Gauge,
+            "1 when this replica polls the table.",
+            |t, _| t.leader.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ledgerhost_poller_republishes_total",
+            Kind::Counter,
+            "Re-publishes from the start point after the ledger lost a topic.",
+            |t, _| t.republishes.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, read) in table_families {
+        let mut f = Family::new(&mut out, name, kind, help);
+        for (t, st) in &tables {
+            f.sample(&[("table", t)], read(st, now));
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_poll_errors_total Polls that failed and were retried."
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_source_transactions_total",
+        Kind::Counter,
+        "Transactions this host ran in the source, by kind (read_write, read_only) and purpose \
+         (poll_snapshot, schema, lease_renew, lease_take, lease_read, release, probe).",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_poll_errors_total counter");
-    for (t, st) in &tables {
-        let _ = writeln!(
-            out,
-            "ledgerhost_poll_errors_total{{table=\"{t}\"}} {}",
-            st.poll_errors.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_watermark_age_seconds Age of the table's watermark (0 before the first poll)."
-    );
-    let _ = writeln!(out, "# TYPE ledgerhost_watermark_age_seconds gauge");
-    for (t, st) in &tables {
-        let w = st.watermark.load(Ordering::Relaxed);
-        let age = if w > 0 {
-            (now - w).max(0) as f64 / 1e6
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            out,
-            "ledgerhost_watermark_age_seconds{{table=\"{t}\"}} {age}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_poller_leader 1 when this replica polls the table."
-    );
-    let _ = writeln!(out, "# TYPE ledgerhost_poller_leader gauge");
-    for (t, st) in &tables {
-        let _ = writeln!(
-            out,
-            "ledgerhost_poller_leader{{table=\"{t}\"}} {}",
-            st.leader.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_poller_republishes_total Re-publishes from the start point after the ledger lost a topic."
-    );
-    let _ = writeln!(out, "# TYPE ledgerhost_poller_republishes_total counter");
-    for (t, st) in &tables {
-        let _ = writeln!(
-            out,
-            "ledgerhost_poller_republishes_total{{table=\"{t}\"}} {}",
-            st.republishes.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_source_transactions_total Transactions this host ran in the source, by kind (read_write, read_only) and purpose (poll_snapshot, schema, lease_renew, lease_take, lease_read, release, probe)."
-    );
-    let _ = writeln!(out, "# TYPE ledgerhost_source_transactions_total counter");
     let backend = s.source.backend();
     for c in s.source.transactions() {
-        let _ = writeln!(
-            out,
-            "ledgerhost_source_transactions_total{{backend=\"{backend}\",kind=\"{}\",purpose=\"{}\"}} {}",
-            c.kind.label(),
-            c.purpose.label(),
-            c.count
+        f.sample(
+            &[
+                ("backend", backend),
+                ("kind", c.kind.label()),
+                ("purpose", c.purpose.label()),
+            ],
+            c.count,
         );
     }
 
     let plugins = s.metrics.plugins();
-    type Read = fn(&crate::metrics::PluginStats) -> u64;
-    let counters: [(&str, &str, Read); 5] = [
-        (
-            "ledgerhost_plugin_events_in_total",
-            "Events given to the plugin.",
-            |p| p.events_in.load(Ordering::Relaxed),
-        ),
-        (
-            "ledgerhost_plugin_acked_total",
-            "Deliveries acknowledged (handled, filtered or dead-lettered).",
-            |p| p.acked.load(Ordering::Relaxed),
-        ),
-        (
-            "ledgerhost_plugin_retried_total",
-            "Deliveries returned for retry with backoff.",
-            |p| p.retried.load(Ordering::Relaxed),
-        ),
-        (
-            "ledgerhost_plugin_dead_lettered_total",
-            "Deliveries sent to the dead-letter topic.",
-            |p| p.dead_lettered.load(Ordering::Relaxed),
-        ),
-        (
-            "ledgerhost_plugin_filtered_total",
-            "Events skipped by the host-side filter.",
-            |p| p.filtered.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, help, read) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (p, st) in &plugins {
-            let _ = writeln!(out, "{name}{{plugin=\"{p}\"}} {}", read(st));
+    let counts: Vec<[u64; 5]> = plugins.iter().map(|(_, st)| st.deliveries()).collect();
+    for (i, (suffix, help)) in DELIVERY_COUNTERS.iter().enumerate() {
+        let name = format!("ledgerhost_plugin_{suffix}");
+        let mut f = Family::new(&mut out, &name, Kind::Counter, help);
+        for ((p, _), c) in plugins.iter().zip(&counts) {
+            f.sample(&[("plugin", p)], c[i]);
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_plugin_batch_seconds Time the plugin took per batch."
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_plugin_batch_seconds",
+        Kind::Histogram,
+        "Time the plugin took per batch.",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_plugin_batch_seconds histogram");
     for (p, st) in &plugins {
         let mut cumulative = 0u64;
         for (i, bound) in LATENCY_BUCKETS_MICROS.iter().enumerate() {
             cumulative += st.batch_latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "ledgerhost_plugin_batch_seconds_bucket{{plugin=\"{p}\",le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
-            );
+            let le = (*bound as f64 / 1e6).to_string();
+            f.sample_of("_bucket", &[("plugin", p), ("le", &le)], cumulative);
         }
         cumulative +=
             st.batch_latency_buckets[LATENCY_BUCKETS_MICROS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "ledgerhost_plugin_batch_seconds_bucket{{plugin=\"{p}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "ledgerhost_plugin_batch_seconds_sum{{plugin=\"{p}\"}} {}",
-            st.batch_micros_total.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "ledgerhost_plugin_batch_seconds_count{{plugin=\"{p}\"}} {}",
-            st.batches.load(Ordering::Relaxed)
+        f.sample_of("_bucket", &[("plugin", p), ("le", "+Inf")], cumulative);
+        let sum = st.batch_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+        f.sample_of("_sum", &[("plugin", p)], sum);
+        f.sample_of(
+            "_count",
+            &[("plugin", p)],
+            st.batches.load(Ordering::Relaxed),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_plugin_lag_seconds Now minus the commit time of the newest event handled."
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_plugin_lag_seconds",
+        Kind::Gauge,
+        "Now minus the commit time of the newest event handled.",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_plugin_lag_seconds gauge");
     for (p, st) in &plugins {
-        let last = st.last_commit_ts.load(Ordering::Relaxed);
-        let lag = if last > 0 {
-            (now - last).max(0) as f64 / 1e6
-        } else {
-            0.0
-        };
-        let _ = writeln!(out, "ledgerhost_plugin_lag_seconds{{plugin=\"{p}\"}} {lag}");
+        let lag = age_seconds(now, st.last_commit_ts.load(Ordering::Relaxed));
+        f.sample(&[("plugin", p)], lag);
     }
     s.metrics.write_subscription_metrics(&mut out, now);
     let runtime_stats: Vec<_> = s
@@ -287,88 +225,84 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .map(|p| (p.manifest().name.clone(), p.stats()))
         .collect();
     type ReadRuntime = fn(&ledgerhost_runtime::PluginStats) -> u64;
-    let gauges: [(&str, &str, &str, ReadRuntime); 5] = [
+    let runtime_families: [(&str, Kind, &str, ReadRuntime); 5] = [
         (
             "ledgerhost_plugin_rebuilds_total",
-            "counter",
+            Kind::Counter,
             "Instances rebuilt after a trap, deadline or memory limit.",
             |s| s.rebuilds,
         ),
         (
             "ledgerhost_plugin_traps_total",
-            "counter",
+            Kind::Counter,
             "Calls that trapped.",
             |s| s.traps,
         ),
         (
             "ledgerhost_plugin_deadline_hits_total",
-            "counter",
+            Kind::Counter,
             "Calls stopped at their deadline.",
             |s| s.deadline_hits,
         ),
         (
             "ledgerhost_plugin_out_of_memory_total",
-            "counter",
+            Kind::Counter,
             "Calls stopped at the memory cap.",
             |s| s.out_of_memory,
         ),
         (
             "ledgerhost_plugin_memory_high_water_bytes",
-            "gauge",
+            Kind::Gauge,
             "Largest linear memory any one instance reached (the cap is per instance).",
             |s| s.memory_high_water,
         ),
     ];
-    for (name, kind, help, read) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (name, kind, help, read) in runtime_families {
+        let mut f = Family::new(&mut out, name, kind, help);
         for (p, st) in &runtime_stats {
-            let _ = writeln!(out, "{name}{{plugin=\"{p}\"}} {}", read(st));
+            f.sample(&[("plugin", p)], read(st));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_plugin_info The serving version of each plugin (value 1)."
+    let serving = s.registry.plugins();
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_plugin_info",
+        Kind::Gauge,
+        "The serving version of each plugin (value 1).",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_plugin_info gauge");
-    for p in s.registry.plugins() {
-        let _ = writeln!(
-            out,
-            "ledgerhost_plugin_info{{plugin=\"{}\",version=\"{}\"}} 1",
-            p.manifest().name,
-            p.version()
+    for p in &serving {
+        f.sample(
+            &[("plugin", &p.manifest().name), ("version", p.version())],
+            1,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_plugin_instances Instances serving the plugin's version (subscription.instances)."
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_plugin_instances",
+        Kind::Gauge,
+        "Instances serving the plugin's version (subscription.instances).",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_plugin_instances gauge");
-    for p in s.registry.plugins() {
+    for p in &serving {
         let m = p.manifest();
-        let _ = writeln!(
-            out,
-            "ledgerhost_plugin_instances{{plugin=\"{}\"}} {}",
-            m.name,
-            m.instances()
-        );
+        f.sample(&[("plugin", &m.name)], m.instances());
     }
     let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let _ = writeln!(
-        out,
-        "# HELP ledgerhost_plugin_refused 1 while the plugin's files on disk are refused."
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_plugin_refused",
+        Kind::Gauge,
+        "1 while the plugin's files on disk are refused.",
     );
-    let _ = writeln!(out, "# TYPE ledgerhost_plugin_refused gauge");
     for name in refused.keys() {
-        let _ = writeln!(out, "ledgerhost_plugin_refused{{plugin=\"{name}\"}} 1");
+        f.sample(&[("plugin", name)], 1);
     }
-    let _ = writeln!(out, "# HELP ledgerhost_ready 1 when the host is ready.");
-    let _ = writeln!(out, "# TYPE ledgerhost_ready gauge");
-    let _ = writeln!(
-        out,
-        "ledgerhost_ready {}",
-        u8::from(s.ready.load(Ordering::Relaxed))
+    let mut f = Family::new(
+        &mut out,
+        "ledgerhost_ready",
+        Kind::Gauge,
+        "1 when the host is ready.",
     );
+    f.sample(&[], u8::from(s.ready.load(Ordering::Relaxed)));
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

@@ -7,6 +7,35 @@ use std::sync::{Arc, Mutex};
 
 use crate::status::DeadLetterStatus;
 
+pub mod exposition;
+
+use exposition::{Family, Kind, age_seconds};
+
+/// The delivery counters a plugin keeps in total and per source table, in the order of
+/// [`PluginStats::deliveries`] and [`SubscriptionStats::deliveries`]: the name after
+/// `ledgerhost_plugin_` (or `ledgerhost_plugin_table_`) and its help.
+pub const DELIVERY_COUNTERS: [(&str, &str); 5] = [
+    ("events_in_total", "Events given to the plugin."),
+    (
+        "acked_total",
+        "Deliveries acknowledged (handled, filtered or dead-lettered).",
+    ),
+    (
+        "retried_total",
+        "Deliveries returned for retry with backoff.",
+    ),
+    (
+        "dead_lettered_total",
+        "Deliveries sent to the dead-letter topic.",
+    ),
+    ("filtered_total", "Events skipped by the host-side filter."),
+];
+
+/// Reads the five delivery counters, in the order of [`DELIVERY_COUNTERS`].
+fn read_deliveries(counters: [&AtomicU64; 5]) -> [u64; 5] {
+    counters.map(|c| c.load(Ordering::Relaxed))
+}
+
 /// Counters of one polled table.
 #[derive(Debug, Default)]
 pub struct TableStats {
@@ -71,6 +100,19 @@ pub struct SubscriptionStats {
     pub filtered: AtomicU64,
     /// Commit timestamp of the newest event of this table handled (µs), for lag.
     pub last_commit_ts: AtomicI64,
+}
+
+impl SubscriptionStats {
+    /// The delivery counts of this table, in the order of [`DELIVERY_COUNTERS`].
+    pub fn deliveries(&self) -> [u64; 5] {
+        read_deliveries([
+            &self.events_in,
+            &self.acked,
+            &self.retried,
+            &self.dead_lettered,
+            &self.filtered,
+        ])
+    }
 }
 
 /// What a dispatcher counts into: its plugin's totals and, for a subscription reading a
@@ -140,6 +182,17 @@ pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
 ];
 
 impl PluginStats {
+    /// The plugin's delivery counts in total, in the order of [`DELIVERY_COUNTERS`].
+    pub fn deliveries(&self) -> [u64; 5] {
+        read_deliveries([
+            &self.events_in,
+            &self.acked,
+            &self.retried,
+            &self.dead_lettered,
+            &self.filtered,
+        ])
+    }
+
     /// Remembers a dead letter for `/status`, forgetting the oldest beyond
     /// [`RECENT_DEAD_LETTERS`].
     pub fn note_dead_letter(&self, dead_letter: DeadLetterStatus) {
@@ -246,61 +299,29 @@ impl Metrics {
     /// with `plugin` and `table` labels, and each table's lag (now − the newest commit time
     /// handled, `now` in µs) — beside the per-plugin families, which keep their totals.
     pub fn write_subscription_metrics(&self, out: &mut String, now: i64) {
-        use std::fmt::Write as _;
-        type Read = fn(&SubscriptionStats) -> u64;
         let rows: Vec<(String, String, Arc<SubscriptionStats>)> = self
             .plugins()
             .into_iter()
             .flat_map(|(p, st)| st.tables().into_iter().map(move |(t, s)| (p.clone(), t, s)))
             .collect();
-        let counters: [(&str, &str, Read); 5] = [
-            (
-                "ledgerhost_plugin_table_events_in_total",
-                "Events of one source table given to the plugin.",
-                |s| s.events_in.load(Ordering::Relaxed),
-            ),
-            (
-                "ledgerhost_plugin_table_acked_total",
-                "Deliveries of one source table acknowledged.",
-                |s| s.acked.load(Ordering::Relaxed),
-            ),
-            (
-                "ledgerhost_plugin_table_retried_total",
-                "Deliveries of one source table returned for retry.",
-                |s| s.retried.load(Ordering::Relaxed),
-            ),
-            (
-                "ledgerhost_plugin_table_dead_lettered_total",
-                "Deliveries of one source table sent to the dead-letter topic.",
-                |s| s.dead_lettered.load(Ordering::Relaxed),
-            ),
-            (
-                "ledgerhost_plugin_table_filtered_total",
-                "Events of one source table skipped by the host-side filter.",
-                |s| s.filtered.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, read) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (p, t, s) in &rows {
-                let _ = writeln!(out, "{name}{{plugin=\"{p}\",table=\"{t}\"}} {}", read(s));
+        let counts: Vec<[u64; 5]> = rows.iter().map(|(_, _, s)| s.deliveries()).collect();
+        for (i, (suffix, help)) in DELIVERY_COUNTERS.iter().enumerate() {
+            let name = format!("ledgerhost_plugin_table_{suffix}");
+            let help = format!("{help} Per source table the plugin reads.");
+            let mut f = Family::new(out, &name, Kind::Counter, &help);
+            for ((p, t, _), c) in rows.iter().zip(&counts) {
+                f.sample(&[("plugin", p), ("table", t)], c[i]);
             }
         }
-        let name = "ledgerhost_plugin_table_lag_seconds";
-        let _ = writeln!(
+        let mut f = Family::new(
             out,
-            "# HELP {name} Now minus the commit time of the newest event of one source table handled."
+            "ledgerhost_plugin_table_lag_seconds",
+            Kind::Gauge,
+            "Now minus the commit time of the newest event of one source table handled.",
         );
-        let _ = writeln!(out, "# TYPE {name} gauge");
         for (p, t, s) in &rows {
-            let last = s.last_commit_ts.load(Ordering::Relaxed);
-            let lag = if last > 0 {
-                (now - last).max(0) as f64 / 1e6
-            } else {
-                0.0
-            };
-            let _ = writeln!(out, "{name}{{plugin=\"{p}\",table=\"{t}\"}} {lag}");
+            let lag = age_seconds(now, s.last_commit_ts.load(Ordering::Relaxed));
+            f.sample(&[("plugin", p), ("table", t)], lag);
         }
     }
 }

@@ -9,6 +9,15 @@ use serde::Deserialize;
 use crate::capability::Probe;
 use crate::settings::{Problem, absolute};
 
+/// What a build without the `gcs` feature says of `blobstore.kind = "gcs"`.
+#[cfg(not(feature = "gcs"))]
+const GCS_LEFT_OUT: crate::settings::LeftOut = crate::settings::LeftOut {
+    section: "blobstore",
+    kind: "gcs",
+    feature: "gcs",
+    instead: "local",
+};
+
 /// The local store's directory under the data directory, when `path` is not set.
 const DEFAULT_DIR: &str = "blobs";
 
@@ -58,12 +67,7 @@ impl Settings {
                 None => Ok(()),
             },
             #[cfg(not(feature = "gcs"))]
-            Settings::Gcs { .. } => Err((
-                "blobstore.kind".into(),
-                "\"gcs\" is not compiled into this build (feature `gcs` of \
-                 ledgerhost-capabilities); use \"local\""
-                    .into(),
-            )),
+            Settings::Gcs { .. } => Err(GCS_LEFT_OUT.problem()),
         }
     }
 
@@ -116,9 +120,7 @@ impl Settings {
                 Ok((store, probe))
             }
             #[cfg(not(feature = "gcs"))]
-            Settings::Gcs { .. } => {
-                anyhow::bail!("blobstore.kind = \"gcs\" is not compiled into this build")
-            }
+            Settings::Gcs { .. } => Err(GCS_LEFT_OUT.error()),
         }
     }
 }

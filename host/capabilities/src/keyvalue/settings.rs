@@ -9,6 +9,14 @@ use serde::Deserialize;
 use crate::capability::Probe;
 use crate::settings::{Problem, absolute};
 
+/// What a build without the `redis` feature says of `keyvalue.kind = "redis"`.
+const REDIS_LEFT_OUT: crate::settings::LeftOut = crate::settings::LeftOut {
+    section: "keyvalue",
+    kind: "redis",
+    feature: "redis",
+    instead: "embedded",
+};
+
 /// The embedded store's file under the data directory, when `path` is not set.
 const DEFAULT_FILE: &str = "keyvalue.db";
 
@@ -71,12 +79,7 @@ impl Settings {
             return Ok(());
         };
         if cfg!(not(feature = "redis")) {
-            return Err((
-                "keyvalue.kind".into(),
-                "\"redis\" is not compiled into this build (feature `redis` of \
-                 ledgerhost-capabilities); use \"embedded\""
-                    .into(),
-            ));
+            return Err(REDIS_LEFT_OUT.problem());
         }
         let tls = url.starts_with("rediss://");
         if !(tls || url.starts_with("redis://") || url.starts_with("redis+unix://")) {
@@ -184,9 +187,7 @@ impl Settings {
                 Ok((kv, probe))
             }
             #[cfg(not(feature = "redis"))]
-            Settings::Redis { .. } => {
-                anyhow::bail!("keyvalue.kind = \"redis\" is not compiled into this build")
-            }
+            Settings::Redis { .. } => Err(REDIS_LEFT_OUT.error()),
         }
     }
 }

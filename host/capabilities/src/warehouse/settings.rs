@@ -9,6 +9,15 @@ use serde::Deserialize;
 use crate::capability::Probe;
 use crate::settings::{Problem, absolute};
 
+/// What a build without the `bigquery` feature says of `warehouse.kind = "bigquery"`.
+#[cfg(not(feature = "bigquery"))]
+const BIGQUERY_LEFT_OUT: crate::settings::LeftOut = crate::settings::LeftOut {
+    section: "warehouse",
+    kind: "bigquery",
+    feature: "bigquery",
+    instead: "sqlite",
+};
+
 /// The SQLite warehouse's file under the data directory, when `path` is not set.
 const DEFAULT_FILE: &str = "warehouse.db";
 
@@ -81,12 +90,7 @@ impl Settings {
                 }
             }
             #[cfg(not(feature = "bigquery"))]
-            Settings::Bigquery { .. } => Err((
-                "warehouse.kind".into(),
-                "\"bigquery\" is not compiled into this build (feature `bigquery` of \
-                 ledgerhost-capabilities); use \"sqlite\""
-                    .into(),
-            )),
+            Settings::Bigquery { .. } => Err(BIGQUERY_LEFT_OUT.problem()),
         }
     }
 
@@ -153,9 +157,7 @@ impl Settings {
                 Ok((w, probe))
             }
             #[cfg(not(feature = "bigquery"))]
-            Settings::Bigquery { .. } => {
-                anyhow::bail!("warehouse.kind = \"bigquery\" is not compiled into this build")
-            }
+            Settings::Bigquery { .. } => Err(BIGQUERY_LEFT_OUT.error()),
         }
     }
 }
