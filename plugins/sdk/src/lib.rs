@@ -183,8 +183,10 @@ pub trait EventExt {
         }
         Some(self.decimal(name)?.map(|v| v.cmp(d)))
     }
-    /// A ledger attribute.
-    fn attribute(&self, name: &str) -> Option<&str>;
+    /// A ledger attribute, the standard ones (`table`, `commit_ts`, `event_id`,
+    /// `schema_fingerprint`) included though the host does not send them
+    /// ([`Event::ledger_attributes`]).
+    fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
     /// The encoded primary key of this event (stable, injective; use it to key views). The
     /// ledger's ordering key derives from it: by default an ordering shard of the table.
     fn ordering_key(&self) -> &str;
@@ -195,11 +197,8 @@ impl EventExt for Event {
         self.value_at(self.schema().position(name)?)
     }
 
-    fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        Event::attribute(self, name)
     }
 
     fn ordering_key(&self) -> &str {
