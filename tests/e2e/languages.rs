@@ -353,7 +353,11 @@ async fn python_and_javascript_filters_route_every_kind_of_amount_like_the_rust_
                     .find(|e| e.attributes[4].1 == m.attributes["n"])
                     .unwrap();
                 let want: BTreeMap<String, String> = e.attributes.iter().cloned().collect();
-                assert_eq!(m.attributes, want, "attributes of order {}", m.attributes["n"]);
+                assert_eq!(
+                    m.attributes, want,
+                    "attributes of order {}",
+                    m.attributes["n"]
+                );
             }
         },
     )

@@ -85,7 +85,10 @@ impl Standard<'_> {
 /// True when `text` is `n` as `i64::to_string` writes it. The canonical text is the shortest
 /// that parses to `n` (no `+`, no leading zeros), so equal value and equal length suffice.
 fn is_decimal_text_of(text: &str, n: i64) -> bool {
-    let digits = n.unsigned_abs().checked_ilog10().map_or(1, |d| d as usize + 1);
+    let digits = n
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
     text.len() == digits + usize::from(n < 0) && text.parse::<i64>() == Ok(n)
 }
 
@@ -141,6 +144,10 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(sent.len(), 2, "the digest id and the extra one travel");
-        assert_eq!(S.restore(&sent), ledger, "the standard four first, then the others");
+        assert_eq!(
+            S.restore(&sent),
+            ledger,
+            "the standard four first, then the others"
+        );
     }
 }

@@ -104,7 +104,7 @@ impl Event {
     }
 
     /// One ledger attribute, the standard ones included (see [`Event::ledger_attributes`]).
-    pub(crate) fn attribute(&self, name: &str) -> Option<Cow<'_, str>> {
+    pub(crate) fn find_attribute(&self, name: &str) -> Option<Cow<'_, str>> {
         if let Some((_, v)) = self.attributes.iter().find(|(k, _)| k == name) {
             return Some(Cow::Borrowed(v));
         }

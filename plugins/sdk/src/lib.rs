@@ -52,7 +52,7 @@ pub use caps::{blobstore, config, kv, ledger, log, warehouse};
 /// value, a NUMERIC), [`EventExt::decimal`] and [`EventExt::cmp_decimal`] for fields.
 pub mod decimal {
     pub use ledgerhost_manifest::decimal::{
-        BigDecimal, NotADecimal, cmp_f64, decimal_of_f64, parse_decimal,
+        BigDecimal, NotADecimal, cmp_f64, cmp_i64, decimal_of_f64, parse_decimal,
     };
 }
 pub use decimal::BigDecimal;
@@ -178,8 +178,15 @@ pub trait EventExt {
     /// How a numeric field compares with `d`, exactly: as [`EventExt::decimal`], except that
     /// a float infinity compares beyond every decimal (only NaN is an error).
     fn cmp_decimal(&self, name: &str, d: &BigDecimal) -> Option<Result<Ordering, NotANumber>> {
-        if let Some(x) = self.f64(name).filter(|x| x.is_infinite()) {
-            return Some(Ok(decimal::cmp_f64(x, d).unwrap_or(Ordering::Less)));
+        match self.get(name)? {
+            // The common case, exactly and without a BigDecimal per value.
+            Value::Int64(v) => return Some(Ok(decimal::cmp_i64(*v, d))),
+            Value::Float64(_) | Value::Float32(_) => {
+                if let Some(x) = self.f64(name).filter(|x| x.is_infinite()) {
+                    return Some(Ok(decimal::cmp_f64(x, d).unwrap_or(Ordering::Less)));
+                }
+            }
+            _ => {}
         }
         Some(self.decimal(name)?.map(|v| v.cmp(d)))
     }
@@ -198,7 +205,7 @@ impl EventExt for Event {
     }
 
     fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        Event::attribute(self, name)
+        self.find_attribute(name)
     }
 
     fn ordering_key(&self) -> &str {
