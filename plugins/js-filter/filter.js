@@ -183,11 +183,36 @@ function orderingKey(event) {
   return last < 0 ? rest : rest.slice(0, last);
 }
 
+// The standard attributes every ledger message has. The host sends only those an event does
+// not already say (normally none of them: it leaves out each whose value is the batch's table,
+// the commit timestamp in decimal, the id, the batch's fingerprint), so a republished event
+// gets back each one its list lacks, as the Rust SDK's `ledger::message_of` does; the
+// standard four first, then the others.
+const STANDARD = ['table', 'commit_ts', 'event_id', 'schema_fingerprint'];
+
+/** Every ledger attribute of `event` of `batch`; [] when the manifest asks for none. */
+function ledgerAttributes(batch, event) {
+  const sent = event.attributes;
+  if (sent === undefined || sent === null) return [];
+  const derived = {
+    table: batch.table,
+    commit_ts: String(event.commitTs),
+    event_id: event.id,
+    schema_fingerprint: batch.schemaFingerprint,
+  };
+  const all = STANDARD.map((k) => {
+    const found = sent.find(([name]) => name === k);
+    return [k, found === undefined ? derived[k] : found[1]];
+  });
+  for (const [k, v] of sent) if (!STANDARD.includes(k)) all.push([k, v]);
+  return all;
+}
+
 // The topic this instance already created, so `create-topic` is called once, not per batch.
 let created = null;
 
-/** Republishes `events` unchanged; null on success, else the retry reason. */
-function forward(topic, events) {
+/** Republishes `events` of `batch` unchanged; null on success, else the retry reason. */
+function forward(topic, batch, events) {
   if (events.length === 0) return null;
   try {
     if (created !== topic) {
@@ -201,7 +226,7 @@ function forward(topic, events) {
       events.map((e) => ({
         data: e.avro ?? new Uint8Array(0),
         orderingKey: orderingKey(e),
-        attributes: e.attributes ?? [],
+        attributes: ledgerAttributes(batch, e),
       })),
     );
   } catch (e) {
@@ -246,6 +271,7 @@ export function handle(batch) {
   const routes = events.map((e) => route(e, position, threshold));
   const failed = forward(
     topic,
+    batch,
     events.filter((_, i) => routes[i] === FORWARD),
   );
   return routes.map((r) => {

@@ -83,10 +83,15 @@ async fn ten_thousand_rows_in_one_transaction_arrive_in_key_order() {
     ws.sql(ORDERS);
     ws.install_plugin("filter", "echo", &echo_manifest(256));
     let config = Config::load(&ws.write_config(TABLES)).unwrap();
+    let source_topic = config.topic_for("orders");
     let host = Host::start(config).await.expect("host starts");
     let ledger = host.backends.ledger.clone();
     ledger
         .ensure_subscription(&spec("test-seen", SEEN_TOPIC))
+        .await
+        .unwrap();
+    ledger
+        .ensure_subscription(&spec("test-source", &source_topic))
         .await
         .unwrap();
 
@@ -119,6 +124,29 @@ async fn ten_thousand_rows_in_one_transaction_arrive_in_key_order() {
         (1..=10_000).collect::<Vec<_>>(),
         "delivered in key order"
     );
+    // The plugin gets only the attributes it cannot derive (contract 0.2) and the SDK
+    // restores the standard four when it republishes: each derived message carries exactly
+    // the attributes of the ledger message it came from.
+    let source = drain(&ledger, "test-source", 10_000, Duration::from_secs(60)).await;
+    let by_id: HashMap<&str, &BTreeMap<String, String>> = source
+        .iter()
+        .map(|d| {
+            (
+                d.message.attributes[attr::EVENT_ID].as_str(),
+                &d.message.attributes,
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), 10_000, "every row once on the source topic");
+    for d in &seen {
+        let id = &d.message.attributes[attr::EVENT_ID];
+        assert_eq!(
+            Some(&&d.message.attributes),
+            by_id.get(id.as_str()),
+            "attributes of {id}"
+        );
+        assert_eq!(d.message.attributes.len(), 4, "{:?}", d.message.attributes);
+    }
     assert!(host.shutdown().await);
 }
 

@@ -57,6 +57,26 @@ pub fn cmp_f64(x: f64, d: &BigDecimal) -> Option<Ordering> {
     }
 }
 
+/// How the integer `v` compares with `d`, exactly. Without allocating when `d`'s coefficient
+/// fits an `i128` and its scale is within ±19 (any threshold a config holds): both sides are
+/// then exact in `i128` (|v| · 10^19 < 2^127). Else through a [`BigDecimal`] of `v`. This runs
+/// for every INT64 value a filter compares, and a `BigDecimal` of it would allocate each time.
+pub fn cmp_i64(v: i64, d: &BigDecimal) -> Ordering {
+    use bigdecimal::ToPrimitive;
+    let (coefficient, scale) = d.as_bigint_and_scale();
+    let exact = coefficient.to_i128().and_then(|c| match scale {
+        0..=19 => Some((i128::from(v) * 10i128.pow(scale as u32), c)),
+        -19..=-1 => c
+            .checked_mul(10i128.pow(scale.unsigned_abs() as u32))
+            .map(|c| (i128::from(v), c)),
+        _ => None,
+    });
+    match exact {
+        Some((a, b)) => a.cmp(&b),
+        None => BigDecimal::from(v).cmp(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +105,35 @@ mod tests {
             "`a lot` is not a decimal number"
         );
         assert!(parse_decimal(&"9".repeat(MAX_DECIMAL_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn integers_compare_exactly_on_the_fast_path_and_off_it() {
+        let cases = [
+            "1000",
+            "999.999999999",
+            "1000.000000001",
+            "-0.5",
+            "0",
+            "1000000000000000000",
+            "9223372036854775807.5",
+            "-9223372036854775808",
+            "0.0000000000000000001",
+            // Scale 20 and a coefficient past i128: the BigDecimal path.
+            "0.00000000000000000001",
+            "123456789012345678901234567890123456789012",
+        ];
+        let mut with_exponent = vec![
+            "1e25".parse::<BigDecimal>().unwrap(),
+            "-3e19".parse().unwrap(),
+            "7e40".parse().unwrap(),
+        ];
+        with_exponent.extend(cases.iter().map(|c| dec(c)));
+        for d in &with_exponent {
+            for v in [i64::MIN, -1001, -1, 0, 1, 999, 1000, 1001, i64::MAX] {
+                assert_eq!(cmp_i64(v, d), BigDecimal::from(v).cmp(d), "{v} vs {d}");
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attributes;
 pub mod calendar;
 pub mod decimal;
 pub mod filter;

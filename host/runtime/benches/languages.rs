@@ -36,7 +36,8 @@ fn caps(dir: &std::path::Path) -> Capabilities {
     }
 }
 
-/// A realistic order event: six columns and a 300-byte Avro payload.
+/// A realistic order event: six columns, a 300-byte Avro payload and the four standard
+/// attributes (which a 0.2 plugin is not sent: it restores them when it republishes).
 fn order(n: i64) -> Event {
     let key = vec![Value::Int64(n)];
     let f = |name: &str, value: Value| Field {
@@ -63,6 +64,7 @@ fn order(n: i64) -> Event {
             ("table".into(), "orders".into()),
             ("commit_ts".into(), (1_000 + n).to_string()),
             ("event_id".into(), format!("orders/{n}/{}", 1_000 + n)),
+            ("schema_fingerprint".into(), "0123456789abcdef".into()),
         ],
     }
 }

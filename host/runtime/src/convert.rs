@@ -1,6 +1,7 @@
 //! Conversions between the host's event model and the WIT types.
 
 use ledgerhost_core::{ColumnType, Disposition, Event, Field, Value};
+use ledgerhost_manifest::attributes::Standard;
 
 use crate::bindings::{wit, wit02};
 #[cfg(test)]
@@ -233,7 +234,8 @@ impl Layout {
             .unwrap_or_default();
         let events = run
             .into_iter()
-            .map(|e| {
+            .map(|mut e| {
+                let attributes = selection.attributes.then(|| sent_attributes(&mut e));
                 let mut fields = e.fields;
                 let values = self
                     .positions
@@ -250,7 +252,7 @@ impl Layout {
                     deleted: e.deleted,
                     values,
                     avro: selection.avro.then_some(e.avro),
-                    attributes: selection.attributes.then_some(e.attributes),
+                    attributes,
                 }
             })
             .collect();
@@ -261,6 +263,22 @@ impl Layout {
             events,
         }
     }
+}
+
+/// The attributes a 0.2 event carries: the ledger's, less each standard one whose value the
+/// plugin derives from the batch and event (`ledgerhost_manifest::attributes`: it restores
+/// them when it republishes). Usually none are left, which spares the guest a list and two
+/// strings per attribute and event.
+fn sent_attributes(e: &mut Event) -> Vec<(String, String)> {
+    let mut attributes = std::mem::take(&mut e.attributes);
+    let standard = Standard {
+        table: &e.table,
+        commit_ts: e.commit_ts,
+        event_id: &e.id.0,
+        schema_fingerprint: &e.schema_fingerprint,
+    };
+    attributes.retain(|(k, v)| !standard.derives(k, v));
+    attributes
 }
 
 /// Splits a batch into runs of one table and one writer schema (a 0.2 batch carries one
@@ -345,6 +363,53 @@ mod tests {
             ids(&runs(mixed)),
             vec![vec![0, 1], vec![2], vec![3], vec![4, 5], vec![6]]
         );
+    }
+
+    #[test]
+    fn a_batch_sends_only_the_attributes_the_plugin_cannot_derive() {
+        use ledgerhost_core::ledger::attr;
+        use ledgerhost_manifest::attributes as std_attr;
+        // The SDK restores by the manifest crate's names: they must be the ledger's.
+        assert_eq!(
+            std_attr::STANDARD,
+            [
+                attr::TABLE,
+                attr::COMMIT_TS,
+                attr::EVENT_ID,
+                attr::SCHEMA_FINGERPRINT
+            ]
+        );
+        let mut e = event(5, "t", "f", 1);
+        e.attributes = vec![
+            (attr::TABLE.into(), "t".into()),
+            (attr::COMMIT_TS.into(), "5".into()),
+            (attr::EVENT_ID.into(), e.id.0.clone()),
+            (attr::SCHEMA_FINGERPRINT.into(), "f".into()),
+            ("source".into(), "x".into()),
+        ];
+        let mut digest = e.clone();
+        digest.attributes[2].1 = "digest-of-a-long-id".into();
+        let run = vec![e.clone(), digest];
+        let all = Selection {
+            attributes: true,
+            ..Selection::default()
+        };
+        let batch = Layout::new(&run[0], &run, None, &all).batch(run, &all);
+        assert_eq!(
+            batch.events[0].attributes,
+            Some(vec![("source".into(), "x".into())])
+        );
+        assert_eq!(
+            batch.events[1].attributes,
+            Some(vec![
+                (attr::EVENT_ID.into(), "digest-of-a-long-id".into()),
+                ("source".into(), "x".into())
+            ]),
+            "a standard attribute with another value travels"
+        );
+        let none = Selection::default();
+        let batch = Layout::new(&e, std::slice::from_ref(&e), None, &none).batch(vec![e], &none);
+        assert_eq!(batch.events[0].attributes, None);
     }
 
     #[test]

@@ -195,12 +195,37 @@ def ordering_key(event):
     return head if sep else rest
 
 
+# The standard attributes every ledger message has. The host sends only those an event does
+# not already say (normally none of them: it leaves out each whose value is the batch's table,
+# the commit timestamp in decimal, the id, the batch's fingerprint), so a republished event
+# gets back each one its list lacks, as the Rust SDK's `ledger::message_of` does; the
+# standard four first, then the others.
+_STANDARD = ("table", "commit_ts", "event_id", "schema_fingerprint")
+
+
+def ledger_attributes(batch, event):
+    """Every ledger attribute of `event` of `batch`; [] when the manifest asks for none."""
+    sent = event.attributes
+    if sent is None:
+        return []
+    derived = {
+        "table": batch.table,
+        "commit_ts": str(event.commit_ts),
+        "event_id": event.id,
+        "schema_fingerprint": batch.schema_fingerprint,
+    }
+    given = dict(sent)
+    out = [(k, given.get(k, derived[k])) for k in _STANDARD]
+    out.extend((k, v) for k, v in sent if k not in _STANDARD)
+    return out
+
+
 # The topic this instance already created, so `create-topic` is called once, not per batch.
 _created = None
 
 
-def _forward(topic, events):
-    """Republishes `events` unchanged; None on success, else the retry reason."""
+def _forward(topic, batch, events):
+    """Republishes `events` of `batch` unchanged; None on success, else the retry reason."""
     global _created
     if not events:
         return None
@@ -213,7 +238,7 @@ def _forward(topic, events):
             # Absent Avro or attributes (a manifest that does not ask) publish as empty,
             # as the Rust SDK's `republish` does.
             [
-                ledger.Message(e.avro or b"", ordering_key(e), list(e.attributes or []))
+                ledger.Message(e.avro or b"", ordering_key(e), ledger_attributes(batch, e))
                 for e in events
             ],
         )
@@ -255,7 +280,7 @@ class WitWorld(wit_world.WitWorld):
             topic = DEFAULT_TOPIC
         position = amount_position(batch)
         routes = [route(e, position, threshold) for e in events]
-        failed = _forward(topic, [e for e, r in zip(events, routes) if r is FORWARD])
+        failed = _forward(topic, batch, [e for e, r in zip(events, routes) if r is FORWARD])
         out = []
         for r in routes:
             if r is FORWARD and failed is not None:

@@ -174,12 +174,14 @@ pub mod ledger {
         )
     }
 
-    /// The message that carries `event` unchanged: its Avro, ordering key and attributes.
+    /// The message that carries `event` unchanged: its Avro, ordering key and attributes
+    /// (all of them: the standard four the host does not send are restored,
+    /// [`Event::ledger_attributes`]).
     pub fn message_of(event: &Event) -> Message {
         Message {
             data: event.avro.clone(),
             ordering_key: event.ordering_key().to_string(),
-            attributes: event.attributes.clone(),
+            attributes: event.ledger_attributes(),
         }
     }
 

@@ -3,7 +3,10 @@
 //! name ([`crate::EventExt`]) find a column's position in the shared schema; nothing is
 //! copied per event.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use ledgerhost_manifest::attributes::{self as standard, Standard};
 
 use crate::Value;
 use crate::bindings::consumer::ledgerhost::plugin0_2_0::events as wit;
@@ -43,8 +46,16 @@ pub struct Event {
     pub deleted: bool,
     /// The raw Avro container; empty unless the manifest says `subscription.avro = true`.
     pub avro: Vec<u8>,
-    /// Ledger attributes; empty unless the manifest says `subscription.attributes = true`.
+    /// The ledger attributes the host sent: those the batch and event do not already say.
+    /// The four standard ones (`table`, `commit_ts`, `event_id`, `schema_fingerprint`) are
+    /// left out when their value is the derived one, which is the usual case, so this is
+    /// normally empty; [`Event::ledger_attributes`] gives all of them (what
+    /// [`crate::ledger::message_of`] republishes) and [`crate::EventExt::attribute`] reads
+    /// any one. Empty unless the manifest says `subscription.attributes = true`.
     pub attributes: Vec<(String, String)>,
+    /// True when the host sent attributes (`subscription.attributes = true`), so the standard
+    /// four exist and are restored.
+    attributes_sent: bool,
     schema: Arc<Schema>,
     values: Vec<Value>,
 }
@@ -65,9 +76,65 @@ impl Event {
             deleted,
             avro: Vec::new(),
             attributes: Vec::new(),
+            attributes_sent: false,
             schema,
             values,
         }
+    }
+
+    /// What the standard attributes derive from: the batch's table and fingerprint, the
+    /// event's commit timestamp and id.
+    fn standard(&self) -> Standard<'_> {
+        Standard {
+            table: &self.schema.table,
+            commit_ts: self.commit_ts,
+            event_id: &self.id,
+            schema_fingerprint: &self.schema.fingerprint,
+        }
+    }
+
+    /// Every ledger attribute of the event, as the ledger message holds them: the four
+    /// standard ones restored from the batch and event, then those the host sent
+    /// ([`Event::attributes`]). Empty when the manifest does not ask for attributes.
+    pub fn ledger_attributes(&self) -> Vec<(String, String)> {
+        if !self.attributes_sent {
+            return Vec::new();
+        }
+        self.standard().restore(&self.attributes)
+    }
+
+    /// One ledger attribute, the standard ones included (see [`Event::ledger_attributes`]).
+    pub(crate) fn find_attribute(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some((_, v)) = self.attributes.iter().find(|(k, _)| k == name) {
+            return Some(Cow::Borrowed(v));
+        }
+        if !self.attributes_sent {
+            return None;
+        }
+        let s = self.standard();
+        match name {
+            standard::TABLE => Some(Cow::Borrowed(s.table)),
+            standard::EVENT_ID => Some(Cow::Borrowed(s.event_id)),
+            standard::SCHEMA_FINGERPRINT => Some(Cow::Borrowed(s.schema_fingerprint)),
+            _ => s.value(name).map(Cow::Owned),
+        }
+    }
+
+    /// The event as a 0.2 host delivers it to a manifest that asks for the Avro (`avro`) and
+    /// the attributes (`attributes`): of the attributes only those the plugin cannot derive,
+    /// by the host's rule (`ledgerhost_manifest::attributes`). For [`crate::testing`].
+    pub(crate) fn delivered(mut self, avro: bool, attributes: bool) -> Event {
+        if !avro {
+            self.avro = Vec::new();
+        }
+        let mut sent = std::mem::take(&mut self.attributes);
+        if attributes {
+            let derived = self.standard();
+            sent.retain(|(k, v)| !derived.derives(k, v));
+            self.attributes = sent;
+        }
+        self.attributes_sent = attributes;
+        self
     }
 
     /// The batch's schema.
@@ -126,6 +193,7 @@ impl Event {
                 commit_ts: e.commit_ts,
                 deleted: e.deleted,
                 avro: e.avro.unwrap_or_default(),
+                attributes_sent: e.attributes.is_some(),
                 attributes: e.attributes.unwrap_or_default(),
                 schema: schema.clone(),
                 values: e.values,
@@ -133,10 +201,12 @@ impl Event {
             .collect()
     }
 
-    /// Sets the Avro and attributes (as a host with `subscription.avro`/`.attributes` does).
+    /// Sets the Avro and attributes (as a host with `subscription.avro`/`.attributes` does);
+    /// a standard attribute `attributes` lacks reads as its derived value.
     pub fn with_raw(mut self, avro: Vec<u8>, attributes: Vec<(String, String)>) -> Event {
         self.avro = avro;
         self.attributes = attributes;
+        self.attributes_sent = true;
         self
     }
 }

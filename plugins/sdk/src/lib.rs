@@ -52,7 +52,7 @@ pub use caps::{blobstore, config, kv, ledger, log, warehouse};
 /// value, a NUMERIC), [`EventExt::decimal`] and [`EventExt::cmp_decimal`] for fields.
 pub mod decimal {
     pub use ledgerhost_manifest::decimal::{
-        BigDecimal, NotADecimal, cmp_f64, decimal_of_f64, parse_decimal,
+        BigDecimal, NotADecimal, cmp_f64, cmp_i64, decimal_of_f64, parse_decimal,
     };
 }
 pub use decimal::BigDecimal;
@@ -178,13 +178,22 @@ pub trait EventExt {
     /// How a numeric field compares with `d`, exactly: as [`EventExt::decimal`], except that
     /// a float infinity compares beyond every decimal (only NaN is an error).
     fn cmp_decimal(&self, name: &str, d: &BigDecimal) -> Option<Result<Ordering, NotANumber>> {
-        if let Some(x) = self.f64(name).filter(|x| x.is_infinite()) {
-            return Some(Ok(decimal::cmp_f64(x, d).unwrap_or(Ordering::Less)));
+        match self.get(name)? {
+            // The common case, exactly and without a BigDecimal per value.
+            Value::Int64(v) => return Some(Ok(decimal::cmp_i64(*v, d))),
+            Value::Float64(_) | Value::Float32(_) => {
+                if let Some(x) = self.f64(name).filter(|x| x.is_infinite()) {
+                    return Some(Ok(decimal::cmp_f64(x, d).unwrap_or(Ordering::Less)));
+                }
+            }
+            _ => {}
         }
         Some(self.decimal(name)?.map(|v| v.cmp(d)))
     }
-    /// A ledger attribute.
-    fn attribute(&self, name: &str) -> Option<&str>;
+    /// A ledger attribute, the standard ones (`table`, `commit_ts`, `event_id`,
+    /// `schema_fingerprint`) included though the host does not send them
+    /// ([`Event::ledger_attributes`]).
+    fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
     /// The encoded primary key of this event (stable, injective; use it to key views). The
     /// ledger's ordering key derives from it: by default an ordering shard of the table.
     fn ordering_key(&self) -> &str;
@@ -195,11 +204,8 @@ impl EventExt for Event {
         self.value_at(self.schema().position(name)?)
     }
 
-    fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.find_attribute(name)
     }
 
     fn ordering_key(&self) -> &str {

@@ -51,7 +51,13 @@ impl Record for View<'_> {
         }
     }
     fn attribute(&self, name: &str) -> Option<&str> {
-        self.0.attribute(name)
+        // The filter runs before the selection, on the event with all its attributes (as
+        // the host's runs on the decoded event).
+        self.0
+            .attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn table(&self) -> &str {
         &self.0.table
@@ -94,17 +100,7 @@ impl Selection {
                     .with_raw(avro, attributes)
             }
         };
-        let avro = if self.avro {
-            e.avro.clone()
-        } else {
-            Vec::new()
-        };
-        let attributes = if self.attributes {
-            e.attributes.clone()
-        } else {
-            Vec::new()
-        };
-        e.with_raw(avro, attributes)
+        e.delivered(self.avro, self.attributes)
     }
 }
 

@@ -202,6 +202,6 @@ mod tests {
         assert_eq!(e.bool("paid"), Some(true));
         assert_eq!(e.str("region"), Some("eu/west"));
         assert_eq!(e.i64("missing"), None);
-        assert_eq!(e.attribute("table"), Some("orders"));
+        assert_eq!(e.attribute("table").as_deref(), Some("orders"));
     }
 }

@@ -36,7 +36,7 @@ fn builder_ids_equal_the_hosts_for_every_key_type() {
         let key = [core, Core::Int64(2)];
         let host = EventId::new("t", &key, 99);
         assert_eq!(e.id, host.0, "key {sdk:?}");
-        assert_eq!(e.attribute("event_id"), Some(host.0.as_str()));
+        assert_eq!(e.attribute("event_id").as_deref(), Some(host.0.as_str()));
         assert_eq!(
             e.ordering_key(),
             ledgerhost_core::event::encode_key(&key),

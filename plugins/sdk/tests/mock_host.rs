@@ -1,7 +1,7 @@
 //! The native fake host behaves like the real one where plugin code can tell the difference.
 
 use ledgerhost_sdk::testing::{Capability, EventBuilder, MockHost};
-use ledgerhost_sdk::{Error, blobstore, config, kv, ledger, log, warehouse};
+use ledgerhost_sdk::{Error, EventExt, blobstore, config, kv, ledger, log, warehouse};
 
 const MANIFEST: &str = r#"
 name = "viewer"
@@ -201,4 +201,43 @@ fn delivered_keeps_the_tables_the_manifest_subscribes_to() {
         panic!("both `table` and `tables` must be refused");
     };
     assert!(e.contains("exactly one of"), "{e}");
+}
+
+#[test]
+fn the_standard_attributes_are_not_sent_and_republishing_restores_them() {
+    let manifest = MANIFEST.replace(
+        "table = \"orders\"",
+        "table = \"orders\"\navro = true\nattributes = true",
+    );
+    let host = MockHost::from_manifest(&manifest).unwrap();
+    let e = EventBuilder::new("orders")
+        .key("id", 7)
+        .field("amount", 5)
+        .commit_ts(42)
+        .avro(vec![9])
+        .attribute("source", "test")
+        .build();
+    let got = host.delivered(vec![e.clone()]);
+    // As the host sends them: only what the batch and event do not already say.
+    assert_eq!(got[0].attributes, vec![("source".into(), "test".into())]);
+    assert_eq!(got[0].attribute("commit_ts").as_deref(), Some("42"));
+    assert_eq!(got[0].attribute("event_id").as_deref(), Some(e.id.as_str()));
+    assert_eq!(got[0].attribute("table").as_deref(), Some("orders"));
+    assert_eq!(got[0].attribute("nope"), None);
+    assert_eq!(got[0].ledger_attributes(), e.attributes);
+    ledger::create_topic("derived").unwrap();
+    ledger::republish("derived", &got).unwrap();
+    assert_eq!(
+        host.published("derived")[0].attributes,
+        e.attributes,
+        "republished with exactly the attributes it arrived with"
+    );
+
+    // A manifest that does not ask for attributes gets none, and republishes none.
+    let host = MockHost::from_manifest(MANIFEST).unwrap();
+    let got = host.delivered(vec![e]);
+    assert!(got[0].attributes.is_empty());
+    assert_eq!(got[0].attribute("table"), None);
+    assert!(got[0].ledger_attributes().is_empty());
+    drop(host);
 }
