@@ -122,7 +122,9 @@ impl Event {
 
     /// The event as a 0.2 host delivers it to a manifest that asks for the Avro (`avro`) and
     /// the attributes (`attributes`): of the attributes only those the plugin cannot derive,
-    /// by the host's rule (`ledgerhost_manifest::attributes`). For [`crate::testing`].
+    /// by the host's rule (`ledgerhost_manifest::attributes`). For [`crate::testing`]'s
+    /// `MockHost`, which exists only off wasm32.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn delivered(mut self, avro: bool, attributes: bool) -> Event {
         if !avro {
             self.avro = Vec::new();
