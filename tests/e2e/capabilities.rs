@@ -431,11 +431,7 @@ async fn gcs_put_get_overwrite_list_delete() {
 
 fn orders_schema(extra: bool) -> String {
     use ledgerhost_core::{Column, ColumnType, TableSchema};
-    let col = |name: &str, ty: ColumnType, nullable: bool| Column {
-        name: name.into(),
-        ty,
-        nullable,
-    };
+    let col = Column::new;
     let mut columns = vec![
         col("id", ColumnType::Int64, false),
         col("client", ColumnType::String, true),

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ledgerhost::status::{HostStatus, PluginStatus};
-use ledgerhost_core::capabilities::KeyValue;
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
 use ledgerhost_tests::harness::{eventually, free_port, plugin_dir, workspace_root};
 
@@ -111,18 +110,6 @@ fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn kv_keys(ws: &Workspace, prefix: &str) -> BTreeSet<String> {
-    let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-        &ws.data_dir().join("keyvalue.db"),
-    )
-    .expect("open the host's keyvalue store");
-    kv.list_keys(prefix)
-        .await
-        .expect("list keys")
-        .into_iter()
-        .collect()
-}
-
 /// Replaces a plugin's component in the watched directory atomically (a hot swap).
 fn swap_component(ws: &Workspace, name: &str, component: &str) {
     let dir = ws.path().join("plugins");
@@ -221,7 +208,7 @@ async fn a_poison_event_is_listed_then_redriven_to_the_fixed_plugin_which_acks_i
     })
     .await;
     assert_eq!(
-        kv_keys(&ws, "count/").await,
+        ws.kv_keys("count/").await,
         BTreeSet::from([format!("count/{event_id}")]),
         "the fixed plugin handled exactly the redriven event"
     );

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ledgerhost_core::capabilities::KeyValue;
 use ledgerhost_tests::harness::host::Workspace;
 use ledgerhost_tests::harness::{ProcessGroup, eventually, free_port, workspace_root};
 
@@ -342,18 +341,6 @@ fn source_event_ids(db: &Path) -> BTreeSet<String> {
     .collect()
 }
 
-async fn kv_keys(ws: &Workspace, prefix: &str) -> BTreeSet<String> {
-    let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-        &ws.data_dir().join("keyvalue.db"),
-    )
-    .expect("open the host's keyvalue store");
-    kv.list_keys(prefix)
-        .await
-        .expect("list keys")
-        .into_iter()
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_and_count_what_went_through() {
     const ROWS: i64 = 300;
@@ -420,7 +407,7 @@ async fn metrics_parse_as_prometheus_and_count_what_went_through() {
     );
 
     // The counter's side effects agree with the counters.
-    let keys = kv_keys(&ws, "count/").await;
+    let keys = ws.kv_keys("count/").await;
     assert_eq!(keys.len() as i64, ROWS);
 
     // JSON status and the `status` command name the serving version.
@@ -536,7 +523,7 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
     );
 
     // Nothing acked that was not handled: every acked delivery's event has its side effect.
-    let handled = kv_keys(&ws, "count/").await;
+    let handled = ws.kv_keys("count/").await;
     let acked: BTreeSet<String> = {
         let conn =
             rusqlite::Connection::open(ws.data_dir().join("ledger").join("ledger.db")).unwrap();
@@ -576,10 +563,10 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
     let complete = eventually(Duration::from_secs(120), || {
         let ws = &ws;
         let want = &want;
-        async move { kv_keys(ws, "count/").await.is_superset(want) }
+        async move { ws.kv_keys("count/").await.is_superset(want) }
     })
     .await;
-    let missing = want.difference(&kv_keys(&ws, "count/").await).count();
+    let missing = want.difference(&ws.kv_keys("count/").await).count();
     assert!(complete, "{missing} events lost across the SIGTERM restart");
     let status = host
         .group
@@ -770,7 +757,7 @@ async fn plugin_new_builds_checks_tests_and_is_served_without_edits() {
     insert_orders(&ws.db(), 1, 20);
     let viewed = eventually(Duration::from_secs(60), || {
         let ws = &ws;
-        async move { kv_keys(ws, "order-view/").await.len() == 20 }
+        async move { ws.kv_keys("order-view/").await.len() == 20 }
     })
     .await;
     assert!(
@@ -921,7 +908,7 @@ async fn replay_redelivers_to_one_plugin_or_a_new_topic_and_backfill_republishes
     .await;
     assert!(seen, "{}", host.log_text());
     // Same event ids: the idempotent sink holds one entry per row version.
-    assert_eq!(kv_keys(&ws, "count/").await.len(), 100);
+    assert_eq!(ws.kv_keys("count/").await.len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -572,11 +572,7 @@ async fn bqloader_loads_into_the_bigquery_emulator_idempotently() {
     let rt = runtime(dir.path(), kv, bq.clone());
     let plugin = load(&rt, "bqloader", &[]).await;
 
-    let col = |name: &str, ty: ColumnType, nullable: bool| Column {
-        name: name.into(),
-        ty,
-        nullable,
-    };
+    let col = Column::new;
     let schema = TableSchema {
         name: "orders".into(),
         columns: vec![

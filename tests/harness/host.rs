@@ -35,6 +35,21 @@ impl Workspace {
         self.path().join("state")
     }
 
+    /// The keys under `prefix` in the host's embedded keyvalue store (read through the port,
+    /// as another process would).
+    pub async fn kv_keys(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        use ledgerhost_core::capabilities::KeyValue as _;
+        let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
+            &self.data_dir().join("keyvalue.db"),
+        )
+        .expect("open the host's keyvalue store");
+        kv.list_keys(prefix)
+            .await
+            .expect("list keys")
+            .into_iter()
+            .collect()
+    }
+
     /// Writes `ledgerhost.toml`: an SQLite source at `app.db`, data in `state/`, plugins in
     /// `plugins/`, admin on a free port, plus `extra` TOML (tables, plugin overrides).
     pub fn write_config(&self, extra: &str) -> PathBuf {

@@ -13,11 +13,7 @@ use ledgerhost_core::{Column, ColumnType, TableSchema, Value};
 const ROWS: usize = 200_000;
 
 fn table() -> TableSchema {
-    let col = |name: &str, ty: ColumnType, nullable: bool| Column {
-        name: name.into(),
-        ty,
-        nullable,
-    };
+    let col = Column::new;
     TableSchema {
         name: "orders".into(),
         columns: vec![

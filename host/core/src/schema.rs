@@ -40,6 +40,17 @@ pub struct Column {
     pub nullable: bool,
 }
 
+impl Column {
+    /// A column named `name` of type `ty`, nullable or not.
+    pub fn new(name: &str, ty: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            nullable,
+        }
+    }
+}
+
 /// What the poller needs to know about a source table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {

@@ -11,11 +11,7 @@ const MIN: i64 = 60_000_000;
 const BUCKET: &str = "archive-orders";
 
 fn schema() -> TableSchema {
-    let col = |name: &str, ty, nullable| Column {
-        name: name.into(),
-        ty,
-        nullable,
-    };
+    let col = Column::new;
     TableSchema {
         name: "orders".into(),
         columns: vec![

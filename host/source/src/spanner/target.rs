@@ -254,11 +254,7 @@ mod tests {
 
     #[test]
     fn created_tables_carry_the_commit_timestamp_and_its_index() {
-        let col = |name: &str, ty, nullable| Column {
-            name: name.into(),
-            ty,
-            nullable,
-        };
+        let col = Column::new;
         let schema = TableSchema {
             name: "orders".into(),
             columns: vec![

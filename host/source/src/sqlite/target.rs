@@ -262,11 +262,7 @@ mod tests {
     use ledgerhost_core::{Column, Field};
 
     fn schema() -> TableSchema {
-        let col = |name: &str, ty: ColumnType, nullable| Column {
-            name: name.into(),
-            ty,
-            nullable,
-        };
+        let col = Column::new;
         TableSchema {
             name: "orders".into(),
             columns: vec![
