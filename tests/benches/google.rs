@@ -49,6 +49,7 @@ fn spec() -> TableSpec {
         name: "orders".into(),
         commit_ts_column: None,
         deleted_column: None,
+        sharding: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ fn spec(name: &str) -> TableSpec {
         name: name.into(),
         commit_ts_column: None,
         deleted_column: None,
+        sharding: Default::default(),
     }
 }
 

@@ -67,6 +67,7 @@ async fn port_rows(source: &dyn Source) -> BTreeMap<i64, Vec<Value>> {
             name: "orders".into(),
             commit_ts_column: None,
             deleted_column: None,
+            sharding: Default::default(),
         })
         .await
         .expect("schema");
@@ -299,6 +300,7 @@ async fn a_restore_equals_the_source_now_and_at_each_kept_instant() {
         name: "orders".into(),
         commit_ts_column: None,
         deleted_column: Some("deleted".into()),
+        sharding: Default::default(),
     };
     target
         .prepare_table(&spec)

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::{PortResult, TableSchema, Value};
 
 /// How a table is captured, from the host configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableSpec {
     /// Table name in the source.
     pub name: String,
@@ -13,6 +13,137 @@ pub struct TableSpec {
     pub commit_ts_column: Option<String>,
     /// Soft-delete column: rows where it is true are published as tombstones.
     pub deleted_column: Option<String>,
+    /// How the table's rows are split among pollers (one shard by default).
+    pub sharding: Sharding,
+}
+
+/// How a table's rows are split among pollers: `count` shards, by the value of `column`
+/// (an INT64 the application derives from the primary key) or, without one, by a hash of
+/// the primary key. Every row falls in exactly one shard, and all rows of one key in the
+/// same one, so per-key order holds across shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharding {
+    /// Number of shards, at least 1 (1: the table is polled whole, as without sharding).
+    pub count: u32,
+    /// The shard column; `None` shards by a hash of the primary key.
+    pub column: Option<String>,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        Sharding {
+            count: 1,
+            column: None,
+        }
+    }
+}
+
+impl Sharding {
+    /// Most shards a table may have.
+    pub const MAX_COUNT: u32 = 1024;
+
+    /// Checks the sharding against the table's schema: a count in `1..=MAX_COUNT`, and a
+    /// shard column that exists and is a non-key-changing INT64 (the sources call this when
+    /// preparing the table, so a wrong setting stops the host at start, naming the fix).
+    pub fn check(&self, schema: &crate::TableSchema) -> Result<(), String> {
+        if !(1..=Self::MAX_COUNT).contains(&self.count) {
+            return Err(format!(
+                "table `{}`: shards = {} (must be 1 to {})",
+                schema.name,
+                self.count,
+                Self::MAX_COUNT
+            ));
+        }
+        let Some(column) = &self.column else {
+            return Ok(());
+        };
+        match schema.columns.iter().find(|c| &c.name == column) {
+            None => Err(format!(
+                "table `{}` has no shard column `{column}`: add an INT64 column the application                  derives from the primary key (e.g. a stored generated column                  `MOD(ABS(FARM_FINGERPRINT(CAST(Id AS STRING))), {})`), or drop `shard-column`                  to shard by a hash of the primary key",
+                schema.name, self.count
+            )),
+            Some(c) if c.ty != crate::ColumnType::Int64 => Err(format!(
+                "table `{}`: shard column `{column}` is {:?}, it must be INT64",
+                schema.name, c.ty
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Shard `index` of this sharding.
+    pub fn shard(&self, index: u32) -> Shard {
+        Shard {
+            index,
+            count: self.count,
+            column: self.column.clone(),
+        }
+    }
+}
+
+/// One shard of a table: the rows a single poller reads.
+///
+/// With a shard column, shard `i` holds the rows whose column value is `i`, and shard 0
+/// also every row whose value is NULL or outside `0..count` (so no row is left unpolled
+/// by a value the application got wrong). Without one, shard `i` holds the rows whose
+/// primary-key hash (the source's own, stable for a key) is `i` modulo `count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard's index, `0..count`.
+    pub index: u32,
+    /// Number of shards of the table.
+    pub count: u32,
+    /// The shard column, or `None` for the primary-key hash.
+    pub column: Option<String>,
+}
+
+impl Shard {
+    /// The whole table as one shard.
+    pub const WHOLE: Shard = Shard {
+        index: 0,
+        count: 1,
+        column: None,
+    };
+
+    /// True when this shard is the whole table (no predicate to add).
+    pub fn is_whole(&self) -> bool {
+        self.count <= 1
+    }
+
+    /// The name a shard's lease, progress record, watermark file and metrics go by: the
+    /// table's own name for an unsharded table (so nothing changes without sharding), else
+    /// `<table>.shard-<i>-of-<n>` (Spanner and SQLite table names cannot hold `.`).
+    pub fn unit_name(&self, table: &str) -> String {
+        if self.is_whole() {
+            table.to_string()
+        } else {
+            format!("{table}.shard-{}-of-{}", self.index, self.count)
+        }
+    }
+
+    /// The `(index, count)` of a name [`Shard::unit_name`] made for `table`: `(0, 1)` for
+    /// the table's own name, `None` for a name of another table.
+    pub fn parse_unit_name(table: &str, name: &str) -> Option<(u32, u32)> {
+        if name == table {
+            return Some((0, 1));
+        }
+        let rest = name.strip_prefix(table)?.strip_prefix(".shard-")?;
+        let (index, count) = rest.split_once("-of-")?;
+        let (index, count) = (index.parse().ok()?, count.parse().ok()?);
+        (index < count && count > 1).then_some((index, count))
+    }
+
+    /// The primary-key hash of the embedded source and of tests: FNV-1a over the key's
+    /// values' text, each followed by a 0x1f separator, modulo `count`.
+    pub fn of_key_text<'a>(parts: impl IntoIterator<Item = &'a [u8]>, count: u32) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in parts {
+            for b in part.iter().chain(std::iter::once(&0x1f)) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (h % u64::from(count.max(1))) as u32
+    }
 }
 
 /// One committed row, values in [`TableSchema::columns`] order.
@@ -94,6 +225,11 @@ pub trait Source: Send + Sync {
         progress: Option<i64>,
     ) -> PortResult<()>;
 
+    /// Every lease whose name starts with `prefix`, judged by the source's clock, in name
+    /// order (one read-only query): who holds which shard, which replicas are live, and
+    /// where the shards of an earlier shard layout got to.
+    async fn leases(&self, prefix: &str) -> PortResult<Vec<LeaseInfo>>;
+
     /// How many transactions this source ran, by kind and purpose (for `/metrics`). A
     /// source that does not count returns nothing.
     fn transactions(&self) -> Vec<TransactionCount> {
@@ -111,6 +247,19 @@ pub struct Lease {
     /// Time left until the lease expires, by the source's clock (for the caller if `held`,
     /// else for its current holder); zero when nobody holds it.
     pub remaining: std::time::Duration,
+}
+
+/// One lease as [`Source::leases`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The lease's name.
+    pub name: String,
+    /// Its last holder (also after it expired or was released).
+    pub holder: String,
+    /// Time left until it expires, by the source's clock; zero when expired or released.
+    pub remaining: std::time::Duration,
+    /// The progress stored with it, if any holder stored one.
+    pub progress: Option<i64>,
 }
 
 /// What a source transaction was: a read-write transaction (locks, commit) or a read-only
@@ -280,6 +429,17 @@ pub trait Snapshot: Send {
     async fn page(
         &mut self,
         table: &TableSchema,
+        after: &Position,
+        limit: usize,
+    ) -> PortResult<Vec<Row>> {
+        self.shard_page(table, &Shard::WHOLE, after, limit).await
+    }
+
+    /// [`Snapshot::page`] restricted to the rows of `shard` (see [`Shard`]).
+    async fn shard_page(
+        &mut self,
+        table: &TableSchema,
+        shard: &Shard,
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>>;

@@ -35,6 +35,7 @@ fn spec() -> TableSpec {
         name: "orders".into(),
         commit_ts_column: None,
         deleted_column: Some("deleted".into()),
+        sharding: Default::default(),
     }
 }
 

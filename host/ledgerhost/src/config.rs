@@ -200,6 +200,18 @@ pub struct TableConfig {
     /// local watermark nor the ledger can tell where to resume.
     #[serde(default = "default_start")]
     pub start: String,
+    /// Shards the table's polling is split into (default 1): each has its own lease,
+    /// watermark and poller, and the replicas share the leases out (docs/operations.md).
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// The INT64 column whose value is a row's shard (`0..shards`); without one, rows are
+    /// sharded by a hash of the primary key.
+    #[serde(default)]
+    pub shard_column: Option<String>,
+}
+
+fn default_shards() -> u32 {
+    1
 }
 
 fn default_interval_ms() -> u64 {
@@ -223,6 +235,14 @@ impl TableConfig {
                     "must be `beginning`, `now` or microseconds since the Unix epoch, not `{other}`"
                 )
             }),
+        }
+    }
+
+    /// How the table's rows are split among pollers.
+    pub fn sharding(&self) -> ledgerhost_core::source::Sharding {
+        ledgerhost_core::source::Sharding {
+            count: self.shards,
+            column: self.shard_column.clone(),
         }
     }
 
@@ -536,6 +556,21 @@ impl Config {
                 ));
             }
             t.start_from().map_err(|p| invalid(key("start"), p))?;
+            let max = ledgerhost_core::source::Sharding::MAX_COUNT;
+            if !(1..=max).contains(&t.shards) {
+                return Err(invalid(
+                    key("shards"),
+                    format!("must be between 1 and {max}, not {}", t.shards),
+                ));
+            }
+            if let Some(c) = &t.shard_column
+                && !is_identifier(c)
+            {
+                return Err(invalid(
+                    key("shard-column"),
+                    format!("must be a column name of letters, digits and `_`, not `{c}`"),
+                ));
+            }
         }
         if self.host.lease_ttl_ms < 500 {
             return Err(invalid(

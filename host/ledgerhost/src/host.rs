@@ -275,6 +275,7 @@ fn spec_of(t: &TableConfig) -> TableSpec {
         name: t.name.clone(),
         commit_ts_column: t.commit_ts_column.clone(),
         deleted_column: t.deleted_column.clone(),
+        sharding: t.sharding(),
     }
 }
 

@@ -290,6 +290,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         name: table.name.clone(),
         commit_ts_column: table.commit_ts_column.clone(),
         deleted_column: table.deleted_column.clone(),
+        sharding: Default::default(),
     };
     backends
         .source

@@ -38,6 +38,7 @@ async fn main() {
         name: "orders".into(),
         commit_ts_column: None,
         deleted_column: Some("deleted".into()),
+        sharding: Default::default(),
     };
     let schema = src.prepare_table(&spec).await.expect("prepare");
 

@@ -36,8 +36,8 @@ use google_cloud_spanner::transaction::{
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::{Date, FromValue, Kind, Type, Value as SpValue};
 use ledgerhost_core::source::{
-    HeldLeases, Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount,
-    TransactionCounters, TransactionKind, TransactionPurpose,
+    HeldLeases, Lease, LeaseInfo, Position, Row, Shard, Snapshot, Source, TableSpec,
+    TransactionCount, TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use ledgerhost_google::SPANNER;
@@ -863,6 +863,14 @@ impl Source for SpannerSource {
         Ok(lease)
     }
 
+    async fn leases(&self, _prefix: &str) -> PortResult<Vec<LeaseInfo>> {
+        Err(PortError::Unsupported {
+            backend: BACKEND,
+            operation: "list leases",
+            why: "not implemented yet".into(),
+        })
+    }
+
     async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease> {
         self.ensure_lease_table().await?;
         self.counters
@@ -1066,12 +1074,20 @@ impl Snapshot for SpannerSnapshot {
         }
     }
 
-    async fn page(
+    async fn shard_page(
         &mut self,
         table: &TableSchema,
+        shard: &Shard,
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>> {
+        if !shard.is_whole() {
+            return Err(PortError::Unsupported {
+                backend: BACKEND,
+                operation: "poll a shard",
+                why: "not implemented yet".into(),
+            });
+        }
         let index = resolve_poll_index(
             &self.single_use,
             &self.counters,

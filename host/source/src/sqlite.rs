@@ -66,8 +66,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ledgerhost_core::source::{
-    HeldLeases, Lease, Position, Row, Snapshot, Source, TableSpec, TransactionCount,
-    TransactionCounters, TransactionKind, TransactionPurpose,
+    HeldLeases, Lease, LeaseInfo, Position, Row, Shard, Snapshot, Source, TableSpec,
+    TransactionCount, TransactionCounters, TransactionKind, TransactionPurpose,
 };
 use ledgerhost_core::{Column, ColumnType, PortError, PortResult, TableSchema, Value};
 use ledgerhost_manifest::calendar::{self, date_text};
@@ -99,7 +99,71 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    register_shard_function(&conn)?;
     Ok(conn)
+}
+
+/// The SQL function name of the primary-key hash a shard page filters on.
+const SHARD_FUNCTION: &str = "ledgerhost_shard";
+
+/// Registers `ledgerhost_shard(count, k1, .., kn)`: the shard of a key by
+/// [`Shard::of_key_text`] over each value's text (integers in decimal, text and blobs as
+/// their bytes, NULL as nothing), so a key always lands in the same shard.
+fn register_shard_function(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        SHARD_FUNCTION,
+        -1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let count: i64 = ctx.get(0)?;
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(ctx.len().saturating_sub(1));
+            for i in 1..ctx.len() {
+                parts.push(match ctx.get_raw(i) {
+                    ValueRef::Null => Vec::new(),
+                    ValueRef::Integer(n) => n.to_string().into_bytes(),
+                    ValueRef::Real(f) => f.to_string().into_bytes(),
+                    ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+                });
+            }
+            let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+            Ok(i64::from(Shard::of_key_text(
+                parts.iter().map(Vec::as_slice),
+                count,
+            )))
+        },
+    )
+}
+
+/// The SQL condition selecting `shard`'s rows of `table` (see [`Shard`]), `None` for the
+/// whole table.
+fn shard_condition(table: &TableSchema, shard: &Shard) -> Option<String> {
+    if shard.is_whole() {
+        return None;
+    }
+    Some(match &shard.column {
+        Some(column) if shard.index == 0 => {
+            // Shard 0 also takes every value no other shard reads: nothing goes unpolled.
+            let others = (1..shard.count)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("NOT coalesce({} IN ({others}), 0)", quote(column))
+        }
+        Some(column) => format!("{} = {}", quote(column), shard.index),
+        None => {
+            let keys = table
+                .primary_key
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "{SHARD_FUNCTION}({}, {keys}) = {}",
+                shard.count, shard.index
+            )
+        }
+    })
 }
 
 /// An SQLite database as a source.
@@ -496,6 +560,9 @@ impl Source for SqliteSource {
             .record(TransactionKind::ReadWrite, TransactionPurpose::Schema);
         self.with_conn(move |conn| {
             let schema = read_schema(conn, &spec)?;
+            spec.sharding
+                .check(&schema)
+                .map_err(|m| PortError::invalid(BACKEND, m))?;
             install_capture(conn, &schema)?;
             Ok(schema)
         })
@@ -646,6 +713,36 @@ impl Source for SqliteSource {
         result
     }
 
+    async fn leases(&self, prefix: &str) -> PortResult<Vec<LeaseInfo>> {
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead);
+        let prefix = prefix.to_string();
+        self.with_conn(move |conn| {
+            let now = now_micros();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, holder, expires_at_micros, progress FROM _ledgerhost_leases
+                     WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+                )
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            let rows = stmt
+                .query_map([&prefix], |r| {
+                    let expires: i64 = r.get(2)?;
+                    let remaining = expires.saturating_sub(now).max(0);
+                    Ok(LeaseInfo {
+                        name: r.get(0)?,
+                        holder: r.get(1)?,
+                        remaining: Duration::from_micros(u64::try_from(remaining).unwrap_or(0)),
+                        progress: r.get(3)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease> {
         self.counters
             .record(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead);
@@ -778,16 +875,18 @@ impl Snapshot for SqliteSnapshot {
         self.run(move |conn| read_schema(conn, &spec)).await
     }
 
-    async fn page(
+    async fn shard_page(
         &mut self,
         table: &TableSchema,
+        shard: &Shard,
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>> {
         let table = table.clone();
         let after = after.clone();
         let read_ts = self.read_ts;
-        self.run(move |conn| read_page(conn, &table, &after, limit, read_ts))
+        let shard = shard.clone();
+        self.run(move |conn| read_page(conn, &table, &shard, &after, limit, read_ts))
             .await
     }
 }
@@ -801,8 +900,17 @@ impl Snapshot for SqliteSnapshot {
 /// One combined row-value condition `(ts, key) > (W, last key)` is not enough: SQLite then
 /// seeks on `ts` alone, so paging through one big transaction (one timestamp) rescans it
 /// from its start for every page.
-fn page_sql(table: &TableSchema, after: &Position) -> PortResult<(Option<String>, String)> {
+///
+/// A shard's condition (see [`shard_condition`]) is one more filter on the same range scan.
+fn page_sql(
+    table: &TableSchema,
+    shard: &Shard,
+    after: &Position,
+) -> PortResult<(Option<String>, String)> {
     let ts = quote(&table.commit_ts_column);
+    let in_shard = shard_condition(table, shard)
+        .map(|c| format!(" AND {c}"))
+        .unwrap_or_default();
     let cols = table
         .columns
         .iter()
@@ -837,12 +945,13 @@ fn page_sql(table: &TableSchema, after: &Position) -> PortResult<(Option<String>
             .collect::<Vec<_>>()
             .join(", ");
         Some(format!(
-            "SELECT {cols} FROM {t} WHERE {ts} = ?1 AND ({order}) > ({placeholders}) \
+            "SELECT {cols} FROM {t} WHERE {ts} = ?1 AND ({order}) > ({placeholders}){in_shard} \
              ORDER BY {order} LIMIT ?2"
         ))
     };
     let later = format!(
-        "SELECT {cols} FROM {t} WHERE {ts} > ?1 AND {ts} <= ?3 ORDER BY {ts}, {order} LIMIT ?2"
+        "SELECT {cols} FROM {t} WHERE {ts} > ?1 AND {ts} <= ?3{in_shard} \
+         ORDER BY {ts}, {order} LIMIT ?2"
     );
     Ok((rest_of_w, later))
 }
@@ -869,11 +978,12 @@ fn later_params(after: &Position, limit: usize, read_ts: i64) -> Vec<rusqlite::t
 fn read_page(
     conn: &Connection,
     table: &TableSchema,
+    shard: &Shard,
     after: &Position,
     limit: usize,
     read_ts: i64,
 ) -> PortResult<Vec<Row>> {
-    let (rest_of_w, later) = page_sql(table, after)?;
+    let (rest_of_w, later) = page_sql(table, shard, after)?;
     let mut out = Vec::with_capacity(limit.min(10_000));
     // W itself is a timestamp already read in full up to the last key, so W <= R holds.
     if let Some(sql) = rest_of_w

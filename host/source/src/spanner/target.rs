@@ -194,6 +194,7 @@ impl TableWriter for SpannerTarget {
                 commit_ts_column: Some(schema.commit_ts_column.clone()),
                 // Checked as a column below, so a missing one is named like any other.
                 deleted_column: None,
+                sharding: Default::default(),
             };
             let existing = read_schema(&spec, |stmt| {
                 let client = client.clone();

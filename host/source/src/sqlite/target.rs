@@ -236,6 +236,7 @@ impl TableWriter for SqliteTarget {
                     commit_ts_column: Some(schema.commit_ts_column.clone()),
                     // Checked as a column below, so a missing one is named like any other.
                     deleted_column: None,
+                    sharding: Default::default(),
                 },
             )?;
             check_table_matches(&existing, &schema)
@@ -355,6 +356,7 @@ mod tests {
             name: "orders".into(),
             commit_ts_column: None,
             deleted_column: None,
+            sharding: Default::default(),
         };
         let prepared = source.prepare_table(&spec).await.unwrap();
         // Restored rows keep their archived commit times; the file's commit clock starts

@@ -5,6 +5,7 @@ fn spec(name: &str) -> TableSpec {
         name: name.into(),
         commit_ts_column: None,
         deleted_column: None,
+        sharding: Default::default(),
     }
 }
 
@@ -718,7 +719,7 @@ async fn pages_are_index_range_scans() {
     };
     // The statements read_page runs, explained: each seeks to its start in the capture
     // index and walks it in order (no sort), also within one timestamp.
-    let (rest, later) = page_sql(&schema, &after).unwrap();
+    let (rest, later) = page_sql(&schema, &Shard::WHOLE, &after).unwrap();
     let plan = explain(&rest.unwrap(), rest_of_w_params(&after, 100));
     assert!(
         plan.contains("_ledgerhost_t_ts")
@@ -732,7 +733,7 @@ async fn pages_are_index_range_scans() {
             && !plan.contains("TEMP B-TREE"),
         "{plan}"
     );
-    let (rest, _) = page_sql(&schema, &Position::after_ts(7)).unwrap();
+    let (rest, _) = page_sql(&schema, &Shard::WHOLE, &Position::after_ts(7)).unwrap();
     assert!(rest.is_none(), "no key: only later timestamps");
 
     // The same for a rowid table keyed by its INTEGER PRIMARY KEY.
@@ -743,7 +744,7 @@ async fn pages_are_index_range_scans() {
         commit_ts: 7,
         key: vec![Value::Int64(1)],
     };
-    let (rest, _) = page_sql(&schema, &after).unwrap();
+    let (rest, _) = page_sql(&schema, &Shard::WHOLE, &after).unwrap();
     let plan = explain(&rest.unwrap(), rest_of_w_params(&after, 100));
     assert!(
         plan.contains("_ledgerhost_r_ts (commit_ts=? AND id>?)") && !plan.contains("TEMP"),
@@ -767,6 +768,7 @@ async fn polled_rows_encode_to_avro_and_decode_back() {
         name: "t".into(),
         commit_ts_column: None,
         deleted_column: Some("deleted".into()),
+        sharding: Default::default(),
     };
     let schema = src.prepare_table(&spec).await.unwrap();
     app(&db)
