@@ -180,6 +180,7 @@ impl Backend {
             replica: "bench".into(),
             lease_ttl: Duration::from_secs(5),
             ordering: Default::default(),
+            shard: ledgerhost_core::source::Shard::WHOLE,
         }
     }
 

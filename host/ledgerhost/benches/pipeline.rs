@@ -49,6 +49,7 @@ fn settings(interval: Duration, page_size: usize) -> PollerSettings {
         replica: "bench".into(),
         lease_ttl: Duration::from_secs(5),
         ordering: Default::default(),
+        shard: ledgerhost_core::source::Shard::WHOLE,
     }
 }
 

@@ -152,7 +152,9 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     for (name, kind, help, read) in table_families {
         let mut f = Family::new(&mut out, name, kind, help);
         for (t, st) in &tables {
-            f.sample(&[("table", t)], read(st, now));
+            let labels = st.labels(t);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(&labels, read(st, now));
         }
     }
     let mut f = Family::new(
@@ -356,6 +358,8 @@ pub fn host_status(s: &AdminState) -> HostStatus {
             poll_errors: t.poll_errors.load(Ordering::Relaxed),
             watermark_micros: t.watermark.load(Ordering::Relaxed),
             leader: t.leader.load(Ordering::Relaxed) == 1,
+            shard: t.shard.get().map(|(_, index)| *index),
+            holder: t.holder.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             stopped: t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             republishes: t.republishes.load(Ordering::Relaxed),
         })

@@ -19,6 +19,7 @@ use crate::backends::Backends;
 use crate::config::{Config, TableConfig};
 use crate::dispatcher::{Dispatcher, Filter, SubscriptionPlan};
 use crate::metrics::{Metrics, now_micros};
+use crate::poller::fleet::Fleet;
 use crate::poller::{Poller, PollerSettings};
 use crate::watermark::WatermarkStore;
 
@@ -93,7 +94,7 @@ impl Host {
         host.start_present_plugins(&decoder).await;
         let watcher = host.follow_registry(events, decoder, refused, shutdown_rx.clone());
         host.tasks.push(watcher);
-        host.start_pollers(tables, &shutdown_rx)?;
+        host.start_pollers(tables, &shutdown_rx).await?;
         host.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(admin = %host.admin_addr, tables = host.config.tables.len(), plugins = host.registry.plugins().len(), "ledgerhost ready");
         Ok(host)
@@ -156,7 +157,7 @@ impl Host {
     }
 
     /// One poller task per prepared table.
-    fn start_pollers(
+    async fn start_pollers(
         &mut self,
         tables: Vec<(TableConfig, TableSpec)>,
         shutdown: &watch::Receiver<bool>,
@@ -164,31 +165,57 @@ impl Host {
         let watermarks = WatermarkStore::open(&self.config.host.data_dir.join("watermarks"))
             .context("cannot open the watermark directory")?;
         let replica = self.config.replica_id();
-        for (t, spec) in tables {
-            let settings = PollerSettings {
-                topic: self.config.topic_for(&t.name),
-                interval: t.interval(),
-                page_size: t.page_size,
-                start: t
-                    .start_from()
-                    .map_err(|e| anyhow::anyhow!("tables.{}.start {e}", t.name))?,
-                replica: replica.clone(),
-                lease_ttl: Duration::from_millis(self.config.host.lease_ttl_ms),
-                ordering: self.config.ledger.ordering(),
-                spec,
-            };
-            let poller = Poller::new(
-                settings,
+        let ttl = Duration::from_millis(self.config.host.lease_ttl_ms);
+        // The fleet view exists only when some table is sharded: unsharded tables keep one
+        // lease each and no membership transactions.
+        let fleet = if tables.iter().any(|(_, spec)| spec.sharding.count > 1) {
+            let fleet = Fleet::new(&replica);
+            // Joined before any shard poller tries a lease, so a replica starting beside
+            // others does not see itself alone and take every shard.
+            fleet.refresh(self.backends.source.as_ref(), ttl).await;
+            self.tasks.push(tokio::spawn(fleet.clone().run(
                 self.backends.source.clone(),
-                self.backends.ledger.clone(),
-                watermarks.clone(),
-                self.metrics.table(&t.name),
-            );
-            let rx = shutdown.clone();
-            self.tasks.push(tokio::spawn(async move {
-                // The poller logs its own fatal error; other tables go on.
-                let _ = poller.run(rx).await;
-            }));
+                ttl,
+                shutdown.clone(),
+            )));
+            Some(fleet)
+        } else {
+            None
+        };
+        for (t, spec) in tables {
+            let start = t
+                .start_from()
+                .map_err(|e| anyhow::anyhow!("tables.{}.start {e}", t.name))?;
+            for index in 0..spec.sharding.count {
+                let shard = spec.sharding.shard(index);
+                let stats = self.metrics.shard(&t.name, &shard);
+                let settings = PollerSettings {
+                    topic: self.config.topic_for(&t.name),
+                    interval: t.interval(),
+                    page_size: t.page_size,
+                    start: start.clone(),
+                    replica: replica.clone(),
+                    lease_ttl: ttl,
+                    ordering: self.config.ledger.ordering(),
+                    shard,
+                    spec: spec.clone(),
+                };
+                let mut poller = Poller::new(
+                    settings,
+                    self.backends.source.clone(),
+                    self.backends.ledger.clone(),
+                    watermarks.clone(),
+                    stats,
+                );
+                if let Some(fleet) = &fleet {
+                    poller = poller.with_fleet(fleet.clone());
+                }
+                let rx = shutdown.clone();
+                self.tasks.push(tokio::spawn(async move {
+                    // The poller logs its own fatal error; other tables go on.
+                    let _ = poller.run(rx).await;
+                }));
+            }
         }
         Ok(())
     }

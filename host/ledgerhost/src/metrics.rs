@@ -52,6 +52,20 @@ pub struct TableStats {
     /// Times the poller re-published from its start point because the ledger lost the
     /// topic (e.g. a restarted Pub/Sub emulator).
     pub republishes: AtomicU64,
+    /// For a shard of a sharded table: the table and the shard's index.
+    pub shard: std::sync::OnceLock<(String, u32)>,
+    /// The replica holding this shard's lease at the fleet's last read (sharded tables).
+    pub holder: Mutex<Option<String>>,
+}
+
+impl TableStats {
+    /// The `table` (and, for a shard, `shard`) labels of this poller's metrics.
+    pub fn labels(&self, name: &str) -> Vec<(&'static str, String)> {
+        match self.shard.get() {
+            Some((table, index)) => vec![("table", table.clone()), ("shard", index.to_string())],
+            None => vec![("table", name.to_string())],
+        }
+    }
 }
 
 /// Counters of one plugin's subscription.
@@ -273,6 +287,16 @@ impl Metrics {
     pub fn table(&self, name: &str) -> Arc<TableStats> {
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         t.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The counters of one shard's poller, under the shard's unit name (the table's own
+    /// name when unsharded).
+    pub fn shard(&self, table: &str, shard: &ledgerhost_core::source::Shard) -> Arc<TableStats> {
+        let stats = self.table(&shard.unit_name(table));
+        if !shard.is_whole() {
+            let _ = stats.shard.set((table.to_string(), shard.index));
+        }
+        stats
     }
 
     /// The counters of a plugin (created on first use; they survive hot swaps).

@@ -24,6 +24,12 @@
 //! on the embedded ledger, one on a ledger that confirms the page before the poller can
 //! persist its progress).
 //!
+//! Shards: a table with `shards = N` has N pollers per replica, one per shard, each with
+//! its own lease (`poller/<table>.shard-<i>-of-<N>`), progress record and watermark, and
+//! reading only its shard's rows ([`Snapshot::shard_page`]); the argument above holds per
+//! shard, since a shard's rows are a fixed subset of the table's and every key stays in one
+//! shard. The replicas share the leases out through [`fleet::Fleet`].
+//!
 //! Pipelining: the poll reads and encodes page N+1 while page N is written (one page
 //! ahead, bounded by construction). Writes are still one at a time and in page order, each
 //! with its own progress record, so the argument above holds unchanged: a page read ahead
@@ -31,6 +37,9 @@
 //! page after the one read ahead is read. A read error is returned only after the write in
 //! flight has finished, so the progress it stored is kept.
 
+pub mod fleet;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,7 +47,7 @@ use std::time::Duration;
 use ledgerhost_avro::Encoder;
 use ledgerhost_core::ledger::ordering::Ordering as OrderingRule;
 use ledgerhost_core::ledger::{Ledger, attr};
-use ledgerhost_core::source::{Position, Source, TableSpec};
+use ledgerhost_core::source::{Position, Shard, Snapshot, Source, TableSpec};
 use ledgerhost_core::{PortError, TableSchema};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -47,6 +56,7 @@ use crate::config::StartFrom;
 use crate::fault;
 use crate::metrics::{TableStats, now_micros};
 use crate::watermark::{WatermarkError, WatermarkStore};
+use fleet::{Fleet, POLLER_LEASE_PREFIX};
 
 /// Why a poll failed. Transient errors are retried on the next tick; the others stop the table.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +138,8 @@ pub struct PollerSettings {
     pub lease_ttl: Duration,
     /// How ordering keys derive from primary keys (the ledger's `[ledger] ordering`).
     pub ordering: OrderingRule,
+    /// The shard of the table this poller reads ([`Shard::WHOLE`] when unsharded).
+    pub shard: Shard,
 }
 
 /// One table's poller.
@@ -152,6 +164,8 @@ pub struct Poller {
     /// Within an unfinished poll: the keyset position up to which the ledger holds the
     /// table's rows (stored with the page it came from), where the next poll resumes.
     resume_after: Option<Position>,
+    /// The fleet view that caps this replica's share of a sharded table's leases.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Poller {
@@ -175,6 +189,26 @@ impl Poller {
             generation: None,
             lease_progress: None,
             resume_after: None,
+            fleet: None,
+        }
+    }
+
+    /// Takes this shard's lease only within the replica's fair share (see [`Fleet`]), and
+    /// gives it up when the replica holds more than its share.
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The name of what this poller owns: the table, or `<table>.shard-<i>-of-<n>`.
+    fn unit(&self) -> String {
+        self.settings.shard.unit_name(self.table())
+    }
+
+    /// Tells the fleet this poller no longer holds its shard.
+    fn leave_fleet(&self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.release(self.table(), self.settings.shard.index);
         }
     }
 
@@ -190,7 +224,7 @@ impl Poller {
     }
 
     fn lease_name(&self) -> String {
-        format!("poller/{}", self.table())
+        format!("{POLLER_LEASE_PREFIX}{}", self.unit())
     }
 
     /// Polls at the configured interval until `shutdown` turns true, while this replica
@@ -235,6 +269,10 @@ impl Poller {
             if *shutdown.borrow() {
                 break;
             }
+            if tick && let Some(fleet) = &self.fleet {
+                *self.stats.holder.lock().unwrap_or_else(|p| p.into_inner()) =
+                    fleet.holder(&self.lease_name());
+            }
             if let Some(at) = renewed_at {
                 if at.elapsed() >= renew_every && Instant::now() >= renew_not_before {
                     let started = Instant::now();
@@ -250,7 +288,8 @@ impl Poller {
                     {
                         Ok(lease) if lease.held => renewed_at = Some(started),
                         Ok(lease) => {
-                            tracing::warn!(table = self.table(), "lost the poller lease");
+                            tracing::warn!(table = self.table(), shard = %self.unit(), "lost the poller lease");
+                            self.leave_fleet();
                             renewed_at = None;
                             self.stats.leader.store(0, Ordering::Relaxed);
                             next_read = Instant::now() + lease.remaining.min(renew_every);
@@ -267,6 +306,7 @@ impl Poller {
                                     "the poller lease may have expired: stopped polling until it is taken again"
                                 );
                                 renewed_at = None;
+                                self.leave_fleet();
                                 self.stats.leader.store(0, Ordering::Relaxed);
                                 continue;
                             }
@@ -283,6 +323,34 @@ impl Poller {
                 renewed_at = Some(next_read);
             }
             let Some(at) = renewed_at else { continue };
+            if tick
+                && let Some(fleet) = &self.fleet
+                && fleet.should_give_up(
+                    self.table(),
+                    self.settings.shard.index,
+                    self.settings.shard.count,
+                )
+            {
+                // Logged before the release, so in the log this replica's hold of the shard
+                // ends before another's begins.
+                tracing::info!(
+                    table = self.table(),
+                    shard = %self.unit(),
+                    share = fleet.fair_share(self.settings.shard.count),
+                    "giving the shard lease up: this replica holds more than its fair share"
+                );
+                if let Err(e) = self
+                    .source
+                    .release_lease(&self.lease_name(), &self.settings.replica, self.watermark)
+                    .await
+                {
+                    tracing::warn!(table = self.table(), error = %e, "cannot release the shard lease; it expires after its TTL");
+                }
+                renewed_at = None;
+                self.stats.leader.store(0, Ordering::Relaxed);
+                next_read = Instant::now() + renew_every;
+                continue;
+            }
             if !tick || at.elapsed() >= ttl * 2 / 3 {
                 // Not a poll tick, or the lease is too close to its expiry to start a poll.
                 continue;
@@ -300,6 +368,7 @@ impl Poller {
                         Some(e.to_string());
                     // The lease is left to expire: this replica no longer polls the table.
                     self.stats.leader.store(0, Ordering::Relaxed);
+                    self.leave_fleet();
                     return Err(e);
                 }
             }
@@ -334,10 +403,21 @@ impl Poller {
                 return false;
             }
         }
+        if let Some(fleet) = &self.fleet
+            && !fleet.reserve(
+                self.table(),
+                self.settings.shard.index,
+                self.settings.shard.count,
+            )
+        {
+            // This replica holds its fair share already: the shard is left to another.
+            *when = again(ttl);
+            return false;
+        }
         let started = Instant::now();
         match self.source.try_lease(&name, &replica, ttl, None).await {
             Ok(lease) if lease.held => {
-                tracing::info!(table = self.table(), replica = %replica, "took the poller lease");
+                tracing::info!(table = self.table(), shard = %self.unit(), replica = %replica, "took the poller lease");
                 self.stats.leader.store(1, Ordering::Relaxed);
                 // Another replica may have moved the table on while we waited.
                 self.watermark = None;
@@ -347,10 +427,12 @@ impl Poller {
             }
             Ok(lease) => {
                 // Another replica took it first.
+                self.leave_fleet();
                 *when = again(lease.remaining);
                 false
             }
             Err(e) => {
+                self.leave_fleet();
                 self.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(table = self.table(), error = %e, "cannot take the poller lease; retrying next tick");
                 false
@@ -358,14 +440,15 @@ impl Poller {
         }
     }
 
-    /// The watermark to resume from: the progress stored with the lease (shared by every
-    /// replica), else the local file, else the ledger's newest message, else the configured
-    /// start.
+    /// The watermark to resume from: the ledger's own progress record, else the progress
+    /// stored with the lease (shared by every replica), else the local file, else where an
+    /// earlier shard layout of the table got to, else (unsharded) the ledger's newest
+    /// message, else the configured start.
     async fn resume_point(&mut self) -> Result<i64, PollError> {
         if let Some(w) = self.watermark {
             return Ok(w);
         }
-        let table = self.table().to_string();
+        let table = self.unit();
         let stored = self
             .ledger
             .progress(&table)
@@ -407,6 +490,19 @@ impl Poller {
             self.watermark = Some(w);
             return Ok(w);
         }
+        if let Some(w) = self.earlier_layout_progress().await? {
+            tracing::info!(
+                table,
+                watermark = w,
+                "resuming from where the table's earlier shard layout got to"
+            );
+            self.watermark = Some(w);
+            return Ok(w);
+        }
+        if !self.settings.shard.is_whole() {
+            // The topic's newest message may come from a shard further ahead than this one.
+            return Ok(self.bootstrap(&table));
+        }
         let last = self
             .ledger
             .last_message(&self.settings.topic)
@@ -428,6 +524,11 @@ impl Poller {
             self.watermark = Some(w);
             return Ok(w);
         }
+        Ok(self.bootstrap(&table))
+    }
+
+    /// The configured start, adopted as the watermark when nothing says where to resume.
+    fn bootstrap(&mut self, table: &str) -> i64 {
         let w = match self.settings.start {
             StartFrom::Beginning => i64::MIN,
             StartFrom::Now => now_micros(),
@@ -435,13 +536,62 @@ impl Poller {
         };
         tracing::info!(table, watermark = w, start = ?self.settings.start, "no watermark yet: bootstrapping");
         self.watermark = Some(w);
-        Ok(w)
+        w
+    }
+
+    /// After the table's shard count changed: a watermark every row of this shard was
+    /// published up to, from the leases of the table's other layouts. A layout counts only
+    /// when each of its shards stored progress (then its lowest is such a watermark: every
+    /// row, whichever shard it fell in then, is at or below it); of those, the highest.
+    async fn earlier_layout_progress(&self) -> Result<Option<i64>, PollError> {
+        let table = self.table();
+        let leases = self
+            .source
+            .leases(&format!("{POLLER_LEASE_PREFIX}{table}"))
+            .await
+            .map_err(|e| self.port_err(e))?;
+        let mut layouts: BTreeMap<u32, BTreeMap<u32, i64>> = BTreeMap::new();
+        for lease in leases {
+            let Some((index, count)) = lease
+                .name
+                .strip_prefix(POLLER_LEASE_PREFIX)
+                .and_then(|unit| Shard::parse_unit_name(table, unit))
+            else {
+                continue;
+            };
+            if let (Some(w), true) = (lease.progress, count != self.settings.shard.count) {
+                layouts.entry(count).or_default().insert(index, w);
+            }
+        }
+        Ok(layouts
+            .into_iter()
+            .filter(|(count, shards)| shards.len() as u32 == *count)
+            .filter_map(|(_, shards)| shards.into_values().min())
+            .max())
     }
 
     /// One poll: publishes every row committed after the watermark, then advances it.
     /// Returns the number of rows published.
     pub async fn poll_once(&mut self) -> Result<u64, PollError> {
-        let table = self.table().to_string();
+        let started = now_micros();
+        let result = self.poll_inner().await;
+        // One line per poll: which replica polled which shard when (the e2e test checks from
+        // these that no shard is polled by two replicas at once).
+        tracing::debug!(
+            table = self.table(),
+            shard = %self.unit(),
+            replica = %self.settings.replica,
+            started_micros = started,
+            ended_micros = now_micros(),
+            rows = result.as_ref().map_or(0, |n| *n),
+            ok = result.is_ok(),
+            "poll"
+        );
+        result
+    }
+
+    async fn poll_inner(&mut self) -> Result<u64, PollError> {
+        let table = self.unit();
         if self.current.is_none() {
             self.ledger
                 .ensure_topic(&self.settings.topic)
@@ -479,9 +629,11 @@ impl Poller {
         // time, each page with its own progress record, so progress never passes a page
         // whose messages are not durable; a failed write returns before page N+2 is read.
         let page_size = self.settings.page_size;
+        let shard = &self.settings.shard;
         let mut next = read_encoded_page(
             snapshot.as_mut(),
             schema,
+            shard,
             encoder,
             &after,
             page_size,
@@ -517,6 +669,7 @@ impl Poller {
                     read_encoded_page(
                         snapshot.as_mut(),
                         schema,
+                        shard,
                         encoder,
                         &after,
                         page_size,
@@ -600,12 +753,12 @@ impl Poller {
             to,
             "the ledger lost the topic and its messages; re-publishing from the start point"
         );
-        self.watermarks.store(&self.settings.spec.name, to)?;
+        self.watermarks.store(&self.unit(), to)?;
         // A ledger that keeps progress is read first at start: it must say `to` too.
         let record = ledgerhost_core::ledger::Progress {
-            table: self.table().to_string(),
+            table: self.unit(),
             record: progress::encode(to, None).map_err(|message| PollError::Progress {
-                table: self.table().to_string(),
+                table: self.unit(),
                 record: String::new(),
                 message,
             })?,
@@ -660,15 +813,16 @@ struct EncodedPage {
 
 /// Reads the page after `after` and encodes it; `None` when the snapshot has no more rows.
 async fn read_encoded_page(
-    snapshot: &mut dyn ledgerhost_core::source::Snapshot,
+    snapshot: &mut dyn Snapshot,
     schema: &TableSchema,
+    shard: &Shard,
     encoder: &Encoder,
     after: &Position,
     page_size: usize,
     table: &str,
 ) -> Result<Option<EncodedPage>, PollError> {
     let rows = snapshot
-        .page(schema, after, page_size)
+        .shard_page(schema, shard, after, page_size)
         .await
         .map_err(|e| PollError::Port {
             table: table.to_string(),

@@ -77,7 +77,7 @@ pub struct Sample {
 /// One captured table's poller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableStatus {
-    /// Source table name.
+    /// Source table name; for a shard of a sharded table, `<table>.shard-<i>-of-<n>`.
     pub table: String,
     /// Rows published to the ledger.
     pub rows_polled: u64,
@@ -85,8 +85,14 @@ pub struct TableStatus {
     pub poll_errors: u64,
     /// Commit time everything below was published, µs since the epoch (0: no poll yet).
     pub watermark_micros: i64,
-    /// This replica holds the table's lease and polls it.
+    /// This replica holds the table's (or shard's) lease and polls it.
     pub leader: bool,
+    /// The shard's index, for a shard of a sharded table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    /// The replica holding the shard's lease at the last read (sharded tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
     /// Why polling stopped for good (an incompatible schema change), if it did.
     pub stopped: Option<String>,
     /// Re-publishes from the start point after the ledger lost the topic.
@@ -202,10 +208,10 @@ impl HostStatus {
                 t.table,
                 t.rows_polled,
                 t.poll_errors,
-                if t.leader {
-                    ""
-                } else {
-                    " (another replica polls)"
+                match (t.leader, &t.holder) {
+                    (true, _) => String::new(),
+                    (false, Some(h)) => format!(" ({h} polls)"),
+                    (false, None) => " (another replica polls)".to_string(),
                 }
             );
             if let Some(why) = &t.stopped {
@@ -302,6 +308,8 @@ mod tests {
                 poll_errors: 1,
                 watermark_micros: 1_000_000,
                 leader: true,
+                shard: None,
+                holder: None,
                 stopped: None,
                 republishes: 0,
             }],

@@ -1,4 +1,5 @@
 use super::*;
+use ledgerhost_core::source::Sharding;
 
 fn spec(name: &str) -> TableSpec {
     TableSpec {
@@ -17,12 +18,23 @@ fn app(path: &Path) -> Connection {
 
 /// Reads everything after `w` in pages of `page`, returning rows and the read point.
 async fn poll(src: &SqliteSource, schema: &TableSchema, w: i64, page: usize) -> (Vec<Row>, i64) {
+    poll_shard(src, schema, &Shard::WHOLE, w, page).await
+}
+
+/// [`poll`] of one shard.
+async fn poll_shard(
+    src: &SqliteSource,
+    schema: &TableSchema,
+    shard: &Shard,
+    w: i64,
+    page: usize,
+) -> (Vec<Row>, i64) {
     let mut snap = src.snapshot().await.unwrap();
     let r = snap.read_ts();
     let mut after = Position::after_ts(w);
     let mut out = Vec::new();
     loop {
-        let rows = snap.page(schema, &after, page).await.unwrap();
+        let rows = snap.shard_page(schema, shard, &after, page).await.unwrap();
         let Some(last) = rows.last() else { break };
         after = Position {
             commit_ts: last.commit_ts,
@@ -312,6 +324,159 @@ async fn an_added_column_shows_in_the_next_snapshot() {
         Value::String("n".into()),
         "trigger still stamps"
     );
+}
+
+/// The shard each row of every shard's full read fell in, by key; panics on a row read by
+/// two shards.
+async fn shard_of_each_key(
+    src: &SqliteSource,
+    schema: &TableSchema,
+    sharding: &Sharding,
+) -> std::collections::BTreeMap<String, u32> {
+    let mut seen = std::collections::BTreeMap::new();
+    for index in 0..sharding.count {
+        let shard = sharding.shard(index);
+        let (rows, _) = poll_shard(src, schema, &shard, i64::MIN, 7).await;
+        for row in rows {
+            let key = format!("{:?}", &row.values[..2]);
+            assert!(
+                seen.insert(key.clone(), index).is_none(),
+                "{key} read by two shards"
+            );
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn shards_split_a_table_into_disjoint_parts_that_cover_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = app(&db);
+    c.execute_batch(
+        "CREATE TABLE by_hash (region TEXT, id INTEGER, amount INTEGER, commit_ts INTEGER,
+             PRIMARY KEY (region, id));
+         CREATE TABLE by_column (id INTEGER PRIMARY KEY, shard INTEGER, amount INTEGER,
+             commit_ts INTEGER);",
+    )
+    .unwrap();
+    let src = SqliteSource::open(&db).unwrap();
+    let hashed = Sharding {
+        count: 3,
+        column: None,
+    };
+    let columned = Sharding {
+        count: 3,
+        column: Some("shard".into()),
+    };
+    let hash_schema = src
+        .prepare_table(&TableSpec {
+            sharding: hashed.clone(),
+            ..spec("by_hash")
+        })
+        .await
+        .unwrap();
+    let column_schema = src
+        .prepare_table(&TableSpec {
+            sharding: columned.clone(),
+            ..spec("by_column")
+        })
+        .await
+        .unwrap();
+    for id in 0..300i64 {
+        let region = ["eu", "us", ""][id as usize % 3];
+        c.execute(
+            "INSERT INTO by_hash (region, id, amount) VALUES (?1, ?2, 1)",
+            rusqlite::params![region, id],
+        )
+        .unwrap();
+        // In range, out of range, negative and NULL shard values: none may go unpolled.
+        let shard: Option<i64> = match id % 5 {
+            4 => None,
+            3 => Some(7),
+            2 => Some(-1),
+            n => Some(n),
+        };
+        c.execute(
+            "INSERT INTO by_column (id, shard, amount) VALUES (?1, ?2, 1)",
+            rusqlite::params![id, shard],
+        )
+        .unwrap();
+    }
+    let by_hash = shard_of_each_key(&src, &hash_schema, &hashed).await;
+    assert_eq!(by_hash.len(), 300, "every row in exactly one shard");
+    let spread: std::collections::BTreeSet<u32> = by_hash.values().copied().collect();
+    assert_eq!(spread.len(), 3, "the hash uses every shard");
+    let by_column = shard_of_each_key(&src, &column_schema, &columned).await;
+    assert_eq!(by_column.len(), 300);
+    for (key, shard) in &by_column {
+        // `[Int64(id), ...]`: shard 1 and 2 hold their own values, shard 0 the rest.
+        let id: i64 = key
+            .trim_start_matches("[Int64(")
+            .split(')')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = match id % 5 {
+            1 => 1,
+            _ => 0,
+        };
+        assert_eq!(*shard, expected, "row {id}");
+    }
+    // Updates move no key to another shard (the hash depends on the key only).
+    c.execute("UPDATE by_hash SET amount = 2", []).unwrap();
+    assert_eq!(
+        shard_of_each_key(&src, &hash_schema, &hashed).await,
+        by_hash
+    );
+    // A wrong shard column is refused at start, naming the column.
+    let err = src
+        .prepare_table(&TableSpec {
+            sharding: Sharding {
+                count: 3,
+                column: Some("nope".into()),
+            },
+            ..spec("by_column")
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no shard column `nope`"), "{err}");
+}
+
+#[tokio::test]
+async fn listed_leases_show_holders_and_expiry_within_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SqliteSource::open(&dir.path().join("app.db")).unwrap();
+    let hour = Duration::from_secs(3600);
+    for (name, holder) in [
+        ("poller/t.shard-0-of-2", "a"),
+        ("poller/t.shard-1-of-2", "b"),
+        ("replicas/a", "a"),
+    ] {
+        assert!(
+            src.try_lease(name, holder, hour, Some(5))
+                .await
+                .unwrap()
+                .held
+        );
+    }
+    src.release_lease("poller/t.shard-1-of-2", "b", Some(9))
+        .await
+        .unwrap();
+    let leases = src.leases("poller/").await.unwrap();
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    assert_eq!(
+        (leases[0].holder.as_str(), leases[0].progress),
+        ("a", Some(5))
+    );
+    assert!(!leases[0].remaining.is_zero());
+    assert_eq!(
+        (leases[1].holder.as_str(), leases[1].progress),
+        ("b", Some(9))
+    );
+    assert!(leases[1].remaining.is_zero(), "released");
 }
 
 #[tokio::test]
