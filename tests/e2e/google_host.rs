@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ledgerhost_source::spanner::SpannerConfig;
 use ledgerhost_tests::harness::eventually;
-use ledgerhost_tests::harness::google::{GoogleEmulators, PROJECT, spanner_write};
+use ledgerhost_tests::harness::google::{GoogleEmulators, PROJECT, commit_times, spanner_write};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
 
 const HOST_BIN: &str = env!("CARGO_BIN_EXE_ledgerhost-under-test");
@@ -157,34 +157,6 @@ fn order_of(text: &str) -> Vec<i64> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().expect("recorder writes integers"))
         .collect()
-}
-
-/// `SELECT id, commit_ts` of `table`, as the final state the plugin must reach.
-async fn spanner_versions(db: &SpannerConfig, table: &str) -> BTreeMap<i64, i64> {
-    use google_cloud_spanner::statement::Statement;
-    let source = ledgerhost_source::spanner::SpannerSource::connect(db.clone())
-        .await
-        .expect("connect");
-    let mut rs = source
-        .client()
-        .single_use()
-        .build()
-        .execute_query(
-            Statement::builder(format!(
-                "SELECT id, UNIX_MICROS(commit_ts) FROM {table} ORDER BY id"
-            ))
-            .build(),
-        )
-        .await
-        .expect("query");
-    let mut out = BTreeMap::new();
-    while let Some(row) = rs.next().await {
-        let row = row.expect("row");
-        let id: i64 = row.get(0).expect("id");
-        let ts: i64 = row.get(1).expect("ts");
-        out.insert(id, ts);
-    }
-    out
 }
 
 /// Per key: the newest commit timestamp the plugin saw.
@@ -439,7 +411,7 @@ async fn spanner_rows_reach_a_wasm_plugin_through_pubsub_decoded_and_in_key_orde
             )
             .await;
         }
-        let want = spanner_versions(&db, "orders").await;
+        let want = commit_times(&db, "orders").await;
         assert_eq!(want.len(), 5000);
         let arrived = eventually(Duration::from_secs(300), || {
             let done = newest_seen(&host_b.kv("order/"), "orders") == want;
@@ -734,7 +706,7 @@ async fn nothing_is_lost_across_a_pubsub_emulator_restart_and_a_host_sigkill() {
     }
     writer.join().expect("writer");
 
-    let want = spanner_versions(&db, "orders").await;
+    let want = commit_times(&db, "orders").await;
     assert_eq!(want.len() as i64, ROWS);
     let done = eventually(Duration::from_secs(300), || {
         let done = newest_seen(&host.kv("order/"), "orders") == want;
@@ -856,7 +828,7 @@ async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
         }
         newest_seen(&all, "orders")
     };
-    let want = spanner_versions(&db, "orders").await;
+    let want = commit_times(&db, "orders").await;
     let first = eventually(Duration::from_secs(120), || {
         let done = union() == want;
         async move { done }
@@ -918,7 +890,7 @@ async fn two_hosts_share_the_table_through_the_spanner_lease_and_fail_over() {
         new_holder.ends_with(&format!("-{}", survivor.group.pid())),
         "the lease moved to the survivor: {new_holder}"
     );
-    let want = spanner_versions(&db, "orders").await;
+    let want = commit_times(&db, "orders").await;
     assert_eq!(want.len(), 200);
     let all = eventually(Duration::from_secs(120), || {
         let done = union() == want;

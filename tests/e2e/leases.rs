@@ -16,6 +16,7 @@ use ledgerhost_ledger::pubsub::PubSubLedger;
 use ledgerhost_source::spanner::SpannerConfig;
 use ledgerhost_tests::harness::google::{GoogleEmulators, PROJECT, commit_ts_index, spanner_write};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
+use ledgerhost_tests::harness::metrics::{self, Samples, sample};
 use ledgerhost_tests::harness::{event_key, eventually, free_port};
 
 const HOST_BIN: &str = env!("CARGO_BIN_EXE_ledgerhost-under-test");
@@ -87,12 +88,12 @@ impl Replica {
     }
 
     /// `/metrics` as (name, labels) → value; empty when the host does not answer.
-    fn metrics(&self) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    fn metrics(&self) -> Samples {
         let Ok((200, text)) = ledgerhost::admin_client::get_blocking(&self.admin, "/metrics")
         else {
             return BTreeMap::new();
         };
-        parse_metrics(&text)
+        metrics::parse(&text)
     }
 }
 
@@ -114,56 +115,7 @@ fn lease_lines(replicas: &[Replica]) -> String {
         .join("\n")
 }
 
-/// The samples of a Prometheus text exposition (no timestamps, as the host writes it).
-fn parse_metrics(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let labels = rest
-                    .trim_end_matches('}')
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once("=\"").expect("label");
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (name.to_string(), labels)
-            }
-            None => (series.to_string(), BTreeMap::new()),
-        };
-        out.insert((name, labels), value.parse().expect("sample value"));
-    }
-    out
-}
-
-/// One sample's value (0 when absent).
-fn sample(
-    metrics: &BTreeMap<(String, BTreeMap<String, String>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> u64 {
-    metrics
-        .iter()
-        .find(|((n, l), _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map_or(0, |(_, v)| *v as u64)
-}
-
-fn transactions(
-    metrics: &BTreeMap<(String, BTreeMap<String, String>), f64>,
-    kind: &str,
-    purpose: &str,
-) -> u64 {
+fn transactions(metrics: &Samples, kind: &str, purpose: &str) -> u64 {
     sample(
         metrics,
         "ledgerhost_source_transactions_total",

@@ -14,6 +14,7 @@ mod pubsub_front;
 mod restore;
 mod runtime;
 mod seed;
+mod shards;
 mod tables;
 mod views;
 mod webhook;

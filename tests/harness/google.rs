@@ -11,6 +11,7 @@
 //! emu.stop_pubsub(); emu.start_pubsub(); // same port, empty state
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -420,4 +421,31 @@ impl GoogleEmulators {
     pub fn start_pubsub(&mut self) {
         self.pubsub.start_again();
     }
+}
+
+/// `SELECT id, commit_ts` of `table` (an INT64 `id` key) in microseconds: the final state
+/// the consumers must reach.
+pub async fn commit_times(db: &SpannerConfig, table: &str) -> BTreeMap<i64, i64> {
+    use google_cloud_spanner::statement::Statement;
+    let source = SpannerSource::connect(db.clone()).await.expect("connect");
+    let mut rs = source
+        .client()
+        .single_use()
+        .build()
+        .execute_query(
+            Statement::builder(format!(
+                "SELECT id, UNIX_MICROS(commit_ts) FROM {table} ORDER BY id"
+            ))
+            .build(),
+        )
+        .await
+        .expect("query");
+    let mut out = BTreeMap::new();
+    while let Some(row) = rs.next().await {
+        let row = row.expect("row");
+        let id: i64 = row.get(0).expect("id");
+        let ts: i64 = row.get(1).expect("ts");
+        out.insert(id, ts);
+    }
+    out
 }

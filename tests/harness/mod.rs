@@ -181,6 +181,7 @@ pub mod bigquery;
 pub mod gcs;
 pub mod google;
 pub mod host;
+pub mod metrics;
 pub mod pubsub_front;
 pub mod redis;
 pub mod views;

@@ -159,6 +159,21 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     }
     let mut f = Family::new(
         &mut out,
+        "ledgerhost_poll_step_seconds_total",
+        Kind::Counter,
+        "Time the table's (or shard's) poller spent reading pages, encoding them and writing \
+         them to the ledger until confirmed (the next page is read while one is written).",
+    );
+    for (t, st) in &tables {
+        for step in crate::metrics::PollStep::ALL {
+            let mut labels = st.labels(t);
+            labels.push(("step", step.label().to_string()));
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(&labels, st.step_seconds(step));
+        }
+    }
+    let mut f = Family::new(
+        &mut out,
         "ledgerhost_source_transactions_total",
         Kind::Counter,
         "Transactions this host ran in the source, by kind (read_write, read_only) and purpose \

@@ -56,9 +56,48 @@ pub struct TableStats {
     pub shard: std::sync::OnceLock<(String, u32)>,
     /// The replica holding this shard's lease at the fleet's last read (sharded tables).
     pub holder: Mutex<Option<String>>,
+    /// Time spent in each step of a poll, µs, by [`PollStep`] (steps overlap: the next
+    /// page is read and encoded while the current one is published).
+    pub step_micros: [AtomicU64; PollStep::ALL.len()],
+}
+
+/// A step of a poll, timed in [`TableStats::step_micros`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStep {
+    /// Reading a page from the source snapshot.
+    Read,
+    /// Encoding a page's rows as Avro messages.
+    Encode,
+    /// Writing a page to the ledger until it is confirmed (durable).
+    Publish,
+}
+
+impl PollStep {
+    /// Every step, in metric-label order.
+    pub const ALL: [PollStep; 3] = [PollStep::Read, PollStep::Encode, PollStep::Publish];
+
+    /// The metric label: `read`, `encode`, `publish`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PollStep::Read => "read",
+            PollStep::Encode => "encode",
+            PollStep::Publish => "publish",
+        }
+    }
 }
 
 impl TableStats {
+    /// Adds the time since `since` to `step`.
+    pub fn time_step(&self, step: PollStep, since: std::time::Instant) {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.step_micros[step as usize].fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Seconds spent in `step` since start.
+    pub fn step_seconds(&self, step: PollStep) -> f64 {
+        self.step_micros[step as usize].load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// The `table` (and, for a shard, `shard`) labels of this poller's metrics.
     pub fn labels(&self, name: &str) -> Vec<(&'static str, String)> {
         match self.shard.get() {

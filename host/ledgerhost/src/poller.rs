@@ -54,7 +54,7 @@ use tokio::time::Instant;
 
 use crate::config::StartFrom;
 use crate::fault;
-use crate::metrics::{TableStats, now_micros};
+use crate::metrics::{PollStep, TableStats, now_micros};
 use crate::watermark::{WatermarkError, WatermarkStore};
 use fleet::{Fleet, POLLER_LEASE_PREFIX};
 
@@ -630,8 +630,10 @@ impl Poller {
         // whose messages are not durable; a failed write returns before page N+2 is read.
         let page_size = self.settings.page_size;
         let shard = &self.settings.shard;
+        let stats = &self.stats;
         let mut next = read_encoded_page(
             snapshot.as_mut(),
+            stats,
             schema,
             shard,
             encoder,
@@ -660,14 +662,21 @@ impl Poller {
                 record,
             };
             fault::point(fault::POLL_BEFORE_PUBLISH);
-            let publish = self
-                .ledger
-                .publish_page(&self.settings.topic, page.messages, &record);
+            let publish = async {
+                let started = std::time::Instant::now();
+                let stored = self
+                    .ledger
+                    .publish_page(&self.settings.topic, page.messages, &record)
+                    .await;
+                stats.time_step(PollStep::Publish, started);
+                stored
+            };
             let (stored, ahead) = if full {
                 let (stored, ahead) = tokio::join!(
                     publish,
                     read_encoded_page(
                         snapshot.as_mut(),
+                        stats,
                         schema,
                         shard,
                         encoder,
@@ -814,6 +823,7 @@ struct EncodedPage {
 /// Reads the page after `after` and encodes it; `None` when the snapshot has no more rows.
 async fn read_encoded_page(
     snapshot: &mut dyn Snapshot,
+    stats: &TableStats,
     schema: &TableSchema,
     shard: &Shard,
     encoder: &Encoder,
@@ -821,6 +831,7 @@ async fn read_encoded_page(
     page_size: usize,
     table: &str,
 ) -> Result<Option<EncodedPage>, PollError> {
+    let started = std::time::Instant::now();
     let rows = snapshot
         .shard_page(schema, shard, after, page_size)
         .await
@@ -828,9 +839,11 @@ async fn read_encoded_page(
             table: table.to_string(),
             source: e,
         })?;
+    stats.time_step(PollStep::Read, started);
     let Some(last) = rows.last() else {
         return Ok(None);
     };
+    let started = std::time::Instant::now();
     let after = Position {
         commit_ts: last.commit_ts,
         key: schema
@@ -847,6 +860,7 @@ async fn read_encoded_page(
             table: table.to_string(),
             message: e.to_string(),
         })?;
+    stats.time_step(PollStep::Encode, started);
     Ok(Some(EncodedPage {
         messages,
         after,
