@@ -404,6 +404,366 @@ async fn spanner_polls_through_the_commit_timestamp_index_and_refuses_a_table_wi
     );
 }
 
+/// Reads every row of `shard` visible in `snap` after `from`, in pages of `page` rows:
+/// each row's primary key and its commit timestamp.
+async fn read_shard(
+    snap: &mut Box<dyn ledgerhost_core::source::Snapshot>,
+    schema: &ledgerhost_core::TableSchema,
+    shard: &ledgerhost_core::source::Shard,
+    from: i64,
+    page: usize,
+) -> Vec<(Vec<Value>, i64)> {
+    let key_idx = schema.key_indexes();
+    let mut after = Position::after_ts(from);
+    let mut rows = Vec::new();
+    loop {
+        let got = snap
+            .shard_page(schema, shard, &after, page)
+            .await
+            .unwrap_or_else(|e| panic!("page of {shard:?}: {e}"));
+        assert!(got.len() <= page);
+        let Some(last) = got.last() else { break };
+        after = Position {
+            commit_ts: last.commit_ts,
+            key: key_idx.iter().map(|&i| last.values[i].clone()).collect(),
+        };
+        for row in &got {
+            let key: Vec<Value> = key_idx.iter().map(|&i| row.values[i].clone()).collect();
+            rows.push((key, row.commit_ts));
+        }
+    }
+    rows
+}
+
+/// Every shard of `schema` read to the end after `from`: key → the one shard it was read
+/// in (panics on a key read twice), and the read point.
+async fn read_every_shard(
+    source: &SpannerSource,
+    schema: &ledgerhost_core::TableSchema,
+    sharding: &ledgerhost_core::source::Sharding,
+    from: i64,
+) -> (BTreeMap<String, u32>, i64) {
+    let mut snap = source.snapshot().await.expect("snapshot");
+    let mut seen = BTreeMap::new();
+    for i in 0..sharding.count {
+        let rows = read_shard(&mut snap, schema, &sharding.shard(i), from, 7).await;
+        let mut last_ts = i64::MIN;
+        for (key, ts) in rows {
+            let text = format!("{key:?}");
+            // Pages come in commit-timestamp order: the keyset never goes back.
+            assert!(ts >= last_ts, "{text} out of order in shard {i}");
+            last_ts = ts;
+            if let Some(other) = seen.insert(text.clone(), i) {
+                panic!("{text} read in shard {other} and shard {i}");
+            }
+        }
+    }
+    (seen, snap.read_ts())
+}
+
+/// A table sharded by its shard column (rows with a NULL or out-of-range value fall to
+/// shard 0) and one sharded by a hash of its composite key (a STRING, an INT64 and a
+/// NULL-able STRING part): every shard read to the end in pages of 7 gives every row
+/// exactly once, and after every row is updated each key is read in the same shard again.
+#[tokio::test]
+async fn spanner_shards_split_every_row_into_exactly_one_shard_and_keep_keys_in_place() {
+    use ledgerhost_core::source::Sharding;
+    use ledgerhost_source::spanner::PollIndex;
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE bycol (id INT64 NOT NULL, shard INT64, v STRING(MAX), \
+             commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+            "CREATE INDEX bycol_by_commit_ts ON bycol (commit_ts)",
+            "CREATE INDEX bycolByShard ON bycol (shard, commit_ts)",
+            "CREATE TABLE byhash (region STRING(MAX) NOT NULL, n INT64 NOT NULL, sub STRING(MAX), \
+             v STRING(MAX), commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) \
+             PRIMARY KEY (region, n, sub)",
+            "CREATE INDEX byhash_by_commit_ts ON byhash (commit_ts)",
+        ])
+        .await;
+    const ROWS: i64 = 300;
+    // Three transactions each, so the pages cross commit timestamps as well as keys.
+    let shard_value = |id: i64| match id % 11 {
+        0 => "NULL".to_string(),
+        // -1 and 3, 4 are outside 0..3: shard 0 must take them.
+        m => (m % 6 - 1).to_string(),
+    };
+    for chunk in 0..3 {
+        let ids = chunk * ROWS / 3..(chunk + 1) * ROWS / 3;
+        let col: Vec<String> = ids
+            .clone()
+            .map(|id| format!("({id}, {}, 'v', PENDING_COMMIT_TIMESTAMP())", shard_value(id)))
+            .collect();
+        let hash: Vec<String> = ids
+            .map(|n| {
+                let sub = if n % 7 == 0 {
+                    "NULL".to_string()
+                } else {
+                    format!("'s{}'", n % 3)
+                };
+                format!("('r{}', {n}, {sub}, 'v', PENDING_COMMIT_TIMESTAMP())", n % 4)
+            })
+            .collect();
+        spanner_write(
+            &db,
+            &[
+                format!(
+                    "INSERT INTO bycol (id, shard, v, commit_ts) VALUES {}",
+                    col.join(", ")
+                ),
+                format!(
+                    "INSERT INTO byhash (region, n, sub, v, commit_ts) VALUES {}",
+                    hash.join(", ")
+                ),
+            ],
+        )
+        .await;
+    }
+
+    let source = SpannerSource::connect(db.clone()).await.expect("connect");
+    let by_column = Sharding {
+        count: 3,
+        column: Some("shard".into()),
+    };
+    let by_hash = Sharding {
+        count: 3,
+        column: None,
+    };
+    let col_schema = source
+        .prepare_table(&TableSpec {
+            sharding: by_column.clone(),
+            ..spec("bycol")
+        })
+        .await
+        .expect("column-sharded table ready");
+    assert_eq!(
+        source.shard_index("bycol", "shard"),
+        Some(PollIndex::Index("bycolByShard".into()))
+    );
+    let hash_schema = source
+        .prepare_table(&TableSpec {
+            sharding: by_hash.clone(),
+            ..spec("byhash")
+        })
+        .await
+        .expect("hash-sharded table ready");
+
+    let (col_shards, _) = read_every_shard(&source, &col_schema, &by_column, 0).await;
+    let (hash_shards, r) = read_every_shard(&source, &hash_schema, &by_hash, 0).await;
+    assert_eq!(col_shards.len(), ROWS as usize, "every row of bycol once");
+    assert_eq!(hash_shards.len(), ROWS as usize, "every row of byhash once");
+    for id in 0..ROWS {
+        let expected = match shard_value(id).parse::<u32>() {
+            Ok(s) if (1..3).contains(&s) => s,
+            _ => 0,
+        };
+        let key = format!("{:?}", vec![Value::Int64(id)]);
+        assert_eq!(col_shards.get(&key), Some(&expected), "row {id}");
+    }
+    for (i, n) in (0..3).map(|i| (i, hash_shards.values().filter(|s| **s == i).count())) {
+        // 300 keys over 3 shards by a fingerprint: each shard gets a fair share.
+        assert!(n > 50, "shard {i} of byhash has only {n} rows: {hash_shards:?}");
+    }
+    let null_part = hash_shards
+        .keys()
+        .filter(|k| k.ends_with("Null]"))
+        .count();
+    assert_eq!(null_part, 43, "the keys with a NULL part are read too");
+
+    // Every row updated (one transaction, one new commit timestamp): each key comes again,
+    // in the shard it was in.
+    spanner_write(
+        &db,
+        &[
+            "UPDATE bycol SET v = 'w', commit_ts = PENDING_COMMIT_TIMESTAMP() WHERE true"
+                .to_string(),
+            "UPDATE byhash SET v = 'w', commit_ts = PENDING_COMMIT_TIMESTAMP() WHERE true"
+                .to_string(),
+        ],
+    )
+    .await;
+    let (col_again, _) = read_every_shard(&source, &col_schema, &by_column, r).await;
+    let (hash_again, _) = read_every_shard(&source, &hash_schema, &by_hash, r).await;
+    assert_eq!(col_again, col_shards, "bycol keys stay in their shards");
+    assert_eq!(hash_again, hash_shards, "byhash keys stay in their shards");
+}
+
+/// A table sharded by a column is refused without the index keyed (shard column, commit
+/// timestamp), naming the DDL (or polled by scans with `MissingCommitIndex::Warn`); a shard
+/// column that is missing or not INT64 is refused too.
+#[tokio::test]
+async fn spanner_refuses_a_column_sharded_table_without_its_shard_index() {
+    use ledgerhost_core::PortError;
+    use ledgerhost_core::source::Sharding;
+    use ledgerhost_source::spanner::{MissingCommitIndex, PollIndex};
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE orders (id INT64 NOT NULL, shard INT64, label STRING(MAX), \
+             commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+            "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)",
+        ])
+        .await;
+    spanner_write(
+        &db,
+        &["INSERT INTO orders (id, shard, commit_ts) VALUES (1, 1, PENDING_COMMIT_TIMESTAMP()), \
+           (2, 2, PENDING_COMMIT_TIMESTAMP()), (3, NULL, PENDING_COMMIT_TIMESTAMP())"
+            .to_string()],
+    )
+    .await;
+    let sharded = |column: &str| TableSpec {
+        sharding: Sharding {
+            count: 3,
+            column: Some(column.into()),
+        },
+        ..spec("orders")
+    };
+    let strict = SpannerSource::connect(db.clone()).await.expect("connect");
+    let err = strict
+        .prepare_table(&sharded("shard"))
+        .await
+        .expect_err("refused without the shard index");
+    let msg = err.to_string();
+    assert!(matches!(err, PortError::Invalid { .. }), "{msg}");
+    assert!(
+        msg.contains("CREATE INDEX `ordersByShard` ON `orders` (`shard`, `commit_ts`)"),
+        "{msg}"
+    );
+    assert!(msg.contains("missing-commit-index = \"warn\""), "{msg}");
+    for (column, why) in [("label", "must be INT64"), ("nope", "has no shard column")] {
+        let msg = strict
+            .prepare_table(&sharded(column))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(msg.contains(why), "{msg}");
+    }
+    // Unsharded (or one shard), the table needs no shard index.
+    strict
+        .prepare_table(&spec("orders"))
+        .await
+        .expect("one shard");
+
+    // Warned about only, on request: shards polled by scans.
+    let lenient = SpannerSource::connect(ledgerhost_source::spanner::SpannerConfig {
+        missing_commit_index: MissingCommitIndex::Warn,
+        ..db.clone()
+    })
+    .await
+    .expect("connect");
+    let schema = lenient
+        .prepare_table(&sharded("shard"))
+        .await
+        .expect("warned");
+    assert_eq!(
+        lenient.shard_index("orders", "shard"),
+        Some(PollIndex::FullScan)
+    );
+    let mut snap = lenient.snapshot().await.expect("snapshot");
+    let sharding = sharded("shard").sharding;
+    let zero = read_shard(&mut snap, &schema, &sharding.shard(0), 0, 7).await;
+    assert_eq!(zero.len(), 1, "the NULL shard value falls to shard 0: {zero:?}");
+
+    // Once created, the index is found and used.
+    strict
+        .update_ddl(vec![
+            "CREATE INDEX ordersByShard ON orders (shard, commit_ts)".into(),
+        ])
+        .await
+        .expect("create the shard index");
+    let schema = strict
+        .prepare_table(&sharded("shard"))
+        .await
+        .expect("ready with the index");
+    assert_eq!(
+        strict.shard_index("orders", "shard"),
+        Some(PollIndex::Index("ordersByShard".into()))
+    );
+    let mut snap = strict.snapshot().await.expect("snapshot");
+    let two = read_shard(&mut snap, &schema, &sharding.shard(2), 0, 7).await;
+    assert_eq!(two.len(), 1, "{two:?}");
+    assert_eq!(two[0].0, vec![Value::Int64(2)]);
+}
+
+/// `leases(prefix)` lists the leases under a prefix in name order with their holder, time
+/// left (Spanner's clock) and progress, in one single-use read; a released lease stays
+/// listed with no time left.
+#[tokio::test]
+async fn spanner_lists_the_leases_under_a_prefix() {
+    use ledgerhost_core::source::{TransactionKind as K, TransactionPurpose as P};
+    let emu = SpannerEmulator::start().await;
+    let db = emu
+        .create_database(&[
+            "CREATE TABLE t (id INT64 NOT NULL, ts TIMESTAMP OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)",
+        ])
+        .await;
+    let a = SpannerSource::connect(db.clone()).await.expect("connect a");
+    let b = SpannerSource::connect(db).await.expect("connect b");
+    let ttl = Duration::from_secs(60);
+    for (src, name, holder, progress) in [
+        (&a, "poll:orders.shard-1-of-2", "a", Some(11)),
+        (&b, "poll:orders.shard-0-of-2", "b", None),
+        (&a, "poll:orders", "a", Some(5)),
+        (&b, "poll:other", "b", Some(7)),
+        // LIKE 'poll:orders.shard-%' would read `_` as any character; STARTS_WITH does not.
+        (&a, "poll:orders_shard-x", "a", None),
+    ] {
+        let lease = src
+            .try_lease(name, holder, ttl, progress)
+            .await
+            .expect("lease");
+        assert!(lease.held, "{name}: {lease:?}");
+    }
+    let reads_before = |src: &SpannerSource| {
+        src.transactions()
+            .iter()
+            .find(|c| c.kind == K::ReadOnly && c.purpose == P::LeaseRead)
+            .map_or(0, |c| c.count)
+    };
+    let before = reads_before(&b);
+    let listed = b.leases("poll:orders.shard-").await.expect("leases");
+    assert_eq!(reads_before(&b), before + 1, "one read-only transaction");
+    let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["poll:orders.shard-0-of-2", "poll:orders.shard-1-of-2"],
+        "{listed:?}"
+    );
+    assert_eq!(listed[0].holder, "b");
+    assert_eq!(listed[1].holder, "a");
+    assert_eq!(listed[0].progress, None);
+    assert_eq!(listed[1].progress, Some(11));
+    for l in &listed {
+        assert!(!l.remaining.is_zero() && l.remaining <= ttl, "{l:?}");
+    }
+
+    // Released: still listed, with its holder and progress, no time left.
+    a.release_lease("poll:orders.shard-1-of-2", "a", Some(12))
+        .await
+        .expect("release");
+    let listed = b.leases("poll:orders").await.expect("leases");
+    let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "poll:orders",
+            "poll:orders.shard-0-of-2",
+            "poll:orders.shard-1-of-2",
+            "poll:orders_shard-x"
+        ]
+    );
+    let released = &listed[2];
+    assert_eq!(
+        (released.holder.as_str(), released.progress, released.remaining),
+        ("a", Some(12), Duration::ZERO),
+        "{released:?}"
+    );
+    assert!(!listed[1].remaining.is_zero(), "{:?}", listed[1]);
+    assert!(b.leases("nothing:").await.expect("leases").is_empty());
+    assert_eq!(b.leases("").await.expect("every lease").len(), 5);
+}
+
 /// A host polling several tables renews their leases concurrently through one client,
 /// while the application commits through another; the emulator runs one read-write
 /// transaction at a time and aborts the others, which must be retried, not hang.

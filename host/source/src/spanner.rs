@@ -13,6 +13,10 @@
 //!   prepared; without one every poll would scan the whole table, so the table is refused
 //!   with the `CREATE INDEX` to run, or only warned about with
 //!   [`MissingCommitIndex::Warn`].
+//! - A sharded table ([`TableSpec::sharding`]) adds one condition to each page
+//!   ([`shard`]): by its shard column, read through the index keyed (shard column,
+//!   commit timestamp), found and refused-without like the commit-timestamp index; or by
+//!   a hash of the primary key (`FARM_FINGERPRINT`), on the commit-timestamp index.
 //! - Leases live in `ledgerhost_leases`, created on first use, taken and renewed in
 //!   read-write transactions and watched with single-use reads, judged by Spanner's own clock
 //!   (`CURRENT_TIMESTAMP()`), so replicas with skewed clocks agree.
@@ -176,6 +180,8 @@ pub struct SpannerSource {
     held: std::sync::Arc<HeldLeases>,
     /// Per table, how its poll reads: through which index (see [`PollIndex`]).
     poll_index: PollIndexes,
+    /// Per (table, shard column), how a shard's poll reads (see [`PollIndex`]).
+    shard_index: ShardIndexes,
     /// Idle clients for snapshots, each with its own (multiplexed) session: the emulator
     /// keeps one transaction per session and fails the older one ("Invalid transaction
     /// ID") when another begins, so the snapshots of concurrent polls, and the lease
@@ -198,6 +204,9 @@ pub enum PollIndex {
 }
 
 type PollIndexes = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PollIndex>>>;
+/// Keyed by (table, shard column).
+type ShardIndexes =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), PollIndex>>>;
 
 impl std::fmt::Debug for SpannerSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,6 +251,7 @@ impl SpannerSource {
             counters: Default::default(),
             held: Default::default(),
             poll_index: Default::default(),
+            shard_index: Default::default(),
             snapshot_clients: Default::default(),
         })
     }
@@ -252,6 +262,16 @@ impl SpannerSource {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(table)
+            .cloned()
+    }
+
+    /// How the poll of a shard of `table` sharded by `shard_column` reads, once the table
+    /// was prepared with that sharding (or such a shard polled).
+    pub fn shard_index(&self, table: &str, shard_column: &str) -> Option<PollIndex> {
+        self.shard_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(table.to_string(), shard_column.to_string()))
             .cloned()
     }
 
@@ -714,11 +734,15 @@ impl Source for SpannerSource {
             async move { client.single_use().build().execute_query(stmt).await }
         })
         .await?;
+        spec.sharding
+            .check(&schema)
+            .map_err(|m| PortError::invalid(BACKEND, m))?;
         // Looked up again rather than kept: the index may have been created since.
         self.poll_index
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&schema.name);
+        // The commit-timestamp index serves whole-table reads (backfill) and key-hash shards.
         let index = resolve_poll_index(
             &self.client,
             &self.counters,
@@ -727,8 +751,35 @@ impl Source for SpannerSource {
             &schema,
         )
         .await?;
+        let mut shard_index = None;
+        if spec.sharding.count > 1 {
+            match &spec.sharding.column {
+                Some(column) => {
+                    self.shard_index
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(schema.name.clone(), column.clone()));
+                    shard_index = Some(
+                        resolve_shard_index(
+                            &self.client,
+                            &self.counters,
+                            &self.shard_index,
+                            self.config.missing_commit_index,
+                            &schema,
+                            column,
+                        )
+                        .await?,
+                    );
+                }
+                // A key Spanner cannot hash is refused now rather than at the first poll.
+                None => {
+                    shard::key_text(&schema)?;
+                }
+            }
+        }
         info!(table = %schema.name, commit_ts_column = %schema.commit_ts_column,
-              primary_key = ?schema.primary_key, poll_index = ?index, "spanner table ready for capture");
+              primary_key = ?schema.primary_key, poll_index = ?index, shards = spec.sharding.count,
+              shard_column = ?spec.sharding.column, ?shard_index, "spanner table ready for capture");
         Ok(schema)
     }
 
@@ -772,6 +823,7 @@ impl Source for SpannerSource {
             single_use: self.client.clone(),
             counters: self.counters.clone(),
             poll_index: self.poll_index.clone(),
+            shard_index: self.shard_index.clone(),
             missing_commit_index: self.config.missing_commit_index,
             read_ts_micros: timestamp_micros(&read_ts),
             read_ts,
@@ -863,12 +915,39 @@ impl Source for SpannerSource {
         Ok(lease)
     }
 
-    async fn leases(&self, _prefix: &str) -> PortResult<Vec<LeaseInfo>> {
-        Err(PortError::Unsupported {
-            backend: BACKEND,
-            operation: "list leases",
-            why: "not implemented yet".into(),
-        })
+    async fn leases(&self, prefix: &str) -> PortResult<Vec<LeaseInfo>> {
+        self.ensure_lease_table().await?;
+        self.counters
+            .record(TransactionKind::ReadOnly, TransactionPurpose::LeaseRead);
+        // One strong single-use read, as `read_lease`: no locks, Spanner's clock judges
+        // expiry. STARTS_WITH keeps the prefix a parameter (LIKE would read `_` and `%`).
+        let stmt = Statement::builder(format!(
+            "SELECT name, holder, TIMESTAMP_DIFF(expires_at, CURRENT_TIMESTAMP(), MICROSECOND), \
+             progress FROM {LEASE_TABLE} WHERE STARTS_WITH(name, @p) ORDER BY name"
+        ))
+        .add_param("p", prefix.to_string())
+        .build();
+        let context = format!("listing the leases starting with `{prefix}`");
+        let mut rs = self
+            .client
+            .single_use()
+            .build()
+            .execute_query(stmt)
+            .await
+            .map_err(|e| map_err(&context, e))?;
+        let mut leases = Vec::new();
+        while let Some(row) = rs.next().await {
+            let row = row.map_err(|e| map_err(&context, e))?;
+            let left: i64 = row.get(2).map_err(|e| map_err(&context, e))?;
+            leases.push(LeaseInfo {
+                name: row.get(0).map_err(|e| map_err(&context, e))?,
+                holder: row.get(1).map_err(|e| map_err(&context, e))?,
+                // Negative once expired; a released lease expired at the epoch.
+                remaining: micros_duration(left),
+                progress: row.get(3).map_err(|e| map_err(&context, e))?,
+            });
+        }
+        Ok(leases)
     }
 
     async fn read_lease(&self, name: &str, holder: &str) -> PortResult<Lease> {
@@ -1032,6 +1111,8 @@ pub struct SpannerSnapshot {
     counters: std::sync::Arc<TransactionCounters>,
     /// The source's per-table [`PollIndex`] cache.
     poll_index: PollIndexes,
+    /// The source's per-(table, shard column) [`PollIndex`] cache.
+    shard_index: ShardIndexes,
     missing_commit_index: MissingCommitIndex,
     tx: MultiUseReadOnlyTransaction,
     read_ts: Timestamp,
@@ -1081,23 +1162,38 @@ impl Snapshot for SpannerSnapshot {
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>> {
-        if !shard.is_whole() {
-            return Err(PortError::Unsupported {
-                backend: BACKEND,
-                operation: "poll a shard",
-                why: "not implemented yet".into(),
-            });
-        }
-        let index = resolve_poll_index(
-            &self.single_use,
-            &self.counters,
-            &self.poll_index,
-            self.missing_commit_index,
-            table,
-        )
-        .await?;
-        let stmt = page_statement(table, after, &self.read_ts, limit, &index)?;
-        let context = format!("reading table `{}`", table.name);
+        // A shard-column shard reads the (shard column, commit timestamp) index; the whole
+        // table and key-hash shards the commit-timestamp index.
+        let shard_column = shard.column.as_ref().filter(|_| !shard.is_whole());
+        let index = match shard_column {
+            Some(column) => {
+                resolve_shard_index(
+                    &self.single_use,
+                    &self.counters,
+                    &self.shard_index,
+                    self.missing_commit_index,
+                    table,
+                    column,
+                )
+                .await?
+            }
+            None => {
+                resolve_poll_index(
+                    &self.single_use,
+                    &self.counters,
+                    &self.poll_index,
+                    self.missing_commit_index,
+                    table,
+                )
+                .await?
+            }
+        };
+        let stmt = shard_page_statement(table, shard, after, &self.read_ts, limit, &index)?;
+        let context = if shard.is_whole() {
+            format!("reading table `{}`", table.name)
+        } else {
+            format!("reading {}", shard.unit_name(&table.name))
+        };
         let raw = match query_rows(&context, || self.tx.execute_query(stmt)).await {
             Ok((_, raw)) => raw,
             Err(PortError::Invalid { message, .. })
@@ -1105,15 +1201,27 @@ impl Snapshot for SpannerSnapshot {
             {
                 // Dropped since the table was prepared: look again at the next poll (which
                 // refuses the table, or polls by scans with missing-commit-index = "warn").
-                self.poll_index
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&table.name);
+                let which = match shard_column {
+                    Some(column) => {
+                        self.shard_index
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&(table.name.clone(), column.clone()));
+                        "shard"
+                    }
+                    None => {
+                        self.poll_index
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&table.name);
+                        "commit-timestamp"
+                    }
+                };
                 return Err(PortError::unavailable(
                     BACKEND,
                     format!(
                         "{context} through {index:?} failed ({message}); looking for the table's \
-                     commit-timestamp index again at the next poll"
+                     {which} index again at the next poll"
                     ),
                 ));
             }
@@ -1168,7 +1276,8 @@ impl Snapshot for SpannerSnapshot {
                 commit_ts,
             });
         }
-        debug!(table = %table.name, rows = rows.len(), read_ts = self.read_ts_micros, "spanner page");
+        debug!(table = %table.name, shard = shard.index, shards = shard.count, rows = rows.len(),
+               read_ts = self.read_ts_micros, "spanner page");
         Ok(rows)
     }
 }
@@ -1202,6 +1311,84 @@ async fn resolve_poll_index(
     {
         return Ok(found.clone());
     }
+    let indexes = read_indexes(client, counters, table).await?;
+    let found = match choose_poll_index(table, &indexes) {
+        Ok(found) => found,
+        Err(why) => missing_index(
+            policy,
+            &table.name,
+            &missing_index_message(table, &indexes, &why),
+        )?,
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(table.name.clone(), found.clone());
+    Ok(found)
+}
+
+/// How a poll of a shard of `table` sharded by `shard_column` reads ([`PollIndex`]), from
+/// the cache or, once per (table, column), from `INFORMATION_SCHEMA`: through an index
+/// keyed (shard column, commit timestamp, ...). A table without one is refused or warned
+/// about as `policy` says (the same setting as the commit-timestamp index: both keep a poll
+/// from scanning the table).
+async fn resolve_shard_index(
+    client: &DatabaseClient,
+    counters: &TransactionCounters,
+    cache: &ShardIndexes,
+    policy: MissingCommitIndex,
+    table: &TableSchema,
+    shard_column: &str,
+) -> PortResult<PollIndex> {
+    let cache_key = (table.name.clone(), shard_column.to_string());
+    if let Some(found) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&cache_key)
+    {
+        return Ok(found.clone());
+    }
+    let indexes = read_indexes(client, counters, table).await?;
+    let found = match choose_index(table, &indexes, &[shard_column, &table.commit_ts_column]) {
+        Ok(found) => found,
+        Err(why) => missing_index(
+            policy,
+            &table.name,
+            &missing_shard_index_message(table, shard_column, &indexes, &why),
+        )?,
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cache_key, found.clone());
+    Ok(found)
+}
+
+/// What a missing index means under `policy`: the table refused with `message`, or polled
+/// by full scans after a warning.
+fn missing_index(policy: MissingCommitIndex, table: &str, message: &str) -> PortResult<PollIndex> {
+    match policy {
+        MissingCommitIndex::Refuse => Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "{message}; or set [source] missing-commit-index = \"warn\" to poll by \
+                 full scans"
+            ),
+        )),
+        MissingCommitIndex::Warn => {
+            tracing::warn!(table = %table, "{message}; polling by full scans (missing-commit-index = \"warn\")");
+            Ok(PollIndex::FullScan)
+        }
+    }
+}
+
+/// The indexes of `table` (the primary key among them) with their key columns, from
+/// `INFORMATION_SCHEMA` (a strong single-use read).
+async fn read_indexes(
+    client: &DatabaseClient,
+    counters: &TransactionCounters,
+    table: &TableSchema,
+) -> PortResult<Vec<IndexInfo>> {
     counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
     let client = client.clone();
     let (_, rows) = query_rows("reading INFORMATION_SCHEMA.INDEXES", || {
@@ -1242,43 +1429,51 @@ async fn resolve_poll_index(
             last.columns.push((text(column), text(ordering)));
         }
     }
-    let found = match choose_poll_index(table, &indexes) {
-        Ok(found) => found,
-        Err(why) => {
-            let message = missing_index_message(table, &indexes, &why);
-            match policy {
-                MissingCommitIndex::Refuse => {
-                    return Err(PortError::invalid(
-                        BACKEND,
-                        format!(
-                            "{message}; or set [source] missing-commit-index = \"warn\" to poll by \
-                         full scans"
-                        ),
-                    ));
-                }
-                MissingCommitIndex::Warn => {
-                    tracing::warn!(table = %table.name, "{message}; polling by full scans (missing-commit-index = \"warn\")");
-                    PollIndex::FullScan
-                }
-            }
-        }
-    };
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(table.name.clone(), found.clone());
-    Ok(found)
+    Ok(indexes)
 }
 
-/// Why `table` cannot be polled cheaply, with the DDL that fixes it.
-fn missing_index_message(table: &TableSchema, indexes: &[IndexInfo], why: &str) -> String {
-    let descending: Vec<String> = indexes
+/// The primary key's columns when one of them is descending (an index must then list them
+/// explicitly, ascending, to be in page order), else none.
+fn descending_key(indexes: &[IndexInfo]) -> Vec<String> {
+    indexes
         .iter()
         .find(|i| i.kind == "PRIMARY_KEY")
         .filter(|pk| pk.columns.iter().any(|(_, o)| o == "DESC"))
         .map(|pk| pk.columns.iter().map(|(c, _)| c.clone()).collect())
-        .unwrap_or_default();
-    let ddl = commit_index_ddl(&table.name, &table.commit_ts_column, &descending);
+        .unwrap_or_default()
+}
+
+/// Why the shards of `table` by `shard_column` cannot be polled cheaply, with the DDL that
+/// fixes it.
+fn missing_shard_index_message(
+    table: &TableSchema,
+    shard_column: &str,
+    indexes: &[IndexInfo],
+    why: &str,
+) -> String {
+    let ddl = shard::shard_index_ddl(
+        &table.name,
+        shard_column,
+        &table.commit_ts_column,
+        &descending_key(indexes),
+    );
+    format!(
+        "table `{}` (sharded by `{shard_column}`): {why}, so every poll of a shard \
+         (`{shard_column} = @shard AND {ts} > @w AND {ts} <= @r ORDER BY {ts}, primary key`) \
+         would scan the whole table. Create the index with:\n  {ddl}\n(Spanner appends the \
+         primary key to the index, so each shard's rows are in the poll's page order)",
+        table.name,
+        ts = table.commit_ts_column
+    )
+}
+
+/// Why `table` cannot be polled cheaply, with the DDL that fixes it.
+fn missing_index_message(table: &TableSchema, indexes: &[IndexInfo], why: &str) -> String {
+    let ddl = commit_index_ddl(
+        &table.name,
+        &table.commit_ts_column,
+        &descending_key(indexes),
+    );
     format!(
         "table `{}`: {why}, so every poll (`{ts} > @w AND {ts} <= @r ORDER BY {ts}, primary \
          key`) would scan the whole table. Create the index with:\n  {ddl}\n(Spanner appends \
@@ -1307,11 +1502,34 @@ struct IndexInfo {
 /// Spanner. The primary key is best (no hint needed), then an index whose next columns
 /// are the primary key (or none: Spanner appends it), then any other, by name.
 fn choose_poll_index(table: &TableSchema, indexes: &[IndexInfo]) -> Result<PollIndex, String> {
-    let ts = &table.commit_ts_column;
+    choose_index(table, indexes, &[&table.commit_ts_column])
+}
+
+/// The best index among `indexes` whose key starts with the columns `leading`, ascending
+/// (the commit-timestamp column; or the shard column then it), built, not managed by
+/// Spanner, ranked as [`choose_poll_index`] says; or why there is none.
+fn choose_index(
+    table: &TableSchema,
+    indexes: &[IndexInfo],
+    leading: &[&str],
+) -> Result<PollIndex, String> {
     let leads = |i: &IndexInfo| {
-        i.columns
-            .first()
-            .is_some_and(|(c, o)| c == ts && o != "DESC")
+        i.columns.len() >= leading.len()
+            && i.columns
+                .iter()
+                .zip(leading)
+                .all(|((c, o), want)| c == want && o != "DESC")
+    };
+    let what = match leading {
+        [ts] => format!("its commit-timestamp column `{ts}`"),
+        _ => format!(
+            "its columns ({})",
+            leading
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let key: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
     let mut best: Option<(u8, &IndexInfo)> = None;
@@ -1322,14 +1540,16 @@ fn choose_poll_index(table: &TableSchema, indexes: &[IndexInfo]) -> Result<PollI
             "INDEX" if i.managed => continue,
             "INDEX" if i.state != "READ_WRITE" => {
                 building = Some(format!(
-                    "index `{}` on its commit-timestamp column `{ts}` is not built yet (state \
-                     {}); wait until it is",
+                    "index `{}` on {what} is not built yet (state {}); wait until it is",
                     i.name, i.state
                 ));
                 continue;
             }
             "INDEX" => {
-                let rest: Vec<&str> = i.columns[1..].iter().map(|(c, _)| c.as_str()).collect();
+                let rest: Vec<&str> = i.columns[leading.len()..]
+                    .iter()
+                    .map(|(c, _)| c.as_str())
+                    .collect();
                 if rest.is_empty() || rest == key { 1 } else { 2 }
             }
             _ => continue,
@@ -1341,14 +1561,26 @@ fn choose_poll_index(table: &TableSchema, indexes: &[IndexInfo]) -> Result<PollI
     match best {
         Some((0, _)) => Ok(PollIndex::PrimaryKey),
         Some((_, i)) => Ok(PollIndex::Index(i.name.clone())),
-        None => Err(building
-            .unwrap_or_else(|| format!("no index leads with its commit-timestamp column `{ts}`"))),
+        None => Err(building.unwrap_or_else(|| format!("no index leads with {what}"))),
     }
 }
 
 /// Builds the keyset page query: rows after `after` up to R, ordered by (commit ts, key).
 fn page_statement(
     table: &TableSchema,
+    after: &Position,
+    read_ts: &Timestamp,
+    limit: usize,
+    index: &PollIndex,
+) -> PortResult<Statement> {
+    shard_page_statement(table, &Shard::WHOLE, after, read_ts, limit, index)
+}
+
+/// [`page_statement`] restricted to the rows of `shard` (one more condition, see
+/// [`shard::shard_condition`]); for the whole table, exactly [`page_statement`]'s SQL.
+fn shard_page_statement(
+    table: &TableSchema,
+    shard: &Shard,
     after: &Position,
     read_ts: &Timestamp,
     limit: usize,
@@ -1447,14 +1679,23 @@ fn page_statement(
         .chain(keys.iter().cloned())
         .collect::<Vec<_>>()
         .join(", ");
-    // The hint makes the planner read the commit-timestamp index (a range scan in page
-    // order) rather than choose by statistics it may not have yet.
+    // The hint makes the planner read the commit-timestamp (or shard) index (a range scan in
+    // page order) rather than choose by statistics it may not have yet; Spanner joins each
+    // index row back to the table for the columns the index lacks. Table hints:
+    // https://cloud.google.com/spanner/docs/reference/standard-sql/query-syntax#table_hints
     let hint = match index {
         PollIndex::Index(name) => format!("@{{FORCE_INDEX={}}}", ident(name)?),
         PollIndex::PrimaryKey | PollIndex::FullScan => String::new(),
     };
+    let in_shard = match shard::shard_condition(table, shard)? {
+        Some((condition, shard_params)) => {
+            params.extend(shard_params);
+            format!(" AND {condition}")
+        }
+        None => String::new(),
+    };
     let sql = format!(
-        "SELECT {cols} FROM {}{hint} WHERE {ts} <= @r AND ({ts} > @w{same_ts}) ORDER BY {order} LIMIT @n",
+        "SELECT {cols} FROM {}{hint} WHERE {ts} <= @r AND ({ts} > @w{same_ts}){in_shard} ORDER BY {order} LIMIT @n",
         ident(&table.name)?
     );
     let mut builder: StatementBuilder = Statement::builder(sql);
@@ -1587,6 +1828,7 @@ fn from_spanner(v: &SpValue, ty: &ColumnType) -> Result<Value, String> {
     })
 }
 
+pub mod shard;
 pub mod target;
 
 #[cfg(test)]
@@ -1791,5 +2033,137 @@ mod tests {
         )
         .unwrap();
         assert!(!stmt.sql().contains("FORCE_INDEX"), "{}", stmt.sql());
+    }
+
+    fn sharded_orders() -> TableSchema {
+        let mut t = orders();
+        t.columns.push(Column::new("shard", ColumnType::Int64, true));
+        t
+    }
+
+    #[test]
+    fn a_whole_shard_page_is_exactly_the_unsharded_page() {
+        let r = micros_timestamp(10).unwrap();
+        let after = Position {
+            commit_ts: 5,
+            key: vec![Value::String("a".into())],
+        };
+        for index in [
+            PollIndex::FullScan,
+            PollIndex::PrimaryKey,
+            PollIndex::Index("orders_by_commit_ts".into()),
+        ] {
+            let plain = page_statement(&sharded_orders(), &after, &r, 7, &index).unwrap();
+            let whole =
+                shard_page_statement(&sharded_orders(), &Shard::WHOLE, &after, &r, 7, &index)
+                    .unwrap();
+            assert_eq!(plain.sql(), whole.sql());
+            assert!(!whole.sql().contains("@shard") && !whole.sql().contains("@count"));
+        }
+    }
+
+    #[test]
+    fn a_column_shard_page_reads_the_shard_index_with_one_more_condition() {
+        let r = micros_timestamp(10).unwrap();
+        let sharding = ledgerhost_core::source::Sharding {
+            count: 3,
+            column: Some("shard".into()),
+        };
+        let index = PollIndex::Index("ordersByShard".into());
+        let stmt = shard_page_statement(
+            &sharded_orders(),
+            &sharding.shard(2),
+            &Position::after_ts(5),
+            &r,
+            7,
+            &index,
+        )
+        .unwrap();
+        assert_eq!(
+            stmt.sql(),
+            "SELECT `id`, `client`, `commit_ts`, `shard` FROM `orders`@{FORCE_INDEX=`ordersByShard`} \
+             WHERE `commit_ts` <= @r AND (`commit_ts` > @w) AND `shard` = @shard \
+             ORDER BY `commit_ts`, `id` LIMIT @n"
+        );
+        let after = Position {
+            commit_ts: 5,
+            key: vec![Value::String("a".into())],
+        };
+        let stmt =
+            shard_page_statement(&sharded_orders(), &sharding.shard(0), &after, &r, 7, &index)
+                .unwrap();
+        assert!(
+            stmt.sql().contains(
+                "AND (`commit_ts` > @w OR (`commit_ts` = @w AND ((`id` > @k0)))) \
+                 AND (`shard` IS NULL OR `shard` < 1 OR `shard` >= @count) ORDER BY"
+            ),
+            "{}",
+            stmt.sql()
+        );
+    }
+
+    #[test]
+    fn a_key_hash_shard_page_reads_the_commit_timestamp_index() {
+        let r = micros_timestamp(10).unwrap();
+        let sharding = ledgerhost_core::source::Sharding {
+            count: 4,
+            column: None,
+        };
+        let stmt = shard_page_statement(
+            &orders(),
+            &sharding.shard(3),
+            &Position::after_ts(5),
+            &r,
+            7,
+            &PollIndex::Index("orders_by_commit_ts".into()),
+        )
+        .unwrap();
+        assert!(
+            stmt.sql().contains(
+                "FROM `orders`@{FORCE_INDEX=`orders_by_commit_ts`} WHERE `commit_ts` <= @r AND \
+                 (`commit_ts` > @w) AND MOD(MOD(FARM_FINGERPRINT(CONCAT(IFNULL(`id`, ''))), \
+                 @count) + @count, @count) = @shard ORDER BY"
+            ),
+            "{}",
+            stmt.sql()
+        );
+    }
+
+    #[test]
+    fn the_shard_index_leads_with_the_shard_column_then_the_commit_timestamp() {
+        let t = sharded_orders();
+        let pk = index("PRIMARY_KEY", "PRIMARY_KEY", "", &[("id", "ASC")]);
+        let by_ts = index(
+            "orders_by_commit_ts",
+            "INDEX",
+            "READ_WRITE",
+            &[("commit_ts", "ASC")],
+        );
+        let by_shard = index(
+            "ordersByShard",
+            "INDEX",
+            "READ_WRITE",
+            &[("shard", "ASC"), ("commit_ts", "ASC")],
+        );
+        let shard_only = index("orders_shard", "INDEX", "READ_WRITE", &[("shard", "ASC")]);
+        let leading = ["shard", "commit_ts"];
+        assert_eq!(
+            choose_index(&t, &[pk.clone(), by_ts.clone(), by_shard.clone()], &leading),
+            Ok(PollIndex::Index("ordersByShard".into()))
+        );
+        let refused = choose_index(&t, &[pk.clone(), by_ts, shard_only], &leading).unwrap_err();
+        assert!(
+            refused.contains("no index leads with its columns (`shard`, `commit_ts`)"),
+            "{refused}"
+        );
+        let mut building = by_shard;
+        building.state = "WRITE_ONLY".into();
+        let not_yet = choose_index(&t, &[pk.clone(), building], &leading).unwrap_err();
+        assert!(not_yet.contains("WRITE_ONLY"), "{not_yet}");
+        let msg = missing_shard_index_message(&t, "shard", &[pk], &refused);
+        assert!(
+            msg.contains("CREATE INDEX `ordersByShard` ON `orders` (`shard`, `commit_ts`)"),
+            "{msg}"
+        );
     }
 }
