@@ -551,6 +551,18 @@ async fn spanner_shards_split_every_row_into_exactly_one_shard_and_keep_keys_in_
 
     let (col_shards, _) = read_every_shard(&source, &col_schema, &by_column, 0).await;
     let (hash_shards, r) = read_every_shard(&source, &hash_schema, &by_hash, 0).await;
+    // The whole table (a backfill's read) is still one shard of everything.
+    let mut snap = source.snapshot().await.expect("snapshot");
+    let whole = read_shard(
+        &mut snap,
+        &hash_schema,
+        &ledgerhost_core::source::Shard::WHOLE,
+        0,
+        97,
+    )
+    .await;
+    assert_eq!(whole.len(), ROWS as usize);
+    drop(snap);
     assert_eq!(col_shards.len(), ROWS as usize, "every row of bycol once");
     assert_eq!(hash_shards.len(), ROWS as usize, "every row of byhash once");
     for id in 0..ROWS {
@@ -684,6 +696,48 @@ async fn spanner_refuses_a_column_sharded_table_without_its_shard_index() {
     let two = read_shard(&mut snap, &schema, &sharding.shard(2), 0, 7).await;
     assert_eq!(two.len(), 1, "{two:?}");
     assert_eq!(two[0].0, vec![Value::Int64(2)]);
+
+    // The same table sharded by its (one-column) key's hash needs no shard index.
+    let by_hash = TableSpec {
+        sharding: Sharding {
+            count: 2,
+            column: None,
+        },
+        ..spec("orders")
+    };
+    let hash_schema = strict.prepare_table(&by_hash).await.expect("hash-sharded");
+    let mut keys = BTreeSet::new();
+    for i in 0..2 {
+        for (key, _) in read_shard(&mut snap, &hash_schema, &by_hash.sharding.shard(i), 0, 7).await
+        {
+            assert!(keys.insert(format!("{key:?}")), "{key:?} in two shards");
+        }
+    }
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    drop(snap);
+
+    // The shard index dropped while the host runs: the next shard page fails transiently
+    // and the one after refuses the table with the DDL.
+    strict
+        .update_ddl(vec!["DROP INDEX ordersByShard".into()])
+        .await
+        .expect("drop the shard index");
+    let mut snap = strict.snapshot().await.expect("snapshot");
+    let first = snap
+        .shard_page(&schema, &sharding.shard(1), &Position::after_ts(0), 7)
+        .await
+        .expect_err("the forced index is gone");
+    assert!(first.is_transient(), "{first}");
+    let again = snap
+        .shard_page(&schema, &sharding.shard(1), &Position::after_ts(0), 7)
+        .await
+        .expect_err("refused now");
+    assert!(
+        again
+            .to_string()
+            .contains("CREATE INDEX `ordersByShard` ON `orders` (`shard`, `commit_ts`)"),
+        "{again}"
+    );
 }
 
 /// `leases(prefix)` lists the leases under a prefix in name order with their holder, time

@@ -2060,6 +2060,21 @@ mod tests {
             assert_eq!(plain.sql(), whole.sql());
             assert!(!whole.sql().contains("@shard") && !whole.sql().contains("@count"));
         }
+        // The text every unsharded poll ran before shards existed.
+        let stmt = shard_page_statement(
+            &orders(),
+            &Shard::WHOLE,
+            &Position::after_ts(5),
+            &r,
+            7,
+            &PollIndex::Index("orders_by_commit_ts".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            stmt.sql(),
+            "SELECT `id`, `client`, `commit_ts` FROM `orders`@{FORCE_INDEX=`orders_by_commit_ts`} \
+             WHERE `commit_ts` <= @r AND (`commit_ts` > @w) ORDER BY `commit_ts`, `id` LIMIT @n"
+        );
     }
 
     #[test]
