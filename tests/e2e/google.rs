@@ -493,7 +493,12 @@ async fn spanner_shards_split_every_row_into_exactly_one_shard_and_keep_keys_in_
         let ids = chunk * ROWS / 3..(chunk + 1) * ROWS / 3;
         let col: Vec<String> = ids
             .clone()
-            .map(|id| format!("({id}, {}, 'v', PENDING_COMMIT_TIMESTAMP())", shard_value(id)))
+            .map(|id| {
+                format!(
+                    "({id}, {}, 'v', PENDING_COMMIT_TIMESTAMP())",
+                    shard_value(id)
+                )
+            })
             .collect();
         let hash: Vec<String> = ids
             .map(|n| {
@@ -502,7 +507,10 @@ async fn spanner_shards_split_every_row_into_exactly_one_shard_and_keep_keys_in_
                 } else {
                     format!("'s{}'", n % 3)
                 };
-                format!("('r{}', {n}, {sub}, 'v', PENDING_COMMIT_TIMESTAMP())", n % 4)
+                format!(
+                    "('r{}', {n}, {sub}, 'v', PENDING_COMMIT_TIMESTAMP())",
+                    n % 4
+                )
             })
             .collect();
         spanner_write(
@@ -575,12 +583,12 @@ async fn spanner_shards_split_every_row_into_exactly_one_shard_and_keep_keys_in_
     }
     for (i, n) in (0..3).map(|i| (i, hash_shards.values().filter(|s| **s == i).count())) {
         // 300 keys over 3 shards by a fingerprint: each shard gets a fair share.
-        assert!(n > 50, "shard {i} of byhash has only {n} rows: {hash_shards:?}");
+        assert!(
+            n > 50,
+            "shard {i} of byhash has only {n} rows: {hash_shards:?}"
+        );
     }
-    let null_part = hash_shards
-        .keys()
-        .filter(|k| k.ends_with("Null]"))
-        .count();
+    let null_part = hash_shards.keys().filter(|k| k.ends_with("Null]")).count();
     assert_eq!(null_part, 43, "the keys with a NULL part are read too");
 
     // Every row updated (one transaction, one new commit timestamp): each key comes again,
@@ -619,9 +627,11 @@ async fn spanner_refuses_a_column_sharded_table_without_its_shard_index() {
         .await;
     spanner_write(
         &db,
-        &["INSERT INTO orders (id, shard, commit_ts) VALUES (1, 1, PENDING_COMMIT_TIMESTAMP()), \
+        &[
+            "INSERT INTO orders (id, shard, commit_ts) VALUES (1, 1, PENDING_COMMIT_TIMESTAMP()), \
            (2, 2, PENDING_COMMIT_TIMESTAMP()), (3, NULL, PENDING_COMMIT_TIMESTAMP())"
-            .to_string()],
+                .to_string(),
+        ],
     )
     .await;
     let sharded = |column: &str| TableSpec {
@@ -675,7 +685,11 @@ async fn spanner_refuses_a_column_sharded_table_without_its_shard_index() {
     let mut snap = lenient.snapshot().await.expect("snapshot");
     let sharding = sharded("shard").sharding;
     let zero = read_shard(&mut snap, &schema, &sharding.shard(0), 0, 7).await;
-    assert_eq!(zero.len(), 1, "the NULL shard value falls to shard 0: {zero:?}");
+    assert_eq!(
+        zero.len(),
+        1,
+        "the NULL shard value falls to shard 0: {zero:?}"
+    );
 
     // Once created, the index is found and used.
     strict
@@ -809,7 +823,11 @@ async fn spanner_lists_the_leases_under_a_prefix() {
     );
     let released = &listed[2];
     assert_eq!(
-        (released.holder.as_str(), released.progress, released.remaining),
+        (
+            released.holder.as_str(),
+            released.progress,
+            released.remaining
+        ),
         ("a", Some(12), Duration::ZERO),
         "{released:?}"
     );

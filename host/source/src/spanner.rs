@@ -2037,7 +2037,8 @@ mod tests {
 
     fn sharded_orders() -> TableSchema {
         let mut t = orders();
-        t.columns.push(Column::new("shard", ColumnType::Int64, true));
+        t.columns
+            .push(Column::new("shard", ColumnType::Int64, true));
         t
     }
 

@@ -149,7 +149,10 @@ pub(super) fn key_text(table: &TableSchema) -> PortResult<String> {
             format!("table `{}` has no primary key to shard by", table.name),
         ));
     }
-    Ok(format!("CONCAT({})", parts.join(&format!(", {SEPARATOR}, "))))
+    Ok(format!(
+        "CONCAT({})",
+        parts.join(&format!(", {SEPARATOR}, "))
+    ))
 }
 
 #[cfg(test)]
@@ -191,10 +194,7 @@ mod tests {
         let (sql, params) = shard_condition(&table(), &sharding.shard(0))
             .unwrap()
             .unwrap();
-        assert_eq!(
-            sql,
-            "(`shard` IS NULL OR `shard` < 1 OR `shard` >= @count)"
-        );
+        assert_eq!(sql, "(`shard` IS NULL OR `shard` < 1 OR `shard` >= @count)");
         assert_eq!(names(&params), ["count"]);
         let (sql, params) = shard_condition(&table(), &sharding.shard(2))
             .unwrap()
