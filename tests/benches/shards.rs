@@ -45,13 +45,16 @@ fn spec(shards: u32) -> TableSpec {
     }
 }
 
-/// One run of `k` pollers: (rows/s, per-poller (read, encode, publish) seconds, wall).
+/// One run: rows/s, each poller's (read, encode, publish) seconds, and the wall time.
+type Run = (f64, Vec<[f64; 3]>, Duration);
+
+/// One run of `k` pollers.
 async fn run(
     db: &ledgerhost_source::spanner::SpannerConfig,
     emu: &GoogleEmulators,
     k: u32,
     round: usize,
-) -> (f64, Vec<[f64; 3]>, Duration) {
+) -> Run {
     let metrics = Metrics::default();
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = format!("shards-bench-{k}-{round}");
@@ -139,7 +142,7 @@ async fn main() {
         .await;
     }
 
-    let mut best: [Option<(f64, Vec<[f64; 3]>, Duration)>; 3] = [None, None, None];
+    let mut best: [Option<Run>; 3] = [None, None, None];
     for round in 0..ROUNDS {
         for k in 1..=3u32 {
             let result = run(&db, &emu, k, round).await;

@@ -59,8 +59,12 @@ impl Sharding {
         };
         match schema.columns.iter().find(|c| &c.name == column) {
             None => Err(format!(
-                "table `{}` has no shard column `{column}`: add an INT64 column the application                  derives from the primary key (e.g. a stored generated column                  `MOD(ABS(FARM_FINGERPRINT(CAST(Id AS STRING))), {})`), or drop `shard-column`                  to shard by a hash of the primary key",
-                schema.name, self.count
+                "table `{}` has no shard column `{column}`: add an INT64 column the application \
+                 derives from the primary key (e.g. a stored generated column \
+                 `MOD(MOD(FARM_FINGERPRINT(CAST(Id AS STRING)), {n}) + {n}, {n})`), or drop \
+                 `shard-column` to shard by a hash of the primary key",
+                schema.name,
+                n = self.count
             )),
             Some(c) if c.ty != crate::ColumnType::Int64 => Err(format!(
                 "table `{}`: shard column `{column}` is {:?}, it must be INT64",

@@ -629,19 +629,16 @@ impl Poller {
         // time, each page with its own progress record, so progress never passes a page
         // whose messages are not durable; a failed write returns before page N+2 is read.
         let page_size = self.settings.page_size;
-        let shard = &self.settings.shard;
         let stats = &self.stats;
-        let mut next = read_encoded_page(
-            snapshot.as_mut(),
+        let reader = PageReader {
             stats,
             schema,
-            shard,
+            shard: &self.settings.shard,
             encoder,
-            &after,
             page_size,
-            &table,
-        )
-        .await?;
+            table: &table,
+        };
+        let mut next = read_encoded_page(snapshot.as_mut(), &reader, &after).await?;
         while let Some(page) = next.take() {
             after = page.after;
             let full = page.full;
@@ -674,16 +671,7 @@ impl Poller {
             let (stored, ahead) = if full {
                 let (stored, ahead) = tokio::join!(
                     publish,
-                    read_encoded_page(
-                        snapshot.as_mut(),
-                        stats,
-                        schema,
-                        shard,
-                        encoder,
-                        &after,
-                        page_size,
-                        &table
-                    )
+                    read_encoded_page(snapshot.as_mut(), &reader, &after)
                 );
                 (stored, Some(ahead))
             } else {
@@ -820,17 +808,31 @@ struct EncodedPage {
     full: bool,
 }
 
+/// What a poll reads its pages with: the shard of the table, its schema and encoder.
+struct PageReader<'a> {
+    stats: &'a TableStats,
+    schema: &'a TableSchema,
+    shard: &'a Shard,
+    encoder: &'a Encoder,
+    page_size: usize,
+    /// The table (or shard unit) name, for errors.
+    table: &'a str,
+}
+
 /// Reads the page after `after` and encodes it; `None` when the snapshot has no more rows.
 async fn read_encoded_page(
     snapshot: &mut dyn Snapshot,
-    stats: &TableStats,
-    schema: &TableSchema,
-    shard: &Shard,
-    encoder: &Encoder,
+    reader: &PageReader<'_>,
     after: &Position,
-    page_size: usize,
-    table: &str,
 ) -> Result<Option<EncodedPage>, PollError> {
+    let PageReader {
+        stats,
+        schema,
+        shard,
+        encoder,
+        page_size,
+        table,
+    } = *reader;
     let started = std::time::Instant::now();
     let rows = snapshot
         .shard_page(schema, shard, after, page_size)
