@@ -303,8 +303,10 @@ async fn three_hosts_share_three_tables_within_the_lease_transaction_budget() {
             "host {i}: {take} takes (each table at most once, at start)"
         );
         assert_eq!(release, 0, "nobody released yet");
+        // A read of each lease before taking it, and per table bootstrapped here one listing
+        // of the table's leases (where an earlier shard layout got to, if any).
         assert!(
-            read <= tables + (tables - led[i]) * per_table,
+            read <= 2 * tables + (tables - led[i]) * per_table,
             "host {i}: {read} lease reads while watching {} tables",
             tables - led[i]
         );
