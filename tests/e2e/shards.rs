@@ -273,6 +273,33 @@ async fn three_hosts_share_six_shards_and_take_over_a_killed_hosts_shards() {
         "the survivors did not take shards {victim_shards:?} over: {}",
         holdings(&replicas)
     );
+    // `/status` shows each shard: who polls it, here or on the other survivor.
+    let holders_shown = eventually(Duration::from_secs(10), || {
+        let status = ledgerhost::admin_client::get_blocking(&replicas[0].admin, "/status");
+        let other = replicas[1].id.clone();
+        async move {
+            let Ok((200, body)) = status else {
+                return false;
+            };
+            let status: ledgerhost::status::HostStatus =
+                serde_json::from_str(&body).expect("status JSON");
+            let shards: Vec<_> = status
+                .tables
+                .iter()
+                .filter(|t| t.table.starts_with("sharded.shard-"))
+                .collect();
+            shards.len() == SHARDS as usize
+                && shards.iter().all(|t| {
+                    t.shard.is_some() && (t.leader || t.holder.as_deref() == Some(other.as_str()))
+                })
+        }
+    })
+    .await;
+    assert!(
+        holders_shown,
+        "/status lists the six shards with their holders: {:?}",
+        ledgerhost::admin_client::get_blocking(&replicas[0].admin, "/status")
+    );
     let moved_after = moved_after.unwrap_or_else(|| killed_at.elapsed());
     eprintln!(
         "shards {victim_shards:?} of the killed host moved {moved_after:?} after the kill \
