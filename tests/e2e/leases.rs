@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ledgerhost_core::ledger::{Ledger, SubscriptionSpec};
 use ledgerhost_ledger::pubsub::PubSubLedger;
 use ledgerhost_source::spanner::SpannerConfig;
-use ledgerhost_tests::harness::google::{GoogleEmulators, PROJECT, commit_ts_index, spanner_write};
+use ledgerhost_tests::harness::google::{GoogleEmulators, commit_ts_index, spanner_write};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
 use ledgerhost_tests::harness::metrics::{self, Samples, sample};
 use ledgerhost_tests::harness::{event_key, eventually, free_port};
@@ -42,23 +42,11 @@ impl Replica {
             .iter()
             .map(|t| format!("[[tables]]\nname = \"{t}\"\ninterval-ms = {INTERVAL_MS}\n"))
             .collect();
-        let text = format!(
-            "[host]\ndata-dir = \"state\"\nplugin-dir = \"plugins\"\nlease-ttl-ms = {}\n\
-             drain-timeout-ms = 10000\n\n\
-             [source]\nkind = \"spanner\"\nproject = \"{}\"\ninstance = \"{}\"\n\
-             database = \"{}\"\nendpoint = \"{}\"\nadmin-endpoint = \"{}\"\n\n\
-             [ledger]\nkind = \"pubsub\"\nproject = \"{PROJECT}\"\nendpoint = \"{}\"\n\
-             topic-prefix = \"{TOPIC_PREFIX}\"\n\n[admin]\nlisten = \"{admin}\"\n\n{tables}",
-            TTL.as_millis(),
-            db.project,
-            db.instance,
-            db.database,
-            db.endpoint.as_deref().expect("harness sets the endpoint"),
-            db.admin_endpoint
-                .as_deref()
-                .expect("harness sets the admin endpoint"),
-            emu.pubsub_endpoint(),
-        );
+        let host = [
+            format!("lease-ttl-ms = {}", TTL.as_millis()),
+            "drain-timeout-ms = 10000".to_string(),
+        ];
+        let text = emu.host_config(db, &host, TOPIC_PREFIX, &admin) + &tables;
         let config = ws.path().join("ledgerhost.toml");
         std::fs::write(&config, text).expect("write config");
         let log = ws.path().join("host.log");

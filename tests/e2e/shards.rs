@@ -13,7 +13,7 @@ use ledgerhost_core::ledger::{Ledger, SubscriptionSpec, attr};
 use ledgerhost_ledger::pubsub::PubSubLedger;
 use ledgerhost_source::spanner::SpannerConfig;
 use ledgerhost_tests::harness::google::{
-    GoogleEmulators, PROJECT, commit_times, commit_ts_index, spanner_write,
+    GoogleEmulators, commit_times, commit_ts_index, spanner_write,
 };
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
 use ledgerhost_tests::harness::metrics::{self, Samples};
@@ -40,24 +40,16 @@ impl Replica {
     fn new(emu: &GoogleEmulators, db: &SpannerConfig, id: &str) -> Self {
         let ws = Workspace::new();
         let admin = format!("127.0.0.1:{}", free_port());
-        let text = format!(
-            "[host]\ndata-dir = \"state\"\nplugin-dir = \"plugins\"\nlease-ttl-ms = {}\n\
-             replica-id = \"{id}\"\ndrain-timeout-ms = 10000\n\n\
-             [source]\nkind = \"spanner\"\nproject = \"{}\"\ninstance = \"{}\"\n\
-             database = \"{}\"\nendpoint = \"{}\"\nadmin-endpoint = \"{}\"\n\n\
-             [ledger]\nkind = \"pubsub\"\nproject = \"{PROJECT}\"\nendpoint = \"{}\"\n\
-             topic-prefix = \"{TOPIC_PREFIX}\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
-             [[tables]]\nname = \"{TABLE}\"\ninterval-ms = 100\npage-size = 50\nshards = {SHARDS}\n",
-            TTL.as_millis(),
-            db.project,
-            db.instance,
-            db.database,
-            db.endpoint.as_deref().expect("harness sets the endpoint"),
-            db.admin_endpoint
-                .as_deref()
-                .expect("harness sets the admin endpoint"),
-            emu.pubsub_endpoint(),
-        );
+        let host = [
+            format!("lease-ttl-ms = {}", TTL.as_millis()),
+            format!("replica-id = \"{id}\""),
+            "drain-timeout-ms = 10000".to_string(),
+        ];
+        let text = emu.host_config(db, &host, TOPIC_PREFIX, &admin)
+            + &format!(
+                "[[tables]]\nname = \"{TABLE}\"\ninterval-ms = 100\npage-size = 50\n\
+                 shards = {SHARDS}\n"
+            );
         let config = ws.path().join("ledgerhost.toml");
         std::fs::write(&config, text).expect("write config");
         let log = ws.path().join("host.log");

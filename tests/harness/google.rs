@@ -378,6 +378,34 @@ impl GoogleEmulators {
         ]
     }
 
+    /// The config of a host on these emulators, without its tables: `[host]` with
+    /// `host_lines` (one `key = value` each) after the data and plugin directories, the
+    /// Spanner source on `db`, the Pub/Sub ledger with `topic_prefix`, admin on `admin`.
+    pub fn host_config(
+        &self,
+        db: &SpannerConfig,
+        host_lines: &[String],
+        topic_prefix: &str,
+        admin: &str,
+    ) -> String {
+        format!(
+            "[host]\ndata-dir = \"state\"\nplugin-dir = \"plugins\"\n{}\n\n\
+             [source]\nkind = \"spanner\"\nproject = \"{}\"\ninstance = \"{}\"\n\
+             database = \"{}\"\nendpoint = \"{}\"\nadmin-endpoint = \"{}\"\n\n\
+             [ledger]\nkind = \"pubsub\"\nproject = \"{PROJECT}\"\nendpoint = \"{}\"\n\
+             topic-prefix = \"{topic_prefix}\"\n\n[admin]\nlisten = \"{admin}\"\n\n",
+            host_lines.join("\n"),
+            db.project,
+            db.instance,
+            db.database,
+            db.endpoint.as_deref().expect("harness sets the endpoint"),
+            db.admin_endpoint
+                .as_deref()
+                .expect("harness sets the admin endpoint"),
+            self.pubsub_endpoint(),
+        )
+    }
+
     /// The Pub/Sub endpoint (`http://127.0.0.1:PORT` of the strict front).
     pub fn pubsub_endpoint(&self) -> String {
         self.pubsub.endpoint()
