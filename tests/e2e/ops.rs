@@ -525,23 +525,41 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
     // Nothing acked that was not handled: every acked delivery's event has its side effect.
     let handled = ws.kv_keys("count/").await;
     let acked: BTreeSet<String> = {
-        let conn =
-            rusqlite::Connection::open(ws.data_dir().join("ledger").join("ledger.db")).unwrap();
-        let mut stmt = conn
+        let ledger_dir = ws.data_dir().join("ledger");
+        let conn = rusqlite::Connection::open(ledger_dir.join("ledger.db")).unwrap();
+        let settled: BTreeSet<i64> = conn
             .prepare(
                 // Settled: below the subscription's durable cursor, or acked above it.
-                "SELECT m.attributes FROM messages m JOIN subscriptions s
+                "SELECT m.id FROM messages m JOIN subscriptions s
                  ON s.name = 'plugin-counter' AND m.topic = s.topic
                  WHERE m.id < s.cursor
                     OR m.id IN (SELECT id FROM acks WHERE sub = 'plugin-counter')",
             )
-            .unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(0))
             .unwrap()
-            .map(|a| {
-                let a: BTreeMap<String, String> = serde_json::from_str(&a.unwrap()).unwrap();
-                format!("count/{}", a["event_id"])
-            })
+            .query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let topic: String = conn
+            .query_row(
+                "SELECT topic FROM subscriptions WHERE name = 'plugin-counter'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // The messages themselves through the ledger (its rows are stored compactly).
+        let ledger = ledgerhost_ledger::embedded::EmbeddedLedger::open(
+            &ledger_dir,
+            ledgerhost_ledger::embedded::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        ledger
+            .read_retained(&topic, 0, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| settled.contains(&r.position))
+            .map(|r| format!("count/{}", r.message.attributes["event_id"]))
             .collect()
     };
     assert!(!acked.is_empty());

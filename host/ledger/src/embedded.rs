@@ -9,7 +9,10 @@
 //! the ledger lost.
 //!
 //! Layout: `messages` is one append-only log for all topics (the row id is the global
-//! sequence). Each subscription has a durable cursor (every message below it is settled),
+//! sequence). A row is compact ([`layout`]): an Avro container's header (the schema JSON,
+//! the same for every message of a schema) is stored once in `headers` and the row holds
+//! the rest, attributes are one binary blob; rows of a file written before that keep their
+//! whole data and JSON attributes, and read back the same. Each subscription has a durable cursor (every message below it is settled),
 //! the set of acked ids at or above it, and the attempt counts of nacked messages. Leases
 //! live in memory: after a restart every unacked message is delivered again (at least once).
 //!
@@ -48,6 +51,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use crate::drift;
+
+mod layout;
 
 const BACKEND: &str = "embedded";
 /// Messages kept in memory per subscription ahead of delivery.
@@ -103,6 +108,8 @@ struct Inner {
     subs: HashMap<String, SubState>,
     retention: Duration,
     last_cleanup: Instant,
+    /// Ids of the stored headers (`headers` table) written or looked up so far.
+    headers: HashMap<Vec<u8>, i64>,
 }
 
 fn now_micros() -> i64 {
@@ -150,8 +157,20 @@ impl EmbeddedLedger {
                  -- The poller's progress per source table, written in the transaction of
                  -- the page it covers (Ledger::publish_page).
                  CREATE TABLE IF NOT EXISTS progress (tbl TEXT PRIMARY KEY,
-                     record TEXT NOT NULL);",
-            )
+                     record TEXT NOT NULL);
+                 -- What the messages of a schema share, once (layout::header_len).
+                 CREATE TABLE IF NOT EXISTS headers (id INTEGER PRIMARY KEY,
+                     bytes BLOB NOT NULL UNIQUE);",
+            )?;
+            // A file written before `headers` existed: its rows keep their whole data
+            // (header NULL) and JSON attributes, which the readers still understand.
+            let has_header: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'header'")?
+                .exists([])?;
+            if !has_header {
+                conn.execute_batch("ALTER TABLE messages ADD COLUMN header INTEGER")?;
+            }
+            Ok(())
         };
         setup().map_err(|e| {
             PortError::unavailable(BACKEND, format!("cannot prepare {}: {e}", path.display()))
@@ -165,6 +184,7 @@ impl EmbeddedLedger {
                 subs,
                 retention: options.retention,
                 last_cleanup: Instant::now(),
+                headers: HashMap::new(),
             })),
             notify: Arc::new(Notify::new()),
         })
@@ -213,12 +233,12 @@ impl EmbeddedLedger {
                 ));
             }
             let now = now_micros();
-            let tx = inner
-                .conn
+            let Inner { conn, headers, .. } = &mut *inner;
+            let tx = conn
                 .transaction()
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            {
-                insert_messages(&tx, &topic, &messages, now)?;
+            let added = {
+                let added = insert_messages(&tx, headers, &topic, &messages, now)?;
                 if let Some(p) = &progress {
                     tx.prepare_cached(
                         "INSERT INTO progress (tbl, record) VALUES (?1, ?2)
@@ -227,9 +247,11 @@ impl EmbeddedLedger {
                     .and_then(|mut stmt| stmt.execute(params![p.table, p.record]))
                     .map_err(|e| PortError::unavailable(BACKEND, e))?;
                 }
-            }
+                added
+            };
             tx.commit()
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
+            headers.extend(added);
             inner.cleanup();
             Ok(())
         })
@@ -241,26 +263,128 @@ impl EmbeddedLedger {
     }
 }
 
-/// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs).
+/// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs), in the compact
+/// layout ([`layout`]): each message's container header by id (`headers` caches them),
+/// the rest of its data, its attributes as one blob. Returns the headers it stored, for
+/// the caller to cache once the transaction commits (a rolled-back id must not be reused).
 fn insert_messages(
     tx: &rusqlite::Transaction<'_>,
+    headers: &HashMap<Vec<u8>, i64>,
     topic: &str,
     messages: &[Message],
     now: i64,
-) -> PortResult<()> {
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+) -> PortResult<NewHeaders> {
+    let err = |e: rusqlite::Error| PortError::unavailable(BACKEND, e);
+    let mut added: NewHeaders = Vec::new();
+    // The messages of a page share one header: compared with the last one first, which
+    // spares hashing it for every message.
+    let mut last: Option<(&[u8], i64)> = None;
+    let mut rows = Vec::with_capacity(messages.len());
     for m in messages {
-        let attrs =
-            serde_json::to_string(&m.attributes).map_err(|e| PortError::unavailable(BACKEND, e))?;
-        stmt.execute(params![topic, m.ordering_key, attrs, m.data, now])
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        let (header, body) = match layout::header_len(&m.data) {
+            Some(n) => {
+                let bytes = &m.data[..n];
+                let id = match last.filter(|(b, _)| *b == bytes) {
+                    Some((_, id)) => id,
+                    None => match headers.get(bytes) {
+                        Some(id) => *id,
+                        None => match added.iter().find(|(b, _)| b == bytes) {
+                            Some((_, id)) => *id,
+                            None => {
+                                let id = header_id(tx, bytes).map_err(err)?;
+                                added.push((bytes.to_vec(), id));
+                                id
+                            }
+                        },
+                    },
+                };
+                last = Some((bytes, id));
+                (Some(id), &m.data[n..])
+            }
+            None => (None, &m.data[..]),
+        };
+        rows.push((m, header, body, layout::encode_attributes(&m.attributes)));
     }
-    Ok(())
+    // Many rows per statement: SQLite's per-statement work (bind, step, reset) was a
+    // large share of a page's write.
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO messages (topic, ordering_key, attributes, data, published_at, header)
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 6);
+        for (m, header, body, attrs) in chunk {
+            values.extend_from_slice(&[
+                &topic as &dyn rusqlite::ToSql,
+                &m.ordering_key,
+                attrs,
+                body,
+                &now,
+                header,
+            ]);
+        }
+        stmt.execute(values.as_slice()).map_err(err)?;
+    }
+    Ok(added)
+}
+
+/// Rows per `INSERT` statement (6 parameters each, far below SQLite's limit of 32 766).
+const INSERT_ROWS: usize = 100;
+
+/// Headers stored by a transaction not yet committed, with their ids.
+type NewHeaders = Vec<(Vec<u8>, i64)>;
+
+/// The id of a stored header, inserting it when new.
+fn header_id(tx: &rusqlite::Transaction<'_>, bytes: &[u8]) -> rusqlite::Result<i64> {
+    tx.prepare_cached("INSERT INTO headers (bytes) VALUES (?1) ON CONFLICT (bytes) DO NOTHING")?
+        .execute([bytes])?;
+    tx.prepare_cached("SELECT id FROM headers WHERE bytes = ?1")?
+        .query_row([bytes], |r| r.get(0))
+}
+
+/// The columns of a stored message [`stored`] reads (after those a query puts first), and
+/// the join that restores its header.
+const STORED_COLUMNS: &str = "m.ordering_key, m.attributes, m.data, h.bytes";
+const STORED_FROM: &str = "messages m LEFT JOIN headers h ON h.id = m.header";
+
+/// A message as read back from its row: attributes not yet checked.
+struct Stored {
+    ordering_key: String,
+    attributes: Result<BTreeMap<String, String>, String>,
+    data: Vec<u8>,
+}
+
+/// Reads [`STORED_COLUMNS`] from `row`, starting at column `first`.
+fn stored(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Stored> {
+    let header = row.get_ref(first + 3)?.as_blob_or_null()?;
+    Ok(Stored {
+        ordering_key: row.get(first)?,
+        attributes: layout::decode_attributes(row.get_ref(first + 1)?),
+        data: layout::join(header, row.get_ref(first + 2)?.as_blob()?),
+    })
+}
+
+impl Stored {
+    /// The message; `what` names it in the error when its attributes are unreadable.
+    fn into_message(self, what: impl FnOnce() -> String) -> PortResult<Message> {
+        let attributes = self.attributes.map_err(|e| PortError::Corrupt {
+            backend: BACKEND,
+            message: format!("attributes of {}: {e}", what()),
+        })?;
+        Ok(Message {
+            data: self.data,
+            ordering_key: self.ordering_key,
+            attributes,
+        })
+    }
 }
 
 /// The topic and durable cursor of a stored subscription; `what` names it in the error.
@@ -292,39 +416,23 @@ fn unsettled_dead_letters(
         ),
     )?;
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT m.id, m.ordering_key, m.attributes, m.data, m.published_at FROM messages m
-             WHERE m.topic = ?1 AND m.id >= ?2
-               AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.sub = ?3 AND a.id = m.id)
-             ORDER BY m.id LIMIT ?4",
-        )
+        .prepare_cached(&format!(
+            "SELECT m.id, m.published_at, {STORED_COLUMNS} FROM {STORED_FROM}
+                 WHERE m.topic = ?1 AND m.id >= ?2
+                   AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.sub = ?3 AND a.id = m.id)
+                 ORDER BY m.id LIMIT ?4"
+        ))
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
     let rows = stmt
         .query_map(
             params![topic, cursor, name, max.min(i64::MAX as usize) as i64],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, stored(r, 2)?)),
         )
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
     rows.into_iter()
-        .map(|(id, ordering_key, attributes, data, at)| {
-            let attributes = serde_json::from_str(&attributes).map_err(|e| PortError::Corrupt {
-                backend: BACKEND,
-                message: format!("attributes of message {id} on {topic}: {e}"),
-            })?;
-            let message = Message {
-                data,
-                ordering_key,
-                attributes,
-            };
+        .map(|(id, at, stored)| {
+            let message = stored.into_message(|| format!("message {id} on {topic}"))?;
             Ok((id, DeadLetter::from_message(message, at)))
         })
         .collect()
@@ -420,10 +528,10 @@ impl Inner {
             return Ok(());
         }
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, ordering_key, attributes, data FROM messages
-                 WHERE topic = ?1 AND id >= ?2 ORDER BY id LIMIT ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT m.id, {STORED_COLUMNS} FROM {STORED_FROM}
+                     WHERE m.topic = ?1 AND m.id >= ?2 ORDER BY m.id LIMIT ?3"
+            ))
             .map_err(|e| PortError::unavailable(BACKEND, e))?;
         let rows = stmt
             .query_map(
@@ -432,41 +540,30 @@ impl Inner {
                     sub.next_load,
                     (WINDOW - sub.pending.len()) as i64
                 ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                },
+                |r| Ok((r.get::<_, i64>(0)?, stored(r, 1)?)),
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| PortError::unavailable(BACKEND, e))?;
         let now = Instant::now();
-        for (id, ordering_key, attributes, data) in rows {
+        for (id, stored) in rows {
             sub.next_load = id + 1;
             if sub.acked.remove(&id) {
                 continue;
             }
-            let attributes: BTreeMap<String, String> =
-                serde_json::from_str(&attributes).map_err(|e| PortError::Corrupt {
-                    backend: BACKEND,
-                    message: format!("attributes of message {id}: {e}"),
-                })?;
+            let message = stored.into_message(|| format!("message {id}"))?;
             // Filtered out: never delivered to this subscription (settled by the cursor).
-            if !sub.filter.iter().all(|(k, v)| attributes.get(k) == Some(v)) {
+            if !sub
+                .filter
+                .iter()
+                .all(|(k, v)| message.attributes.get(k) == Some(v))
+            {
                 continue;
             }
             let attempt = sub.nacked_attempts.remove(&id).unwrap_or(0);
             sub.pending.insert(
                 id,
                 Pending {
-                    message: Message {
-                        data,
-                        ordering_key,
-                        attributes,
-                    },
+                    message,
                     attempt,
                     leased_until: None,
                     visible_at: now,
@@ -916,37 +1013,21 @@ impl Ledger for EmbeddedLedger {
         self.run(move |inner| {
             let mut stmt = inner
                 .conn
-                .prepare_cached(
-                    "SELECT id, ordering_key, attributes, data FROM messages
-                     WHERE topic = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )
+                .prepare_cached(&format!(
+                    "SELECT m.id, {STORED_COLUMNS} FROM {STORED_FROM}
+                         WHERE m.topic = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3"
+                ))
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let rows = stmt
                 .query_map(params![topic, after, max as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
+                    Ok((r.get::<_, i64>(0)?, stored(r, 1)?))
                 })
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
             let mut out = Vec::new();
             for row in rows {
-                let (position, ordering_key, attrs, data) =
-                    row.map_err(|e| PortError::unavailable(BACKEND, e))?;
-                let attributes = serde_json::from_str(&attrs).map_err(|e| PortError::Corrupt {
-                    backend: BACKEND,
-                    message: format!("attributes of message {position} on {topic}: {e}"),
-                })?;
-                out.push(Retained {
-                    position,
-                    message: Message {
-                        data,
-                        ordering_key,
-                        attributes,
-                    },
-                });
+                let (position, stored) = row.map_err(|e| PortError::unavailable(BACKEND, e))?;
+                let message = stored.into_message(|| format!("message {position} on {topic}"))?;
+                out.push(Retained { position, message });
             }
             Ok(out)
         })
@@ -975,32 +1056,17 @@ impl Ledger for EmbeddedLedger {
             let row = inner
                 .conn
                 .query_row(
-                    "SELECT ordering_key, attributes, data FROM messages
-                     WHERE topic = ?1 ORDER BY id DESC LIMIT 1",
+                    &format!(
+                        "SELECT {STORED_COLUMNS} FROM {STORED_FROM}
+                         WHERE m.topic = ?1 ORDER BY m.id DESC LIMIT 1"
+                    ),
                     [&topic],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                        ))
-                    },
+                    |r| stored(r, 0),
                 )
                 .optional()
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            row.map(|(ordering_key, attributes, data)| {
-                Ok(Message {
-                    data,
-                    ordering_key,
-                    attributes: serde_json::from_str(&attributes).map_err(|e| {
-                        PortError::Corrupt {
-                            backend: BACKEND,
-                            message: format!("attributes of the last message on {topic}: {e}"),
-                        }
-                    })?,
-                })
-            })
-            .transpose()
+            row.map(|stored| stored.into_message(|| format!("the last message on {topic}")))
+                .transpose()
         })
         .await
     }
@@ -1046,11 +1112,11 @@ impl Ledger for EmbeddedLedger {
                 // The copies and the settlement in one transaction: a crash redrives all
                 // of them or none, never one twice.
                 let dead_letter_sub = dead_letter_subscription(&subscription);
-                let tx = inner
-                    .conn
+                let Inner { conn, headers, .. } = &mut *inner;
+                let tx = conn
                     .transaction()
                     .map_err(|e| PortError::unavailable(BACKEND, e))?;
-                insert_messages(&tx, &topic, &copies, now_micros())?;
+                let added = insert_messages(&tx, headers, &topic, &copies, now_micros())?;
                 {
                     let mut stmt = tx
                         .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")
@@ -1062,6 +1128,7 @@ impl Ledger for EmbeddedLedger {
                 }
                 tx.commit()
                     .map_err(|e| PortError::unavailable(BACKEND, e))?;
+                headers.extend(added);
                 Ok(chosen.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
             })
             .await?;

@@ -161,8 +161,9 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         &mut out,
         "ledgerhost_poll_step_seconds_total",
         Kind::Counter,
-        "Time the table's (or shard's) poller spent reading pages, encoding them and writing \
-         them to the ledger until confirmed (the next page is read while one is written).",
+        "Time the table's (or shard's) poller spent reading pages, encoding them, writing \
+         them to the ledger until confirmed, and advancing the watermark (the next page is \
+         read while one is written).",
     );
     for (t, st) in &tables {
         for step in crate::metrics::PollStep::ALL {

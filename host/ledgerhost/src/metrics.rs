@@ -68,20 +68,30 @@ pub enum PollStep {
     Read,
     /// Encoding a page's rows as Avro messages.
     Encode,
-    /// Writing a page to the ledger until it is confirmed (durable).
+    /// Writing a page to the ledger until it is confirmed (durable). On the embedded
+    /// ledger this includes the page's progress record (same transaction).
     Publish,
+    /// Advancing the watermark to the poll's read timestamp after its last page (the
+    /// ledger's progress record or the watermark file).
+    Watermark,
 }
 
 impl PollStep {
     /// Every step, in metric-label order.
-    pub const ALL: [PollStep; 3] = [PollStep::Read, PollStep::Encode, PollStep::Publish];
+    pub const ALL: [PollStep; 4] = [
+        PollStep::Read,
+        PollStep::Encode,
+        PollStep::Publish,
+        PollStep::Watermark,
+    ];
 
-    /// The metric label: `read`, `encode`, `publish`.
+    /// The metric label: `read`, `encode`, `publish`, `watermark`.
     pub fn label(self) -> &'static str {
         match self {
             PollStep::Read => "read",
             PollStep::Encode => "encode",
             PollStep::Publish => "publish",
+            PollStep::Watermark => "watermark",
         }
     }
 }

@@ -703,6 +703,7 @@ impl Poller {
         }
         // Every row up to R is confirmed on the ledger: only now may W move.
         if r > w {
+            let started = std::time::Instant::now();
             if !done_stored {
                 let record = ledgerhost_core::ledger::Progress {
                     table: table.clone(),
@@ -723,6 +724,7 @@ impl Poller {
             if !stored_by_ledger {
                 self.watermarks.store(&table, r)?;
             }
+            self.stats.time_step(PollStep::Watermark, started);
             fault::point(fault::POLL_AFTER_WATERMARK);
             self.watermark = Some(r);
             self.stats.watermark.store(r, Ordering::Relaxed);

@@ -294,17 +294,11 @@ fn publishes_survive_sigkill() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stored: Vec<u32> = rt.block_on(async {
             let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
-            let inner = l.inner.lock().unwrap();
-            let mut stmt = inner
-                .conn
-                .prepare("SELECT attributes FROM messages WHERE topic = 't' ORDER BY id")
-                .unwrap();
-            stmt.query_map([], |r| r.get::<_, String>(0))
+            l.read_retained("t", 0, usize::MAX)
+                .await
                 .unwrap()
-                .map(|a| {
-                    let a: BTreeMap<String, String> = serde_json::from_str(&a.unwrap()).unwrap();
-                    a["n"].parse().unwrap()
-                })
+                .into_iter()
+                .map(|r| r.message.attributes["n"].parse().unwrap())
                 .collect()
         });
         assert!(
@@ -589,4 +583,152 @@ async fn dead_letters_are_listed_and_redriven_onto_the_subscriptions_topic_once(
         err.contains("nope.dead-letters") && err.contains("plugin name"),
         "{err}"
     );
+}
+
+/// An Avro object container as the poller writes it: a header with the schema JSON, one
+/// block holding `datum`.
+fn container(schema: &str, datum: &[u8]) -> Vec<u8> {
+    fn long(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+    let mut out = b"Obj\x01".to_vec();
+    long(&mut out, 2);
+    for s in [
+        &b"avro.schema"[..],
+        schema.as_bytes(),
+        b"avro.codec",
+        b"null",
+    ] {
+        long(&mut out, s.len() as i64);
+        out.extend_from_slice(s);
+    }
+    long(&mut out, 0);
+    out.extend_from_slice(&[0x5a; 16]);
+    long(&mut out, 1);
+    long(&mut out, datum.len() as i64);
+    out.extend_from_slice(datum);
+    out.extend_from_slice(&[0x5a; 16]);
+    out
+}
+
+#[tokio::test]
+async fn a_schemas_header_is_stored_once_and_every_message_reads_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    let schema = format!("{{\"type\":\"record\",\"name\":\"{}\"}}", "x".repeat(400));
+    let mut sent: Vec<Message> = (0..3u8)
+        .map(|n| Message {
+            data: container(&schema, &[n, n + 1]),
+            ordering_key: format!("k{n}"),
+            attributes: BTreeMap::from([
+                ("event_id".to_string(), format!("orders/{n}/1")),
+                ("ünï".to_string(), "💡".to_string()),
+            ]),
+        })
+        .collect();
+    // Bytes that are not a container, and one cut short inside its header, stay whole.
+    sent.push(msg("plain", 9));
+    sent.push(Message {
+        data: container(&schema, &[1])[..40].to_vec(),
+        ordering_key: "cut".into(),
+        attributes: BTreeMap::new(),
+    });
+    l.publish("t", sent.clone()).await.unwrap();
+    l.publish("t", vec![sent[0].clone()]).await.unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    let got: Vec<Message> = got.into_iter().map(|d| d.message).collect();
+    assert_eq!(got[..5], sent[..]);
+    assert_eq!(got[5], sent[0]);
+
+    let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+    let headers: i64 = conn
+        .query_row("SELECT COUNT(*) FROM headers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(headers, 1, "one schema, one stored header");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT length(data) FROM messages ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // The block: its count, the datum's length, the datum, the sync marker.
+    assert_eq!(stored, 1 + 1 + 2 + 16, "the row holds the block only");
+    // A fresh process (no header cache) reads the same.
+    drop(l);
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(l.last_message("t").await.unwrap(), Some(sent[0].clone()));
+    let retained = l.read_retained("t", 0, 10).await.unwrap();
+    assert_eq!(retained.len(), 6);
+    assert_eq!(retained[2].message, sent[2]);
+}
+
+#[tokio::test]
+async fn a_file_of_the_earlier_layout_opens_and_keeps_its_messages_and_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "{\"type\":\"record\",\"name\":\"old\"}";
+    let old = Message {
+        data: container(schema, &[7, 7]),
+        ordering_key: "k".into(),
+        attributes: BTreeMap::from([("table".to_string(), "orders".to_string())]),
+    };
+    {
+        // The layout before issue 11's compact one: whole data, JSON attributes.
+        let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE topics (name TEXT PRIMARY KEY);
+             CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                 ordering_key TEXT NOT NULL, attributes TEXT NOT NULL, data BLOB NOT NULL,
+                 published_at INTEGER NOT NULL);
+             CREATE INDEX messages_by_topic ON messages (topic, id);
+             CREATE TABLE subscriptions (name TEXT PRIMARY KEY, topic TEXT NOT NULL,
+                 filter TEXT NOT NULL, ack_deadline_ms INTEGER NOT NULL,
+                 dead_letter_topic TEXT NOT NULL, cursor INTEGER NOT NULL);
+             CREATE TABLE acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                 PRIMARY KEY (sub, id)) WITHOUT ROWID;
+             CREATE TABLE nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                 attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
+             CREATE TABLE progress (tbl TEXT PRIMARY KEY, record TEXT NOT NULL);
+             INSERT INTO topics VALUES ('t');
+             INSERT INTO subscriptions VALUES ('s', 't', '{}', 30000, 's-dead', 1);",
+        )
+        .unwrap();
+        for n in 1..=3 {
+            conn.execute(
+                "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
+                 VALUES ('t', ?1, ?2, ?3, ?4)",
+                params![
+                    old.ordering_key,
+                    serde_json::to_string(&old.attributes).unwrap(),
+                    old.data,
+                    now_micros()
+                ],
+            )
+            .unwrap();
+            if n == 2 {
+                conn.execute("INSERT INTO acks VALUES ('s', 2)", [])
+                    .unwrap();
+            }
+        }
+    }
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let new = Message {
+        data: container(schema, &[8]),
+        ..old.clone()
+    };
+    l.publish("t", vec![new.clone()]).await.unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|d| d.ack_id.clone()).collect::<Vec<_>>(),
+        vec!["1", "3", "4"],
+        "the acked message stays settled"
+    );
+    assert_eq!(got[0].message, old);
+    assert_eq!(got[1].message, old);
+    assert_eq!(got[2].message, new);
 }
