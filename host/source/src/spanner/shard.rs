@@ -17,7 +17,8 @@ use google_cloud_spanner::value::{Type, Value as SpValue};
 use ledgerhost_core::source::Shard;
 use ledgerhost_core::{ColumnType, PortError, PortResult, TableSchema};
 
-use super::{BACKEND, ident, quote};
+use super::error::BACKEND;
+use super::names::{ident, quote};
 
 /// A query parameter: name, value, type.
 pub(super) type Param = (String, SpValue, Type);

@@ -12,10 +12,13 @@ use ledgerhost_core::target::{PreparedTable, TableWriter, WriteBatch, check_tabl
 use ledgerhost_core::{ColumnType, PortError, PortResult, TableSchema};
 use tracing::info;
 
-use super::{
-    BACKEND, SpannerConfig, SpannerSource, commit_index_ddl, ident, map_err, query_rows,
-    read_schema, to_param,
-};
+use super::SpannerSource;
+use super::config::SpannerConfig;
+use super::error::{BACKEND, map_err};
+use super::names::ident;
+use super::schema::{query_rows, read_schema};
+use super::sql::commit_index_ddl;
+use super::values::to_param;
 
 /// Mutations one Spanner commit may carry, secondary-index entries included: "Mutations per
 /// commit (including indexes): 80,000" (<https://cloud.google.com/spanner/quotas>). An insert
