@@ -46,7 +46,7 @@ fn spec(shards: u32) -> TableSpec {
 }
 
 /// One run: rows/s, each poller's (read, encode, publish) seconds, and the wall time.
-type Run = (f64, Vec<[f64; 3]>, Duration);
+type Run = (f64, Vec<[f64; 4]>, Duration);
 
 /// One run of `k` pollers.
 async fn run(
@@ -164,7 +164,7 @@ async fn main() {
          rounds\n"
     );
     println!(
-        "| pollers | rows/s reaching Pub/Sub | vs 1 poller | wall | per poller: read / encode / publish (s; share of wall) |"
+        "| pollers | rows/s reaching Pub/Sub | vs 1 poller | wall | per poller: read / encode / publish / watermark (s; share of wall) |"
     );
     println!("| ---: | ---: | ---: | ---: | --- |");
     for (i, b) in best.iter().enumerate() {
@@ -172,12 +172,13 @@ async fn main() {
         let w = wall.as_secs_f64();
         let shares: Vec<String> = steps
             .iter()
-            .map(|[r, e, p]| {
+            .map(|[r, e, p, m]| {
                 format!(
-                    "{r:.2} / {e:.2} / {p:.2} ({:.0}% / {:.0}% / {:.0}%)",
+                    "{r:.2} / {e:.2} / {p:.2} / {m:.2} ({:.0}% / {:.0}% / {:.0}% / {:.0}%)",
                     r / w * 100.0,
                     e / w * 100.0,
-                    p / w * 100.0
+                    p / w * 100.0,
+                    m / w * 100.0
                 )
             })
             .collect();
