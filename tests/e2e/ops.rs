@@ -548,6 +548,7 @@ async fn sigterm_under_load_drains_exits_zero_and_a_restart_loses_nothing() {
             )
             .unwrap();
         // The messages themselves through the ledger (its rows are stored compactly).
+        use ledgerhost_core::ledger::Ledger;
         let ledger = ledgerhost_ledger::embedded::EmbeddedLedger::open(
             &ledger_dir,
             ledgerhost_ledger::embedded::EmbeddedOptions::default(),
