@@ -11,7 +11,10 @@ use ledgerhost_core::{ColumnType, PortError, PortResult, TableSchema, Value};
 use ledgerhost_manifest::calendar::date_text;
 use rusqlite::{Connection, params_from_iter};
 
-use super::{BACKEND, base64_encode, open_connection, quote, read_schema, to_sql};
+use super::connection::open_connection;
+use super::names::{BACKEND, quote};
+use super::schema::read_schema;
+use super::values::{base64_encode, to_sql};
 
 /// An SQLite file rows are restored into (created when missing).
 pub struct SqliteTarget {
@@ -47,7 +50,7 @@ impl SqliteTarget {
     }
 }
 
-/// The declared type that [`super::column_type`] reads back as `ty`.
+/// The declared type that [`super::schema::column_type`] reads back as `ty`.
 fn declared_type(ty: &ColumnType) -> String {
     match ty {
         ColumnType::Bool => "BOOLEAN".into(),

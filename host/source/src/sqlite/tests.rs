@@ -1,5 +1,15 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledgerhost_core::source::{Lease, Position, Row, Shard, Sharding, Source, TableSpec};
+use ledgerhost_core::{ColumnType, TableSchema, Value};
+use ledgerhost_manifest::calendar::date_text;
+use rusqlite::{Connection, params_from_iter};
+
+use super::page::*;
+use super::values::*;
 use super::*;
-use ledgerhost_core::source::Sharding;
 
 fn spec(name: &str) -> TableSpec {
     TableSpec {
