@@ -14,19 +14,18 @@
 //! variants that were loaded. BOOL, INT64, FLOAT64 (FLOAT32 too), NUMERIC, STRING, BYTES,
 //! DATE, TIMESTAMP and JSON map to their BigQuery types; arrays are stored as JSON text in a
 //! STRING column, because BigQuery's REPEATED fields cannot hold the NULL elements Spanner
-//! arrays may have.
+//! arrays may have.//!
+//! The parts: this file (the client, table creation, loads and scans), `error`, `schema`
+//! (names, field types, the type tag) and `values` (parameters and cells).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use gcp_bigquery_client::Client;
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::dataset::Dataset;
-use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::query_parameter::QueryParameter;
 use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
@@ -44,10 +43,16 @@ use ledgerhost_google::{Auth, AuthMode, BIGQUERY};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
-use super::{json_of, parse_type_name, type_name, value_of_json};
+use crate::warehouse::{parse_type_name, type_name};
 
-const BACKEND: &str = "bigquery warehouse";
-const TAG: &str = "ledgerhost:";
+mod error;
+mod schema;
+mod values;
+
+use error::{BACKEND, check_job, map_err, status};
+use schema::{TAG, check_column_name, check_table_name, tagged_field};
+use values::{from_param, param_type, param_value, parse_cell, sql_type, to_text};
+
 /// Rows per MERGE statement: keeps one request well under BigQuery's request size limit.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -104,288 +109,6 @@ pub struct BigQueryWarehouse {
     dataset: String,
     location: Option<String>,
     dataset_ready: OnceCell<()>,
-}
-
-/// HTTP status of an API error, if the failure was an answer.
-fn status(e: &BQError) -> Option<i64> {
-    match e {
-        BQError::ResponseError { error } => Some(error.error.code),
-        _ => None,
-    }
-}
-
-/// Maps a client error about `what` to a port error saying what to do.
-fn map_err(what: &str, e: BQError) -> PortError {
-    match status(&e) {
-        Some(400) => PortError::invalid(BACKEND, format!("{what}: rejected: {e}")),
-        Some(404) => PortError::NotFound {
-            backend: BACKEND,
-            what: format!("{what} ({e})"),
-        },
-        Some(401 | 403) => PortError::unavailable(
-            BACKEND,
-            format!(
-                "{what}: access denied: {e}; grant the host's service account \
-             roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on the project \
-             (retried until it is)"
-            ),
-        ),
-        _ => PortError::unavailable(BACKEND, format!("{what}: {e}")),
-    }
-}
-
-/// Fails on errors a query job reported in its answer; backend-side ones are retryable.
-fn check_job(
-    what: &str,
-    errors: Option<&Vec<gcp_bigquery_client::model::error_proto::ErrorProto>>,
-) -> PortResult<()> {
-    let Some(errors) = errors.filter(|e| !e.is_empty()) else {
-        return Ok(());
-    };
-    let text = errors
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e.reason.as_deref().unwrap_or("error"),
-                e.message.as_deref().unwrap_or("")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let transient = errors.iter().any(|e| {
-        matches!(
-            e.reason.as_deref(),
-            Some("backendError" | "internalError" | "rateLimitExceeded" | "jobRateLimitExceeded")
-        ) || e
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("concurrent update"))
-    });
-    Err(if transient {
-        PortError::unavailable(BACKEND, format!("{what}: {text}"))
-    } else {
-        PortError::invalid(BACKEND, format!("{what}: {text}"))
-    })
-}
-
-fn check_table_name(table: &str) -> PortResult<()> {
-    if table.is_empty()
-        || table.len() > 1024
-        || !table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!("warehouse table name `{table}` must be letters, digits, `_` and `-`"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_column_name(table: &str, name: &str) -> PortResult<()> {
-    let ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name != "_event_id";
-    if !ok {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!(
-                "table `{table}`: column `{name}` is not a valid BigQuery column name (letters, \
-             digits, `_`, not starting with a digit, not `_event_id`)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// BigQuery type of a column.
-fn field_type(ty: &ColumnType) -> FieldType {
-    match ty {
-        ColumnType::Bool => FieldType::Bool,
-        ColumnType::Int64 => FieldType::Int64,
-        ColumnType::Float32 | ColumnType::Float64 => FieldType::Float64,
-        ColumnType::Numeric => FieldType::Numeric,
-        ColumnType::String | ColumnType::Array(_) => FieldType::String,
-        ColumnType::Bytes => FieldType::Bytes,
-        ColumnType::Date => FieldType::Date,
-        ColumnType::Timestamp => FieldType::Timestamp,
-        ColumnType::Json => FieldType::Json,
-    }
-}
-
-/// The type name in SQL DDL.
-fn sql_type(ty: &ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Bool => "BOOL",
-        ColumnType::Int64 => "INT64",
-        ColumnType::Float32 | ColumnType::Float64 => "FLOAT64",
-        ColumnType::Numeric => "NUMERIC",
-        ColumnType::String | ColumnType::Array(_) => "STRING",
-        ColumnType::Bytes => "BYTES",
-        ColumnType::Date => "DATE",
-        ColumnType::Timestamp => "TIMESTAMP",
-        ColumnType::Json => "JSON",
-    }
-}
-
-/// Query-parameter type carrying a column's values (see [`param_value`] and [`from_param`]).
-fn param_type(ty: &ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Bool => "BOOL",
-        ColumnType::Int64 | ColumnType::Date | ColumnType::Timestamp => "INT64",
-        ColumnType::Float32 | ColumnType::Float64 => "FLOAT64",
-        ColumnType::Numeric => "NUMERIC",
-        ColumnType::Json => "JSON",
-        ColumnType::String | ColumnType::Bytes | ColumnType::Array(_) => "STRING",
-    }
-}
-
-/// The SELECT expression turning parameter field `r.c` into the column's type. Dates and
-/// timestamps travel as exact integers and bytes as base64, which every endpoint parses alike.
-fn from_param(name: &str, ty: &ColumnType) -> String {
-    match ty {
-        ColumnType::Date => format!("DATE_FROM_UNIX_DATE(r.{name})"),
-        ColumnType::Timestamp => format!("TIMESTAMP_MICROS(r.{name})"),
-        ColumnType::Bytes => format!("FROM_BASE64(r.{name})"),
-        _ => format!("r.{name}"),
-    }
-}
-
-/// The SELECT expression reading a column back exactly (see [`parse_cell`]).
-fn to_text(name: &str, ty: &ColumnType) -> String {
-    match ty {
-        ColumnType::Date => format!("UNIX_DATE(`{name}`)"),
-        ColumnType::Timestamp => format!("UNIX_MICROS(`{name}`)"),
-        ColumnType::Bytes => format!("TO_BASE64(`{name}`)"),
-        ColumnType::Numeric => format!("CAST(`{name}` AS STRING)"),
-        _ => format!("`{name}`"),
-    }
-}
-
-fn float_text(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else {
-        format!("{f:?}")
-    }
-}
-
-/// The parameter value of one field (`None` = NULL); the value must match the column type.
-fn param_value(
-    table: &str,
-    column: &str,
-    ty: &ColumnType,
-    v: &Value,
-) -> PortResult<Option<String>> {
-    Ok(Some(match (ty, v) {
-        (_, Value::Null) => return Ok(None),
-        (ColumnType::Bool, Value::Bool(b)) => b.to_string(),
-        (ColumnType::Int64, Value::Int64(i)) | (ColumnType::Timestamp, Value::Timestamp(i)) => {
-            i.to_string()
-        }
-        (ColumnType::Date, Value::Date(d)) => d.to_string(),
-        (ColumnType::Float32, Value::Float32(f)) => float_text(f64::from(*f)),
-        (ColumnType::Float64, Value::Float64(f)) => float_text(*f),
-        (ColumnType::Numeric, Value::Numeric(s))
-        | (ColumnType::String, Value::String(s))
-        | (ColumnType::Json, Value::Json(s)) => s.clone(),
-        (ColumnType::Bytes, Value::Bytes(b)) => B64.encode(b),
-        (ColumnType::Array(_), Value::Array(..)) => json_of(v).to_string(),
-        _ => {
-            return Err(PortError::invalid(
-                BACKEND,
-                format!(
-                    "table `{table}` column `{column}` is {} but the row holds {v:?}; load rows \
-                 decoded with the table's current schema",
-                    type_name(ty)
-                ),
-            ));
-        }
-    }))
-}
-
-/// Shortest exact decimal text, as the Avro codec produces ("1.500000000" → "1.5").
-fn normal_decimal(s: &str) -> String {
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let int = int.trim_start_matches('0');
-    let frac = frac.trim_end_matches('0');
-    let int = if int.is_empty() { "0" } else { int };
-    let body = if frac.is_empty() {
-        int.to_string()
-    } else {
-        format!("{int}.{frac}")
-    };
-    if neg && body != "0" {
-        format!("-{body}")
-    } else {
-        body
-    }
-}
-
-/// Rebuilds a value from a result cell (always JSON text or null in the REST API).
-fn parse_cell(
-    table: &str,
-    column: &str,
-    ty: &ColumnType,
-    cell: Option<&serde_json::Value>,
-) -> PortResult<Value> {
-    let text = match cell {
-        None | Some(serde_json::Value::Null) => return Ok(Value::Null),
-        Some(serde_json::Value::String(s)) => s.as_str(),
-        Some(other) => {
-            return Err(PortError::Corrupt {
-                backend: BACKEND,
-                message: format!("table `{table}` column `{column}`: unexpected cell {other}"),
-            });
-        }
-    };
-    let corrupt = |what: &str| PortError::Corrupt {
-        backend: BACKEND,
-        message: format!("table `{table}` column `{column}`: `{text}` is not {what}"),
-    };
-    let float = || -> PortResult<f64> {
-        match text {
-            "NaN" => Ok(f64::NAN),
-            "Infinity" => Ok(f64::INFINITY),
-            "-Infinity" => Ok(f64::NEG_INFINITY),
-            t => t.parse().map_err(|_| corrupt("a number")),
-        }
-    };
-    Ok(match ty {
-        ColumnType::Bool => Value::Bool(text.eq_ignore_ascii_case("true")),
-        ColumnType::Int64 => Value::Int64(text.parse().map_err(|_| corrupt("an INT64"))?),
-        ColumnType::Timestamp => Value::Timestamp(text.parse().map_err(|_| corrupt("micros"))?),
-        ColumnType::Date => Value::Date(text.parse().map_err(|_| corrupt("a day number"))?),
-        ColumnType::Float32 => Value::Float32(float()? as f32),
-        ColumnType::Float64 => Value::Float64(float()?),
-        ColumnType::Numeric => Value::Numeric(normal_decimal(text)),
-        ColumnType::String => Value::String(text.to_string()),
-        ColumnType::Json => Value::Json(text.to_string()),
-        ColumnType::Bytes => Value::Bytes(B64.decode(text).map_err(|_| corrupt("base64"))?),
-        ColumnType::Array(elem) => {
-            let items: Vec<serde_json::Value> =
-                serde_json::from_str(text).map_err(|_| corrupt("a JSON array"))?;
-            Value::Array(
-                (**elem).clone(),
-                items.iter().map(|j| value_of_json(j, elem)).collect(),
-            )
-        }
-    })
 }
 
 impl BigQueryWarehouse {
@@ -671,13 +394,6 @@ impl BigQueryWarehouse {
     }
 }
 
-fn tagged_field(name: &str, ty: &ColumnType) -> TableFieldSchema {
-    let mut f = TableFieldSchema::new(name, field_type(ty));
-    f.mode = Some("NULLABLE".to_string());
-    f.description = Some(format!("{TAG}{}", type_name(ty)));
-    f
-}
-
 #[async_trait]
 impl Warehouse for BigQueryWarehouse {
     fn backend(&self) -> &'static str {
@@ -884,42 +600,4 @@ impl Warehouse for BigQueryWarehouse {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_are_normalised_like_the_codec() {
-        for (raw, want) in [
-            ("1.500000000", "1.5"),
-            ("-0.000000000", "0"),
-            ("12", "12"),
-            ("007.10", "7.1"),
-            ("-3.000", "-3"),
-            ("0.000000001", "0.000000001"),
-        ] {
-            assert_eq!(normal_decimal(raw), want, "{raw}");
-        }
-    }
-
-    #[test]
-    fn values_round_trip_through_parameters_and_cells() {
-        let cases = [
-            (ColumnType::Float64, Value::Float64(0.1)),
-            (ColumnType::Float32, Value::Float32(1.25)),
-            (ColumnType::Bytes, Value::Bytes(vec![0, 1, 255])),
-            (ColumnType::Int64, Value::Int64(i64::MIN)),
-            (
-                ColumnType::Array(Box::new(ColumnType::Int64)),
-                Value::Array(ColumnType::Int64, vec![Value::Int64(1), Value::Null]),
-            ),
-        ];
-        for (ty, v) in cases {
-            let text = param_value("t", "c", &ty, &v).unwrap().unwrap();
-            let back = parse_cell("t", "c", &ty, Some(&serde_json::Value::String(text))).unwrap();
-            assert_eq!(back, v);
-        }
-        assert!(param_value("t", "c", &ColumnType::Int64, &Value::String("x".into())).is_err());
-        assert!(check_column_name("t", "1a").is_err());
-        assert!(check_column_name("t", "_event_id").is_err());
-    }
-}
+mod tests;
