@@ -21,22 +21,12 @@ pub mod ledger;
 pub mod logging;
 pub mod registry;
 pub mod settings;
+pub mod setup;
+mod task;
 pub mod warehouse;
 pub mod wit;
 
 pub use capability::{Capability, CapabilityHost, InstanceStates, PluginInfo, Probe};
-pub use registry::{Entry, HostContext, Ports, Setup, registry};
-
-/// Runs blocking work off the async runtime, mapping a panicked task to an error.
-pub(crate) async fn blocking<T, F>(backend: &'static str, f: F) -> ledgerhost_core::PortResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> ledgerhost_core::PortResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ledgerhost_core::PortError::Unavailable {
-            backend,
-            message: format!("task failed: {e}"),
-        })?
-}
+pub use registry::{Entry, registry};
+pub use setup::{HostContext, Ports, Setup};
+pub(crate) use task::blocking;

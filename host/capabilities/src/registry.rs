@@ -1,13 +1,12 @@
 //! The registration list: every capability the host offers plugins, in one place. Adding a
-//! capability is one line in [`entries`].
+//! capability is one line in [`entries`]. What a capability implements to be listed is in
+//! [`crate::setup`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
-use ledgerhost_core::ledger::Ledger;
-
-use crate::capability::{Capability, CapabilityHost, Probe};
+use crate::capability::{Capability, CapabilityHost};
+use crate::setup::{HostContext, Ports, Setup};
 use crate::{blobstore, config, keyvalue, ledger, logging, warehouse};
 
 /// Every capability, in linking order. The one list to extend: `Entry::of::<YourCapability>()`.
@@ -21,48 +20,6 @@ pub fn entries<T: CapabilityHost>() -> Vec<Entry<T>> {
         Entry::of::<ledger::LedgerCapability>(),
         Entry::of::<crate::http::HttpCapability>(),
     ]
-}
-
-/// The ports behind the built-in capabilities, built by the host from its config.
-#[derive(Clone)]
-pub struct Ports {
-    /// Behind `ledgerhost:plugin/blobstore`.
-    pub blobstore: Arc<dyn BlobStore>,
-    /// Behind `ledgerhost:plugin/keyvalue`.
-    pub keyvalue: Arc<dyn KeyValue>,
-    /// Behind `ledgerhost:plugin/warehouse`.
-    pub warehouse: Arc<dyn Warehouse>,
-    /// Behind `ledgerhost:plugin/ledger` (the host's own ledger).
-    pub ledger: Arc<dyn Ledger>,
-}
-
-/// What the registry builds capabilities from.
-pub struct HostContext<'a> {
-    /// The host's ports (the built-in capabilities wrap them).
-    pub ports: &'a Ports,
-    /// Readiness probes of the ports' remote backends, by capability name.
-    pub probes: &'a BTreeMap<&'static str, Probe>,
-    /// The config's `[capabilities.<name>]` sections, by name.
-    pub sections: &'a BTreeMap<String, toml::Value>,
-}
-
-/// A capability the registry can build: its name (and config section), its settings type,
-/// its constructor.
-pub trait Setup<T>: Capability<T> + Sized + 'static {
-    /// Its name, also its config section `[capabilities.<name>]`.
-    const NAME: &'static str;
-    /// Its settings (a serde struct, unknown keys refused); `Default` when the section is absent.
-    type Config: serde::de::DeserializeOwned + Default;
-
-    /// Checks settings beyond their shape; `Err((key, problem))`, the key relative to the
-    /// section.
-    fn validate(config: &Self::Config) -> Result<(), (String, String)> {
-        let _ = config;
-        Ok(())
-    }
-
-    /// Builds it from its settings and the host's ports.
-    fn build(config: Self::Config, host: &HostContext<'_>) -> anyhow::Result<Self>;
 }
 
 type CheckFn = fn(Option<&toml::Value>) -> Result<(), (String, String)>;
@@ -154,11 +111,6 @@ impl<T: CapabilityHost> From<Ports> for Vec<Arc<dyn Capability<T>>> {
         registry(&ports)
     }
 }
-
-/// The settings of a capability that has none (its section, if given, must be empty).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoSettings {}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ledgerhost_capabilities::registry::{self, HostContext, Ports};
+use ledgerhost_capabilities::registry;
+use ledgerhost_capabilities::setup::{HostContext, Ports};
 use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
 use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::source::Source;

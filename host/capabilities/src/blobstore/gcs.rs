@@ -21,7 +21,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use tracing::debug;
 
-use super::checked_name;
+use super::name::checked_name;
 
 const BACKEND: &str = "gcs blobstore";
 

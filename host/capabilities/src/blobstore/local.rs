@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ledgerhost_core::capabilities::BlobStore;
 use ledgerhost_core::{PortError, PortResult};
 
-use super::{TMP_PREFIX, checked_name};
+use super::name::{TMP_PREFIX, checked_name};
 use crate::blocking;
 
 const BACKEND: &str = "local blobstore";

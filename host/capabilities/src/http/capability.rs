@@ -8,12 +8,13 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::WasiHttp;
 use wasmtime_wasi_http::p2::bindings::{LinkOptions, http as wasi_http};
 
+use super::config::{GRANT, HttpConfig, HttpLimits, INTERFACE};
 use super::origin::check_entry;
-use super::{GRANT, HttpConfig, HttpLimits, HttpState, INTERFACE};
+use super::state::HttpState;
 use crate::capability::{
     Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
 };
-use crate::registry::{HostContext, Setup};
+use crate::setup::{HostContext, Setup};
 
 /// The outbound HTTP capability, with the host's `[capabilities.http]` settings.
 #[derive(Debug, Clone, Default)]

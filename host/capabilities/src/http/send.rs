@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::HttpLimits;
+use super::config::HttpLimits;
 use super::origin::{origin_allowed, origin_of};
 
 /// What the hooks need to know about the plugin whose requests they check.

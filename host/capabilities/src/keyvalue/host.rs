@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::capability::{
     Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
 };
-use crate::registry::{HostContext, NoSettings, Setup};
+use crate::setup::{HostContext, NoSettings, Setup};
 use crate::wit::{backend, denied, granted, invalid_name, types};
 
 mod bindings {

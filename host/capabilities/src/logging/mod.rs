@@ -8,7 +8,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::capability::{
     Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
 };
-use crate::registry::{HostContext, NoSettings, Setup};
+use crate::setup::{HostContext, NoSettings, Setup};
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -15,7 +15,7 @@ use ledgerhost_manifest::calendar::{self, date_text};
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, params};
 
-use super::{json_of, parse_type_name, type_name, value_of_json};
+use super::columns::{json_of, parse_type_name, type_name, value_of_json};
 use crate::blocking;
 
 const BACKEND: &str = "sqlite warehouse";

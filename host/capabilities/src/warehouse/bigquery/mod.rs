@@ -43,7 +43,7 @@ use ledgerhost_google::{Auth, AuthMode, BIGQUERY};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
-use crate::warehouse::{parse_type_name, type_name};
+use crate::warehouse::columns::{parse_type_name, type_name};
 
 mod error;
 mod schema;

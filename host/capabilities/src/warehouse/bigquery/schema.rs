@@ -6,7 +6,7 @@ use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use ledgerhost_core::{ColumnType, PortError, PortResult};
 
 use super::error::BACKEND;
-use crate::warehouse::type_name;
+use crate::warehouse::columns::type_name;
 
 /// The description prefix that carries a column's ledgerhost type.
 pub(super) const TAG: &str = "ledgerhost:";

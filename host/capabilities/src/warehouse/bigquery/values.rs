@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ledgerhost_core::{ColumnType, PortError, PortResult, Value};
 
-use crate::warehouse::{json_of, type_name, value_of_json};
+use crate::warehouse::columns::{json_of, type_name, value_of_json};
 
 use super::error::BACKEND;
 
