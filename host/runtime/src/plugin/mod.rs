@@ -1,117 +1,38 @@
 //! A loaded plugin version: its pre-instantiated component, its one long-lived instance
 //! (rebuilt after a trap, a deadline or the memory cap), and its counters.
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ledgerhost_capabilities::{InstanceStates, PluginInfo};
-use ledgerhost_core::{Disposition, Event};
+use ledgerhost_core::Event;
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceTable};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
-use crate::bindings::consumer::{Consumer, ConsumerPre};
-use crate::bindings::consumer_v01::{Consumer as ConsumerV01, ConsumerPre as ConsumerV01Pre};
-use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
-use crate::bindings::scheduled::{Scheduled, ScheduledPre};
-use crate::bindings::{wit, wit02};
+use crate::bindings::consumer::ConsumerPre;
+use crate::bindings::consumer_v01::ConsumerPre as ConsumerV01Pre;
+use crate::bindings::http::HttpTriggerPre;
+use crate::bindings::scheduled::ScheduledPre;
 use crate::limits::MemoryLimiter;
 use crate::manifest::{Manifest, World};
 use crate::state::PluginState;
 use crate::{LoadError, Runtime, convert};
 
-/// Why a call into a plugin failed. The instance is rebuilt before the next call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// The plugin trapped (panic, unreachable, bad memory access).
-    #[error("plugin `{plugin}` trapped: {message}")]
-    Trap {
-        /// Name of the plugin.
-        plugin: String,
-        /// What went wrong, as reported by wasmtime or the plugin.
-        message: String,
-    },
-    /// The call ran past the plugin's deadline and was interrupted.
-    #[error("plugin `{plugin}` ran past its deadline of {deadline:?} (limits.deadline-ms)")]
-    Deadline {
-        /// Name of the plugin.
-        plugin: String,
-        /// The deadline that was exceeded (limits.deadline-ms).
-        deadline: Duration,
-    },
-    /// The plugin tried to grow its memory past its limit.
-    #[error("plugin `{plugin}` exceeded its memory limit of {limit_mb} MiB (limits.memory-mb)")]
-    OutOfMemory {
-        /// Name of the plugin.
-        plugin: String,
-        /// The memory limit, in MiB (limits.memory-mb).
-        limit_mb: u64,
-    },
-    /// The plugin answered a batch with the wrong number of dispositions.
-    #[error("plugin `{plugin}` returned {got} dispositions for {expected} events")]
-    WrongDispositionCount {
-        /// Name of the plugin.
-        plugin: String,
-        /// Number of events in the batch.
-        expected: usize,
-        /// Number of dispositions the plugin returned.
-        got: usize,
-    },
-    /// The plugin returned an error for the whole call.
-    #[error("plugin `{plugin}` reported a failure: {message}")]
-    Failed {
-        /// Name of the plugin.
-        plugin: String,
-        /// The error text the plugin returned.
-        message: String,
-    },
-    /// The plugin was called through a world it does not implement.
-    #[error("plugin `{plugin}` is not a {world:?} plugin")]
-    WrongWorld {
-        /// Name of the plugin.
-        plugin: String,
-        /// The world the plugin actually implements.
-        world: World,
-    },
-    /// A fresh instance of the plugin could not be built.
-    #[error("plugin `{plugin}` could not be instantiated: {message}")]
-    Instantiate {
-        /// Name of the plugin.
-        plugin: String,
-        /// What went wrong, as reported by wasmtime or the plugin.
-        message: String,
-    },
-}
+mod calls;
+mod error;
+mod http;
+mod imports;
+mod instance;
 
-/// An HTTP request for an HTTP-triggered plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// HTTP method, e.g. "GET".
-    pub method: String,
-    /// Path below `/plugins/<name>`, starting with `/`.
-    pub path: String,
-    /// Query string without the leading `?`; empty if none.
-    pub query: String,
-    /// Request headers as (name, value) pairs, in received order.
-    pub headers: Vec<(String, String)>,
-    /// Request body bytes.
-    pub body: Vec<u8>,
-}
+pub use error::CallError;
+pub use http::{HttpRequest, HttpResponse};
 
-/// The plugin's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// HTTP status code.
-    pub status: u16,
-    /// Response headers as (name, value) pairs.
-    pub headers: Vec<(String, String)>,
-    /// Response body bytes.
-    pub body: Vec<u8>,
-}
+use imports::check_imports;
+use instance::{Exports, FrozenClock, Live, Pre};
 
 /// 0.2 batch layouts by (table, writer-schema fingerprint, field count).
 type LayoutCache = HashMap<(String, String, usize), Arc<convert::Layout>>;
@@ -133,49 +54,6 @@ pub struct PluginStats {
     pub memory_high_water: u64,
     /// Message of the most recent failure, if any.
     pub last_error: Option<String>,
-}
-
-#[derive(Clone)]
-enum Pre {
-    Consumer(ConsumerPre<PluginState>),
-    /// A consumer built against the deprecated `ledgerhost:plugin@0.1.0`.
-    ConsumerV01(ConsumerV01Pre<PluginState>),
-    Scheduled(ScheduledPre<PluginState>),
-    Http(HttpTriggerPre<PluginState>),
-}
-
-enum Exports {
-    Consumer(Consumer),
-    ConsumerV01(ConsumerV01),
-    Scheduled(Scheduled),
-    Http(HttpTrigger),
-}
-
-struct Live {
-    store: Store<PluginState>,
-    exports: Exports,
-    stderr: MemoryOutputPipe,
-}
-
-/// A plugin has no clock: time stands still at the epoch unless the host passes it in.
-struct FrozenClock;
-
-impl HostWallClock for FrozenClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl HostMonotonicClock for FrozenClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
 }
 
 /// One loaded version of a plugin.
@@ -528,242 +406,4 @@ impl Plugin {
             Err(_) => Arc::new(convert::Layout::new(first, run, None, &self.selection)),
         }
     }
-
-    /// Hands a batch to a consumer; one disposition per event comes back, in order. A 0.2
-    /// consumer gets one call per run of one table and writer schema (normally the whole
-    /// batch), with only the columns, Avro and attributes its manifest asks for.
-    pub async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, CallError> {
-        let expected = events.len();
-        if let Pre::ConsumerV01(_) = self.pre {
-            let wit_events: Vec<wit::Event> =
-                events.into_iter().map(convert::event_to_wit).collect();
-            return self.call_v01(expected, wit_events).await;
-        }
-        let mut batches: Vec<_> = convert::runs(events)
-            .into_iter()
-            .map(|run| self.layout(&run).batch(run, &self.selection))
-            .collect();
-        // An empty batch is still a call (as in 0.1): the plugin answers it with nothing.
-        if batches.is_empty() {
-            batches.push(wit02::Batch {
-                table: String::new(),
-                schema_fingerprint: String::new(),
-                columns: Vec::new(),
-                events: Vec::new(),
-            });
-        }
-        let mut guard = self.begin().await?;
-        let live = guard.as_mut().expect("instance built by begin");
-        let Exports::Consumer(exports) = &live.exports else {
-            return Err(CallError::WrongWorld {
-                plugin: self.plugin_name(),
-                world: self.manifest.world,
-            });
-        };
-        let mut out = Vec::with_capacity(expected);
-        for batch in &batches {
-            let n = batch.events.len();
-            let result = exports.call_handle(&mut live.store, batch).await;
-            match result {
-                Ok(d) if d.len() == n => {
-                    out.extend(d.into_iter().map(convert::disposition_from_wit))
-                }
-                Ok(d) => {
-                    self.end(live);
-                    return Err(CallError::WrongDispositionCount {
-                        plugin: self.plugin_name(),
-                        expected: n,
-                        got: d.len(),
-                    });
-                }
-                Err(e) => {
-                    self.end(live);
-                    let err = self.failure(live, e);
-                    *guard = None;
-                    return Err(err);
-                }
-            }
-        }
-        self.end(live);
-        Ok(out)
-    }
-
-    /// A batch through a 0.1 consumer: every event with its field names.
-    async fn call_v01(
-        &self,
-        expected: usize,
-        wit_events: Vec<wit::Event>,
-    ) -> Result<Vec<Disposition>, CallError> {
-        let mut guard = self.begin().await?;
-        let live = guard.as_mut().expect("instance built by begin");
-        let Exports::ConsumerV01(exports) = &live.exports else {
-            return Err(CallError::WrongWorld {
-                plugin: self.plugin_name(),
-                world: self.manifest.world,
-            });
-        };
-        let result = exports.call_handle(&mut live.store, &wit_events).await;
-        self.end(live);
-        match result {
-            Ok(d) if d.len() == expected => {
-                Ok(d.into_iter().map(convert::disposition_from_wit).collect())
-            }
-            Ok(d) => Err(CallError::WrongDispositionCount {
-                plugin: self.plugin_name(),
-                expected,
-                got: d.len(),
-            }),
-            Err(e) => {
-                let err = self.failure(live, e);
-                *guard = None;
-                Err(err)
-            }
-        }
-    }
-
-    /// One tick of a scheduled plugin; `now_micros` is the host's clock.
-    pub async fn tick(&self, now_micros: i64) -> Result<(), CallError> {
-        let mut guard = self.begin().await?;
-        let live = guard.as_mut().expect("instance built by begin");
-        let Exports::Scheduled(exports) = &live.exports else {
-            return Err(CallError::WrongWorld {
-                plugin: self.plugin_name(),
-                world: self.manifest.world,
-            });
-        };
-        let result = exports.call_tick(&mut live.store, now_micros).await;
-        self.end(live);
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(CallError::Failed {
-                plugin: self.plugin_name(),
-                message,
-            }),
-            Err(e) => {
-                let err = self.failure(live, e);
-                *guard = None;
-                Err(err)
-            }
-        }
-    }
-
-    /// One request to an HTTP-triggered plugin.
-    pub async fn http(&self, request: HttpRequest) -> Result<HttpResponse, CallError> {
-        let mut guard = self.begin().await?;
-        let live = guard.as_mut().expect("instance built by begin");
-        let Exports::Http(exports) = &live.exports else {
-            return Err(CallError::WrongWorld {
-                plugin: self.plugin_name(),
-                world: self.manifest.world,
-            });
-        };
-        let req = wit::HttpRequest {
-            method: request.method,
-            path: request.path,
-            query: request.query,
-            headers: request.headers,
-            body: request.body,
-        };
-        let started = Instant::now();
-        let result = exports.call_handle_request(&mut live.store, &req).await;
-        self.end(live);
-        tracing::debug!(
-            plugin = self.manifest.name,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "http call"
-        );
-        match result {
-            Ok(r) => Ok(HttpResponse {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }),
-            Err(e) => {
-                let err = self.failure(live, e);
-                *guard = None;
-                Err(err)
-            }
-        }
-    }
-}
-
-/// Refuses components that import what the manifest does not grant, or what this host
-/// does not provide, with a message naming the fix. The registered capabilities say which
-/// interface each provides and which grant it needs.
-fn check_imports(
-    runtime: &Runtime,
-    path: &Path,
-    component: &Component,
-    manifest: &Manifest,
-) -> Result<(), LoadError> {
-    let refuse = |message: String| LoadError::Imports {
-        path: path.to_path_buf(),
-        message,
-    };
-    let grants = manifest.grants.to_map();
-    let known: Vec<&str> = runtime
-        .capabilities
-        .iter()
-        .filter_map(|c| c.grant().map(|g| g.key))
-        .collect();
-    if let Some(unknown) = grants.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(refuse(format!(
-            "{}.toml: `grants.{unknown}` is not a grant of this host (it knows {})",
-            manifest.name,
-            known.join(", ")
-        )));
-    }
-    let ty = component.component_type();
-    for (name, _) in ty.imports(&runtime.engine) {
-        if ledgerhost_capabilities::wit::TYPES_INTERFACES
-            .iter()
-            .any(|t| name.starts_with(t))
-        {
-            continue;
-        }
-        let provider = runtime
-            .capabilities
-            .iter()
-            .find(|c| c.interfaces().iter().any(|i| name.starts_with(i)));
-        if let Some(capability) = provider {
-            if let Some(grant) = capability.grant()
-                && capability.import_needs_grant()
-                && grants.get(grant.key).is_none_or(|g| g.is_empty())
-            {
-                return Err(refuse(format!(
-                    "imports `{name}` but its manifest grants none: add the {what} it needs to \
-                     `grants.{key}` in {}.toml",
-                    manifest.name,
-                    what = grant.what,
-                    key = grant.key,
-                )));
-            }
-            continue;
-        }
-        if name.starts_with("wasi:") {
-            // WASI itself (an empty sandbox), linked by the runtime; the linker refuses the
-            // interfaces it lacks.
-            continue;
-        }
-        let unversioned = |n: &str| n.split('@').next().unwrap_or(n).to_string();
-        let other_version = runtime.capabilities.iter().any(|c| {
-            c.interfaces()
-                .iter()
-                .any(|i| unversioned(i) == unversioned(name))
-        });
-        if other_version {
-            return Err(refuse(format!(
-                "imports `{name}`; this host provides ledgerhost:plugin@0.2.0 (and 0.1.0), rebuild the plugin against 0.2.0"
-            )));
-        }
-        let hint = if name.starts_with("ledgerhost:plugin/") {
-            " (this host provides ledgerhost:plugin@0.2.0 and 0.1.0; rebuild the plugin against 0.2.0)"
-        } else {
-            ""
-        };
-        return Err(refuse(format!(
-            "imports `{name}`, which ledgerhost does not provide{hint}"
-        )));
-    }
-    Ok(())
 }
