@@ -12,14 +12,10 @@ pub mod ordering;
 
 /// Attribute names every event message carries.
 pub mod attr {
-    /// Source table.
-    pub const TABLE: &str = "table";
-    /// Commit timestamp, microseconds since the Unix epoch, decimal.
-    pub const COMMIT_TS: &str = "commit_ts";
-    /// Deterministic event id.
-    pub const EVENT_ID: &str = "event_id";
-    /// Hex fingerprint of the Avro writer schema.
-    pub const SCHEMA_FINGERPRINT: &str = "schema_fingerprint";
+    /// The four standard ones (source table; commit timestamp, decimal microseconds;
+    /// deterministic event id; hex fingerprint of the Avro writer schema): named once, in
+    /// `ledgerhost_manifest::attributes`, which the SDK shares.
+    pub use ledgerhost_manifest::attributes::{COMMIT_TS, EVENT_ID, SCHEMA_FINGERPRINT, TABLE};
     /// On dead-lettered messages: why.
     pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
     /// On dead-lettered messages: the subscription that gave up.

@@ -29,6 +29,53 @@ pub enum ColumnType {
     Array(Box<ColumnType>),
 }
 
+impl ColumnType {
+    /// The GoogleSQL name of the type (`INT64`, `ARRAY<STRING>`): Spanner's
+    /// `INFORMATION_SCHEMA` spelling, and how the warehouses store a column's type.
+    pub fn name(&self) -> String {
+        let scalar = match self {
+            ColumnType::Bool => "BOOL",
+            ColumnType::Int64 => "INT64",
+            ColumnType::Float32 => "FLOAT32",
+            ColumnType::Float64 => "FLOAT64",
+            ColumnType::Numeric => "NUMERIC",
+            ColumnType::String => "STRING",
+            ColumnType::Bytes => "BYTES",
+            ColumnType::Date => "DATE",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Json => "JSON",
+            ColumnType::Array(e) => return format!("ARRAY<{}>", e.name()),
+        };
+        scalar.to_string()
+    }
+
+    /// The type a GoogleSQL name denotes, the inverse of [`ColumnType::name`]; a length
+    /// (`STRING(MAX)`, `BYTES(16)`) is allowed and ignored. `None` for any other name.
+    pub fn from_name(name: &str) -> Option<ColumnType> {
+        let name = name.trim();
+        if let Some(inner) = name
+            .strip_prefix("ARRAY<")
+            .and_then(|s| s.strip_suffix('>'))
+        {
+            return ColumnType::from_name(inner).map(|t| ColumnType::Array(Box::new(t)));
+        }
+        let base = name.split('(').next().unwrap_or(name).trim();
+        Some(match base {
+            "BOOL" => ColumnType::Bool,
+            "INT64" => ColumnType::Int64,
+            "FLOAT32" => ColumnType::Float32,
+            "FLOAT64" => ColumnType::Float64,
+            "NUMERIC" => ColumnType::Numeric,
+            "STRING" => ColumnType::String,
+            "BYTES" => ColumnType::Bytes,
+            "DATE" => ColumnType::Date,
+            "TIMESTAMP" => ColumnType::Timestamp,
+            "JSON" => ColumnType::Json,
+            _ => return None,
+        })
+    }
+}
+
 /// One column of a source table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
@@ -78,5 +125,45 @@ impl TableSchema {
             .iter()
             .filter_map(|k| self.column_index(k))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_round_trip_and_lengths_are_ignored() {
+        let all = [
+            ColumnType::Bool,
+            ColumnType::Int64,
+            ColumnType::Float32,
+            ColumnType::Float64,
+            ColumnType::Numeric,
+            ColumnType::String,
+            ColumnType::Bytes,
+            ColumnType::Date,
+            ColumnType::Timestamp,
+            ColumnType::Json,
+        ];
+        for ty in all {
+            let array = ColumnType::Array(Box::new(ty.clone()));
+            assert_eq!(ColumnType::from_name(&ty.name()), Some(ty));
+            assert_eq!(ColumnType::from_name(&array.name()), Some(array));
+        }
+        assert_eq!(
+            ColumnType::Array(Box::new(ColumnType::Int64)).name(),
+            "ARRAY<INT64>"
+        );
+        assert_eq!(
+            ColumnType::from_name("STRING(MAX)"),
+            Some(ColumnType::String)
+        );
+        assert_eq!(
+            ColumnType::from_name(" ARRAY<BYTES(16)> "),
+            Some(ColumnType::Array(Box::new(ColumnType::Bytes)))
+        );
+        assert_eq!(ColumnType::from_name("PROTO<x.Y>"), None);
+        assert_eq!(ColumnType::from_name("int64"), None);
     }
 }

@@ -17,6 +17,8 @@ use std::fmt;
 
 #[cfg(feature = "auth")]
 mod auth;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "auth")]
 pub use auth::{Auth, Error};
 

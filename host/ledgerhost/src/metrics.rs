@@ -399,10 +399,5 @@ impl Metrics {
     }
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+/// Microseconds since the Unix epoch: the one clock, `ledgerhost_core::clock`.
+pub use ledgerhost_core::clock::now_micros;

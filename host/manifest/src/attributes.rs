@@ -11,7 +11,7 @@
 //! list lacks ([`Standard::restore`]), so the message carries exactly the attributes it
 //! arrived with.
 
-/// Source table (`ledgerhost_core::ledger::attr::TABLE`).
+/// Source table (re-exported as `ledgerhost_core::ledger::attr::TABLE`).
 pub const TABLE: &str = "table";
 /// Commit timestamp, decimal microseconds (`attr::COMMIT_TS`).
 pub const COMMIT_TS: &str = "commit_ts";

@@ -4,10 +4,10 @@
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
-mod columns;
 mod host;
 mod settings;
 pub mod sqlite;
+mod stored;
 
 pub use host::WarehouseCapability;
 pub use settings::Settings;

@@ -15,7 +15,7 @@ use ledgerhost_manifest::calendar::{self, date_text};
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, params};
 
-use super::columns::{json_of, parse_type_name, type_name, value_of_json};
+use super::stored::{check_table_name, json_of, value_of_json};
 use crate::blocking;
 
 const BACKEND: &str = "sqlite warehouse";
@@ -112,7 +112,7 @@ fn columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<(String, ColumnT
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows
         .into_iter()
-        .filter_map(|(n, t)| parse_type_name(&t).map(|t| (n, t)))
+        .filter_map(|(n, t)| ColumnType::from_name(&t).map(|t| (n, t)))
         .collect())
 }
 
@@ -164,21 +164,6 @@ impl SqliteWarehouse {
     }
 }
 
-fn check_table_name(table: &str) -> PortResult<()> {
-    if table.is_empty()
-        || table.starts_with("_ledgerhost")
-        || !table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!("warehouse table name `{table}` must be letters, digits, `_` and `-`"),
-        ));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Warehouse for SqliteWarehouse {
     fn backend(&self) -> &'static str {
@@ -186,7 +171,7 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let schema = ledgerhost_avro::table_schema_from_json(avro_schema)
             .map_err(|e| PortError::invalid(BACKEND, format!("table `{table}`: {e}")))?;
         let table = table.to_string();
@@ -211,8 +196,8 @@ impl Warehouse for SqliteWarehouse {
                                 "table `{table}` column `{}` is {} in the warehouse but {} in the \
                              event schema",
                                 col.name,
-                                type_name(ty),
-                                type_name(&col.ty)
+                                ty.name(),
+                                col.ty.name()
                             ),
                         ));
                     }
@@ -231,7 +216,7 @@ impl Warehouse for SqliteWarehouse {
                         tx.execute(
                             "INSERT INTO _ledgerhost_columns (tbl, column, type, position)
                              VALUES (?1, ?2, ?3, ?4)",
-                            params![table, col.name, type_name(&col.ty), position],
+                            params![table, col.name, col.ty.name(), position],
                         )
                         .map_err(err)?;
                         position += 1;
@@ -244,7 +229,7 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let table = table.to_string();
         self.run(move |c| {
             let known = columns(c, &table).map_err(err)?;
@@ -298,7 +283,7 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn count(&self, table: &str) -> PortResult<u64> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let table = table.to_string();
         self.run(move |c| {
             if columns(c, &table).map_err(err)?.is_empty() {
@@ -316,7 +301,7 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let table = table.to_string();
         self.run(move |c| {
             let cols = columns(c, &table).map_err(err)?;

@@ -11,9 +11,10 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, params};
 
 use super::read::{STORED_COLUMNS, STORED_FROM, stored};
-use super::state::{BACKEND, Inner, now_micros};
+use super::state::{BACKEND, Inner};
 use super::subscriptions::stored_subscription;
 use super::write::insert_messages;
+use ledgerhost_core::clock::now_micros;
 
 /// The unsettled messages of the dead-letter subscription `name` on `topic` (each with its
 /// log id), oldest first, at most `max`.

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::state::{Inner, now_micros};
+use super::state::Inner;
+use ledgerhost_core::clock::now_micros;
 
 impl Inner {
     /// Deletes messages past retention, keeping each topic's newest.

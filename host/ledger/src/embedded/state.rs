@@ -50,14 +50,6 @@ pub(super) struct Inner {
     pub(super) headers: HashMap<Vec<u8>, i64>,
 }
 
-/// Microseconds since the Unix epoch (message timestamps, retention).
-pub(super) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// Whether `topic` was created.
 pub(super) fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
     conn.prepare_cached("SELECT 1 FROM topics WHERE name = ?1")

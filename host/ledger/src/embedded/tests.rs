@@ -1,7 +1,7 @@
 use super::*;
+use ledgerhost_core::clock::now_micros;
 use ledgerhost_core::ledger::attr;
 use rusqlite::{Connection, params};
-use state::now_micros;
 
 fn msg(key: &str, n: u32) -> Message {
     Message {

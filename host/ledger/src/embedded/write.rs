@@ -8,7 +8,8 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
 use super::layout;
-use super::state::{BACKEND, Inner, now_micros, topic_exists};
+use super::state::{BACKEND, Inner, topic_exists};
+use ledgerhost_core::clock::now_micros;
 
 /// Appends `messages` to `topic` and, when given, replaces the table's progress record,
 /// in one transaction: both are on disk after a crash, or neither (SQLite's WAL commits

@@ -19,17 +19,9 @@ pub(super) fn code_of(e: &google_cloud_pubsub::Error) -> Option<Code> {
         })
 }
 
+/// A failed admin call about `context` as a port error ([`ledgerhost_google::grpc`]).
 pub(super) fn map_err(context: &str, e: &google_cloud_pubsub::Error) -> PortError {
-    match code_of(e) {
-        Some(Code::NotFound) => PortError::NotFound {
-            backend: BACKEND,
-            what: format!("{context}: {e}"),
-        },
-        Some(Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied) => {
-            PortError::invalid(BACKEND, format!("{context}: {e}"))
-        }
-        _ => PortError::unavailable(BACKEND, format!("{context}: {e}")),
-    }
+    ledgerhost_google::grpc::port_error(BACKEND, code_of(e), format!("{context}: {e}"))
 }
 
 /// Pub/Sub's API has no read of a topic: messages reach a reader only through a

@@ -13,17 +13,11 @@ pub(super) fn map_err(context: &str, e: google_cloud_spanner::Error) -> PortErro
     if is_transaction_conflict(&e) {
         return PortError::unavailable(BACKEND, format!("{context}: {e}"));
     }
-    let code = e.status().map(|s| s.code);
-    match code {
-        Some(Code::NotFound) => PortError::NotFound {
-            backend: BACKEND,
-            what: format!("{context}: {e}"),
-        },
-        Some(Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied) => {
-            PortError::invalid(BACKEND, format!("{context}: {e}"))
-        }
-        _ => PortError::unavailable(BACKEND, format!("{context}: {e}")),
-    }
+    ledgerhost_google::grpc::port_error(
+        BACKEND,
+        e.status().map(|s| s.code),
+        format!("{context}: {e}"),
+    )
 }
 
 /// An abort, or the emulator's way of failing a concurrent read-write transaction.

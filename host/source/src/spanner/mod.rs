@@ -65,7 +65,7 @@ use error::{BACKEND, map_err};
 use index::{PollIndexes, ShardIndexes, resolve_poll_index, resolve_shard_index};
 use schema::read_schema;
 use sql::page_statement;
-use values::{micros_timestamp, now_micros_local, timestamp_micros};
+use values::{micros_timestamp, timestamp_micros};
 
 /// Cloud Spanner as a [`Source`].
 #[derive(Clone)]
@@ -171,7 +171,7 @@ impl SpannerSource {
             table,
         )
         .await?;
-        let read_ts = micros_timestamp(now_micros_local())?;
+        let read_ts = micros_timestamp(ledgerhost_core::clock::now_micros())?;
         let stmt = page_statement(table, &Position::after_ts(0), &read_ts, 100, &index)?;
         let sql = stmt.sql().to_string();
         self.counters

@@ -11,42 +11,18 @@ use ledgerhost_manifest::calendar;
 
 use super::error::BACKEND;
 
-/// Parses `INFORMATION_SCHEMA.COLUMNS.SPANNER_TYPE` (GoogleSQL dialect).
+/// Parses `INFORMATION_SCHEMA.COLUMNS.SPANNER_TYPE` (GoogleSQL dialect) by the one rule,
+/// [`ColumnType::from_name`]; Spanner has no arrays of arrays.
 pub(super) fn parse_spanner_type(t: &str) -> Option<ColumnType> {
-    let t = t.trim();
-    if let Some(inner) = t.strip_prefix("ARRAY<").and_then(|s| s.strip_suffix('>')) {
-        let elem = parse_spanner_type(inner)?;
-        if matches!(elem, ColumnType::Array(_)) {
-            return None;
-        }
-        return Some(ColumnType::Array(Box::new(elem)));
-    }
-    let base = t.split('(').next().unwrap_or(t).trim();
-    Some(match base {
-        "BOOL" => ColumnType::Bool,
-        "INT64" => ColumnType::Int64,
-        "FLOAT32" => ColumnType::Float32,
-        "FLOAT64" => ColumnType::Float64,
-        "NUMERIC" => ColumnType::Numeric,
-        "STRING" => ColumnType::String,
-        "BYTES" => ColumnType::Bytes,
-        "DATE" => ColumnType::Date,
-        "TIMESTAMP" => ColumnType::Timestamp,
-        "JSON" => ColumnType::Json,
-        _ => return None,
+    ColumnType::from_name(t).filter(|ty| match ty {
+        ColumnType::Array(elem) => !matches!(**elem, ColumnType::Array(_)),
+        _ => true,
     })
 }
 
 /// A duration of `micros` microseconds, zero when negative (an expired lease).
 pub(super) fn micros_duration(micros: i64) -> Duration {
     Duration::from_micros(u64::try_from(micros).unwrap_or(0))
-}
-
-pub(super) fn now_micros_local() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Microseconds since the epoch of a Spanner timestamp (sub-microsecond digits dropped).

@@ -1,5 +1,5 @@
-//! Opening the file: WAL, the busy timeout, the shard function; and the clocks (the
-//! process's and SQLite's own, for the triggers).
+//! Opening the file: WAL, the busy timeout, the shard function; and SQLite's own clock,
+//! for the triggers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,12 +20,4 @@ pub(super) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     register_shard_function(&conn)?;
     Ok(conn)
-}
-
-/// Microseconds since the Unix epoch (lease expiry).
-pub(super) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }

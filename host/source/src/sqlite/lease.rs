@@ -8,8 +8,8 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::OptionalExtension;
 
 use super::SqliteSource;
-use super::connection::now_micros;
 use super::names::BACKEND;
+use ledgerhost_core::clock::now_micros;
 
 impl SqliteSource {
     /// [`Source::try_lease`]: takes or renews the lease in one `BEGIN IMMEDIATE` transaction.

@@ -43,14 +43,13 @@ use ledgerhost_google::{Auth, AuthMode, BIGQUERY};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
-use crate::warehouse::columns::{parse_type_name, type_name};
-
 mod error;
 mod schema;
 mod values;
 
+use crate::warehouse::stored::check_table_name;
 use error::{BACKEND, check_job, map_err, status};
-use schema::{TAG, check_column_name, check_table_name, tagged_field};
+use schema::{TAG, check_column_name, tagged_field};
 use values::{from_param, param_type, param_value, parse_cell, sql_type, to_text};
 
 /// Rows per MERGE statement: keeps one request well under BigQuery's request size limit.
@@ -210,7 +209,7 @@ impl BigQueryWarehouse {
                 .description
                 .as_deref()
                 .and_then(|d| d.strip_prefix(TAG))
-                .and_then(parse_type_name)
+                .and_then(ColumnType::from_name)
                 .ok_or_else(|| PortError::Corrupt {
                     backend: BACKEND,
                     message: format!(
@@ -401,7 +400,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let schema = ledgerhost_avro::table_schema_from_json(avro_schema)
             .map_err(|e| PortError::invalid(BACKEND, format!("table `{table}`: {e}")))?;
         for c in &schema.columns {
@@ -443,8 +442,8 @@ impl Warehouse for BigQueryWarehouse {
                             "table `{table}` column `{}` is {} in the warehouse but {} in the event \
                          schema",
                             c.name,
-                            type_name(ty),
-                            type_name(&c.ty)
+                            ty.name(),
+                            c.ty.name()
                         ),
                     ));
                 }
@@ -465,7 +464,7 @@ impl Warehouse for BigQueryWarehouse {
                     "ADD COLUMN IF NOT EXISTS `{}` {} OPTIONS(description=\"{TAG}{}\")",
                     c.name,
                     sql_type(&c.ty),
-                    type_name(&c.ty)
+                    c.ty.name()
                 )
             })
             .collect();
@@ -492,7 +491,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -530,7 +529,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn count(&self, table: &str) -> PortResult<u64> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         if self.columns(table).await?.is_none() {
             return Ok(0);
         }
@@ -555,7 +554,7 @@ impl Warehouse for BigQueryWarehouse {
     }
 
     async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
-        check_table_name(table)?;
+        check_table_name(BACKEND, table)?;
         let Some(columns) = self.columns(table).await? else {
             return Ok(Vec::new());
         };

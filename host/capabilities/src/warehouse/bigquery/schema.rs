@@ -6,26 +6,9 @@ use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use ledgerhost_core::{ColumnType, PortError, PortResult};
 
 use super::error::BACKEND;
-use crate::warehouse::columns::type_name;
 
 /// The description prefix that carries a column's ledgerhost type.
 pub(super) const TAG: &str = "ledgerhost:";
-
-/// Refuses a table name BigQuery would not take.
-pub(super) fn check_table_name(table: &str) -> PortResult<()> {
-    if table.is_empty()
-        || table.len() > 1024
-        || !table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!("warehouse table name `{table}` must be letters, digits, `_` and `-`"),
-        ));
-    }
-    Ok(())
-}
 
 pub(super) fn check_column_name(table: &str, name: &str) -> PortResult<()> {
     let ok = name
@@ -65,6 +48,6 @@ pub(super) fn field_type(ty: &ColumnType) -> FieldType {
 pub(super) fn tagged_field(name: &str, ty: &ColumnType) -> TableFieldSchema {
     let mut f = TableFieldSchema::new(name, field_type(ty));
     f.mode = Some("NULLABLE".to_string());
-    f.description = Some(format!("{TAG}{}", type_name(ty)));
+    f.description = Some(format!("{TAG}{}", ty.name()));
     f
 }

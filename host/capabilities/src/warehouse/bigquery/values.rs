@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ledgerhost_core::{ColumnType, PortError, PortResult, Value};
 
-use crate::warehouse::columns::{json_of, type_name, value_of_json};
+use crate::warehouse::stored::{json_of, value_of_json};
 
 use super::error::BACKEND;
 
@@ -99,7 +99,7 @@ pub(super) fn param_value(
                 format!(
                     "table `{table}` column `{column}` is {} but the row holds {v:?}; load rows \
                  decoded with the table's current schema",
-                    type_name(ty)
+                    ty.name()
                 ),
             ));
         }

@@ -1,34 +1,33 @@
-//! What both warehouse backends store the same way: a column type by name (`INT64`,
-//! `ARRAY<STRING>`) and array values as JSON.
+//! What every warehouse backend stores the same way: table names by one rule, column types
+//! by their GoogleSQL name ([`ColumnType::name`]), array values as JSON.
 
-use ledgerhost_core::{ColumnType, Value};
+use ledgerhost_core::{ColumnType, PortError, PortResult, Value};
 
-/// The stored name of a column type (`INT64`, `ARRAY<STRING>`, ...).
-pub(crate) fn type_name(ty: &ColumnType) -> String {
-    match ty {
-        ColumnType::Array(e) => format!("ARRAY<{}>", type_name(e)),
-        other => format!("{other:?}").to_uppercase(),
+/// Longest warehouse table name: BigQuery's limit, 1 024 characters
+/// (<https://cloud.google.com/bigquery/docs/tables#table_naming>); one limit for every
+/// backend, so a view moves between them.
+const MAX_TABLE_NAME: usize = 1024;
+
+/// Refuses a warehouse table name some backend could not take: empty, longer than
+/// [`MAX_TABLE_NAME`], other than letters, digits, `_` and `-`, or in the `_ledgerhost`
+/// prefix the host keeps for its own tables.
+pub(crate) fn check_table_name(backend: &'static str, table: &str) -> PortResult<()> {
+    if table.is_empty()
+        || table.len() > MAX_TABLE_NAME
+        || table.starts_with("_ledgerhost")
+        || !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(PortError::invalid(
+            backend,
+            format!(
+                "warehouse table name `{table}` must be 1 to {MAX_TABLE_NAME} letters, digits, \
+                 `_` and `-`, not starting with `_ledgerhost`"
+            ),
+        ));
     }
-}
-
-/// Inverse of [`type_name`].
-pub(crate) fn parse_type_name(s: &str) -> Option<ColumnType> {
-    if let Some(inner) = s.strip_prefix("ARRAY<").and_then(|s| s.strip_suffix('>')) {
-        return parse_type_name(inner).map(|t| ColumnType::Array(Box::new(t)));
-    }
-    Some(match s {
-        "BOOL" => ColumnType::Bool,
-        "INT64" => ColumnType::Int64,
-        "FLOAT32" => ColumnType::Float32,
-        "FLOAT64" => ColumnType::Float64,
-        "NUMERIC" => ColumnType::Numeric,
-        "STRING" => ColumnType::String,
-        "BYTES" => ColumnType::Bytes,
-        "DATE" => ColumnType::Date,
-        "TIMESTAMP" => ColumnType::Timestamp,
-        "JSON" => ColumnType::Json,
-        _ => return None,
-    })
+    Ok(())
 }
 
 /// An array (or element) as JSON; bytes as hex text.
