@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plugin_dev;
 pub mod poller;
+mod progress_bar;
 pub mod restore;
 pub mod signal;
 pub mod status;

@@ -4,9 +4,7 @@
 //! through the ledger port). The republishing commands keep event ids, ordering keys and
 //! attributes, so idempotent sinks absorb the copies.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ledgerhost_core::Value;
@@ -16,6 +14,7 @@ use ledgerhost_core::source::{Position, TableSpec};
 use ledgerhost_manifest::names;
 
 use crate::config::Config;
+use crate::progress_bar::ProgressBar;
 
 // ---------------------------------------------------------------------------------------
 // status
@@ -30,71 +29,6 @@ pub async fn status(addr: &str, json: bool) -> anyhow::Result<()> {
         print!("{}", status.render(crate::metrics::now_micros()));
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// progress
-
-/// A progress bar on stderr: redrawn in place on a terminal, a line per second otherwise.
-/// Shows the count done and its rate per second (`restore` shares it).
-pub(crate) struct Progress {
-    label: String,
-    unit: &'static str,
-    tty: bool,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(label: &str) -> Self {
-        Progress::counting(label, "messages")
-    }
-
-    /// A bar counting `unit`s (e.g. "rows").
-    pub(crate) fn counting(label: &str, unit: &'static str) -> Self {
-        Progress {
-            label: label.into(),
-            unit,
-            tty: std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            last: Instant::now() - Duration::from_secs(10),
-        }
-    }
-
-    /// Redraws with `fraction` of the work and `done` units done (at most every 100 ms on a
-    /// terminal, every second otherwise, always when `finished`).
-    pub(crate) fn update(&mut self, fraction: f64, done: u64, finished: bool) {
-        let every = if self.tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        if !finished && self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let f = fraction.clamp(0.0, 1.0);
-        let width = 30;
-        let filled = (f * width as f64).round() as usize;
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let line = format!(
-            "{} [{}{}] {:>3.0}% {done} {}, {rate:.0}/s",
-            self.label,
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            f * 100.0,
-            self.unit
-        );
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r{line}");
-            if finished {
-                let _ = writeln!(err);
-            }
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -208,7 +142,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("pass --plugin NAME or --topic NEW"),
     };
-    let mut progress = Progress::new(&format!("replay {source_topic} → {target}"));
+    let mut progress = ProgressBar::new(&format!("replay {source_topic} → {target}"));
     let (mut after, mut seen, mut sent) = (0i64, 0u64, 0u64);
     loop {
         let page = ledger.read_retained(&source_topic, after, 1000).await?;
@@ -311,7 +245,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let mut after = Position::after_ts(start.saturating_sub(1));
     let mut first_ts: Option<i64> = None;
     let mut published = 0u64;
-    let mut progress = Progress::new(&format!("backfill {} → {topic}", table.name));
+    let mut progress = ProgressBar::new(&format!("backfill {} → {topic}", table.name));
     'pages: loop {
         let rows = snapshot.page(&schema, &after, table.page_size).await?;
         let Some(last) = rows.last() else { break };

@@ -19,7 +19,11 @@ use ledgerhost_core::target::{TableWriter, WriteBatch};
 use ledgerhost_core::{Field, TableSchema, Value};
 
 use crate::config::Config;
-use crate::ops::Progress;
+
+mod target;
+
+use crate::progress_bar::ProgressBar;
+pub use target::RestoreTarget;
 
 /// The archiver's default `bucket-prefix` (its manifest's and docs/plugins-archive.md's).
 const DEFAULT_BUCKET_PREFIX: &str = "archive-";
@@ -58,55 +62,6 @@ pub struct RestoreArgs {
     /// Spanner admin (REST) endpoint for creating the table (default: derived by the client).
     #[arg(long)]
     pub spanner_admin_endpoint: Option<String>,
-}
-
-/// Where restored rows go, parsed from `--into`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestoreTarget {
-    /// An SQLite file (created when missing).
-    Sqlite(PathBuf),
-    /// A Spanner database (which must exist).
-    Spanner {
-        /// Google Cloud project id.
-        project: String,
-        /// Spanner instance id.
-        instance: String,
-        /// Database id.
-        database: String,
-        /// Data-plane endpoint override.
-        endpoint: Option<String>,
-        /// Admin endpoint override.
-        admin_endpoint: Option<String>,
-    },
-}
-
-impl RestoreTarget {
-    /// Parses `sqlite:PATH` or `spanner:projects/P/instances/I/databases/D`.
-    pub fn parse(text: &str) -> anyhow::Result<RestoreTarget> {
-        let usage = "use sqlite:PATH or spanner:projects/P/instances/I/databases/D";
-        if let Some(path) = text.strip_prefix("sqlite:") {
-            if path.is_empty() {
-                bail!("--into {text}: no file after `sqlite:`; {usage}");
-            }
-            return Ok(RestoreTarget::Sqlite(PathBuf::from(path)));
-        }
-        if let Some(path) = text.strip_prefix("spanner:") {
-            let parts: Vec<&str> = path.split('/').collect();
-            if let ["projects", p, "instances", i, "databases", d] = parts.as_slice()
-                && ![p, i, d].iter().any(|s| s.is_empty())
-            {
-                return Ok(RestoreTarget::Spanner {
-                    project: p.to_string(),
-                    instance: i.to_string(),
-                    database: d.to_string(),
-                    endpoint: None,
-                    admin_endpoint: None,
-                });
-            }
-            bail!("--into {text}: not a Spanner database path; {usage}");
-        }
-        bail!("--into {text}: unknown target; {usage}");
-    }
 }
 
 /// The archive of one table, folded to each key's newest version at or before `--at`.
@@ -153,7 +108,8 @@ pub async fn read_archive(
     let decoder = Decoder::new();
     let mut folded = Folded::default();
     let mut read: HashSet<String> = HashSet::new();
-    let mut progress = Progress::counting(&format!("restore {table}: reading {bucket}"), "objects");
+    let mut progress =
+        ProgressBar::counting(&format!("restore {table}: reading {bucket}"), "objects");
     for listing in 1..=MAX_LISTINGS {
         let names = blobs
             .list(bucket, &format!("{table}-"))
@@ -324,7 +280,7 @@ pub async fn write_folded(
         finals.insert(k, Err(key));
     }
     let total = finals.len();
-    let mut progress = Progress::counting(label, "rows");
+    let mut progress = ProgressBar::counting(label, "rows");
     let (mut upserted, mut deleted, mut done) = (0u64, 0u64, 0u64);
     let mut batch = WriteBatch::default();
     let mut rows = finals.into_values().peekable();
