@@ -22,6 +22,7 @@
 
 mod codec;
 mod compat;
+mod error;
 mod schema;
 
 use std::collections::HashMap;
@@ -34,51 +35,8 @@ use ledgerhost_core::source::Row;
 use ledgerhost_core::{Event, EventId, Field, TableSchema, Value};
 
 pub use compat::{Incompatibility, check_compatible};
+pub use error::AvroError;
 pub use schema::{AvroSchema, schema_for, table_schema_from_json};
-
-/// Why a row could not be encoded or a record decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum AvroError {
-    /// The table cannot be expressed in Avro (e.g. a column name Avro does not allow).
-    #[error("table {table}: {message}")]
-    Schema {
-        /// Source table.
-        table: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// A row's value does not fit its column type.
-    #[error("table {table}, column {column}: {message}")]
-    Value {
-        /// Source table.
-        table: String,
-        /// Column whose value does not fit (`*` for the row as a whole).
-        column: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The bytes are not a well-formed ledgerhost Avro container.
-    #[error("malformed Avro record{context}: {message}")]
-    Malformed {
-        /// ` (event <id>)` or ` (table <name>)` when known, else empty.
-        context: String,
-        /// What is wrong (bad magic, truncated, missing property, ...).
-        message: String,
-    },
-}
-
-impl AvroError {
-    fn malformed(context: &str, message: impl Into<String>) -> Self {
-        AvroError::Malformed {
-            context: if context.is_empty() {
-                String::new()
-            } else {
-                format!(" ({context})")
-            },
-            message: message.into(),
-        }
-    }
-}
 
 /// Encodes rows of one table schema as single-record Avro object containers.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ use serde_json::{Value as Json, json};
 
 use ledgerhost_core::{Column, ColumnType, TableSchema};
 
-use crate::AvroError;
 use crate::codec::NUMERIC_SCALE;
+use crate::error::AvroError;
 
 /// An Avro record schema derived from a table.
 #[derive(Debug, Clone)]

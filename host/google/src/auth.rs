@@ -5,7 +5,7 @@ use std::fmt;
 
 use google_cloud_auth::credentials::{AccessTokenCredentials, Credentials};
 
-use crate::{AuthMode, Endpoint, Service};
+use crate::endpoint::{AuthMode, Endpoint, Service};
 
 /// What to do when application default credentials cannot be loaded; part of
 /// [`Error::Credentials`].

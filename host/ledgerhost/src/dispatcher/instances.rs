@@ -9,7 +9,7 @@ use ledgerhost_core::{Disposition, Event};
 use ledgerhost_runtime::Instances;
 use ledgerhost_runtime::registry::PluginSlot;
 
-use super::{BatchHandler, CurrentHandler, HandlerError};
+use super::handler::{BatchHandler, CurrentHandler, HandlerError};
 
 /// The instance (0..k) that handles an event with `ordering_key`, at `position` in its batch.
 /// A key always maps to the same instance (the stable FNV hash the ordering shards use), so a

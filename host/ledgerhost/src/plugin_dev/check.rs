@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{load, scratch_runtime, world_name};
+use super::scratch::{load, scratch_runtime, world_name};
 
 /// Validates a component and its manifest; prints what the host would see.
 pub async fn check(wasm: &Path, manifest: Option<&Path>) -> anyhow::Result<()> {

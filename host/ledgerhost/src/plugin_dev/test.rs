@@ -2,19 +2,17 @@
 //! and host-side filter, on embedded stores, and reads back what it wrote through the ports
 //! ([`TestReport`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
-use ledgerhost_core::capabilities::{BlobStore, Warehouse, WarehouseRow};
 use ledgerhost_core::ledger::attr;
-use ledgerhost_core::{Disposition, Event, PortResult};
+use ledgerhost_core::{Disposition, Event};
 use ledgerhost_runtime::manifest::World;
 
+use super::json_avro::read_events;
 use super::report::{EventOutcome, Outcome, Published, RuntimeCounters, TestReport, Written};
-use super::{Scratch, load, read_events, scratch_runtime, world_name};
+use super::scratch::{Scratch, load, scratch_runtime, world_name};
 use crate::dispatcher::Filter;
 
 /// Options of `plugin test`.
@@ -176,79 +174,4 @@ async fn written(scratch: &Scratch) -> anyhow::Result<Written> {
         }
     }
     Ok(wrote)
-}
-
-/// A capability store that remembers which buckets or tables were written, so the report
-/// lists exactly those through the port (a bucket grant may be a pattern, `archive-*`).
-pub(crate) struct Touched<T: ?Sized> {
-    inner: Arc<T>,
-    names: Mutex<BTreeSet<String>>,
-}
-
-impl<T: ?Sized> Touched<T> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: Arc<T>) -> Self {
-        Touched {
-            inner,
-            names: Mutex::default(),
-        }
-    }
-
-    fn touch(&self, name: &str) {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-    }
-
-    /// The names written so far, sorted.
-    pub(crate) fn names(&self) -> Vec<String> {
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.iter().cloned().collect()
-    }
-}
-
-#[async_trait]
-impl BlobStore for Touched<dyn BlobStore> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ensure_bucket(&self, bucket: &str) -> PortResult<()> {
-        self.touch(bucket);
-        self.inner.ensure_bucket(bucket).await
-    }
-    async fn put(&self, bucket: &str, name: &str, data: Vec<u8>) -> PortResult<()> {
-        self.touch(bucket);
-        self.inner.put(bucket, name, data).await
-    }
-    async fn get(&self, bucket: &str, name: &str) -> PortResult<Option<Vec<u8>>> {
-        self.inner.get(bucket, name).await
-    }
-    async fn delete(&self, bucket: &str, name: &str) -> PortResult<()> {
-        self.inner.delete(bucket, name).await
-    }
-    async fn list(&self, bucket: &str, prefix: &str) -> PortResult<Vec<String>> {
-        self.inner.list(bucket, prefix).await
-    }
-}
-
-#[async_trait]
-impl Warehouse for Touched<dyn Warehouse> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
-        self.touch(table);
-        self.inner.ensure_table(table, avro_schema).await
-    }
-    async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
-        self.touch(table);
-        self.inner.load(table, rows).await
-    }
-    async fn count(&self, table: &str) -> PortResult<u64> {
-        self.inner.count(table).await
-    }
-    async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
-        self.inner.scan(table).await
-    }
 }
