@@ -19,6 +19,7 @@ pub mod http;
 pub mod keyvalue;
 pub mod ledger;
 pub mod logging;
+pub mod port;
 pub mod registry;
 pub mod settings;
 pub mod setup;

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::BlobStore;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
-};
-use crate::setup::{HostContext, NoSettings, Setup};
+use crate::capability::{CapabilityHost, Grant};
+use crate::port::{PortCapability, PortInstance, PortKind};
+use crate::setup::Ports;
 use crate::wit::{backend, denied, granted, invalid_name, types};
 
 mod bindings {
@@ -23,59 +22,31 @@ mod bindings {
 use bindings::ledgerhost::plugin0_1_0::blobstore;
 
 /// Object storage for plugins, in the buckets their manifest grants.
-pub struct BlobstoreCapability {
-    store: Arc<dyn BlobStore>,
-    probe: Option<Probe>,
-}
+pub type BlobstoreCapability = PortCapability<BlobstoreKind>;
 
-impl BlobstoreCapability {
-    /// The capability over `store`; `probe` checks a remote store's reachability.
-    pub fn new(store: Arc<dyn BlobStore>, probe: Option<Probe>) -> Self {
-        BlobstoreCapability { store, probe }
-    }
-}
+/// What the `blobstore` capability is: its interface and grant over the host's [`BlobStore`] port.
+pub struct BlobstoreKind;
 
-/// One instance's view: its grants and the store.
-struct Instance {
-    plugin: GrantedTo,
-    store: Arc<dyn BlobStore>,
-}
+/// One instance's view: the plugin's grant and the port.
+type Instance = PortInstance<dyn BlobStore>;
 
-impl<T: CapabilityHost> Capability<T> for BlobstoreCapability {
-    fn name(&self) -> &'static str {
-        "blobstore"
+impl PortKind for BlobstoreKind {
+    type Port = dyn BlobStore;
+    const NAME: &'static str = "blobstore";
+    const INTERFACES: &'static [&'static str] = &["ledgerhost:plugin/blobstore@0.1."];
+    const GRANT: Grant = Grant {
+        key: "buckets",
+        what: "buckets",
+    };
+
+    fn port(ports: &Ports) -> Arc<dyn BlobStore> {
+        ports.blobstore.clone()
     }
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["ledgerhost:plugin/blobstore@0.1."]
-    }
-
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: "buckets",
-            what: "buckets",
-        })
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         blobstore::add_to_linker::<T, HasSelf<Instance>>(linker, |t| {
             t.capability_state().expect::<Instance>()
         })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(GrantedTo::configure(plugin, "buckets"))
-    }
-
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        Box::new(Instance {
-            plugin: GrantedTo::of(plugin),
-            store: self.store.clone(),
-        })
-    }
-
-    fn probe(&self) -> Option<Probe> {
-        self.probe.clone()
     }
 }
 
@@ -103,36 +74,24 @@ impl blobstore::Host for Instance {
     ) -> Result<(), types::Error> {
         self.bucket(&bucket)?;
         check_name("object name", &name)?;
-        self.store.ensure_bucket(&bucket).await.map_err(backend)?;
-        self.store.put(&bucket, &name, data).await.map_err(backend)
+        self.port.ensure_bucket(&bucket).await.map_err(backend)?;
+        self.port.put(&bucket, &name, data).await.map_err(backend)
     }
 
     async fn get(&mut self, bucket: String, name: String) -> Result<Option<Vec<u8>>, types::Error> {
         self.bucket(&bucket)?;
         check_name("object name", &name)?;
-        self.store.get(&bucket, &name).await.map_err(backend)
+        self.port.get(&bucket, &name).await.map_err(backend)
     }
 
     async fn delete(&mut self, bucket: String, name: String) -> Result<(), types::Error> {
         self.bucket(&bucket)?;
         check_name("object name", &name)?;
-        self.store.delete(&bucket, &name).await.map_err(backend)
+        self.port.delete(&bucket, &name).await.map_err(backend)
     }
 
     async fn list(&mut self, bucket: String, prefix: String) -> Result<Vec<String>, types::Error> {
         self.bucket(&bucket)?;
-        self.store.list(&bucket, &prefix).await.map_err(backend)
-    }
-}
-
-impl<T: CapabilityHost> Setup<T> for BlobstoreCapability {
-    const NAME: &'static str = "blobstore";
-    type Config = NoSettings;
-
-    fn build(_: NoSettings, host: &HostContext<'_>) -> anyhow::Result<Self> {
-        Ok(BlobstoreCapability::new(
-            host.ports.blobstore.clone(),
-            host.probes.get("blobstore").cloned(),
-        ))
+        self.port.list(&bucket, &prefix).await.map_err(backend)
     }
 }

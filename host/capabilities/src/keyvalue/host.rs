@@ -6,10 +6,9 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::KeyValue;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
-};
-use crate::setup::{HostContext, NoSettings, Setup};
+use crate::capability::{CapabilityHost, Grant};
+use crate::port::{PortCapability, PortInstance, PortKind};
+use crate::setup::Ports;
 use crate::wit::{backend, denied, granted, invalid_name, types};
 
 mod bindings {
@@ -23,58 +22,31 @@ mod bindings {
 use bindings::ledgerhost::plugin0_1_0::keyvalue;
 
 /// The versioned key-value store for plugins, under the key prefixes their manifest grants.
-pub struct KeyValueCapability {
-    store: Arc<dyn KeyValue>,
-    probe: Option<Probe>,
-}
+pub type KeyValueCapability = PortCapability<KeyValueKind>;
 
-impl KeyValueCapability {
-    /// The capability over `store`; `probe` checks a remote store's reachability.
-    pub fn new(store: Arc<dyn KeyValue>, probe: Option<Probe>) -> Self {
-        KeyValueCapability { store, probe }
-    }
-}
+/// What the `keyvalue` capability is: its interface and grant over the host's [`KeyValue`] port.
+pub struct KeyValueKind;
 
-struct Instance {
-    plugin: GrantedTo,
-    store: Arc<dyn KeyValue>,
-}
+/// One instance's view: the plugin's grant and the port.
+type Instance = PortInstance<dyn KeyValue>;
 
-impl<T: CapabilityHost> Capability<T> for KeyValueCapability {
-    fn name(&self) -> &'static str {
-        "keyvalue"
-    }
+impl PortKind for KeyValueKind {
+    type Port = dyn KeyValue;
+    const NAME: &'static str = "keyvalue";
+    const INTERFACES: &'static [&'static str] = &["ledgerhost:plugin/keyvalue@0.1."];
+    const GRANT: Grant = Grant {
+        key: "key-prefixes",
+        what: "key prefixes",
+    };
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["ledgerhost:plugin/keyvalue@0.1."]
+    fn port(ports: &Ports) -> Arc<dyn KeyValue> {
+        ports.keyvalue.clone()
     }
 
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: "key-prefixes",
-            what: "key prefixes",
-        })
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         keyvalue::add_to_linker::<T, HasSelf<Instance>>(linker, |t| {
             t.capability_state().expect::<Instance>()
         })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(GrantedTo::configure(plugin, "key-prefixes"))
-    }
-
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        Box::new(Instance {
-            plugin: GrantedTo::of(plugin),
-            store: self.store.clone(),
-        })
-    }
-
-    fn probe(&self) -> Option<Probe> {
-        self.probe.clone()
     }
 }
 
@@ -95,17 +67,17 @@ impl Instance {
 impl keyvalue::Host for Instance {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::Error> {
         self.key(&key)?;
-        self.store.get(&key).await.map_err(backend)
+        self.port.get(&key).await.map_err(backend)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::Error> {
         self.key(&key)?;
-        self.store.set(&key, value).await.map_err(backend)
+        self.port.set(&key, value).await.map_err(backend)
     }
 
     async fn delete(&mut self, key: String) -> Result<(), types::Error> {
         self.key(&key)?;
-        self.store.delete(&key).await.map_err(backend)
+        self.port.delete(&key).await.map_err(backend)
     }
 
     async fn set_if_newer(
@@ -115,7 +87,7 @@ impl keyvalue::Host for Instance {
         version: i64,
     ) -> Result<bool, types::Error> {
         self.key(&key)?;
-        self.store
+        self.port
             .set_if_newer(&key, value, version)
             .await
             .map_err(backend)
@@ -123,7 +95,7 @@ impl keyvalue::Host for Instance {
 
     async fn delete_if_newer(&mut self, key: String, version: i64) -> Result<bool, types::Error> {
         self.key(&key)?;
-        self.store
+        self.port
             .delete_if_newer(&key, version)
             .await
             .map_err(backend)
@@ -139,18 +111,6 @@ impl keyvalue::Host for Instance {
                 "key-prefixes",
             ));
         }
-        self.store.list_keys(&prefix).await.map_err(backend)
-    }
-}
-
-impl<T: CapabilityHost> Setup<T> for KeyValueCapability {
-    const NAME: &'static str = "keyvalue";
-    type Config = NoSettings;
-
-    fn build(_: NoSettings, host: &HostContext<'_>) -> anyhow::Result<Self> {
-        Ok(KeyValueCapability::new(
-            host.ports.keyvalue.clone(),
-            host.probes.get("keyvalue").cloned(),
-        ))
+        self.port.list_keys(&prefix).await.map_err(backend)
     }
 }

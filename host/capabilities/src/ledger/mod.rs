@@ -6,10 +6,9 @@ use std::sync::Arc;
 use ledgerhost_core::ledger::{Ledger, Message};
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState,
-};
-use crate::setup::{HostContext, NoSettings, Setup};
+use crate::capability::{CapabilityHost, Grant};
+use crate::port::{PortCapability, PortInstance, PortKind};
+use crate::setup::Ports;
 use crate::wit::{backend, denied, granted, types};
 
 mod bindings {
@@ -23,52 +22,30 @@ mod bindings {
 use bindings::ledgerhost::plugin0_1_0::ledger;
 
 /// Publishing to ledger topics, for plugins granted them.
-pub struct LedgerCapability {
-    ledger: Arc<dyn Ledger>,
-}
+pub type LedgerCapability = PortCapability<LedgerKind>;
 
-impl LedgerCapability {
-    /// The capability over the host's ledger.
-    pub fn new(ledger: Arc<dyn Ledger>) -> Self {
-        LedgerCapability { ledger }
-    }
-}
+/// What the `ledger` capability is: its interface and grant over the host's [`Ledger`] port.
+pub struct LedgerKind;
 
-struct Instance {
-    plugin: GrantedTo,
-    ledger: Arc<dyn Ledger>,
-}
+/// One instance's view: the plugin's grant and the port.
+type Instance = PortInstance<dyn Ledger>;
 
-impl<T: CapabilityHost> Capability<T> for LedgerCapability {
-    fn name(&self) -> &'static str {
-        "ledger"
-    }
+impl PortKind for LedgerKind {
+    type Port = dyn Ledger;
+    const NAME: &'static str = "ledger";
+    const INTERFACES: &'static [&'static str] = &["ledgerhost:plugin/ledger@0.1."];
+    const GRANT: Grant = Grant {
+        key: "topics",
+        what: "topics",
+    };
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["ledgerhost:plugin/ledger@0.1."]
+    fn port(ports: &Ports) -> Arc<dyn Ledger> {
+        ports.ledger.clone()
     }
 
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: "topics",
-            what: "topics",
-        })
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         ledger::add_to_linker::<T, HasSelf<Instance>>(linker, |t| {
             t.capability_state().expect::<Instance>()
-        })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(GrantedTo::configure(plugin, "topics"))
-    }
-
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        Box::new(Instance {
-            plugin: GrantedTo::of(plugin),
-            ledger: self.ledger.clone(),
         })
     }
 }
@@ -85,7 +62,7 @@ impl Instance {
 impl ledger::Host for Instance {
     async fn create_topic(&mut self, topic: String) -> Result<(), types::Error> {
         self.topic(&topic)?;
-        self.ledger.ensure_topic(&topic).await.map_err(backend)
+        self.port.ensure_topic(&topic).await.map_err(backend)
     }
 
     async fn publish(
@@ -102,15 +79,6 @@ impl ledger::Host for Instance {
                 attributes: m.attributes.into_iter().collect(),
             })
             .collect();
-        self.ledger.publish(&topic, messages).await.map_err(backend)
-    }
-}
-
-impl<T: CapabilityHost> Setup<T> for LedgerCapability {
-    const NAME: &'static str = "ledger";
-    type Config = NoSettings;
-
-    fn build(_: NoSettings, host: &HostContext<'_>) -> anyhow::Result<Self> {
-        Ok(LedgerCapability::new(host.ports.ledger.clone()))
+        self.port.publish(&topic, messages).await.map_err(backend)
     }
 }

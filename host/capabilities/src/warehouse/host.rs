@@ -6,10 +6,9 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::{Warehouse, WarehouseRow};
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
-};
-use crate::setup::{HostContext, NoSettings, Setup};
+use crate::capability::{CapabilityHost, Grant};
+use crate::port::{PortCapability, PortInstance, PortKind};
+use crate::setup::Ports;
 use crate::wit::{backend, denied, field_from_wit, granted, types};
 
 mod bindings {
@@ -23,58 +22,31 @@ mod bindings {
 use bindings::ledgerhost::plugin0_1_0::warehouse;
 
 /// The analytics warehouse for plugins, in the tables their manifest grants.
-pub struct WarehouseCapability {
-    store: Arc<dyn Warehouse>,
-    probe: Option<Probe>,
-}
+pub type WarehouseCapability = PortCapability<WarehouseKind>;
 
-impl WarehouseCapability {
-    /// The capability over `store`; `probe` checks a remote warehouse's reachability.
-    pub fn new(store: Arc<dyn Warehouse>, probe: Option<Probe>) -> Self {
-        WarehouseCapability { store, probe }
-    }
-}
+/// What the `warehouse` capability is: its interface and grant over the host's [`Warehouse`] port.
+pub struct WarehouseKind;
 
-struct Instance {
-    plugin: GrantedTo,
-    store: Arc<dyn Warehouse>,
-}
+/// One instance's view: the plugin's grant and the port.
+type Instance = PortInstance<dyn Warehouse>;
 
-impl<T: CapabilityHost> Capability<T> for WarehouseCapability {
-    fn name(&self) -> &'static str {
-        "warehouse"
-    }
+impl PortKind for WarehouseKind {
+    type Port = dyn Warehouse;
+    const NAME: &'static str = "warehouse";
+    const INTERFACES: &'static [&'static str] = &["ledgerhost:plugin/warehouse@0.1."];
+    const GRANT: Grant = Grant {
+        key: "warehouse-tables",
+        what: "warehouse tables",
+    };
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["ledgerhost:plugin/warehouse@0.1."]
+    fn port(ports: &Ports) -> Arc<dyn Warehouse> {
+        ports.warehouse.clone()
     }
 
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: "warehouse-tables",
-            what: "warehouse tables",
-        })
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
         warehouse::add_to_linker::<T, HasSelf<Instance>>(linker, |t| {
             t.capability_state().expect::<Instance>()
         })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(GrantedTo::configure(plugin, "warehouse-tables"))
-    }
-
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        Box::new(Instance {
-            plugin: GrantedTo::of(plugin),
-            store: self.store.clone(),
-        })
-    }
-
-    fn probe(&self) -> Option<Probe> {
-        self.probe.clone()
     }
 }
 
@@ -99,7 +71,7 @@ impl warehouse::Host for Instance {
         avro_schema: String,
     ) -> Result<(), types::Error> {
         self.table(&table)?;
-        self.store
+        self.port
             .ensure_table(&table, &avro_schema)
             .await
             .map_err(backend)
@@ -114,23 +86,11 @@ impl warehouse::Host for Instance {
                 fields: r.fields.into_iter().map(field_from_wit).collect(),
             })
             .collect();
-        self.store.load(&table, rows).await.map_err(backend)
+        self.port.load(&table, rows).await.map_err(backend)
     }
 
     async fn count(&mut self, table: String) -> Result<u64, types::Error> {
         self.table(&table)?;
-        self.store.count(&table).await.map_err(backend)
-    }
-}
-
-impl<T: CapabilityHost> Setup<T> for WarehouseCapability {
-    const NAME: &'static str = "warehouse";
-    type Config = NoSettings;
-
-    fn build(_: NoSettings, host: &HostContext<'_>) -> anyhow::Result<Self> {
-        Ok(WarehouseCapability::new(
-            host.ports.warehouse.clone(),
-            host.probes.get("warehouse").cloned(),
-        ))
+        self.port.count(&table).await.map_err(backend)
     }
 }
