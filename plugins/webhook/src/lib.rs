@@ -13,6 +13,7 @@
 //! key's events reach the endpoint in commit order), and after a timeout or connection
 //! error the rest of the batch is not sent (a down endpoint costs one timeout per batch).
 
+mod delivery;
 mod json;
 #[cfg(target_arch = "wasm32")]
 mod transport;
@@ -23,6 +24,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use ledgerhost_sdk::prelude::*;
 use sha2::Sha256;
 
+pub use delivery::{Outcome, Request, Settings, Target};
 pub use json::event_json;
 
 /// Header carrying the body's signature, `sha256=<hex>`.
@@ -35,62 +37,6 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A webhook target: `http(s)://authority/path?query`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `true` for https.
-    pub https: bool,
-    /// `host[:port]`.
-    pub authority: String,
-    /// Path and query, starting with `/`.
-    pub path_with_query: String,
-}
-
-impl Target {
-    /// Parses the `url` config value.
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("config `url` = {url:?} is not an http(s) URL: {why}");
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(bad("the scheme must be http or https")),
-        };
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad("it needs a host (and no user info)"));
-        }
-        let path_with_query = match path {
-            "" => "/".to_string(),
-            p if p.starts_with('?') => format!("/{p}"),
-            p => p.to_string(),
-        };
-        Ok(Target {
-            https,
-            authority: authority.to_string(),
-            path_with_query,
-        })
-    }
-
-    /// The origin to list in `grants.http` for this target.
-    pub fn origin(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}", self.authority.to_ascii_lowercase())
-    }
-}
-
-/// How one POST ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The endpoint answered with this status.
-    Status(u16),
-    /// The host refused the request: the origin is not granted.
-    Denied,
-    /// Timeout, connection or protocol error (the text says which).
-    Failed(String),
 }
 
 /// The disposition of an event whose POST to `target` ended with `outcome`.
@@ -114,41 +60,6 @@ pub fn disposition_for(target: &Target, outcome: &Outcome) -> Disposition {
         )),
         Outcome::Failed(why) => Disposition::Retry(format!("webhook {url} unreachable: {why}")),
     }
-}
-
-/// What the plugin needs from its config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Where to POST.
-    pub target: Target,
-    /// HMAC key.
-    pub secret: String,
-    /// Timeout asked of the host per request (the host's own deadline caps it).
-    pub timeout_ms: u64,
-}
-
-impl Settings {
-    /// Reads `url`, `secret` and `timeout-ms`; the error names the key to fix.
-    pub fn from_config() -> Result<Settings, String> {
-        let url = config::get("url").ok_or("config `url` is not set")?;
-        let secret = config::get("secret").filter(|s| !s.is_empty()).ok_or(
-            "config `secret` is not set: set it per deployment in [plugins.<name>.config]",
-        )?;
-        Ok(Settings {
-            target: Target::parse(&url)?,
-            secret,
-            timeout_ms: config::parse_or("timeout-ms", 5_000u64)?,
-        })
-    }
-}
-
-/// One POST: the body and its headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Header name and value pairs.
-    pub headers: Vec<(String, String)>,
-    /// The JSON body.
-    pub body: Vec<u8>,
 }
 
 /// The signed request for `event`.

@@ -6,7 +6,7 @@ use wasip2::http::types::{
     ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 
-use crate::{Outcome, Request, Settings};
+use crate::delivery::{Outcome, Request, Settings};
 
 /// Sends `request` to the configured target and waits for the response's status.
 pub fn post(settings: &Settings, request: &Request) -> Outcome {

@@ -9,7 +9,7 @@
 //! the ledger lost.
 //!
 //! Layout: `messages` is one append-only log for all topics (the row id is the global
-//! sequence). A row is compact ([`layout`]): an Avro container's header (the schema JSON,
+//! sequence). A row is compact (`layout`): an Avro container's header (the schema JSON,
 //! the same for every message of a schema) is stored once in `headers` and the row holds
 //! the rest, attributes are one binary blob; rows of a file written before that keep their
 //! whole data and JSON attributes, and read back the same. Each subscription has a durable cursor (every message below it is settled),
@@ -36,9 +36,9 @@
 //! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
 //! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
 //!
-//! The parts: [`state`] (what lives in memory), [`schema`] (the file's tables), [`layout`]
-//! (a row's compact form), [`write`] and [`read`] (the log), [`subscriptions`], [`delivery`]
-//! (leases, acks, nacks), [`dead_letters`], [`retention`]. This file holds the ledger's
+//! The parts: `state` (what lives in memory), `schema` (the file's tables), `layout`
+//! (a row's compact form), `write` and `read` (the log), `subscriptions`, `delivery`
+//! (leases, acks, nacks), `dead_letters`, `retention`. This file holds the ledger's
 //! handle and the [`Ledger`] port, which runs each call on the blocking pool under one lock.
 
 use std::collections::BTreeMap;

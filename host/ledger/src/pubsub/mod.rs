@@ -49,7 +49,7 @@
 //! not starting with a letter, other characters than `[A-Za-z0-9-_.~+%]`) are mapped to
 //! `lh-` followed by the name with those characters percent-encoded; see [`resource_id`].
 //!
-//! The parts: [`config`] (where Pub/Sub is), `client` (the clients and shared state),
+//! The parts: `config` (where Pub/Sub is), `client` (the clients and shared state),
 //! `admin` (topics and subscriptions), `publish` (ordering-key lanes), `pull` (the buffered
 //! consumer), `buffer` (what a subscription holds here), `dead_letters`, `names` (resource
 //! ids and filters), `error` (status codes to port errors), and [`rest`] (the data plane).

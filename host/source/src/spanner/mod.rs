@@ -24,8 +24,9 @@
 //!
 //! Endpoint and credentials follow [`ledgerhost_google`]'s rule for [`SPANNER`]: the
 //! configured `endpoint`, else `SPANNER_EMULATOR_HOST`, else Google's; anonymous against an
-//! emulator, application default credentials otherwise.//!
-//! The parts: [`config`] (where the database is), `error`, `names` (identifiers), `values`
+//! emulator, application default credentials otherwise.
+//!
+//! The parts: `config` (where the database is), `error`, `names` (identifiers), `values`
 //! (types and values), `sql` (the page queries and DDL), `schema` (a table's columns),
 //! `index` (the index a poll reads through), `snapshot` (a poll's view), `lease`, `ddl`,
 //! [`shard`] (shard conditions) and [`target`] (writing rows, for restore).

@@ -14,7 +14,8 @@
 //! variants that were loaded. BOOL, INT64, FLOAT64 (FLOAT32 too), NUMERIC, STRING, BYTES,
 //! DATE, TIMESTAMP and JSON map to their BigQuery types; arrays are stored as JSON text in a
 //! STRING column, because BigQuery's REPEATED fields cannot hold the NULL elements Spanner
-//! arrays may have.//!
+//! arrays may have.
+//!
 //! The parts: this file (the client, table creation, loads and scans), `error`, `schema`
 //! (names, field types, the type tag) and `values` (parameters and cells).
 
