@@ -68,19 +68,18 @@ pub(super) fn insert_messages(
         let (header, body) = match layout::header_len(&m.data) {
             Some(n) => {
                 let bytes = &m.data[..n];
-                let id = match last.filter(|(b, _)| *b == bytes) {
-                    Some((_, id)) => id,
-                    None => match headers.get(bytes) {
-                        Some(id) => *id,
-                        None => match added.iter().find(|(b, _)| b == bytes) {
-                            Some((_, id)) => *id,
-                            None => {
-                                let id = header_id(tx, bytes).map_err(err)?;
-                                added.push((bytes.to_vec(), id));
-                                id
-                            }
-                        },
-                    },
+                let known = last
+                    .filter(|(b, _)| *b == bytes)
+                    .map(|(_, id)| id)
+                    .or_else(|| headers.get(bytes).copied())
+                    .or_else(|| added.iter().find(|(b, _)| b == bytes).map(|(_, id)| *id));
+                let id = match known {
+                    Some(id) => id,
+                    None => {
+                        let id = header_id(tx, bytes).map_err(err)?;
+                        added.push((bytes.to_vec(), id));
+                        id
+                    }
                 };
                 last = Some((bytes, id));
                 (Some(id), &m.data[n..])
