@@ -14,7 +14,7 @@ use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec};
 use ledgerhost_core::{ColumnType, Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{CacheOutcome, Capabilities, Manifest, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{CacheOutcome, Manifest, Ports, Runtime, RuntimeConfig};
 use ledgerhost_tests::harness::host::Workspace;
 use ledgerhost_tests::harness::{plugin_manifest, plugin_wasm, workspace_root};
 
@@ -167,7 +167,7 @@ fn rig() -> Rig {
         EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default())
             .expect("embedded ledger"),
     );
-    let caps = Capabilities {
+    let caps = Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.path().join("blobs")).expect("blobs")),
         keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).expect("kv")),
         warehouse: Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).expect("wh")),

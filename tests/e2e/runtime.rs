@@ -15,7 +15,7 @@ use ledgerhost_core::capabilities::KeyValue;
 use ledgerhost_core::{Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::registry::{Registry, RegistryEvent};
-use ledgerhost_runtime::{CacheOutcome, CallError, Capabilities, Manifest, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{CacheOutcome, CallError, Manifest, Ports, Runtime, RuntimeConfig};
 use ledgerhost_tests::harness::{plugin_dir, plugin_manifest, plugin_wasm};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -28,7 +28,7 @@ pub(crate) struct Fixture {
 pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let kv = Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap());
-    let caps = Capabilities {
+    let caps = Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.path().join("blobs")).unwrap()),
         keyvalue: kv.clone(),
         warehouse: Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).unwrap()),

@@ -16,7 +16,7 @@ use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::capabilities::{KeyValue, Warehouse, WarehouseRow};
 use ledgerhost_core::{Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{Capabilities, Plugin, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{Plugin, Ports, Runtime, RuntimeConfig};
 use ledgerhost_tests::harness::host::Workspace;
 use ledgerhost_tests::harness::redis::{RedisServer, Transport};
 use ledgerhost_tests::harness::views::{materialized_rows, materialized_view};
@@ -331,7 +331,7 @@ async fn embedded_warehouse_and_view_equal_the_source_and_redelivery_adds_nothin
 
 /// A runtime whose key-value store and warehouse are the given ones (the rest embedded).
 fn runtime(dir: &Path, keyvalue: Arc<dyn KeyValue>, warehouse: Arc<dyn Warehouse>) -> Arc<Runtime> {
-    let caps = Capabilities {
+    let caps = Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.join("blobs")).unwrap()),
         keyvalue,
         warehouse,

@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use wasmtime::component::Linker;
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, GrantedTo, InstanceState, PluginInfo, PluginState, Probe,
-};
+use crate::capability::{Capability, Grant, PluginInfo, StateOf};
+use crate::probe::Probe;
 use crate::setup::{HostContext, NoSettings, Ports, Setup};
 
 /// What one port capability is: its name, interface, grant, port, and how it links.
-pub trait PortKind: Send + Sync + 'static {
+pub trait PortKind: Send + Sync + Sized + 'static {
     /// The port it wraps (`dyn BlobStore`, ...).
     type Port: ?Sized + Send + Sync + 'static;
     /// Its name, also its config section and the key of its backend's probe.
@@ -27,9 +26,10 @@ pub trait PortKind: Send + Sync + 'static {
     /// Its port among the host's.
     fn port(ports: &Ports) -> Arc<Self::Port>;
 
-    /// Links its interface, each call served by the instance's
-    /// `PortInstance<Self::Port>` (from the store's capability states).
-    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+    /// Links its interface, each call served by the instance's `PortInstance<Self::Port>`.
+    fn add_to_linker<T: StateOf<PortCapability<Self>>>(
+        linker: &mut Linker<T>,
+    ) -> wasmtime::Result<()>;
 }
 
 /// A host port behind a manifest grant, as a capability.
@@ -38,11 +38,27 @@ pub struct PortCapability<K: PortKind> {
     probe: Option<Probe>,
 }
 
+impl<K: PortKind> Clone for PortCapability<K> {
+    fn clone(&self) -> Self {
+        PortCapability::new(self.port.clone(), self.probe.clone())
+    }
+}
+
 impl<K: PortKind> PortCapability<K> {
     /// The capability over `port`; `probe` checks a remote backend's reachability.
     pub fn new(port: Arc<K::Port>, probe: Option<Probe>) -> Self {
         PortCapability { port, probe }
     }
+}
+
+/// A plugin's name and the entries of the one grant a port capability reads: what it keeps
+/// for one plugin version.
+#[derive(Clone)]
+pub struct GrantedTo {
+    /// The plugin's name, for denials.
+    pub name: Arc<str>,
+    /// The entries of the grant.
+    pub entries: Arc<[String]>,
 }
 
 /// One instance's view of a port capability: the plugin with its grant, and the port.
@@ -53,32 +69,30 @@ pub struct PortInstance<P: ?Sized> {
     pub port: Arc<P>,
 }
 
-impl<T: CapabilityHost, K: PortKind> Capability<T> for PortCapability<K> {
-    fn name(&self) -> &'static str {
-        K::NAME
-    }
+impl<K: PortKind> Capability for PortCapability<K> {
+    const NAME: &'static str = K::NAME;
+    const INTERFACES: &'static [&'static str] = K::INTERFACES;
+    const GRANT: Option<Grant> = Some(K::GRANT);
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        K::INTERFACES
-    }
+    type Configured = GrantedTo;
+    type Instance = PortInstance<K::Port>;
 
-    fn grant(&self) -> Option<Grant> {
-        Some(K::GRANT)
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    fn add_to_linker<T: StateOf<Self>>(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
         K::add_to_linker(linker)
     }
 
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(GrantedTo::configure(plugin, K::GRANT.key))
+    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<GrantedTo, String> {
+        Ok(GrantedTo {
+            name: plugin.name.into(),
+            entries: plugin.grant(K::GRANT.key).into(),
+        })
     }
 
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        Box::new(PortInstance {
-            plugin: GrantedTo::of(plugin),
+    fn prepare(&self, plugin: &GrantedTo) -> PortInstance<K::Port> {
+        PortInstance {
+            plugin: plugin.clone(),
             port: self.port.clone(),
-        })
+        }
     }
 
     fn probe(&self) -> Option<Probe> {
@@ -86,8 +100,7 @@ impl<T: CapabilityHost, K: PortKind> Capability<T> for PortCapability<K> {
     }
 }
 
-impl<T: CapabilityHost, K: PortKind> Setup<T> for PortCapability<K> {
-    const NAME: &'static str = K::NAME;
+impl<K: PortKind> Setup for PortCapability<K> {
     type Config = NoSettings;
 
     fn build(_: NoSettings, host: &HostContext<'_>) -> anyhow::Result<Self> {

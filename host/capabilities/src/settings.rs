@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::{future::Future, sync::Arc};
 
 #[cfg(any(feature = "gcs", feature = "redis", feature = "bigquery"))]
-use crate::capability::{Probe, startup_probe};
+use crate::probe::{Probe, startup_probe};
 
 /// A refused setting: its key (e.g. `keyvalue.url`) and the problem.
 pub type Problem = (String, String);

@@ -1,6 +1,7 @@
 //! The contract a capability implements to be built by the host ([`Setup`]), and what it is
 //! built from ([`HostContext`]: the host's [`Ports`], readiness probes, config sections).
-//! The list of capabilities is [`crate::registry`]; a capability imports only this file.
+//! The list of capabilities is [`crate::set`]; a capability imports only this file and
+//! [`crate::capability`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
 use ledgerhost_core::ledger::Ledger;
 
-use crate::capability::{Capability, Probe};
+use crate::capability::Capability;
+use crate::probe::Probe;
 
 /// The ports behind the built-in capabilities, built by the host from its config.
 #[derive(Clone)]
@@ -23,7 +25,7 @@ pub struct Ports {
     pub ledger: Arc<dyn Ledger>,
 }
 
-/// What the registry builds capabilities from.
+/// What the capability set builds capabilities from.
 pub struct HostContext<'a> {
     /// The host's ports (the built-in capabilities wrap them).
     pub ports: &'a Ports,
@@ -33,11 +35,9 @@ pub struct HostContext<'a> {
     pub sections: &'a BTreeMap<String, toml::Value>,
 }
 
-/// A capability the registry can build: its name (and config section), its settings type,
+/// A capability the set can build: its settings type (section `[capabilities.<NAME>]`) and
 /// its constructor.
-pub trait Setup<T>: Capability<T> + Sized + 'static {
-    /// Its name, also its config section `[capabilities.<name>]`.
-    const NAME: &'static str;
+pub trait Setup: Capability {
     /// Its settings (a serde struct, unknown keys refused); `Default` when the section is absent.
     type Config: serde::de::DeserializeOwned + Default;
 

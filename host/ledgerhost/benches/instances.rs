@@ -25,7 +25,7 @@ use ledgerhost_core::ledger::ordering::Ordering as KeyOrdering;
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Column, ColumnType, TableSchema, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{Capabilities, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{Ports, Runtime, RuntimeConfig};
 use tokio::sync::watch;
 
 const EVENTS: usize = 8_000;
@@ -136,7 +136,7 @@ async fn main() {
     let ledger: Arc<dyn Ledger> = Arc::new(
         EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
     );
-    let caps = Capabilities {
+    let caps = Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.path().join("blobs")).unwrap()),
         keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap()),
         warehouse: Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).unwrap()),

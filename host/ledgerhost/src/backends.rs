@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ledgerhost_capabilities::registry;
+use ledgerhost_capabilities::CapabilitySet;
 use ledgerhost_capabilities::setup::{HostContext, Ports};
 use ledgerhost_core::capabilities::{BlobStore, KeyValue, Warehouse};
 use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::source::Source;
-use ledgerhost_runtime::{CapabilityList, PluginState};
 
 use crate::config::{Config, LedgerKind, SourceConfig};
 
@@ -21,7 +20,7 @@ pub use ledgerhost_source::sqlite::{capture_ddl as sqlite_capture_ddl, demo as s
 
 pub use ledgerhost_capabilities::Probe;
 #[cfg(feature = "google")]
-use ledgerhost_capabilities::capability::startup_probe as probe;
+use ledgerhost_capabilities::probe::startup_probe as probe;
 
 /// The ports of a running host.
 #[derive(Clone)]
@@ -38,8 +37,8 @@ pub struct Backends {
     pub warehouse: Arc<dyn Warehouse>,
     /// Reachability checks of the remote backends, for readiness.
     pub probes: Vec<Probe>,
-    /// Every registered capability, over these ports and the config's sections.
-    pub capabilities: CapabilityList,
+    /// Every capability of the set, over these ports and the config's sections.
+    pub capabilities: CapabilitySet,
 }
 
 impl Backends {
@@ -173,12 +172,12 @@ impl Backends {
             warehouse: warehouse.clone(),
             ledger: ledger.clone(),
         };
-        let capabilities = registry::build::<PluginState>(&HostContext {
+        let capabilities = CapabilitySet::build(&HostContext {
             ports: &ports,
             probes: &capability_probes,
             sections: &config.capabilities,
         })?;
-        probes.extend(capabilities.iter().filter_map(|c| c.probe()));
+        probes.extend(capabilities.probes());
         Ok(Backends {
             source,
             ledger,
@@ -191,7 +190,7 @@ impl Backends {
     }
 
     /// The capabilities handed to plugins.
-    pub fn capabilities(&self) -> CapabilityList {
+    pub fn capabilities(&self) -> CapabilitySet {
         self.capabilities.clone()
     }
 }

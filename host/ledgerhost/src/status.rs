@@ -101,7 +101,7 @@ pub struct TableStatus {
 
 /// What the host does with a plugin's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PluginState {
+pub enum ServeState {
     /// Loaded and serving.
     #[serde(rename = "serving")]
     Serving,
@@ -113,13 +113,13 @@ pub enum PluginState {
     Refused,
 }
 
-impl PluginState {
+impl ServeState {
     /// The JSON and printed label.
     pub fn label(self) -> &'static str {
         match self {
-            PluginState::Serving => "serving",
-            PluginState::ServingNewerRefused => "serving (newer files refused)",
-            PluginState::Refused => "refused",
+            ServeState::Serving => "serving",
+            ServeState::ServingNewerRefused => "serving (newer files refused)",
+            ServeState::Refused => "refused",
         }
     }
 }
@@ -135,7 +135,7 @@ pub struct PluginStatus {
     #[serde(default)]
     pub world: Option<String>,
     /// Serving or refused.
-    pub state: PluginState,
+    pub state: ServeState,
     /// Instances serving the version (`subscription.instances`; 1 for scheduled and HTTP
     /// plugins, 0 when none serves). Each has its own memory cap.
     #[serde(default)]
@@ -318,7 +318,7 @@ mod tests {
                     name: "counter".into(),
                     version: Some("0123456789abcdef".into()),
                     world: Some("Consumer".into()),
-                    state: PluginState::Serving,
+                    state: ServeState::Serving,
                     instances: 1,
                     last_error: None,
                     calls: 3,
@@ -335,7 +335,7 @@ mod tests {
                     name: "busy".into(),
                     version: Some("fedcba9876543210".into()),
                     world: Some("Consumer".into()),
-                    state: PluginState::Serving,
+                    state: ServeState::Serving,
                     instances: 3,
                     last_error: None,
                     calls: 9,
@@ -365,7 +365,7 @@ mod tests {
                     name: "broken".into(),
                     version: None,
                     world: None,
-                    state: PluginState::Refused,
+                    state: ServeState::Refused,
                     instances: 0,
                     last_error: Some("broken.wasm: magic bytes".into()),
                     calls: 0,

@@ -15,7 +15,7 @@ use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
 use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::{Disposition, Event, EventId, Field, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{Capabilities, Manifest, Plugin, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{Manifest, Plugin, Ports, Runtime, RuntimeConfig};
 
 const PLUGINS: [&str; 3] = ["filter", "python-filter", "js-filter"];
 
@@ -25,8 +25,8 @@ fn wasm_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm"))
 }
 
-fn caps(dir: &std::path::Path) -> Capabilities {
-    Capabilities {
+fn caps(dir: &std::path::Path) -> Ports {
+    Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.join("blobs")).expect("blobs")),
         keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.join("kv.db")).expect("kv")),
         warehouse: Arc::new(SqliteWarehouse::open(&dir.join("wh.db")).expect("wh")),

@@ -20,7 +20,7 @@ use ledgerhost_core::source::Row;
 use ledgerhost_core::{Column, ColumnType, Disposition, Event, TableSchema, Value};
 use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
 use ledgerhost_runtime::registry::{Registry, RegistryEvent};
-use ledgerhost_runtime::{Capabilities, Runtime, RuntimeConfig};
+use ledgerhost_runtime::{Ports, Runtime, RuntimeConfig};
 
 fn wasm_dir() -> PathBuf {
     std::env::var_os("LEDGERHOST_PLUGIN_DIR")
@@ -28,8 +28,8 @@ fn wasm_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm"))
 }
 
-fn caps(dir: &std::path::Path) -> Capabilities {
-    Capabilities {
+fn caps(dir: &std::path::Path) -> Ports {
+    Ports {
         blobstore: Arc::new(LocalBlobStore::open(&dir.join("blobs")).unwrap()),
         keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.join("kv.db")).unwrap()),
         warehouse: Arc::new(SqliteWarehouse::open(&dir.join("wh.db")).unwrap()),

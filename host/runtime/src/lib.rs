@@ -1,8 +1,8 @@
 //! The WebAssembly runtime of ledgerhost.
 //!
 //! One [`Runtime`] per process holds the wasmtime engine (pooling allocator, epoch
-//! interruption), a linker with WASI (empty sandbox) and the imports of every registered
-//! [`Capability`] (see `ledgerhost_capabilities::registry`), and the compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
+//! interruption), a linker with WASI (empty sandbox) and the imports of every capability of
+//! its [`CapabilitySet`], and the compile cache. [`Runtime::load`] turns a component and its [`manifest::Manifest`] into a
 //! [`Plugin`]: a pre-instantiated component with one long-lived instance, rebuilt after a
 //! trap; [`Instances`] holds the K instances of one version a manifest may ask for
 //! (`subscription.instances`). The [`registry`] watches a plugin directory and swaps versions between batches.
@@ -29,13 +29,10 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use cache::CacheOutcome;
 use cache::CompileCache;
 pub use instances::Instances;
-pub use ledgerhost_capabilities::{Capability, Ports as Capabilities};
+pub use ledgerhost_capabilities::{CapabilitySet, Ports};
 pub use manifest::{Manifest, World};
 pub use plugin::{CallError, HttpRequest, HttpResponse, Plugin, PluginStats};
-pub use state::PluginState;
-
-/// The capabilities a runtime links, in registration order.
-pub type CapabilityList = Vec<Arc<dyn Capability<PluginState>>>;
+pub use state::StoreData;
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -142,19 +139,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The engine, linker and cache shared by every plugin.
 pub struct Runtime {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<PluginState>,
-    pub(crate) capabilities: CapabilityList,
+    pub(crate) linker: Linker<StoreData>,
+    pub(crate) capabilities: CapabilitySet,
     pub(crate) config: RuntimeConfig,
     cache: CompileCache,
 }
 
 impl Runtime {
     /// Builds the engine, starts the epoch ticker, links WASI and every capability's imports.
-    /// `capabilities`: a list (`ledgerhost_capabilities::registry`), or just the built-in
-    /// [`Capabilities`] ports.
+    /// `capabilities`: a built [`CapabilitySet`], or just the host's [`Ports`] (default
+    /// settings, no probes).
     pub fn new(
         config: RuntimeConfig,
-        capabilities: impl Into<CapabilityList>,
+        capabilities: impl Into<CapabilitySet>,
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let capabilities = capabilities.into();
         let err = |e: wasmtime::Error| RuntimeError(e.to_string());
@@ -189,14 +186,12 @@ impl Runtime {
             })
             .map_err(|e| RuntimeError(format!("cannot start the epoch ticker: {e}")))?;
 
-        let mut linker: Linker<PluginState> = Linker::new(&engine);
+        let mut linker: Linker<StoreData> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         ledgerhost_capabilities::wit::add_types_to_linker(&mut linker).map_err(err)?;
-        for capability in &capabilities {
-            capability
-                .add_to_linker(&mut linker)
-                .map_err(|e| RuntimeError(format!("capability `{}`: {e}", capability.name())))?;
-        }
+        capabilities
+            .add_to_linker(&mut linker)
+            .map_err(|(name, e)| RuntimeError(format!("capability `{name}`: {e}")))?;
         let cache = CompileCache::new(&engine, config.cache_dir.clone());
         Ok(Arc::new(Runtime {
             engine,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::BlobStore;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{CapabilityHost, Grant};
+use crate::capability::{Grant, StateOf};
 use crate::port::{PortCapability, PortInstance, PortKind};
 use crate::setup::Ports;
 use crate::wit::{backend, denied, granted, invalid_name, types};
@@ -43,10 +43,10 @@ impl PortKind for BlobstoreKind {
         ports.blobstore.clone()
     }
 
-    fn add_to_linker<T: CapabilityHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        blobstore::add_to_linker::<T, HasSelf<Instance>>(linker, |t| {
-            t.capability_state().expect::<Instance>()
-        })
+    fn add_to_linker<T: StateOf<PortCapability<Self>>>(
+        linker: &mut Linker<T>,
+    ) -> wasmtime::Result<()> {
+        blobstore::add_to_linker::<T, HasSelf<Instance>>(linker, |t| t.state())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::BlobStore;
 use serde::Deserialize;
 
-use crate::capability::Probe;
+use crate::probe::Probe;
 use crate::settings::{Problem, absolute};
 
 /// What a build without the `gcs` feature says of `blobstore.kind = "gcs"`.

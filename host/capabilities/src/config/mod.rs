@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
-};
+use crate::capability::{Capability, Grant, PluginInfo, StateOf};
 use crate::setup::{HostContext, NoSettings, Setup};
 
 mod bindings {
@@ -22,40 +20,30 @@ mod bindings {
 use bindings::wasi::config::store;
 
 /// Per-plugin configuration through `wasi:config`.
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ConfigCapability;
 
 /// The granted keys' values of one plugin.
-struct Values(Arc<BTreeMap<String, String>>);
+pub struct Values(Arc<BTreeMap<String, String>>);
 
-impl<T: CapabilityHost> Capability<T> for ConfigCapability {
-    fn name(&self) -> &'static str {
-        "config"
+impl Capability for ConfigCapability {
+    const NAME: &'static str = "config";
+    const INTERFACES: &'static [&'static str] = &["wasi:config/store@0.2."];
+    const GRANT: Option<Grant> = Some(Grant {
+        key: "config",
+        what: "config keys",
+    });
+    // Every plugin may import it; it only sees granted keys.
+    const IMPORT_NEEDS_GRANT: bool = false;
+
+    type Configured = Arc<BTreeMap<String, String>>;
+    type Instance = Values;
+
+    fn add_to_linker<T: StateOf<Self>>(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        store::add_to_linker::<T, HasSelf<Values>>(linker, |t| t.state())
     }
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["wasi:config/store@0.2."]
-    }
-
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: "config",
-            what: "config keys",
-        })
-    }
-
-    fn import_needs_grant(&self) -> bool {
-        // Every plugin may import it; it only sees granted keys.
-        false
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        store::add_to_linker::<T, HasSelf<Values>>(linker, |t| {
-            t.capability_state().expect::<Values>()
-        })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
+    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<Self::Configured, String> {
         let granted = plugin.grant("config");
         let values: BTreeMap<String, String> = plugin
             .config
@@ -63,14 +51,11 @@ impl<T: CapabilityHost> Capability<T> for ConfigCapability {
             .filter(|(k, _)| crate::wit::granted("config", granted, k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(Box::new(Arc::new(values)))
+        Ok(Arc::new(values))
     }
 
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let values = plugin
-            .downcast_ref::<Arc<BTreeMap<String, String>>>()
-            .expect("config: state from configure");
-        Box::new(Values(values.clone()))
+    fn prepare(&self, plugin: &Self::Configured) -> Values {
+        Values(plugin.clone())
     }
 }
 
@@ -84,8 +69,7 @@ impl store::Host for Values {
     }
 }
 
-impl<T: CapabilityHost> Setup<T> for ConfigCapability {
-    const NAME: &'static str = "config";
+impl Setup for ConfigCapability {
     type Config = NoSettings;
 
     fn build(_: NoSettings, _: &HostContext<'_>) -> anyhow::Result<Self> {

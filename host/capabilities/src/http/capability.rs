@@ -11,9 +11,7 @@ use wasmtime_wasi_http::p2::bindings::{LinkOptions, http as wasi_http};
 use super::config::{GRANT, HttpConfig, HttpLimits, INTERFACE};
 use super::origin::check_entry;
 use super::state::HttpState;
-use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
-};
+use crate::capability::{Capability, Grant, PluginInfo, StateOf};
 use crate::setup::{HostContext, Setup};
 
 /// The outbound HTTP capability, with the host's `[capabilities.http]` settings.
@@ -30,39 +28,34 @@ impl HttpCapability {
 }
 
 /// What one plugin version's instances share: its name, its origins and the limits.
-struct HttpPlugin {
+pub struct HttpPlugin {
     name: Arc<str>,
     origins: Arc<[String]>,
     limits: HttpLimits,
 }
 
-impl<T: CapabilityHost> Capability<T> for HttpCapability {
-    fn name(&self) -> &'static str {
-        "http"
-    }
+impl Capability for HttpCapability {
+    const NAME: &'static str = "http";
+    const INTERFACES: &'static [&'static str] = &[INTERFACE];
+    const GRANT: Option<Grant> = Some(Grant {
+        key: GRANT,
+        what: "origins",
+    });
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &[INTERFACE]
-    }
+    type Configured = HttpPlugin;
+    type Instance = HttpState;
 
-    fn grant(&self) -> Option<Grant> {
-        Some(Grant {
-            key: GRANT,
-            what: "origins",
-        })
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        fn view<T: CapabilityHost>(t: &mut T) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-            let (states, table) = t.capability_parts();
-            states.expect::<HttpState>().view(table)
+    fn add_to_linker<T: StateOf<Self>>(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        fn view<T: StateOf<HttpCapability>>(t: &mut T) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+            let (state, table) = t.state_and_table();
+            state.view(table)
         }
         wasi_http::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, view::<T>)?;
         let options = LinkOptions::default();
         wasi_http::types::add_to_linker::<T, WasiHttp>(linker, &options.into(), view::<T>)
     }
 
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
+    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<HttpPlugin, String> {
         let origins = plugin.grant(GRANT);
         for entry in origins {
             check_entry(entry).map_err(|why| {
@@ -72,27 +65,19 @@ impl<T: CapabilityHost> Capability<T> for HttpCapability {
                 )
             })?;
         }
-        Ok(Box::new(HttpPlugin {
+        Ok(HttpPlugin {
             name: Arc::from(plugin.name),
             origins: Arc::from(origins),
             limits: self.config.limits(),
-        }))
+        })
     }
 
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let p = plugin
-            .downcast_ref::<HttpPlugin>()
-            .expect("http: state from configure");
-        Box::new(HttpState::with_shared(
-            p.name.clone(),
-            p.origins.clone(),
-            p.limits,
-        ))
+    fn prepare(&self, p: &HttpPlugin) -> HttpState {
+        HttpState::with_shared(p.name.clone(), p.origins.clone(), p.limits)
     }
 }
 
-impl<T: CapabilityHost> Setup<T> for HttpCapability {
-    const NAME: &'static str = "http";
+impl Setup for HttpCapability {
     type Config = HttpConfig;
 
     fn validate(config: &HttpConfig) -> Result<(), (String, String)> {

@@ -9,7 +9,7 @@
 //!   add), bound the whole exchange by the deadline and the response body by the size cap.
 //! - Config: [`HttpConfig`], the `[capabilities.http]` section (deadline, size cap).
 //! - Probe: none; there is no backend of its own to reach (each request names its origin).
-//! - Registration: [`HttpCapability`], one line in [`crate::registry`].
+//! - Registration: [`HttpCapability`], one line in [`crate::set`].
 //!
 //! A plugin keeps no sockets and no clock of its own: HTTP goes only through the host.
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::capability::{
-    Capability, CapabilityHost, Grant, InstanceState, PluginInfo, PluginState,
-};
+use crate::capability::{Capability, Grant, PluginInfo, StateOf};
 use crate::setup::{HostContext, NoSettings, Setup};
 
 mod bindings {
@@ -20,40 +18,30 @@ mod bindings {
 use bindings::wasi::logging::logging;
 
 /// Plugin logs into the host's `tracing` output.
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LoggingCapability;
 
 /// The plugin an instance's log lines are tagged with.
-struct Logger(Arc<str>);
+pub struct Logger(Arc<str>);
 
-impl<T: CapabilityHost> Capability<T> for LoggingCapability {
-    fn name(&self) -> &'static str {
-        "logging"
+impl Capability for LoggingCapability {
+    const NAME: &'static str = "logging";
+    const INTERFACES: &'static [&'static str] = &["wasi:logging/logging"];
+    const GRANT: Option<Grant> = None;
+
+    type Configured = Arc<str>;
+    type Instance = Logger;
+
+    fn add_to_linker<T: StateOf<Self>>(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        logging::add_to_linker::<T, HasSelf<Logger>>(linker, |t| t.state())
     }
 
-    fn interfaces(&self) -> &'static [&'static str] {
-        &["wasi:logging/logging"]
+    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<Arc<str>, String> {
+        Ok(Arc::from(plugin.name))
     }
 
-    fn grant(&self) -> Option<Grant> {
-        None
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<T>) -> wasmtime::Result<()> {
-        logging::add_to_linker::<T, HasSelf<Logger>>(linker, |t| {
-            t.capability_state().expect::<Logger>()
-        })
-    }
-
-    fn configure(&self, plugin: &PluginInfo<'_>) -> Result<PluginState, String> {
-        Ok(Box::new(Arc::<str>::from(plugin.name)))
-    }
-
-    fn prepare(&self, plugin: &PluginState) -> InstanceState {
-        let name = plugin
-            .downcast_ref::<Arc<str>>()
-            .expect("logging: state from configure");
-        Box::new(Logger(name.clone()))
+    fn prepare(&self, plugin: &Arc<str>) -> Logger {
+        Logger(plugin.clone())
     }
 }
 
@@ -71,8 +59,7 @@ impl logging::Host for Logger {
     }
 }
 
-impl<T: CapabilityHost> Setup<T> for LoggingCapability {
-    const NAME: &'static str = "logging";
+impl Setup for LoggingCapability {
     type Config = NoSettings;
 
     fn build(_: NoSettings, _: &HostContext<'_>) -> anyhow::Result<Self> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ledgerhost_core::capabilities::Warehouse;
 use serde::Deserialize;
 
-use crate::capability::Probe;
+use crate::probe::Probe;
 use crate::settings::{Problem, absolute};
 
 /// What a build without the `bigquery` feature says of `warehouse.kind = "bigquery"`.

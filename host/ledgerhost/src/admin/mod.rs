@@ -22,7 +22,7 @@ mod state;
 pub use state::AdminState;
 
 use crate::metrics::now_micros;
-use crate::status::{DeadLetterStatus, HostStatus, PluginState, PluginStatus, TableStatus};
+use crate::status::{DeadLetterStatus, HostStatus, PluginStatus, ServeState, TableStatus};
 
 /// The status page.
 const PAGE_HTML: &str = include_str!("page.html");
@@ -165,10 +165,10 @@ pub fn host_status(s: &AdminState) -> HostStatus {
             // A refused new version leaves the old one serving; say both.
             let (state, last_error) = match refused.get(&m.name) {
                 Some((file, why)) => (
-                    PluginState::ServingNewerRefused,
+                    ServeState::ServingNewerRefused,
                     Some(format!("{file}: {why}")),
                 ),
-                None => (PluginState::Serving, st.last_error.clone()),
+                None => (ServeState::Serving, st.last_error.clone()),
             };
             PluginStatus {
                 name: m.name.clone(),
@@ -195,7 +195,7 @@ pub fn host_status(s: &AdminState) -> HostStatus {
                 name: name.clone(),
                 version: None,
                 world: None,
-                state: PluginState::Refused,
+                state: ServeState::Refused,
                 instances: 0,
                 last_error: Some(format!("{file}: {why}")),
                 calls: 0,

@@ -87,7 +87,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     /// `[capabilities.<name>]`: the settings of each capability that reads its own section
-    /// (parsed and checked by the capability, see `ledgerhost_capabilities::registry`).
+    /// (parsed and checked by the capability, see `ledgerhost_capabilities::set`).
     #[serde(default)]
     pub capabilities: BTreeMap<String, toml::Value>,
     /// Per-plugin `wasi:config` values overriding the manifest's `[config]`.
@@ -266,10 +266,8 @@ impl Config {
         ] {
             section.map_err(invalid)?;
         }
-        ledgerhost_capabilities::registry::check_sections::<ledgerhost_runtime::PluginState>(
-            &self.capabilities,
-        )
-        .map_err(invalid)?;
+        ledgerhost_capabilities::CapabilitySet::check_sections(&self.capabilities)
+            .map_err(invalid)?;
         self.admin.check().map_err(invalid)
     }
 

@@ -1,7 +1,7 @@
 //! The plugin author's loop without a running host: `plugin new` scaffolds a crate
 //! ([`new`]), `plugin check` validates a component and its manifest as the host would at
-//! load ([`check`]), and `plugin test` runs a component against recorded events
-//! ([`json_avro`]) on embedded capabilities in a scratch directory ([`test`]) and reports
+//! load ([`check()`]), and `plugin test` runs a component against recorded events
+//! ([`json_avro`]) on embedded capabilities in a scratch directory ([`test()`]) and reports
 //! every disposition and everything the plugin wrote ([`report`]).
 
 pub mod check;

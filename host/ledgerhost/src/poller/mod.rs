@@ -26,7 +26,7 @@
 //!
 //! Shards: a table with `shards = N` has N pollers per replica, one per shard, each with
 //! its own lease (`poller/<table>.shard-<i>-of-<N>`), progress record and watermark, and
-//! reading only its shard's rows ([`Snapshot::shard_page`]); the argument above holds per
+//! reading only its shard's rows ([`ledgerhost_core::source::Snapshot::shard_page`]); the argument above holds per
 //! shard, since a shard's rows are a fixed subset of the table's and every key stays in one
 //! shard. The replicas share the leases out through [`fleet::Fleet`].
 //!

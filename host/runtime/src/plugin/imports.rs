@@ -5,11 +5,13 @@ use std::path::Path;
 
 use wasmtime::component::Component;
 
+use ledgerhost_capabilities::CapabilitySet;
+
 use crate::manifest::Manifest;
 use crate::{LoadError, Runtime};
 
 /// Refuses components that import what the manifest does not grant, or what this host
-/// does not provide, with a message naming the fix. The registered capabilities say which
+/// does not provide, with a message naming the fix. The capabilities' offers say which
 /// interface each provides and which grant it needs.
 pub(super) fn check_imports(
     runtime: &Runtime,
@@ -22,10 +24,10 @@ pub(super) fn check_imports(
         message,
     };
     let grants = manifest.grants.to_map();
-    let known: Vec<&str> = runtime
-        .capabilities
+    let offers = CapabilitySet::OFFERS;
+    let known: Vec<&str> = offers
         .iter()
-        .filter_map(|c| c.grant().map(|g| g.key))
+        .filter_map(|o| o.grant.map(|g| g.key))
         .collect();
     if let Some(unknown) = grants.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(refuse(format!(
@@ -42,13 +44,12 @@ pub(super) fn check_imports(
         {
             continue;
         }
-        let provider = runtime
-            .capabilities
+        let provider = offers
             .iter()
-            .find(|c| c.interfaces().iter().any(|i| name.starts_with(i)));
-        if let Some(capability) = provider {
-            if let Some(grant) = capability.grant()
-                && capability.import_needs_grant()
+            .find(|o| o.interfaces.iter().any(|i| name.starts_with(i)));
+        if let Some(offer) = provider {
+            if let Some(grant) = offer.grant
+                && offer.import_needs_grant
                 && grants.get(grant.key).is_none_or(|g| g.is_empty())
             {
                 return Err(refuse(format!(
@@ -67,8 +68,8 @@ pub(super) fn check_imports(
             continue;
         }
         let unversioned = |n: &str| n.split('@').next().unwrap_or(n).to_string();
-        let other_version = runtime.capabilities.iter().any(|c| {
-            c.interfaces()
+        let other_version = offers.iter().any(|o| {
+            o.interfaces
                 .iter()
                 .any(|i| unversioned(i) == unversioned(name))
         });

@@ -11,16 +11,16 @@ use crate::bindings::consumer::{Consumer, ConsumerPre};
 use crate::bindings::consumer_v01::{Consumer as ConsumerV01, ConsumerPre as ConsumerV01Pre};
 use crate::bindings::http::{HttpTrigger, HttpTriggerPre};
 use crate::bindings::scheduled::{Scheduled, ScheduledPre};
-use crate::state::PluginState;
+use crate::state::StoreData;
 
 /// The pre-instantiated component, by the world it implements.
 #[derive(Clone)]
 pub(super) enum Pre {
-    Consumer(ConsumerPre<PluginState>),
+    Consumer(ConsumerPre<StoreData>),
     /// A consumer built against the deprecated `ledgerhost:plugin@0.1.0`.
-    ConsumerV01(ConsumerV01Pre<PluginState>),
-    Scheduled(ScheduledPre<PluginState>),
-    Http(HttpTriggerPre<PluginState>),
+    ConsumerV01(ConsumerV01Pre<StoreData>),
+    Scheduled(ScheduledPre<StoreData>),
+    Http(HttpTriggerPre<StoreData>),
 }
 
 /// A live instance's exports, by world.
@@ -33,7 +33,7 @@ pub(super) enum Exports {
 
 /// One live instance: its store (state, limits), exports and captured stderr.
 pub(super) struct Live {
-    pub(super) store: Store<PluginState>,
+    pub(super) store: Store<StoreData>,
     pub(super) exports: Exports,
     pub(super) stderr: MemoryOutputPipe,
 }

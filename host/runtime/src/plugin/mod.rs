@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ledgerhost_capabilities::{InstanceStates, PluginInfo};
+use ledgerhost_capabilities::{PluginCapabilities, PluginInfo};
 use ledgerhost_core::Event;
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceTable};
@@ -19,7 +19,7 @@ use crate::bindings::http::HttpTriggerPre;
 use crate::bindings::scheduled::ScheduledPre;
 use crate::limits::MemoryLimiter;
 use crate::manifest::{Manifest, World};
-use crate::state::PluginState;
+use crate::state::StoreData;
 use crate::{LoadError, Runtime, convert};
 
 mod calls;
@@ -63,9 +63,9 @@ pub struct Plugin {
     version: String,
     path: PathBuf,
     pre: Pre,
-    /// Each registered capability's state for this plugin, in registration order; shared by
-    /// the instances of one version ([`Plugin::sibling`]).
-    capability_states: Arc<Vec<ledgerhost_capabilities::capability::PluginState>>,
+    /// What each capability keeps for this version; shared by the instances of one version
+    /// ([`Plugin::sibling`]).
+    capabilities: Arc<PluginCapabilities>,
     live: tokio::sync::Mutex<Option<Live>>,
     /// What a 0.2 consumer's manifest asks to receive.
     selection: convert::Selection,
@@ -144,15 +144,14 @@ impl Plugin {
             grants: &grants,
             config: &config,
         };
-        let capability_states = runtime
-            .capabilities
-            .iter()
-            .map(|c| c.configure(&info))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| LoadError::Imports {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        let capabilities =
+            runtime
+                .capabilities
+                .configure(&info)
+                .map_err(|message| LoadError::Imports {
+                    path: path.to_path_buf(),
+                    message,
+                })?;
         let selection = manifest
             .subscription
             .as_ref()
@@ -166,7 +165,7 @@ impl Plugin {
             selection,
             layouts: Arc::default(),
             version: digest[..12.min(digest.len())].to_string(),
-            capability_states: Arc::new(capability_states),
+            capabilities: Arc::new(capabilities),
             runtime,
             manifest,
             path: path.to_path_buf(),
@@ -189,7 +188,7 @@ impl Plugin {
             pre: self.pre.clone(),
             selection: self.selection.clone(),
             layouts: self.layouts.clone(),
-            capability_states: self.capability_states.clone(),
+            capabilities: self.capabilities.clone(),
             live: tokio::sync::Mutex::new(None),
             instances_built: AtomicU64::new(0),
             stats: self.stats.clone(),
@@ -230,17 +229,8 @@ impl Plugin {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let mut capabilities = InstanceStates::default();
-        for (capability, state) in self
-            .runtime
-            .capabilities
-            .iter()
-            .zip(self.capability_states.iter())
-        {
-            capabilities.insert_boxed(capability.prepare(state));
-        }
-        let state = PluginState {
-            capabilities,
+        let state = StoreData {
+            capabilities: self.runtime.capabilities.prepare(&self.capabilities),
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new((self.manifest.limits.memory_mb as usize) << 20),
