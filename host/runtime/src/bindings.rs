@@ -27,12 +27,12 @@ pub mod consumer_v01 {
         exports: { default: async },
         with: {
             "ledgerhost:plugin/types@0.1.0": ledgerhost_capabilities::wit::types,
-            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin0_1_0::blobstore,
-            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin0_1_0::keyvalue,
-            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin0_1_0::warehouse,
-            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin0_1_0::ledger,
-            "wasi:logging": super::consumer::wasi::logging,
-            "wasi:config": super::consumer::wasi::config,
+            "ledgerhost:plugin/blobstore@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger,
+            "wasi:logging": crate::bindings::consumer::wasi::logging,
+            "wasi:config": crate::bindings::consumer::wasi::config,
         },
     });
 }
@@ -46,12 +46,12 @@ pub mod scheduled {
         exports: { default: async },
         with: {
             "ledgerhost:plugin/types@0.1.0": ledgerhost_capabilities::wit::types,
-            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin0_1_0::blobstore,
-            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin0_1_0::keyvalue,
-            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin0_1_0::warehouse,
-            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin0_1_0::ledger,
-            "wasi:logging": super::consumer::wasi::logging,
-            "wasi:config": super::consumer::wasi::config,
+            "ledgerhost:plugin/blobstore@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger,
+            "wasi:logging": crate::bindings::consumer::wasi::logging,
+            "wasi:config": crate::bindings::consumer::wasi::config,
         },
     });
 }
@@ -65,12 +65,12 @@ pub mod http {
         exports: { default: async },
         with: {
             "ledgerhost:plugin/types@0.1.0": ledgerhost_capabilities::wit::types,
-            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin0_1_0::blobstore,
-            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin0_1_0::keyvalue,
-            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin0_1_0::warehouse,
-            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin0_1_0::ledger,
-            "wasi:logging": super::consumer::wasi::logging,
-            "wasi:config": super::consumer::wasi::config,
+            "ledgerhost:plugin/blobstore@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger,
+            "wasi:logging": crate::bindings::consumer::wasi::logging,
+            "wasi:config": crate::bindings::consumer::wasi::config,
         },
     });
 }

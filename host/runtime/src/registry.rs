@@ -17,8 +17,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::cache::CompileCache;
-use crate::manifest::Manifest;
-use crate::{Plugin, Runtime};
+use crate::engine::Runtime;
+use crate::plugin::Plugin;
+use ledgerhost_manifest::Manifest;
 
 /// What happened in the plugin directory.
 #[derive(Clone)]

@@ -29,13 +29,13 @@ pub mod scheduled {
         default_bindings_module: "ledgerhost_sdk::bindings::scheduled",
         type_section_suffix: "scheduled",
         with: {
-            "ledgerhost:plugin/types@0.1.0": super::consumer::ledgerhost::plugin0_1_0::types,
-            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin0_1_0::blobstore,
-            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin0_1_0::keyvalue,
-            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin0_1_0::warehouse,
-            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin0_1_0::ledger,
-            "wasi:logging/logging": super::consumer::wasi::logging::logging,
-            "wasi:config/store@0.2.0-rc.1": super::consumer::wasi::config::store,
+            "ledgerhost:plugin/types@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::types,
+            "ledgerhost:plugin/blobstore@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger,
+            "wasi:logging/logging": crate::bindings::consumer::wasi::logging::logging,
+            "wasi:config/store@0.2.0-rc.1": crate::bindings::consumer::wasi::config::store,
         },
     });
 }
@@ -50,13 +50,13 @@ pub mod http {
         default_bindings_module: "ledgerhost_sdk::bindings::http",
         type_section_suffix: "http",
         with: {
-            "ledgerhost:plugin/types@0.1.0": super::consumer::ledgerhost::plugin0_1_0::types,
-            "ledgerhost:plugin/blobstore@0.1.0": super::consumer::ledgerhost::plugin0_1_0::blobstore,
-            "ledgerhost:plugin/keyvalue@0.1.0": super::consumer::ledgerhost::plugin0_1_0::keyvalue,
-            "ledgerhost:plugin/warehouse@0.1.0": super::consumer::ledgerhost::plugin0_1_0::warehouse,
-            "ledgerhost:plugin/ledger@0.1.0": super::consumer::ledgerhost::plugin0_1_0::ledger,
-            "wasi:logging/logging": super::consumer::wasi::logging::logging,
-            "wasi:config/store@0.2.0-rc.1": super::consumer::wasi::config::store,
+            "ledgerhost:plugin/types@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::types,
+            "ledgerhost:plugin/blobstore@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::blobstore,
+            "ledgerhost:plugin/keyvalue@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::keyvalue,
+            "ledgerhost:plugin/warehouse@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::warehouse,
+            "ledgerhost:plugin/ledger@0.1.0": crate::bindings::consumer::ledgerhost::plugin0_1_0::ledger,
+            "wasi:logging/logging": crate::bindings::consumer::wasi::logging::logging,
+            "wasi:config/store@0.2.0-rc.1": crate::bindings::consumer::wasi::config::store,
         },
     });
 }

@@ -212,24 +212,3 @@ impl Event {
         self
     }
 }
-
-/// Exports a consumer: `$t` implements [`crate::Consumer`] (a handler over the batch's
-/// events); this adapts it to the 0.2 world's `handle(batch)`.
-#[macro_export]
-macro_rules! export_consumer {
-    ($t:ty) => {
-        const _: () = {
-            struct __LedgerhostConsumer;
-            impl $crate::bindings::consumer::Guest for __LedgerhostConsumer {
-                fn handle(
-                    batch: $crate::bindings::consumer::ledgerhost::plugin0_2_0::events::Batch,
-                ) -> ::std::vec::Vec<$crate::Disposition> {
-                    <$t as $crate::Consumer>::handle($crate::Event::from_batch(batch))
-                }
-            }
-            $crate::bindings::consumer::export_consumer_raw!(
-                __LedgerhostConsumer with_types_in $crate::bindings::consumer
-            );
-        };
-    };
-}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::manifest::World;
+use ledgerhost_manifest::World;
 
 /// Why a call into a plugin failed. The instance is rebuilt before the next call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

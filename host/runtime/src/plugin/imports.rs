@@ -7,8 +7,9 @@ use wasmtime::component::Component;
 
 use ledgerhost_capabilities::CapabilitySet;
 
-use crate::manifest::Manifest;
-use crate::{LoadError, Runtime};
+use crate::engine::Runtime;
+use crate::error::LoadError;
+use ledgerhost_manifest::Manifest;
 
 /// Refuses components that import what the manifest does not grant, or what this host
 /// does not provide, with a message naming the fix. The capabilities' offers say which

@@ -17,16 +17,19 @@ use crate::bindings::consumer::ConsumerPre;
 use crate::bindings::consumer_v01::ConsumerPre as ConsumerV01Pre;
 use crate::bindings::http::HttpTriggerPre;
 use crate::bindings::scheduled::ScheduledPre;
+use crate::convert;
+use crate::engine::Runtime;
+use crate::error::LoadError;
 use crate::limits::MemoryLimiter;
-use crate::manifest::{Manifest, World};
 use crate::state::StoreData;
-use crate::{LoadError, Runtime, convert};
+use ledgerhost_manifest::{Manifest, World};
 
 mod calls;
 mod error;
 mod http;
 mod imports;
 mod instance;
+mod load;
 
 pub use error::CallError;
 pub use http::{HttpRequest, HttpResponse};
