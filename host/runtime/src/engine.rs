@@ -52,7 +52,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine, starts the epoch ticker, links WASI and every capability's imports.
-    /// `capabilities`: a built [`CapabilitySet`], or just the host's [`Ports`] (default
+    /// `capabilities`: a built [`CapabilitySet`], or just the host's [`Ports`](crate::Ports) (default
     /// settings, no probes).
     pub fn new(
         config: RuntimeConfig,

@@ -24,7 +24,7 @@ pub struct SpannerConfig {
     pub missing_commit_index: MissingCommitIndex,
 }
 
-/// What [`Source::prepare_table`] does with a table whose commit-timestamp column leads no
+/// What [`Source::prepare_table`](ledgerhost_core::source::Source::prepare_table) does with a table whose commit-timestamp column leads no
 /// index (so each poll's `commit_ts > @w AND commit_ts <= @r` would scan the whole table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MissingCommitIndex {

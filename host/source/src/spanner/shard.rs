@@ -23,8 +23,8 @@ use super::names::{ident, quote};
 /// A query parameter: name, value, type.
 pub(super) type Param = (String, SpValue, Type);
 
-/// The index a poll of a table sharded by `shard_column` reads through: `CREATE INDEX
-/// <table>ByShard ON <table> (<shard column>, <commit-ts column>)`. Spanner appends the
+/// The index a poll of a table sharded by `shard_column` reads through:
+/// `CREATE INDEX <table>ByShard ON <table> (<shard column>, <commit-ts column>)`. Spanner appends the
 /// primary key to every secondary index's key, so the rows of one shard are in (commit
 /// timestamp, primary key) order, the order of the poll's keyset pages. A primary key with
 /// a descending column is listed explicitly, ascending, so that order still holds.

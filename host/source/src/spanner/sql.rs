@@ -22,8 +22,8 @@ pub fn capture_ddl(table: &str, commit_ts_column: &str) -> String {
     )
 }
 
-/// The index the poll of `table` reads through: `CREATE INDEX <table>_by_<column> ON
-/// <table> (<column>)`. Spanner appends the primary key to every secondary index's key, so
+/// The index the poll of `table` reads through:
+/// `CREATE INDEX <table>_by_<column> ON <table> (<column>)`. Spanner appends the primary key to every secondary index's key, so
 /// the index is ordered by (commit timestamp, primary key), the order of the poll's keyset
 /// pages, and a page is one range scan of it (plus a lookup of each row's other columns in
 /// the table: add `STORING (...)` to save those at the cost of writing the columns twice).
@@ -47,7 +47,7 @@ pub enum PollIndex {
     PrimaryKey,
     /// Through this secondary index (`@{FORCE_INDEX=...}`).
     Index(String),
-    /// No usable index (allowed by [`MissingCommitIndex::Warn`]): each poll scans the table.
+    /// No usable index (allowed by [`MissingCommitIndex::Warn`](super::config::MissingCommitIndex::Warn)): each poll scans the table.
     FullScan,
 }
 
