@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ledgerhost::config::StartFrom;
 use ledgerhost::dispatcher::HandlerError;
-use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use ledgerhost::dispatcher::{
+    BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
+};
 use ledgerhost::metrics::Metrics;
 use ledgerhost::poller::{Poller, PollerSettings};
 use ledgerhost::watermark::WatermarkStore;
@@ -203,7 +205,7 @@ impl Backend {
                 topic: self.settings().topic,
                 table: None,
                 dead_letter_topic: format!("{}dead-letter-bench", self.prefix),
-                filter: Filter::default(),
+                filter: EventFilter::default(),
                 batch_size: 256,
                 max_wait: Duration::from_millis(5),
                 max_attempts: 5,

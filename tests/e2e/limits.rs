@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost::dispatcher::HandlerError;
-use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use ledgerhost::dispatcher::{
+    BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
+};
 use ledgerhost::metrics::Metrics;
 use ledgerhost_core::ledger::{Ledger, Message, SubscriptionSpec, attr, limits};
 use ledgerhost_core::source::Row;
@@ -87,7 +89,7 @@ pub async fn dead_letter_reason_of_a_4_mib_reject(ledger: Arc<dyn Ledger>, prefi
             topic: topic.clone(),
             table: None,
             dead_letter_topic: dead,
-            filter: Filter::default(),
+            filter: EventFilter::default(),
             batch_size: 8,
             max_wait: Duration::from_millis(5),
             max_attempts: 3,

@@ -14,7 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ledgerhost::dispatcher::instances::PluginInstances;
-use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use ledgerhost::dispatcher::{
+    BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
+};
 use ledgerhost::metrics::Metrics;
 use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
 use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
@@ -80,7 +82,7 @@ fn plan(subscription: &str) -> SubscriptionPlan {
         topic: TOPIC.into(),
         table: None,
         dead_letter_topic: "dead-letter-burner".into(),
-        filter: Filter::default(),
+        filter: EventFilter::default(),
         batch_size: BATCH,
         max_wait: Duration::from_millis(5),
         max_attempts: 5,

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ledgerhost::config::StartFrom;
 use ledgerhost::dispatcher::HandlerError;
-use ledgerhost::dispatcher::{BatchHandler, CurrentHandler, Dispatcher, Filter, SubscriptionPlan};
+use ledgerhost::dispatcher::{
+    BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
+};
 use ledgerhost::metrics::{Metrics, PollStep, now_micros};
 use ledgerhost::poller::{Poller, PollerSettings};
 use ledgerhost::watermark::WatermarkStore;
@@ -223,7 +225,7 @@ async fn latency(interval: Duration, rows: i64) {
         topic: "ledger-orders".into(),
         table: None,
         dead_letter_topic: "dead-letter-bench".into(),
-        filter: Filter::default(),
+        filter: EventFilter::default(),
         batch_size: 64,
         max_wait: Duration::from_millis(5),
         max_attempts: 5,

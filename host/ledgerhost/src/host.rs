@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::backends::Backends;
 use crate::config::{Config, TableConfig};
-use crate::dispatcher::{Dispatcher, Filter, SubscriptionPlan};
+use crate::dispatcher::{Dispatcher, EventFilter, SubscriptionPlan};
 use crate::metrics::{Metrics, now_micros};
 use crate::poller::fleet::Fleet;
 use crate::poller::{Poller, PollerSettings};
@@ -434,7 +434,7 @@ impl PluginContext {
             );
         }
         // Parsed (and refused if bad) when the manifest was loaded.
-        let filter = Filter::from(sub.filter.clone());
+        let filter = EventFilter::from(sub.filter.clone());
         Ok(sources
             .into_iter()
             .map(|(topic, table, per_table)| SubscriptionPlan {

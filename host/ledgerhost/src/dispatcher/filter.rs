@@ -11,12 +11,12 @@ pub use ledgerhost_manifest::filter::FilterError;
 
 /// A subscription's filter (all conditions ANDed; empty matches everything).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter(rules::Filter);
+pub struct EventFilter(rules::Filter);
 
-impl Filter {
+impl EventFilter {
     /// Parses filter expressions (as the manifest did when it was loaded).
-    pub fn parse(exprs: &(impl AsRef<[String]> + ?Sized)) -> Result<Filter, FilterError> {
-        rules::Filter::parse(exprs.as_ref()).map(Filter)
+    pub fn parse(exprs: &(impl AsRef<[String]> + ?Sized)) -> Result<EventFilter, FilterError> {
+        rules::Filter::parse(exprs.as_ref()).map(EventFilter)
     }
 
     /// True when every condition holds for `event`.
@@ -30,9 +30,9 @@ impl Filter {
     }
 }
 
-impl From<rules::Filter> for Filter {
+impl From<rules::Filter> for EventFilter {
     fn from(f: rules::Filter) -> Self {
-        Filter(f)
+        EventFilter(f)
     }
 }
 
@@ -99,8 +99,8 @@ mod tests {
         }
     }
 
-    fn f(exprs: &[&str]) -> Filter {
-        Filter::parse(&exprs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    fn f(exprs: &[&str]) -> EventFilter {
+        EventFilter::parse(&exprs.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]
@@ -145,14 +145,14 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_what_is_expected() {
-        let e = Filter::parse(&["amount".to_string()])
+        let e = EventFilter::parse(&["amount".to_string()])
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("no comparison operator") && e.contains("Expected"),
             "{e}"
         );
-        let e = Filter::parse(&["amount > 'x".to_string()])
+        let e = EventFilter::parse(&["amount > 'x".to_string()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("unreadable literal"), "{e}");

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::metrics::{DispatchCounters, PluginStats};
-pub use filter::Filter;
+pub use filter::EventFilter;
 pub use handler::{BatchHandler, CurrentHandler, HandlerError};
 
 /// Everything a subscription loop needs to know, derived from the plugin's manifest.
@@ -44,7 +44,7 @@ pub struct SubscriptionPlan {
     /// Topic receiving rejected events and events out of attempts.
     pub dead_letter_topic: String,
     /// Which events of the topic the plugin receives.
-    pub filter: Filter,
+    pub filter: EventFilter,
     /// Most events handed to the plugin in one call.
     pub batch_size: usize,
     /// Longest time to wait for a batch to fill before calling the plugin.

@@ -61,7 +61,7 @@ fn plan(batch_size: usize, max_attempts: u32) -> SubscriptionPlan {
         topic: "ledger-orders".into(),
         table: None,
         dead_letter_topic: "dead-letter-multi".into(),
-        filter: Filter::default(),
+        filter: EventFilter::default(),
         batch_size,
         max_wait: Duration::from_millis(5),
         max_attempts,

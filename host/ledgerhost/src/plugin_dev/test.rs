@@ -13,7 +13,7 @@ use ledgerhost_runtime::manifest::World;
 use super::json_avro::read_events;
 use super::report::{EventOutcome, Outcome, Published, RuntimeCounters, TestReport, Written};
 use super::scratch::{Scratch, load, scratch_runtime, world_name};
-use crate::dispatcher::Filter;
+use crate::dispatcher::EventFilter;
 
 /// Options of `plugin test`.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub async fn test(run: &TestRun) -> anyhow::Result<TestReport> {
         .subscription
         .clone()
         .context("consumer manifest without [subscription]")?;
-    let filter = Filter::from(sub.filter.clone());
+    let filter = EventFilter::from(sub.filter.clone());
     // Granted topics exist, as the host creates them before a plugin runs.
     for topic in m.grants.topics().iter().filter(|t| !t.ends_with('*')) {
         backends.ledger.ensure_topic(topic).await?;
