@@ -56,12 +56,36 @@ pub struct TableStats {
     pub shard: std::sync::OnceLock<(String, u32)>,
     /// The replica holding this shard's lease at the fleet's last read (sharded tables).
     pub holder: Mutex<Option<String>>,
-    /// Time spent in each step of a poll, µs, by [`PollStep`] (steps overlap: the next
-    /// page is read and encoded while the current one is published).
-    pub step_micros: [AtomicU64; PollStep::ALL.len()],
+    /// Time spent in each step of a poll, by [`PollStep`] (steps overlap: the next page is
+    /// read and encoded while the current one is published).
+    pub steps: StepTimes<{ PollStep::ALL.len() }>,
 }
 
-/// A step of a poll, timed in [`TableStats::step_micros`].
+/// Time spent in each step of a loop, µs per step, summed since start: how both the
+/// poller's steps ([`PollStep`]) and a dispatcher's ([`DispatchStep`]) are timed.
+#[derive(Debug)]
+pub struct StepTimes<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for StepTimes<N> {
+    fn default() -> Self {
+        StepTimes(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> StepTimes<N> {
+    /// Adds the time since `since` to step `index`.
+    pub fn add(&self, index: usize, since: std::time::Instant) {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.0[index].fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Seconds spent in step `index` since start.
+    pub fn seconds(&self, index: usize) -> f64 {
+        self.0[index].load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+/// A step of a poll, timed in [`TableStats::steps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollStep {
     /// Reading a page from the source snapshot.
@@ -96,16 +120,48 @@ impl PollStep {
     }
 }
 
+/// A step of a dispatcher's batch, timed in [`PluginStats::steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchStep {
+    /// Pulling a batch from the subscription (waiting for messages included).
+    Pull,
+    /// Decoding its Avro and applying the host-side filter.
+    Decode,
+    /// Calling the plugin (its instances, and the one-by-one retry of a failed batch).
+    Call,
+    /// Settling the batch: dead letters published, acks and nacks.
+    Settle,
+}
+
+impl DispatchStep {
+    /// Every step, in metric-label order.
+    pub const ALL: [DispatchStep; 4] = [
+        DispatchStep::Pull,
+        DispatchStep::Decode,
+        DispatchStep::Call,
+        DispatchStep::Settle,
+    ];
+
+    /// The metric label: `pull`, `decode`, `call`, `settle`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DispatchStep::Pull => "pull",
+            DispatchStep::Decode => "decode",
+            DispatchStep::Call => "call",
+            DispatchStep::Settle => "settle",
+        }
+    }
+}
+
 impl TableStats {
     /// Adds the time since `since` to `step`.
     pub fn time_step(&self, step: PollStep, since: std::time::Instant) {
-        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.step_micros[step as usize].fetch_add(micros, Ordering::Relaxed);
+        self.steps.add(step as usize, since);
     }
 
     /// Seconds spent in `step` since start.
     pub fn step_seconds(&self, step: PollStep) -> f64 {
-        self.step_micros[step as usize].load(Ordering::Relaxed) as f64 / 1e6
+        self.steps.seconds(step as usize)
     }
 
     /// The `table` (and, for a shard, `shard`) labels of this poller's metrics.
@@ -140,6 +196,8 @@ pub struct PluginStats {
     pub last_commit_ts: AtomicI64,
     /// The newest dead letters of this plugin (at most [`RECENT_DEAD_LETTERS`]), oldest first.
     pub recent_dead_letters: Mutex<VecDeque<DeadLetterStatus>>,
+    /// Time its dispatchers spent in each step of a batch, by [`DispatchStep`].
+    pub steps: StepTimes<{ DispatchStep::ALL.len() }>,
     /// The same counts per source table the plugin reads (one subscription each), by table.
     tables: Mutex<BTreeMap<String, Arc<SubscriptionStats>>>,
 }
@@ -245,6 +303,16 @@ pub const LATENCY_BUCKETS_MICROS: [u64; 10] = [
 ];
 
 impl PluginStats {
+    /// Adds the time since `since` to `step`.
+    pub fn time_step(&self, step: DispatchStep, since: std::time::Instant) {
+        self.steps.add(step as usize, since);
+    }
+
+    /// Seconds its dispatchers spent in `step` since start.
+    pub fn step_seconds(&self, step: DispatchStep) -> f64 {
+        self.steps.seconds(step as usize)
+    }
+
     /// The plugin's delivery counts in total, in the order of [`DELIVERY_COUNTERS`].
     pub fn deliveries(&self) -> [u64; 5] {
         read_deliveries([

@@ -124,6 +124,21 @@ pub(super) fn render(s: &AdminState) -> String {
     }
     let mut f = Family::new(
         &mut out,
+        "ledgerhost_dispatch_step_seconds_total",
+        Kind::Counter,
+        "Time the plugin's dispatchers spent pulling batches (waiting included), decoding and \
+         filtering them, calling the plugin, and settling (dead letters, acks, nacks).",
+    );
+    for (p, st) in &plugins {
+        for step in crate::metrics::DispatchStep::ALL {
+            f.sample(
+                &[("plugin", p), ("step", step.label())],
+                st.step_seconds(step),
+            );
+        }
+    }
+    let mut f = Family::new(
+        &mut out,
         "ledgerhost_plugin_lag_seconds",
         Kind::Gauge,
         "Now minus the commit time of the newest event handled.",

@@ -25,7 +25,7 @@ use ledgerhost_core::{Disposition, Event, PortError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::metrics::{DispatchCounters, PluginStats};
+use crate::metrics::{DispatchCounters, DispatchStep, PluginStats};
 pub use filter::EventFilter;
 pub use handler::{BatchHandler, CurrentHandler, HandlerError};
 
@@ -161,10 +161,12 @@ impl Dispatcher {
                 tracing::info!(plugin, "plugin removed: subscription loop stopped");
                 break;
             };
+            let pulling = Instant::now();
             let batch = tokio::select! {
                 b = self.collect_batch() => b,
                 _ = shutdown.changed() => continue,
             };
+            self.counters.plugin.time_step(DispatchStep::Pull, pulling);
             match batch {
                 Ok(deliveries) => {
                     failures = 0;
@@ -216,6 +218,7 @@ impl Dispatcher {
     /// Decodes, filters, calls the plugin and settles every delivery of one batch.
     async fn process(&self, handler: Arc<dyn BatchHandler>, deliveries: Vec<Delivery>) {
         let plan = &self.plan;
+        let decoding = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(deliveries.len());
         let mut events = Vec::new();
         let mut event_slots = Vec::new();
@@ -262,7 +265,11 @@ impl Dispatcher {
             }
         }
 
+        self.counters
+            .plugin
+            .time_step(DispatchStep::Decode, decoding);
         if !events.is_empty() {
+            let calling = Instant::now();
             self.counters.events_in(events.len() as u64);
             let max_ts = events.iter().map(|e| e.commit_ts).max().unwrap_or(0);
             let keys: Vec<String> = event_slots
@@ -299,8 +306,13 @@ impl Dispatcher {
                 outcomes[*slot] = Some(outcome);
             }
             self.counters.handled_up_to(max_ts);
+            self.counters.plugin.time_step(DispatchStep::Call, calling);
         }
+        let settling = Instant::now();
         self.settle(&deliveries, outcomes).await;
+        self.counters
+            .plugin
+            .time_step(DispatchStep::Settle, settling);
     }
 
     fn caller(&self) -> Caller {
