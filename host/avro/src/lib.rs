@@ -238,26 +238,54 @@ impl Decoder {
 
     /// Decodes one container (one record) into an event; `attributes` are the ledger's.
     pub fn decode(&self, data: &[u8], attributes: &[(String, String)]) -> Result<Event, AvroError> {
-        let context = attributes
-            .iter()
-            .find(|(k, _)| k == attr::EVENT_ID)
-            .map(|(_, v)| format!("event {v}"))
-            .unwrap_or_default();
-        let container =
-            codec::read_container(data).map_err(|m| AvroError::malformed(&context, m))?;
+        self.decode_with(data, || {
+            attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+    }
+
+    /// Decodes a delivered message: its data, its attributes copied once into the event.
+    pub fn decode_message(&self, message: &Message) -> Result<Event, AvroError> {
+        self.decode_with(&message.data, || {
+            message
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+        })
+    }
+
+    /// The one decoder. `attributes()` walks the ledger's attributes; nothing is formatted
+    /// or copied for an error's context unless there is an error.
+    fn decode_with<'a, I>(
+        &self,
+        data: &[u8],
+        attributes: impl Fn() -> I,
+    ) -> Result<Event, AvroError>
+    where
+        I: Iterator<Item = (&'a str, &'a str)>,
+    {
+        let event_id = || {
+            attributes()
+                .find(|(k, _)| *k == attr::EVENT_ID)
+                .map(|(_, v)| v)
+        };
+        let container = codec::read_container(data).map_err(|m| {
+            AvroError::malformed(
+                &event_id().map(|v| format!("event {v}")).unwrap_or_default(),
+                m,
+            )
+        })?;
         let layout = self.layout(&container)?;
         let t = &layout.table;
-        let ctx = if context.is_empty() {
-            format!("table {}", t.name)
-        } else {
-            context
+        let ctx = || match event_id() {
+            Some(v) => format!("event {v}"),
+            None => format!("table {}", t.name),
         };
         let mut reader = codec::Reader::new(container.datum);
         let mut fields = Vec::with_capacity(t.columns.len());
         for column in &t.columns {
-            let value = reader
-                .read_column(column)
-                .map_err(|m| AvroError::malformed(&ctx, format!("column {}: {m}", column.name)))?;
+            let value = reader.read_column(column).map_err(|m| {
+                AvroError::malformed(&ctx(), format!("column {}: {m}", column.name))
+            })?;
             fields.push(Field {
                 name: column.name.clone(),
                 value,
@@ -265,7 +293,7 @@ impl Decoder {
         }
         if !reader.is_empty() {
             return Err(AvroError::malformed(
-                &ctx,
+                &ctx(),
                 "trailing bytes after the record",
             ));
         }
@@ -273,7 +301,7 @@ impl Decoder {
             Value::Int64(v) | Value::Timestamp(v) => *v,
             other => {
                 return Err(AvroError::malformed(
-                    &ctx,
+                    &ctx(),
                     format!("commit timestamp is {other:?}, not a timestamp"),
                 ));
             }
@@ -288,16 +316,25 @@ impl Decoder {
             .deleted_index
             .is_some_and(|i| matches!(fields[i].value, Value::Bool(true) | Value::Int64(1)));
         let id = EventId::new(&t.name, &key_values, commit_ts);
-        let mut attrs: Vec<(String, String)> = attributes.to_vec();
-        for (k, v) in [
-            (attr::TABLE, t.name.clone()),
-            (attr::COMMIT_TS, commit_ts.to_string()),
-            (attr::EVENT_ID, id.0.clone()),
-            (attr::SCHEMA_FINGERPRINT, layout.fingerprint.clone()),
-        ] {
-            if !attrs.iter().any(|(a, _)| a == k) {
-                attrs.push((k.to_string(), v));
-            }
+        let mut attrs: Vec<(String, String)> = Vec::with_capacity(attributes().count() + 4);
+        attrs.extend(attributes().map(|(k, v)| (k.to_string(), v.to_string())));
+        // The standard attributes the ledger did not carry, derived (each built only when
+        // missing: a poller's message carries all four).
+        let missing = |attrs: &[(String, String)], k: &str| !attrs.iter().any(|(a, _)| a == k);
+        if missing(&attrs, attr::TABLE) {
+            attrs.push((attr::TABLE.to_string(), t.name.clone()));
+        }
+        if missing(&attrs, attr::COMMIT_TS) {
+            attrs.push((attr::COMMIT_TS.to_string(), commit_ts.to_string()));
+        }
+        if missing(&attrs, attr::EVENT_ID) {
+            attrs.push((attr::EVENT_ID.to_string(), id.0.clone()));
+        }
+        if missing(&attrs, attr::SCHEMA_FINGERPRINT) {
+            attrs.push((
+                attr::SCHEMA_FINGERPRINT.to_string(),
+                layout.fingerprint.clone(),
+            ));
         }
         Ok(Event {
             id,

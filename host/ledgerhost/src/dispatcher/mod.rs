@@ -109,7 +109,26 @@ pub struct Dispatcher {
 struct Caller {
     plan: Arc<SubscriptionPlan>,
     ledger: Arc<dyn Ledger>,
+    decoder: Arc<Decoder>,
     stats: Arc<PluginStats>,
+}
+
+/// The deliveries of one instance's part of a batch: the batch, shared, and the positions
+/// of the part's events in it. The events themselves move into the call; what a retry one
+/// by one or a lease extension needs is read back from here, so nothing is copied for them.
+struct Part {
+    batch: Arc<[Delivery]>,
+    slots: Vec<usize>,
+}
+
+impl Part {
+    /// The ack ids of the part's deliveries (for a lease extension).
+    fn ack_ids(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .map(|s| self.batch[*s].ack_id.clone())
+            .collect()
+    }
 }
 
 /// What the dispatcher decided for one delivery.
@@ -218,6 +237,7 @@ impl Dispatcher {
     /// Decodes, filters, calls the plugin and settles every delivery of one batch.
     async fn process(&self, handler: Arc<dyn BatchHandler>, deliveries: Vec<Delivery>) {
         let plan = &self.plan;
+        let deliveries: Arc<[Delivery]> = deliveries.into();
         let decoding = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(deliveries.len());
         let mut events = Vec::new();
@@ -233,13 +253,7 @@ impl Dispatcher {
                 outcomes.push(Some(Outcome::Ack));
                 continue;
             }
-            let attrs: Vec<(String, String)> = d
-                .message
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            match self.decoder.decode(&d.message.data, &attrs) {
+            match self.decoder.decode_message(&d.message) {
                 Ok(event) if plan.filter.matches(&event) => {
                     outcomes.push(None);
                     events.push(event);
@@ -272,22 +286,19 @@ impl Dispatcher {
             let calling = Instant::now();
             self.counters.events_in(events.len() as u64);
             let max_ts = events.iter().map(|e| e.commit_ts).max().unwrap_or(0);
-            let keys: Vec<String> = event_slots
+            let dispositions = self
+                .call_instances(&handler, &deliveries, &event_slots, events)
+                .await;
+            let keys = event_slots
                 .iter()
-                .map(|i| deliveries[*i].message.ordering_key.clone())
-                .collect();
-            let ids: Vec<String> = event_slots
-                .iter()
-                .map(|i| deliveries[*i].ack_id.clone())
-                .collect();
-            let dispositions = self.call_instances(&handler, ids, &keys, events).await;
+                .map(|i| deliveries[*i].message.ordering_key.as_str());
             // Order per key: once an event of a key is retried, later events of that key in
             // this batch are retried too, so redelivery keeps commit order.
             let mut held: HashSet<&str> = HashSet::new();
-            for ((slot, key), disposition) in event_slots.iter().zip(&keys).zip(dispositions) {
+            for ((slot, key), disposition) in event_slots.iter().zip(keys).zip(dispositions) {
                 let attempt = deliveries[*slot].attempt;
                 let outcome = match disposition {
-                    Disposition::Ack if held.contains(key.as_str()) => Outcome::Retry(
+                    Disposition::Ack if held.contains(key) => Outcome::Retry(
                         "held back: an earlier event of the same key is being retried".into(),
                     ),
                     Disposition::Ack => Outcome::Ack,
@@ -297,7 +308,7 @@ impl Dispatcher {
                                 "gave up after {attempt} attempts: {reason}"
                             ))
                         } else {
-                            held.insert(key.as_str());
+                            held.insert(key);
                             Outcome::Retry(reason)
                         }
                     }
@@ -319,45 +330,59 @@ impl Dispatcher {
         Caller {
             plan: self.plan.clone(),
             ledger: self.ledger.clone(),
+            decoder: self.decoder.clone(),
             stats: self.counters.plugin.clone(),
         }
     }
 
-    /// One disposition per event, in order: the events split among the handler's instances
-    /// by ordering key (`keys[i]` is event i's), the parts run concurrently in tasks of their
-    /// own, each handled as [`Caller::call`] does. A part whose task died is retried whole.
+    /// One disposition per event, in order: the events (event i from delivery `slots[i]` of
+    /// `batch`) split among the handler's instances by ordering key, the parts run
+    /// concurrently in tasks of their own, each handled as [`Caller::call`] does. A part
+    /// whose task died is retried whole.
     async fn call_instances(
         &self,
         handler: &Arc<dyn BatchHandler>,
-        ids: Vec<String>,
-        keys: &[String],
+        batch: &Arc<[Delivery]>,
+        slots: &[usize],
         events: Vec<Event>,
     ) -> Vec<Disposition> {
         let k = handler.instances().max(1);
         if k == 1 {
-            return self.caller().call(handler, 0, &ids, events).await;
+            let part = Part {
+                batch: batch.clone(),
+                slots: slots.to_vec(),
+            };
+            return self.caller().call(handler, 0, part, events).await;
         }
         let n = events.len();
-        // parts[i]: positions in the batch and events of instance i, each in batch order.
-        let mut parts: Vec<(Vec<usize>, Vec<Event>)> = (0..k).map(|_| Default::default()).collect();
+        // parts[i]: positions among the events, slots in the batch and events of instance i,
+        // each in batch order.
+        let mut parts: Vec<(Vec<usize>, Vec<usize>, Vec<Event>)> =
+            (0..k).map(|_| Default::default()).collect();
         for (position, event) in events.into_iter().enumerate() {
-            let part = &mut parts[instances::instance_of(&keys[position], position, k)];
+            let slot = slots[position];
+            let key = &batch[slot].message.ordering_key;
+            let part = &mut parts[instances::instance_of(key, position, k)];
             part.0.push(position);
-            part.1.push(event);
+            part.1.push(slot);
+            part.2.push(event);
         }
         // A JoinSet aborts the parts when the dispatcher's task is dropped mid-batch: nothing
         // of an abandoned batch is settled, so the ledger redelivers all of it.
         let mut tasks = JoinSet::new();
         let mut positions_of = HashMap::new();
-        for (instance, (positions, part)) in parts.into_iter().enumerate() {
-            if part.is_empty() {
+        for (instance, (positions, slots, events)) in parts.into_iter().enumerate() {
+            if events.is_empty() {
                 continue;
             }
             let caller = self.caller();
             let handler = handler.clone();
-            let part_ids: Vec<String> = positions.iter().map(|p| ids[*p].clone()).collect();
+            let part = Part {
+                batch: batch.clone(),
+                slots,
+            };
             let task =
-                tasks.spawn(async move { caller.call(&handler, instance, &part_ids, part).await });
+                tasks.spawn(async move { caller.call(&handler, instance, part, events).await });
             positions_of.insert(task.id(), positions);
         }
         let mut out: Vec<Option<Disposition>> = vec![None; n];
@@ -389,20 +414,21 @@ impl Dispatcher {
 }
 
 impl Caller {
-    /// Calls instance `instance` with the lease of `ids` kept alive. If the whole batch fails
-    /// (trap, deadline), its events are retried one by one on the same instance so a single
-    /// poison event cannot hold the others.
+    /// Calls instance `instance` with the lease of the part's deliveries kept alive. If the
+    /// whole batch fails (trap, deadline), its events are decoded again from the part's
+    /// deliveries and retried one by one on the same instance, so a single poison event
+    /// cannot hold the others (and the success path keeps no copy of the batch).
     async fn call(
         &self,
         handler: &Arc<dyn BatchHandler>,
         instance: usize,
-        ids: &[String],
+        part: Part,
         events: Vec<Event>,
     ) -> Vec<Disposition> {
         let n = events.len();
         let started = Instant::now();
         let first = self
-            .with_lease(ids, handler.handle_on(instance, events.clone()))
+            .with_lease(&part, handler.handle_on(instance, events))
             .await;
         self.stats
             .observe_batch(started.elapsed().as_micros() as u64);
@@ -429,9 +455,17 @@ impl Caller {
             Err(e) => {
                 tracing::warn!(plugin = self.plan.plugin, error = %e, events = n, "batch failed; isolating the failing events one by one");
                 let mut out = Vec::with_capacity(n);
-                for event in events {
+                for slot in &part.slots {
+                    // It decoded a moment ago; decoding is deterministic.
+                    let event = match self.decoder.decode_message(&part.batch[*slot].message) {
+                        Ok(event) => event,
+                        Err(e) => {
+                            out.push(Disposition::Retry(e.to_string()));
+                            continue;
+                        }
+                    };
                     let one = self
-                        .with_lease(ids, handler.handle_on(instance, vec![event]))
+                        .with_lease(&part, handler.handle_on(instance, vec![event]))
                         .await;
                     out.push(match one {
                         Ok(mut d) if d.len() == 1 => d.remove(0),
@@ -444,8 +478,9 @@ impl Caller {
         }
     }
 
-    /// Runs `fut` while extending the lease of `ids` so a slow batch is not redelivered.
-    async fn with_lease<F, T>(&self, ids: &[String], fut: F) -> T
+    /// Runs `fut` while extending the lease of the part's deliveries so a slow batch is not
+    /// redelivered.
+    async fn with_lease<F, T>(&self, part: &Part, fut: F) -> T
     where
         F: std::future::Future<Output = T>,
     {
@@ -455,7 +490,11 @@ impl Caller {
                 tokio::time::sleep(every).await;
                 if let Err(e) = self
                     .ledger
-                    .extend(&self.plan.subscription, ids, self.plan.ack_deadline)
+                    .extend(
+                        &self.plan.subscription,
+                        &part.ack_ids(),
+                        self.plan.ack_deadline,
+                    )
                     .await
                 {
                     tracing::warn!(plugin = self.plan.plugin, error = %e, "cannot extend the lease of a running batch");
