@@ -557,7 +557,7 @@ async fn bigquery_loads_are_idempotent_and_scan_returns_what_was_loaded() {
         .unwrap();
     let scanned = w.scan("orders").await.unwrap();
     for r in &scanned {
-        let note = r.fields.iter().find(|f| f.name == "note");
+        let note = r.fields.iter().find(|f| &*f.name == "note");
         assert_eq!(note.map(|f| &f.value), Some(&Value::Null), "{r:?}");
     }
 

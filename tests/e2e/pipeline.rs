@@ -468,7 +468,7 @@ async fn schema_changes_while_running_follow_compatible_and_stop_on_incompatible
         decoder.decode(&d.message.data, &attrs).expect("decodes")
     };
     let field_names = |e: &ledgerhost_core::Event| -> Vec<String> {
-        e.fields.iter().map(|f| f.name.clone()).collect()
+        e.fields.iter().map(|f| f.name.to_string()).collect()
     };
 
     ws.sql("INSERT INTO orders (id, client_id, amount) VALUES (1, 'a', 10);");
@@ -497,7 +497,7 @@ async fn schema_changes_while_running_follow_compatible_and_stop_on_incompatible
     let note = after
         .fields
         .iter()
-        .find(|f| f.name == "note")
+        .find(|f| &*f.name == "note")
         .expect("note");
     assert_eq!(note.value, ledgerhost_core::Value::String("gift".into()));
 

@@ -169,6 +169,8 @@ impl Encoder {
 #[derive(Debug)]
 struct Layout {
     table: TableSchema,
+    /// The column names, shared by every event decoded with this layout.
+    names: Vec<Arc<str>>,
     fingerprint: String,
     key_indexes: Vec<usize>,
     commit_ts_index: usize,
@@ -216,6 +218,11 @@ impl Decoder {
             AvroError::malformed(&table.name, "commit-timestamp column missing from schema")
         })?;
         let layout = Arc::new(Layout {
+            names: table
+                .columns
+                .iter()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
             key_indexes: table.key_indexes(),
             deleted_index: table
                 .deleted_column
@@ -282,12 +289,12 @@ impl Decoder {
         };
         let mut reader = codec::Reader::new(container.datum);
         let mut fields = Vec::with_capacity(t.columns.len());
-        for column in &t.columns {
+        for (column, name) in t.columns.iter().zip(&layout.names) {
             let value = reader.read_column(column).map_err(|m| {
                 AvroError::malformed(&ctx(), format!("column {}: {m}", column.name))
             })?;
             fields.push(Field {
-                name: column.name.clone(),
+                name: name.clone(),
                 value,
             });
         }

@@ -96,7 +96,7 @@ fn every_type_round_trips_with_key_id_and_attributes() {
         assert_eq!(values, row.values);
         assert_eq!(event.commit_ts, row.commit_ts);
         assert_eq!(event.key.len(), 2);
-        assert_eq!(event.key[0].name, "region");
+        assert_eq!(&*event.key[0].name, "region");
         assert_eq!(event.id.0, msg.attributes[attr::EVENT_ID]);
         assert_eq!(event.schema_fingerprint, enc.schema().fingerprint);
         assert_eq!(event.avro, msg.data);

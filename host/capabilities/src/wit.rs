@@ -101,7 +101,7 @@ pub fn value_from_wit(v: types::Value) -> Value {
 /// A WIT field as a host field.
 pub fn field_from_wit(f: types::Field) -> Field {
     Field {
-        name: f.name,
+        name: f.name.into(),
         value: value_from_wit(f.value),
     }
 }

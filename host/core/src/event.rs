@@ -38,7 +38,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
     /// Column name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Column value.
     pub value: Value,
 }
@@ -121,7 +121,7 @@ impl Event {
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.fields
             .iter()
-            .find(|f| f.name == name)
+            .find(|f| &*f.name == name)
             .map(|f| &f.value)
     }
 }

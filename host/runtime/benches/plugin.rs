@@ -189,7 +189,7 @@ fn fold_value(h: u64, v: &Value) -> u64 {
 fn native_allcols(events: Vec<Event>) -> Vec<Disposition> {
     let names: Vec<String> = events
         .first()
-        .map(|e| e.fields.iter().map(|f| f.name.clone()).collect())
+        .map(|e| e.fields.iter().map(|f| f.name.to_string()).collect())
         .unwrap_or_default();
     let sum = events.iter().fold(FNV_OFFSET, |h, e| {
         let h = names

@@ -104,7 +104,7 @@ pub fn value_to_wit(v: Value) -> wit::Value {
 
 fn field_to_wit(f: Field) -> wit::Field {
     wit::Field {
-        name: f.name,
+        name: f.name.to_string(),
         value: value_to_wit(f.value),
     }
 }
@@ -199,7 +199,7 @@ impl Layout {
             None => (0..first.fields.len()).collect(),
             Some(names) => names
                 .iter()
-                .filter_map(|n| first.fields.iter().position(|f| &f.name == n))
+                .filter_map(|n| first.fields.iter().position(|f| *f.name == **n))
                 .collect(),
         };
         let columns = positions
@@ -207,7 +207,7 @@ impl Layout {
             .map(|&i| {
                 let name = &first.fields[i].name;
                 let ty = table
-                    .and_then(|t| t.columns.iter().find(|c| &c.name == name))
+                    .and_then(|t| t.columns.iter().find(|c| *c.name == **name))
                     .map(|c| c.ty.clone())
                     .or_else(|| {
                         run.iter()
@@ -216,7 +216,7 @@ impl Layout {
                     .unwrap_or(ColumnType::String);
                 let (kind, array) = column_kind(&ty);
                 wit02::Column {
-                    name: name.clone(),
+                    name: name.to_string(),
                     kind,
                     array,
                     key: first.key.iter().any(|k| &k.name == name),
@@ -329,7 +329,7 @@ mod tests {
             key: vec![],
             fields: (0..columns)
                 .map(|i| Field {
-                    name: format!("c{i}"),
+                    name: format!("c{i}").into(),
                     value: Value::Int64(n),
                 })
                 .collect(),

@@ -242,7 +242,7 @@ impl Warehouse for SqliteWarehouse {
             let tx = c.transaction().map_err(err)?;
             for row in &rows {
                 for f in &row.fields {
-                    if !known.iter().any(|(n, _)| *n == f.name) {
+                    if !known.iter().any(|(n, _)| **n == *f.name) {
                         return Err(PortError::invalid(BACKEND, format!(
                             "table `{table}` has no column `{}` (call ensure-table with the new schema)",
                             f.name
@@ -324,7 +324,7 @@ impl Warehouse for SqliteWarehouse {
                 for (i, (name, ty)) in cols.iter().enumerate() {
                     let v = r.get_ref(i + 1).map_err(err)?;
                     fields.push(Field {
-                        name: name.clone(),
+                        name: name.as_str().into(),
                         value: from_sql(v, ty),
                     });
                 }

@@ -159,7 +159,7 @@ fn mutations(schema: &TableSchema, batch: WriteBatch) -> PortResult<Vec<Mutation
         for f in row {
             let (value, _) =
                 to_param(&f.value, column_type(&f.name)?).map_err(|e| bad(&f.name, e))?;
-            m = m.set(f.name).to(value);
+            m = m.set(&*f.name).to(value);
         }
         out.push(m.build());
     }

@@ -150,7 +150,7 @@ fn write_batch_in(
         let names: Vec<String> = row.iter().map(|f| quote(&f.name)).collect();
         let updates: Vec<String> = row
             .iter()
-            .filter(|f| !schema.primary_key.contains(&f.name))
+            .filter(|f| !schema.primary_key.iter().any(|k| **k == *f.name))
             .map(|f| format!("{0} = excluded.{0}", quote(&f.name)))
             .collect();
         let on_conflict = if updates.is_empty() {
@@ -320,7 +320,7 @@ mod tests {
             .iter()
             .zip(values)
             .map(|(c, value)| Field {
-                name: c.name.clone(),
+                name: c.name.as_str().into(),
                 value,
             })
             .collect()

@@ -323,7 +323,7 @@ impl BigQueryWarehouse {
                 let v = row
                     .fields
                     .iter()
-                    .find(|f| f.name == *name)
+                    .find(|f| *f.name == **name)
                     .map_or(&Value::Null, |f| &f.value);
                 fields.insert(
                     name.clone(),
@@ -505,7 +505,7 @@ impl Warehouse for BigQueryWarehouse {
             })?;
         for row in &rows {
             for f in &row.fields {
-                if !columns.iter().any(|(n, _)| *n == f.name) {
+                if !columns.iter().any(|(n, _)| **n == *f.name) {
                     return Err(PortError::invalid(
                         BACKEND,
                         format!(
@@ -589,7 +589,7 @@ impl Warehouse for BigQueryWarehouse {
             for (i, (name, ty)) in columns.iter().enumerate() {
                 let cell = cells.get(i + 1).and_then(|c| c.value.as_ref());
                 fields.push(Field {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     value: parse_cell(table, name, ty, cell)?,
                 });
             }
