@@ -18,6 +18,8 @@
 //! Needs the built plugins (`scripts/build-plugins`). Run:
 //! `cargo bench -p ledgerhost --bench consumer`
 
+mod setup;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,16 +33,11 @@ use ledgerhost::dispatcher::{
     BatchHandler, CurrentHandler, Dispatcher, EventFilter, HandlerError, SubscriptionPlan,
 };
 use ledgerhost::metrics::{DispatchStep, Metrics, PluginStats};
-use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
-use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
-use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::event::encode_key;
 use ledgerhost_core::ledger::ordering::Ordering as KeyOrdering;
 use ledgerhost_core::ledger::{Ledger, Message};
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Column, ColumnType, Disposition, Event, TableSchema, Value};
-use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{Ports, Runtime, RuntimeConfig};
 use tokio::sync::watch;
 
 const EVENTS: usize = 200_000;
@@ -78,12 +75,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn wasm_dir() -> PathBuf {
-    std::env::var_os("LEDGERHOST_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm"))
-}
 
 /// Realistic order events: six columns, as the runtime bench's.
 fn table() -> TableSchema {
@@ -338,7 +329,7 @@ async fn drain(
 
 /// `<dir>/<name>.toml`: the built plugin's manifest with `batch-size = batch`.
 fn manifest_with(dir: &Path, name: &str, batch: usize) -> PathBuf {
-    let text = std::fs::read_to_string(wasm_dir().join(format!("{name}.toml")))
+    let text = std::fs::read_to_string(setup::wasm_dir().join(format!("{name}.toml")))
         .unwrap_or_else(|_| panic!("target/wasm/{name}.toml: run scripts/build-plugins first"));
     let text = text
         .lines()
@@ -358,38 +349,14 @@ fn manifest_with(dir: &Path, name: &str, batch: usize) -> PathBuf {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    for name in ["filter", "allcols"] {
-        let wasm = wasm_dir().join(format!("{name}.wasm"));
-        assert!(
-            wasm.exists(),
-            "{} missing: run scripts/build-plugins first",
-            wasm.display()
-        );
-    }
     let dir = tempfile::tempdir().unwrap();
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
-    );
-    let ports = Ports {
-        blobstore: Arc::new(LocalBlobStore::open(&dir.path().join("blobs")).unwrap()),
-        keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap()),
-        warehouse: Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).unwrap()),
-        ledger: ledger.clone(),
-    };
-    let runtime = Runtime::new(
-        RuntimeConfig {
-            cache_dir: Some(dir.path().join("cache")),
-            ..RuntimeConfig::default()
-        },
-        ports,
-    )
-    .unwrap();
+    let (ledger, runtime) = setup::embedded(dir.path());
     let mut plugins = BTreeMap::new();
     for name in ["filter", "allcols"] {
         for batch in BATCHES {
             let plugin = runtime
                 .load(
-                    &wasm_dir().join(format!("{name}.wasm")),
+                    &setup::built(name),
                     &manifest_with(dir.path(), name, batch),
                     &BTreeMap::new(),
                 )

@@ -7,6 +7,8 @@
 //! Needs the built plugins (`scripts/build-plugins`). Run:
 //! `cargo bench -p ledgerhost --bench instances`
 
+mod setup;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,28 +20,17 @@ use ledgerhost::dispatcher::{
     BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
 };
 use ledgerhost::metrics::Metrics;
-use ledgerhost_capabilities::blobstore::local::LocalBlobStore;
-use ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue;
-use ledgerhost_capabilities::warehouse::sqlite::SqliteWarehouse;
 use ledgerhost_core::event::encode_key;
 use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::ledger::ordering::Ordering as KeyOrdering;
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Column, ColumnType, TableSchema, Value};
-use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-use ledgerhost_runtime::{Ports, Runtime, RuntimeConfig};
 use tokio::sync::watch;
 
 const EVENTS: usize = 8_000;
 const BATCH: usize = 1_000;
 const ROUNDS: usize = 3;
 const TOPIC: &str = "ledger-orders";
-
-fn wasm_dir() -> PathBuf {
-    std::env::var_os("LEDGERHOST_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm"))
-}
 
 fn table() -> TableSchema {
     let column = |name: &str, ty| Column {
@@ -62,7 +53,7 @@ fn table() -> TableSchema {
 
 /// The burner's manifest with `instances = k`, as `<dir>/burner.toml`.
 fn manifest_with(dir: &Path, k: usize) -> PathBuf {
-    let text = std::fs::read_to_string(wasm_dir().join("burner.toml"))
+    let text = std::fs::read_to_string(setup::wasm_dir().join("burner.toml"))
         .expect("target/wasm/burner.toml: run scripts/build-plugins first")
         .replace(
             "[subscription]\n",
@@ -128,30 +119,9 @@ async fn drain(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let wasm = wasm_dir().join("burner.wasm");
-    assert!(
-        wasm.exists(),
-        "{} missing: run scripts/build-plugins first",
-        wasm.display()
-    );
+    let wasm = setup::built("burner");
     let dir = tempfile::tempdir().unwrap();
-    let ledger: Arc<dyn Ledger> = Arc::new(
-        EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
-    );
-    let caps = Ports {
-        blobstore: Arc::new(LocalBlobStore::open(&dir.path().join("blobs")).unwrap()),
-        keyvalue: Arc::new(EmbeddedKeyValue::open(&dir.path().join("kv.db")).unwrap()),
-        warehouse: Arc::new(SqliteWarehouse::open(&dir.path().join("wh.db")).unwrap()),
-        ledger: ledger.clone(),
-    };
-    let runtime = Runtime::new(
-        RuntimeConfig {
-            cache_dir: Some(dir.path().join("cache")),
-            ..RuntimeConfig::default()
-        },
-        caps,
-    )
-    .unwrap();
+    let (ledger, runtime) = setup::embedded(dir.path());
     let mut versions = BTreeMap::new();
     for k in [1usize, 2] {
         let plugin = runtime
