@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ledgerhost_core::ledger::Delivery;
+use ledgerhost_core::ledger::{Delivery, Message};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
@@ -57,7 +57,8 @@ impl Inner {
             sub.pending.insert(
                 id,
                 Pending {
-                    message,
+                    ordering_key: message.ordering_key.clone(),
+                    message: Some(message),
                     attempt,
                     leased_until: None,
                     visible_at: now,
@@ -97,34 +98,55 @@ impl Inner {
     /// Leases up to `max` deliverable messages.
     pub(super) fn lease(&mut self, name: &str, max: usize) -> PortResult<Vec<Delivery>> {
         self.fill(name)?;
-        let sub = sub_mut(self, name)?;
+        let Inner { conn, subs, .. } = self;
+        let sub = subs
+            .get_mut(name)
+            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
         let now = Instant::now();
         let deadline = sub.ack_deadline;
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
+        let mut expired = Vec::new();
         for (id, p) in sub.pending.iter_mut() {
             if out.len() >= max {
                 break;
             }
             if let Some(until) = p.leased_until {
                 if until > now {
-                    blocked.insert(p.message.ordering_key.clone());
+                    blocked.insert(p.ordering_key.clone());
                     continue;
                 }
                 // Lease expired: deliverable again.
                 p.leased_until = None;
             }
-            if p.visible_at > now || blocked.contains(&p.message.ordering_key) {
-                blocked.insert(p.message.ordering_key.clone());
+            if p.visible_at > now || blocked.contains(&p.ordering_key) {
+                blocked.insert(p.ordering_key.clone());
                 continue;
             }
+            let message = match p.message.take() {
+                Some(message) => message,
+                None => match reread(conn, *id) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => {
+                        // Deleted by retention since its last delivery: gone, acked or not,
+                        // as on Pub/Sub (retention.rs).
+                        expired.push(*id);
+                        continue;
+                    }
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break,
+                },
+            };
             p.attempt += 1;
             p.leased_until = Some(now + deadline);
             out.push(Delivery {
                 ack_id: id.to_string(),
-                message: p.message.clone(),
+                message,
                 attempt: p.attempt,
             });
+        }
+        for id in expired {
+            sub.pending.remove(&id);
         }
         Ok(out)
     }
@@ -227,4 +249,19 @@ pub(super) fn parse_ids(ids: &[String]) -> PortResult<Vec<i64>> {
             })
         })
         .collect()
+}
+
+/// Message `id` read again from the log (for a redelivery: its first lease moved it out of
+/// the window); `None` once retention deleted it.
+fn reread(conn: &rusqlite::Connection, id: i64) -> PortResult<Option<Message>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {STORED_COLUMNS} FROM {STORED_FROM} WHERE m.id = ?1"
+        ))
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    match stmt.query_row(params![id], |r| stored(r, 0)) {
+        Ok(stored) => stored.into_message(|| format!("message {id}")).map(Some),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(PortError::unavailable(BACKEND, e)),
+    }
 }

@@ -16,7 +16,11 @@ pub(super) const WINDOW: usize = 10_000;
 
 /// A loaded, unsettled message of a subscription.
 pub(super) struct Pending {
-    pub(super) message: Message,
+    /// The message, until its first lease moves it into the delivery (no copy); a
+    /// redelivery reads it again from the log.
+    pub(super) message: Option<Message>,
+    /// Its ordering key (per-key order holds while it is leased).
+    pub(super) ordering_key: String,
     /// Deliveries so far.
     pub(super) attempt: u32,
     /// Leased until then (`None`: not leased).

@@ -115,6 +115,45 @@ async fn leases_expire_and_can_be_extended() {
 }
 
 #[tokio::test]
+async fn a_redelivery_reads_the_message_again_whole_and_one_past_retention_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.publish("t", vec![msg("a", 1), msg("b", 1), msg("b", 2)])
+        .await
+        .unwrap();
+    let first = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // The first lease moved the messages out of the window; a nack brings them back from
+    // the log, equal in every part.
+    l.nack("s", &ids(&first), Duration::ZERO).await.unwrap();
+    let again = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        again.iter().map(|d| &d.message).collect::<Vec<_>>(),
+        first.iter().map(|d| &d.message).collect::<Vec<_>>()
+    );
+    assert!(again.iter().all(|d| d.attempt == 2));
+    // Retention deletes a:1 (and b:1) while they are leased, acked or not, as Pub/Sub does:
+    // they are not delivered again, and b:2 (the topic's newest, kept) still is.
+    l.nack("s", &ids(&again), Duration::ZERO).await.unwrap();
+    {
+        let inner = l.inner.lock().unwrap();
+        inner
+            .conn
+            .execute(
+                "DELETE FROM messages WHERE id IN (?1, ?2)",
+                params![
+                    again[0].ack_id.parse::<i64>().unwrap(),
+                    again[1].ack_id.parse::<i64>().unwrap()
+                ],
+            )
+            .unwrap();
+    }
+    let last = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(last.iter().map(body).collect::<Vec<_>>(), vec!["b:2"]);
+    assert_eq!(last[0].attempt, 3);
+}
+
+#[tokio::test]
 async fn attribute_filters_skip_messages() {
     let dir = tempfile::tempdir().unwrap();
     let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
