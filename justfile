@@ -16,6 +16,8 @@ plugins:
 bench: plugins
     cargo bench -p ledgerhost-runtime --bench plugin
     cargo bench -p ledgerhost --bench pipeline
+    cargo bench -p ledgerhost --bench consumer
+    cargo bench -p ledgerhost --bench instances
     cargo bench -p ledgerhost-ledger --features pubsub --bench pubsub
 
 # Formatting and lints as CI wants them.
