@@ -5,7 +5,8 @@
 //! - (a) a native no-op handler that acks everything: the floor (pull, decode, settle);
 //! - (b) the example filter's logic as a native handler (amount ≥ 1000 republished onto
 //!   `orders-high-value` through the same ledger port, all acked) and (c) the filter as WASM;
-//! - (d) `allcols`'s logic (every column folded into a checksum) native and (e) as WASM;
+//! - (d) `allcols`'s logic native (every column folded into a checksum; the twin in
+//!   `host/runtime/benches/native/allcols.rs` the runtime bench uses too) and (e) as WASM;
 //!
 //! at batch 64 and 1 024. Each case's events/s, its ratio to (a), WASM/native per pair, the
 //! share of each dispatcher step (pull, decode, call, settle; from the dispatcher's own
@@ -18,11 +19,12 @@
 //! Needs the built plugins (`scripts/build-plugins`). Run:
 //! `cargo bench -p ledgerhost --bench consumer`
 
+#[path = "../../runtime/benches/native/allcols.rs"]
+mod allcols;
 mod setup;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -193,30 +195,6 @@ fn key_of(id: &str) -> &str {
     rest.rsplit_once('/').map_or(rest, |(k, _)| k)
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
-
-fn fold(h: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
-}
-
-/// One value folded into `h`, as `plugins/testing/allcols` folds it.
-fn fold_value(h: u64, v: &Value) -> u64 {
-    match v {
-        Value::Null => fold(h, &[0]),
-        Value::Bool(b) => fold(h, &[u8::from(*b)]),
-        Value::Int64(i) | Value::Timestamp(i) => fold(h, &i.to_le_bytes()),
-        Value::Float32(f) => fold(h, &f.to_le_bytes()),
-        Value::Float64(f) => fold(h, &f.to_le_bytes()),
-        Value::Date(d) => fold(h, &d.to_le_bytes()),
-        Value::Numeric(s) | Value::String(s) | Value::Json(s) => fold(h, s.as_bytes()),
-        Value::Bytes(b) => fold(h, b),
-        Value::Array(_, items) => items.iter().fold(h, fold_value),
-    }
-}
-
 /// (d): every column of every event by name, folded into a checksum; acks everything.
 struct NativeAllcols {
     checksum: AtomicU64,
@@ -225,13 +203,7 @@ struct NativeAllcols {
 #[async_trait]
 impl BatchHandler for NativeAllcols {
     async fn handle(&self, events: Vec<Event>) -> Result<Vec<Disposition>, HandlerError> {
-        let names: Vec<&str> = table_names();
-        let h = events.iter().fold(FNV_OFFSET, |h, e| {
-            names.iter().fold(h, |h, n| match e.get(n) {
-                Some(v) => fold_value(fold(h, &[1]), v),
-                None => fold(h, &[0]),
-            })
-        });
+        let h = allcols::checksum(&events);
         self.checksum.fetch_xor(h, Ordering::Relaxed);
         Ok(vec![Disposition::Ack; events.len()])
     }
@@ -239,17 +211,6 @@ impl BatchHandler for NativeAllcols {
     fn version(&self) -> String {
         "native".into()
     }
-}
-
-fn table_names() -> Vec<&'static str> {
-    vec![
-        "id",
-        "client_id",
-        "amount",
-        "status",
-        "deleted",
-        "commit_ts",
-    ]
 }
 
 fn plan(subscription: &str, batch: usize) -> SubscriptionPlan {
@@ -327,26 +288,6 @@ async fn drain(
     }
 }
 
-/// `<dir>/<name>.toml`: the built plugin's manifest with `batch-size = batch`.
-fn manifest_with(dir: &Path, name: &str, batch: usize) -> PathBuf {
-    let text = std::fs::read_to_string(setup::wasm_dir().join(format!("{name}.toml")))
-        .unwrap_or_else(|_| panic!("target/wasm/{name}.toml: run scripts/build-plugins first"));
-    let text = text
-        .lines()
-        .filter(|l| !l.starts_with("batch-size"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace(
-            "[subscription]\n",
-            &format!("[subscription]\nbatch-size = {batch}\n"),
-        );
-    let dir = dir.join(format!("{name}-b{batch}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -357,7 +298,12 @@ async fn main() {
             let plugin = runtime
                 .load(
                     &setup::built(name),
-                    &manifest_with(dir.path(), name, batch),
+                    &setup::manifest_with(
+                        dir.path(),
+                        name,
+                        &format!("b{batch}"),
+                        &[("batch-size", batch.to_string())],
+                    ),
                     &BTreeMap::new(),
                 )
                 .await

@@ -10,7 +10,6 @@
 mod setup;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -49,21 +48,6 @@ fn table() -> TableSchema {
         commit_ts_column: "ts".into(),
         deleted_column: None,
     }
-}
-
-/// The burner's manifest with `instances = k`, as `<dir>/burner.toml`.
-fn manifest_with(dir: &Path, k: usize) -> PathBuf {
-    let text = std::fs::read_to_string(setup::wasm_dir().join("burner.toml"))
-        .expect("target/wasm/burner.toml: run scripts/build-plugins first")
-        .replace(
-            "[subscription]\n",
-            &format!("[subscription]\ninstances = {k}\nbatch-size = {BATCH}\n"),
-        );
-    let dir = dir.join(format!("k{k}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("burner.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn plan(subscription: &str) -> SubscriptionPlan {
@@ -125,7 +109,19 @@ async fn main() {
     let mut versions = BTreeMap::new();
     for k in [1usize, 2] {
         let plugin = runtime
-            .load(&wasm, &manifest_with(dir.path(), k), &BTreeMap::new())
+            .load(
+                &wasm,
+                &setup::manifest_with(
+                    dir.path(),
+                    "burner",
+                    &format!("k{k}"),
+                    &[
+                        ("instances", k.to_string()),
+                        ("batch-size", BATCH.to_string()),
+                    ],
+                ),
+                &BTreeMap::new(),
+            )
             .await
             .unwrap();
         versions.insert(k, plugin);

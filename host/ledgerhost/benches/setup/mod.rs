@@ -50,3 +50,35 @@ pub fn embedded(dir: &Path) -> (Arc<dyn Ledger>, Arc<Runtime>) {
     .unwrap();
     (ledger, runtime)
 }
+
+/// The built plugin `name`'s manifest with `settings` (key, value) set under
+/// `[subscription]` (replacing the key's line if it has one), written as
+/// `<dir>/<variant>/<name>.toml`.
+pub fn manifest_with(
+    dir: &Path,
+    name: &str,
+    variant: &str,
+    settings: &[(&str, String)],
+) -> PathBuf {
+    let text = std::fs::read_to_string(wasm_dir().join(format!("{name}.toml")))
+        .unwrap_or_else(|_| panic!("target/wasm/{name}.toml: run scripts/build-plugins first"));
+    let set: String = settings
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            !settings
+                .iter()
+                .any(|(k, _)| l.split('=').next().is_some_and(|key| key.trim() == *k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("[subscription]\n", &format!("[subscription]\n{set}"));
+    let dir = dir.join(variant);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
