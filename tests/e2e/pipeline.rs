@@ -409,14 +409,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_key_order() {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while latest != source_rows && std::time::Instant::now() < deadline {
         for d in drain(&ledger, "test-seen", 1, Duration::from_secs(1)).await {
-            let attrs: Vec<(String, String)> = d
-                .message
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
             let event = decoder
-                .decode(&d.message.data, &attrs)
+                .decode_message(&d.message)
                 .expect("echoed events decode");
             let id = key_of(&d);
             let amount = match event.get("amount") {
@@ -458,15 +452,7 @@ async fn schema_changes_while_running_follow_compatible_and_stop_on_incompatible
         .await
         .unwrap();
     let decoder = ledgerhost_avro::Decoder::new();
-    let decode = |d: &Delivery| {
-        let attrs: Vec<(String, String)> = d
-            .message
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        decoder.decode(&d.message.data, &attrs).expect("decodes")
-    };
+    let decode = |d: &Delivery| decoder.decode_message(&d.message).expect("decodes");
     let field_names = |e: &ledgerhost_core::Event| -> Vec<String> {
         e.fields.iter().map(|f| f.name.to_string()).collect()
     };

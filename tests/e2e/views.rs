@@ -625,8 +625,7 @@ async fn bqloader_loads_into_the_bigquery_emulator_idempotently() {
                     commit_ts: ts,
                 })
                 .unwrap();
-            let attrs: Vec<(String, String)> = message.attributes.into_iter().collect();
-            events.push(decoder.decode(&message.data, &attrs).unwrap());
+            events.push(decoder.decode_message(&message).unwrap());
         }
     }
     for batch in events.chunks(50) {

@@ -56,9 +56,9 @@ fn decoded(table: &TableSchema, rows: impl Iterator<Item = Row>) -> Vec<Event> {
     let encoder = Encoder::new(table).unwrap();
     let decoder = Decoder::new();
     rows.map(|row| {
-        let m = encoder.encode(&row).unwrap();
-        let attrs: Vec<(String, String)> = m.attributes.into_iter().collect();
-        decoder.decode(&m.data, &attrs).unwrap()
+        decoder
+            .decode_message(&encoder.encode(&row).unwrap())
+            .unwrap()
     })
     .collect()
 }

@@ -15,9 +15,7 @@ impl Inner {
     /// Loads more of the log into a subscription's window, auto-acking filtered messages.
     fn fill(&mut self, name: &str) -> PortResult<()> {
         let Inner { conn, subs, .. } = self;
-        let sub = subs
-            .get_mut(name)
-            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
+        let sub = sub_mut(subs, name)?;
         if sub.pending.len() >= WINDOW / 2 {
             return Ok(());
         }
@@ -71,9 +69,7 @@ impl Inner {
     /// Persists the subscription's cursor: everything below the first unsettled id.
     fn advance_cursor(&mut self, name: &str) -> PortResult<()> {
         let Inner { conn, subs, .. } = self;
-        let sub = subs
-            .get_mut(name)
-            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
+        let sub = sub_mut(subs, name)?;
         let cursor = sub.pending.keys().next().copied().unwrap_or(sub.next_load);
         conn.execute(
             "UPDATE subscriptions SET cursor = ?2 WHERE name = ?1",
@@ -99,9 +95,7 @@ impl Inner {
     pub(super) fn lease(&mut self, name: &str, max: usize) -> PortResult<Vec<Delivery>> {
         self.fill(name)?;
         let Inner { conn, subs, .. } = self;
-        let sub = subs
-            .get_mut(name)
-            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
+        let sub = sub_mut(subs, name)?;
         let now = Instant::now();
         let deadline = sub.ack_deadline;
         let mut blocked: HashSet<String> = HashSet::new();
@@ -163,7 +157,7 @@ impl Inner {
 
     /// Settles the leased messages `ids` of subscription `name` durably and moves its cursor.
     pub(super) fn ack(&mut self, name: &str, ids: Vec<i64>) -> PortResult<()> {
-        let sub = sub_mut(self, name)?;
+        let sub = sub_mut(&mut self.subs, name)?;
         let mut settled = Vec::with_capacity(ids.len());
         for id in ids {
             if sub.pending.remove(&id).is_some() {
@@ -191,7 +185,7 @@ impl Inner {
     /// Hands the messages `ids` back for another delivery after `delay`, keeping their
     /// attempt counts durably.
     pub(super) fn nack(&mut self, name: &str, ids: Vec<i64>, delay: Duration) -> PortResult<()> {
-        let sub = sub_mut(self, name)?;
+        let sub = sub_mut(&mut self.subs, name)?;
         let visible_at = Instant::now() + delay;
         let mut attempts = Vec::new();
         for id in ids {
@@ -226,7 +220,7 @@ impl Inner {
         ids: Vec<i64>,
         deadline: Duration,
     ) -> PortResult<()> {
-        let sub = sub_mut(self, name)?;
+        let sub = sub_mut(&mut self.subs, name)?;
         let until = Instant::now() + deadline;
         for id in ids {
             if let Some(p) = sub.pending.get_mut(&id)

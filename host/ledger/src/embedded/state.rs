@@ -63,9 +63,10 @@ pub(super) fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
 }
 
 /// The subscription `name`, or a not-found error naming it.
-pub(super) fn sub_mut<'a>(inner: &'a mut Inner, name: &str) -> PortResult<&'a mut SubState> {
-    inner
-        .subs
-        .get_mut(name)
+pub(super) fn sub_mut<'a>(
+    subs: &'a mut HashMap<String, SubState>,
+    name: &str,
+) -> PortResult<&'a mut SubState> {
+    subs.get_mut(name)
         .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))
 }

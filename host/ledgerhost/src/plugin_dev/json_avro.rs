@@ -142,8 +142,7 @@ fn json_event(e: JsonEvent, position: i64, decoder: &Decoder) -> anyhow::Result<
         deleted_column,
     };
     let message = Encoder::new(&schema)?.encode(&Row { values, commit_ts })?;
-    let attrs: Vec<(String, String)> = message.attributes.into_iter().collect();
-    Ok(decoder.decode(&message.data, &attrs)?)
+    Ok(decoder.decode_message(&message)?)
 }
 
 fn json_value(
