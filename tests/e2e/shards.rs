@@ -213,14 +213,18 @@ async fn three_hosts_share_six_shards_and_take_over_a_killed_hosts_shards() {
     );
 
     // A load of updates: every key inserted, then updated once per round.
-    let inserts: Vec<String> = (1..=KEYS)
-        .map(|id| {
-            format!(
-                "INSERT INTO {TABLE} (id, v, commit_ts) VALUES ({id}, 0, PENDING_COMMIT_TIMESTAMP())"
-            )
-        })
+    // One statement, so the transaction is short beside the hosts' lease transactions.
+    let rows: Vec<String> = (1..=KEYS)
+        .map(|id| format!("({id}, 0, PENDING_COMMIT_TIMESTAMP())"))
         .collect();
-    spanner_write(&db, &inserts).await;
+    spanner_write(
+        &db,
+        &[format!(
+            "INSERT INTO {TABLE} (id, v, commit_ts) VALUES {}",
+            rows.join(", ")
+        )],
+    )
+    .await;
     let victim = 2;
     let victim_shards = replicas[victim].held();
     let mut killed_at = None;

@@ -210,6 +210,9 @@ pub fn commit_ts_index(table: &str) -> String {
     format!("CREATE INDEX {table}_by_commit_ts ON {table} (commit_ts)")
 }
 
+/// How long one attempt of [`spanner_write`] may take, its ABORTED retries included.
+const WRITE_ATTEMPT: Duration = Duration::from_secs(20);
+
 /// Runs `statements` (DML) in one read-write transaction and returns its commit timestamp
 /// in microseconds. Write commit-timestamp columns as `PENDING_COMMIT_TIMESTAMP()`.
 pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
@@ -218,17 +221,23 @@ pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
         .await
         .expect("connect to the Spanner emulator");
     // The emulator runs one read-write transaction at a time and fails a concurrent one
-    // (the host's lease renewal, say) with these; an application would retry too.
+    // (the host's lease renewal, say) with these, or keeps aborting it past its attempt's
+    // deadline; an application would retry too.
     let conflict = |e: &str| {
         e.contains("Transaction not found")
             || e.contains("Invalid transaction ID")
             || e.contains("ABORTED")
+            || e.to_ascii_lowercase().contains("deadline")
     };
     let mut attempt = 0;
     let result = loop {
         let r = source
             .client()
             .read_write_transaction()
+            // The runner retries ABORTED without limit by default: under the hosts' lease
+            // transactions that can go on for minutes, so one attempt is bounded and the
+            // next starts afresh (its backoff too).
+            .with_transaction_timeout(WRITE_ATTEMPT)
             .build()
             .run(async |tx| {
                 for s in statements {
@@ -244,7 +253,10 @@ pub async fn spanner_write(db: &SpannerConfig, statements: &[String]) -> i64 {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
             }
-            Err(e) => panic!("Spanner write failed ({statements:?}): {e}"),
+            Err(e) => panic!(
+                "Spanner write failed after {attempt} retries of at most {WRITE_ATTEMPT:?} \
+                 each ({statements:?}): {e}"
+            ),
         }
     };
     let ts = result

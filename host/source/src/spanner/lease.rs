@@ -111,7 +111,10 @@ impl SpannerSource {
         let lease = self.read_write(&what, move || {
             let (client, n, h) = (client.clone(), n.clone(), h.clone());
             async move {
-            let runner = client.read_write_transaction().build();
+            let runner = client
+                .read_write_transaction()
+                .with_transaction_timeout(RW_TRANSACTION_TIMEOUT)
+                .build();
             runner
                 .run(async |tx| {
                     // Scalar subqueries give NULLs when the lease row does not exist yet;
@@ -270,7 +273,10 @@ impl SpannerSource {
         self.read_write(&what, move || {
             let (client, n, h) = (client.clone(), n.clone(), h.clone());
             async move {
-                let runner = client.read_write_transaction().build();
+                let runner = client
+                .read_write_transaction()
+                .with_transaction_timeout(RW_TRANSACTION_TIMEOUT)
+                .build();
                 runner
                     .run(async |tx| {
                         // Expired rather than deleted: the progress stays for the next holder.
@@ -323,3 +329,9 @@ impl SpannerSource {
 
 /// How often a conflicting read-write transaction is retried.
 const RW_CONFLICT_RETRIES: u32 = 10;
+
+/// How long one lease transaction may take, its ABORTED retries included. The client's
+/// runner retries ABORTED with no limit by default; under contention (the emulator runs one
+/// read-write transaction at a time) that can last longer than any lease, so past this the
+/// call fails with the reason and the poller tries again on its next turn.
+const RW_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
