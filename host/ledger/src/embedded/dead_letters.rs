@@ -2,7 +2,7 @@
 //! the file (so another process, the CLI, sees what the host wrote), and their redrive onto
 //! the subscription's topic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use ledgerhost_core::ledger::{
     DeadLetter, Message, RedriveSelection, dead_letter_subscription, limits,
@@ -10,7 +10,7 @@ use ledgerhost_core::ledger::{
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, params};
 
-use super::read::{STORED_COLUMNS, STORED_FROM, stored};
+use super::read;
 use super::state::{BACKEND, Inner};
 use super::subscriptions::stored_subscription;
 use super::write::insert_messages;
@@ -32,27 +32,25 @@ pub(super) fn unsettled_dead_letters(
              it starts the plugin; is the plugin name right?)"
         ),
     )?;
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT m.id, m.published_at, {STORED_COLUMNS} FROM {STORED_FROM}
-                 WHERE m.topic = ?1 AND m.id >= ?2
-                   AND NOT EXISTS (SELECT 1 FROM acks a WHERE a.sub = ?3 AND a.id = m.id)
-                 ORDER BY m.id LIMIT ?4"
-        ))
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    let rows = stmt
-        .query_map(
-            params![topic, cursor, name, max.min(i64::MAX as usize) as i64],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, stored(r, 2)?)),
-        )
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    rows.into_iter()
-        .map(|(id, at, stored)| {
-            let message = stored.into_message(|| format!("message {id} on {topic}"))?;
-            Ok((id, DeadLetter::from_message(message, at)))
+    let acked: HashSet<i64> = conn
+        .prepare_cached("SELECT id FROM acks WHERE sub = ?1 AND id >= ?2")
+        .and_then(|mut stmt| {
+            stmt.query_map(params![name, cursor], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
         })
-        .collect()
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    let mut out = Vec::new();
+    if max == 0 {
+        return Ok(out);
+    }
+    read::scan(conn, &topic, cursor, |id, published_at, stored| {
+        if !acked.contains(&id) {
+            let message = stored.into_message(|| format!("message {id} on {topic}"))?;
+            out.push((id, DeadLetter::from_message(message, published_at)));
+        }
+        Ok(out.len() < max)
+    })?;
+    Ok(out)
 }
 
 /// Appends copies of the dead letters `selection` picks (with `extra` attributes) to the

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ledgerhost_core::ledger::{Delivery, Message};
+use ledgerhost_core::ledger::Delivery;
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
-use super::read::{STORED_COLUMNS, STORED_FROM, stored};
+use super::read;
 use super::state::{BACKEND, Inner, Pending, WINDOW, sub_mut};
 
 impl Inner {
@@ -19,28 +19,15 @@ impl Inner {
         if sub.pending.len() >= WINDOW / 2 {
             return Ok(());
         }
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT m.id, {STORED_COLUMNS} FROM {STORED_FROM}
-                     WHERE m.topic = ?1 AND m.id >= ?2 ORDER BY m.id LIMIT ?3"
-            ))
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    sub.topic,
-                    sub.next_load,
-                    (WINDOW - sub.pending.len()) as i64
-                ],
-                |r| Ok((r.get::<_, i64>(0)?, stored(r, 1)?)),
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        let want = WINDOW - sub.pending.len();
         let now = Instant::now();
-        for (id, stored) in rows {
+        let topic = sub.topic.clone();
+        let mut read = 0;
+        read::scan(conn, &topic, sub.next_load, |id, _, stored| {
+            read += 1;
             sub.next_load = id + 1;
             if sub.acked.remove(&id) {
-                continue;
+                return Ok(read < want);
             }
             let message = stored.into_message(|| format!("message {id}"))?;
             // Filtered out: never delivered to this subscription (settled by the cursor).
@@ -49,7 +36,7 @@ impl Inner {
                 .iter()
                 .all(|(k, v)| message.attributes.get(k) == Some(v))
             {
-                continue;
+                return Ok(read < want);
             }
             let attempt = sub.nacked_attempts.remove(&id).unwrap_or(0);
             sub.pending.insert(
@@ -62,8 +49,8 @@ impl Inner {
                     visible_at: now,
                 },
             );
-        }
-        Ok(())
+            Ok(read < want)
+        })
     }
 
     /// Persists the subscription's cursor: everything below the first unsettled id.
@@ -101,6 +88,7 @@ impl Inner {
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut expired = Vec::new();
+        let mut last_page = read::LastPage::default();
         for (id, p) in sub.pending.iter_mut() {
             if out.len() >= max {
                 break;
@@ -119,7 +107,11 @@ impl Inner {
             }
             let message = match p.message.take() {
                 Some(message) => message,
-                None => match reread(conn, *id) {
+                // Redelivered: its first lease moved it out of the window.
+                None => match read::message(conn, *id, &mut last_page).and_then(|m| {
+                    m.map(|s| s.into_message(|| format!("message {id}")))
+                        .transpose()
+                }) {
                     Ok(Some(message)) => message,
                     Ok(None) => {
                         // Deleted by retention since its last delivery: gone, acked or not,
@@ -243,19 +235,4 @@ pub(super) fn parse_ids(ids: &[String]) -> PortResult<Vec<i64>> {
             })
         })
         .collect()
-}
-
-/// Message `id` read again from the log (for a redelivery: its first lease moved it out of
-/// the window); `None` once retention deleted it.
-fn reread(conn: &rusqlite::Connection, id: i64) -> PortResult<Option<Message>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {STORED_COLUMNS} FROM {STORED_FROM} WHERE m.id = ?1"
-        ))
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    match stmt.query_row(params![id], |r| stored(r, 0)) {
-        Ok(stored) => stored.into_message(|| format!("message {id}")).map(Some),
-        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-        Err(e) => Err(PortError::unavailable(BACKEND, e)),
-    }
 }

@@ -55,7 +55,8 @@ fn read_long(data: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
-fn write_len(out: &mut Vec<u8>, mut n: usize) {
+/// `n` as an unsigned varint (7 bits a byte, low first).
+pub(super) fn write_len(out: &mut Vec<u8>, mut n: usize) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -63,7 +64,8 @@ fn write_len(out: &mut Vec<u8>, mut n: usize) {
     out.push(n as u8);
 }
 
-fn read_len(data: &[u8], at: &mut usize) -> Option<usize> {
+/// An unsigned varint at `*at`, advancing it.
+pub(super) fn read_len(data: &[u8], at: &mut usize) -> Option<usize> {
     let mut n: usize = 0;
     for shift in (0..usize::BITS).step_by(7) {
         let b = *data.get(*at)?;
@@ -110,38 +112,42 @@ pub fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8> {
     out
 }
 
-/// Reads stored attributes: the binary form, or the JSON text an older file holds.
-pub fn decode_attributes(stored: ValueRef<'_>) -> Result<BTreeMap<String, String>, String> {
+/// Reads attributes stored by [`encode_attributes`].
+pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let bad = || "truncated or malformed attribute blob".to_string();
+    let mut at = 0;
+    let text = |at: &mut usize, len: usize| -> Result<String, String> {
+        let end = at.checked_add(len).filter(|&e| e <= bytes.len());
+        let end = end.ok_or_else(bad)?;
+        let s = std::str::from_utf8(&bytes[*at..end])
+            .map_err(|e| format!("attribute is not UTF-8: {e}"))?;
+        *at = end;
+        Ok(s.to_string())
+    };
+    let count = read_len(bytes, &mut at).ok_or_else(bad)?;
+    let mut out = BTreeMap::new();
+    for _ in 0..count {
+        let key = read_len(bytes, &mut at).ok_or_else(bad)?;
+        let key = if key % 2 == 1 {
+            KNOWN_KEYS.get(key / 2).ok_or_else(bad)?.to_string()
+        } else {
+            text(&mut at, key / 2)?
+        };
+        let len = read_len(bytes, &mut at).ok_or_else(bad)?;
+        out.insert(key, text(&mut at, len)?);
+    }
+    if at != bytes.len() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// Attributes as a layout-0 row stored them: the binary form, or the JSON text of a file
+/// older still (read once, by the migration to layout 1).
+pub fn decode_layout0_attributes(stored: ValueRef<'_>) -> Result<BTreeMap<String, String>, String> {
     match stored {
         ValueRef::Text(json) => serde_json::from_slice(json).map_err(|e| e.to_string()),
-        ValueRef::Blob(bytes) => {
-            let bad = || "truncated or malformed attribute blob".to_string();
-            let mut at = 0;
-            let text = |at: &mut usize, len: usize| -> Result<String, String> {
-                let end = at.checked_add(len).filter(|&e| e <= bytes.len());
-                let end = end.ok_or_else(bad)?;
-                let s = std::str::from_utf8(&bytes[*at..end])
-                    .map_err(|e| format!("attribute is not UTF-8: {e}"))?;
-                *at = end;
-                Ok(s.to_string())
-            };
-            let count = read_len(bytes, &mut at).ok_or_else(bad)?;
-            let mut out = BTreeMap::new();
-            for _ in 0..count {
-                let key = read_len(bytes, &mut at).ok_or_else(bad)?;
-                let key = if key % 2 == 1 {
-                    KNOWN_KEYS.get(key / 2).ok_or_else(bad)?.to_string()
-                } else {
-                    text(&mut at, key / 2)?
-                };
-                let len = read_len(bytes, &mut at).ok_or_else(bad)?;
-                out.insert(key, text(&mut at, len)?);
-            }
-            if at != bytes.len() {
-                return Err(bad());
-            }
-            Ok(out)
-        }
+        ValueRef::Blob(bytes) => decode_attributes(bytes),
         other => Err(format!(
             "attributes stored as {:?}, not text or blob",
             other.data_type()
@@ -182,18 +188,22 @@ mod tests {
             ]),
         ] {
             let stored = encode_attributes(&attrs);
-            assert_eq!(decode_attributes(ValueRef::Blob(&stored)).unwrap(), attrs);
+            assert_eq!(decode_attributes(&stored).unwrap(), attrs);
+            assert_eq!(
+                decode_layout0_attributes(ValueRef::Blob(&stored)).unwrap(),
+                attrs
+            );
         }
         let json = r#"{"a":"1"}"#;
         assert_eq!(
-            decode_attributes(ValueRef::Text(json.as_bytes())).unwrap(),
+            decode_layout0_attributes(ValueRef::Text(json.as_bytes())).unwrap(),
             BTreeMap::from([("a".to_string(), "1".to_string())])
         );
         let mut stored = encode_attributes(&BTreeMap::from([("a".into(), "bc".into())]));
         stored.pop();
-        assert!(decode_attributes(ValueRef::Blob(&stored)).is_err());
+        assert!(decode_attributes(&stored).is_err());
         // A known-key code past the list is refused, not guessed.
-        assert!(decode_attributes(ValueRef::Blob(&[1, 99, 0])).is_err());
+        assert!(decode_attributes(&[1, 99, 0]).is_err());
     }
 
     #[test]

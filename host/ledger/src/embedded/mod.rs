@@ -8,13 +8,16 @@
 //! whatever a power cut drops, the progress it drops with it: it never stands past messages
 //! the ledger lost.
 //!
-//! Layout: `messages` is one append-only log for all topics (the row id is the global
-//! sequence). A row is compact (`layout`): an Avro container's header (the schema JSON,
-//! the same for every message of a schema) is stored once in `headers` and the row holds
-//! the rest, attributes are one binary blob; rows of a file written before that keep their
-//! whole data and JSON attributes, and read back the same. Each subscription has a durable cursor (every message below it is settled),
-//! the set of acked ids at or above it, and the attempt counts of nacked messages. Leases
-//! live in memory: after a restart every unacked message is delivered again (at least once).
+//! Layout (1, `schema`): the log is one append-only sequence of message ids for all
+//! topics, stored a page at a time (`page`): the messages of one publish are one row, keyed
+//! by the id of the first, so a page of 5 000 costs SQLite one record, not 5 000. An Avro
+//! container's header (the schema JSON, the same for every message of a schema) is stored
+//! once in `headers` and a record holds the rest; attributes are one binary blob
+//! (`layout`). A file of layout 0 (a row per message) is migrated when opened, message ids
+//! kept; a file of a newer layout is refused. Each subscription has a durable cursor (every
+//! message below it is settled), the set of acked ids at or above it, and the attempt counts
+//! of nacked messages. Leases live in memory: after a restart every unacked message is
+//! delivered again (at least once).
 //!
 //! Order per key: a message is held back while an earlier message of the same ordering key is
 //! leased or waiting for its retry; other keys flow. One pull may hand out several messages of
@@ -33,11 +36,13 @@
 //! and [`Ledger::redrive`] appends the copies to the subscription's topic and settles them
 //! in one transaction.
 //!
-//! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does);
-//! the newest message of each topic is always kept so [`Ledger::last_message`] keeps working.
+//! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub does),
+//! a page at a time; the newest page of each topic is always kept so
+//! [`Ledger::last_message`] keeps working.
 //!
-//! The parts: `state` (what lives in memory), `schema` (the file's tables), `layout`
-//! (a row's compact form), `write` and `read` (the log), `subscriptions`, `delivery`
+//! The parts: `state` (what lives in memory), `schema` (the file's tables and their
+//! migration), `page` (a page's bytes), `layout` (headers and attributes in compact form),
+//! `write` and `read` (the log), `subscriptions`, `delivery`
 //! (leases, acks, nacks), `dead_letters`, `retention`. This file holds the ledger's
 //! handle and the [`Ledger`] port, which runs each call on the blocking pool under one lock.
 
@@ -59,6 +64,7 @@ use state::{BACKEND, Inner};
 mod dead_letters;
 mod delivery;
 mod layout;
+mod page;
 mod read;
 mod retention;
 mod schema;
@@ -97,9 +103,7 @@ impl EmbeddedLedger {
         let conn = rusqlite::Connection::open(&path).map_err(|e| {
             PortError::unavailable(BACKEND, format!("cannot open {}: {e}", path.display()))
         })?;
-        schema::prepare(&conn).map_err(|e| {
-            PortError::unavailable(BACKEND, format!("cannot prepare {}: {e}", path.display()))
-        })?;
+        schema::prepare(&conn, &path)?;
         let subs = subscriptions::load(&conn).map_err(|e| {
             PortError::unavailable(BACKEND, format!("cannot read subscriptions: {e}"))
         })?;

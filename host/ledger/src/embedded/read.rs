@@ -1,35 +1,23 @@
-//! Reading the log back: a stored row to the message it was (header joined back, attributes
-//! decoded), and the reads that list topics, retained messages and the poller's progress.
+//! Reading the log back: a stored record to the message it was (header joined back,
+//! attributes decoded), the walk over a topic's pages from a message id on, and the reads
+//! that list topics, retained messages and the poller's progress.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use ledgerhost_core::ledger::{Message, Retained};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::layout;
+use super::page::{Page, Record};
 use super::state::BACKEND;
 
-/// The columns of a stored message [`stored`] reads (after those a query puts first), and
-/// the join that restores its header.
-pub(super) const STORED_COLUMNS: &str = "m.ordering_key, m.attributes, m.data, h.bytes";
-pub(super) const STORED_FROM: &str = "messages m LEFT JOIN headers h ON h.id = m.header";
-
-/// A message as read back from its row: attributes not yet checked.
+/// A message as read back from its page: attributes not yet checked.
 pub(super) struct Stored {
     ordering_key: String,
     attributes: Result<BTreeMap<String, String>, String>,
     data: Vec<u8>,
-}
-
-/// Reads [`STORED_COLUMNS`] from `row`, starting at column `first`.
-pub(super) fn stored(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Stored> {
-    let header = row.get_ref(first + 3)?.as_blob_or_null()?;
-    Ok(Stored {
-        ordering_key: row.get(first)?,
-        attributes: layout::decode_attributes(row.get_ref(first + 1)?),
-        data: layout::join(header, row.get_ref(first + 2)?.as_blob()?),
-    })
 }
 
 impl Stored {
@@ -45,6 +33,145 @@ impl Stored {
             attributes,
         })
     }
+}
+
+/// The stored Avro headers a read needs, each fetched from `headers` once.
+#[derive(Default)]
+struct Headers(HashMap<i64, Vec<u8>>);
+
+impl Headers {
+    /// The message `record` holds, its header joined back.
+    fn stored(&mut self, conn: &Connection, record: &Record<'_>, id: i64) -> PortResult<Stored> {
+        let header = match record.header {
+            None => None,
+            Some(h) => match self.0.entry(h) {
+                Entry::Occupied(known) => Some(known.into_mut().as_slice()),
+                Entry::Vacant(slot) => {
+                    let bytes: Vec<u8> = conn
+                        .prepare_cached("SELECT bytes FROM headers WHERE id = ?1")
+                        .and_then(|mut stmt| stmt.query_row([h], |r| r.get(0)).optional())
+                        .map_err(|e| PortError::unavailable(BACKEND, e))?
+                        .ok_or_else(|| corrupt(id, format!("its header {h} is not stored")))?;
+                    Some(slot.insert(bytes).as_slice())
+                }
+            },
+        };
+        Ok(Stored {
+            ordering_key: record.ordering_key.to_string(),
+            attributes: layout::decode_attributes(record.attributes),
+            data: layout::join(header, record.body),
+        })
+    }
+}
+
+fn corrupt(id: i64, why: impl std::fmt::Display) -> PortError {
+    PortError::Corrupt {
+        backend: BACKEND,
+        message: format!("message {id} of the log: {why}"),
+    }
+}
+
+/// Record `i` of the page whose first message is `first`.
+fn record<'a>(page: &Page<'a>, first: i64, i: usize) -> PortResult<Record<'a>> {
+    page.record(i).map_err(|e| corrupt(first + i as i64, e))
+}
+
+/// The id of topic `name`, if it was created.
+pub(super) fn topic_id(conn: &Connection, name: &str) -> PortResult<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM topics WHERE name = ?1")
+        .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
+        .map_err(|e| PortError::unavailable(BACKEND, e))
+}
+
+/// The id the next message written gets: ids are never reused, and retention keeps each
+/// topic's newest page, so the newest page always tells.
+pub(super) fn end(conn: &Connection) -> PortResult<i64> {
+    conn.prepare_cached(
+        "SELECT COALESCE((SELECT id + count FROM pages ORDER BY id DESC LIMIT 1), 1)",
+    )
+    .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+    .map_err(|e| PortError::unavailable(BACKEND, e))
+}
+
+/// Calls `visit` with each message of `topic` from id `from` on, oldest first, with its
+/// id and when it was published (µs), until `visit` returns `false` or the log ends. Pages
+/// are read one at a time, so stopping early reads no further.
+pub(super) fn scan(
+    conn: &Connection,
+    topic: &str,
+    from: i64,
+    mut visit: impl FnMut(i64, i64, Stored) -> PortResult<bool>,
+) -> PortResult<()> {
+    let unavailable = |e: rusqlite::Error| PortError::unavailable(BACKEND, e);
+    // From the page holding `from` (the last one starting at or before it) on.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, published_at, body FROM pages
+             WHERE topic = (SELECT id FROM topics WHERE name = ?1)
+               AND id >= (SELECT COALESCE(MAX(id), 0) FROM pages
+                          WHERE topic = (SELECT id FROM topics WHERE name = ?1) AND id <= ?2)
+             ORDER BY id",
+        )
+        .map_err(unavailable)?;
+    let mut rows = stmt.query(params![topic, from]).map_err(unavailable)?;
+    let mut headers = Headers::default();
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let first: i64 = row.get(0).map_err(unavailable)?;
+        let published_at: i64 = row.get(1).map_err(unavailable)?;
+        let blob = row.get_ref(2).map_err(unavailable)?;
+        let blob = blob.as_blob().map_err(|e| corrupt(first, e))?;
+        let page = Page::parse(blob).map_err(|e| corrupt(first, e))?;
+        // `from` inside this page (the first one), or before it.
+        let skip = usize::try_from(from.saturating_sub(first).max(0)).unwrap_or(usize::MAX);
+        for i in skip.min(page.len())..page.len() {
+            let id = first + i as i64;
+            let stored = headers.stored(conn, &record(&page, first, i)?, id)?;
+            if !visit(id, published_at, stored)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The page a run of [`message`] calls read last, kept for the next (a redelivery reads
+/// its messages one by one, mostly from one page).
+#[derive(Default)]
+pub(super) struct LastPage(Option<(i64, Vec<u8>)>);
+
+/// Message `id` of the log, if it is still there (retention deletes whole pages).
+pub(super) fn message(
+    conn: &Connection,
+    id: i64,
+    last: &mut LastPage,
+) -> PortResult<Option<Stored>> {
+    let cached = last.0.as_ref().is_some_and(|(first, blob)| {
+        *first <= id && page_len(blob).is_some_and(|n| id < first + n)
+    });
+    if !cached {
+        last.0 = conn
+            .prepare_cached("SELECT id, body FROM pages WHERE id <= ?1 ORDER BY id DESC LIMIT 1")
+            .and_then(|mut stmt| {
+                stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    }
+    let Some((first, blob)) = &last.0 else {
+        return Ok(None);
+    };
+    let page = Page::parse(blob).map_err(|e| corrupt(*first, e))?;
+    let i = usize::try_from(id - first).unwrap_or(usize::MAX);
+    if i >= page.len() {
+        return Ok(None);
+    }
+    let record = record(&page, *first, i)?;
+    Headers::default().stored(conn, &record, id).map(Some)
+}
+
+/// How many messages the page `blob` holds, if it parses.
+fn page_len(blob: &[u8]) -> Option<i64> {
+    Page::parse(blob).ok().map(|p| p.len() as i64)
 }
 
 /// The names of every topic, sorted.
@@ -67,30 +194,28 @@ pub(super) fn retained(
     after: i64,
     max: usize,
 ) -> PortResult<Vec<Retained>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT m.id, {STORED_COLUMNS} FROM {STORED_FROM}
-                 WHERE m.topic = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3"
-        ))
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    let rows = stmt
-        .query_map(params![topic, after, max as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, stored(r, 1)?))
-        })
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
     let mut out = Vec::new();
-    for row in rows {
-        let (position, stored) = row.map_err(|e| PortError::unavailable(BACKEND, e))?;
-        let message = stored.into_message(|| format!("message {position} on {topic}"))?;
-        out.push(Retained { position, message });
+    if max == 0 {
+        return Ok(out);
     }
+    scan(
+        conn,
+        topic,
+        after.saturating_add(1),
+        |position, _, stored| {
+            let message = stored.into_message(|| format!("message {position} on {topic}"))?;
+            out.push(Retained { position, message });
+            Ok(out.len() < max)
+        },
+    )?;
     Ok(out)
 }
 
 /// How many messages of `topic` the log retains.
 pub(super) fn retained_count(conn: &Connection, topic: &str) -> PortResult<u64> {
     conn.query_row(
-        "SELECT COUNT(*) FROM messages WHERE topic = ?1",
+        "SELECT COALESCE(SUM(count), 0) FROM pages
+         WHERE topic = (SELECT id FROM topics WHERE name = ?1)",
         [topic],
         |r| r.get::<_, i64>(0),
     )
@@ -100,18 +225,21 @@ pub(super) fn retained_count(conn: &Connection, topic: &str) -> PortResult<u64> 
 
 /// The newest message of `topic`, if it has any.
 pub(super) fn last_message(conn: &Connection, topic: &str) -> PortResult<Option<Message>> {
-    let row = conn
+    let last: Option<(i64, i64)> = conn
         .query_row(
-            &format!(
-                "SELECT {STORED_COLUMNS} FROM {STORED_FROM}
-                 WHERE m.topic = ?1 ORDER BY m.id DESC LIMIT 1"
-            ),
+            "SELECT id, count FROM pages WHERE topic = (SELECT id FROM topics WHERE name = ?1)
+             ORDER BY id DESC LIMIT 1",
             [topic],
-            |r| stored(r, 0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    row.map(|stored| stored.into_message(|| format!("the last message on {topic}")))
+    let Some((first, count)) = last.filter(|(_, count)| *count > 0) else {
+        return Ok(None);
+    };
+    let id = first + count - 1;
+    message(conn, id, &mut LastPage::default())?
+        .map(|stored| stored.into_message(|| format!("the last message on {topic}")))
         .transpose()
 }
 

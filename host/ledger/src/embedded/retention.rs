@@ -1,5 +1,6 @@
 //! Retention: messages older than the retention are deleted, acked or not (as Pub/Sub
-//! does); the newest message of each topic is always kept so `last_message` keeps working.
+//! does), a page at a time (its messages share their publish time); the newest page of each
+//! topic is always kept so `last_message` keeps working and ids are never reused.
 
 use std::time::{Duration, Instant};
 
@@ -15,12 +16,12 @@ impl Inner {
         self.last_cleanup = Instant::now();
         let cutoff = now_micros() - self.retention.as_micros() as i64;
         let result = self.conn.execute(
-            "DELETE FROM messages WHERE published_at < ?1
-             AND id NOT IN (SELECT MAX(id) FROM messages GROUP BY topic)",
+            "DELETE FROM pages WHERE published_at < ?1
+             AND id NOT IN (SELECT MAX(id) FROM pages GROUP BY topic)",
             [cutoff],
         );
         match result {
-            Ok(n) if n > 0 => tracing::info!(deleted = n, "embedded ledger retention"),
+            Ok(n) if n > 0 => tracing::info!(pages = n, "embedded ledger retention"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "embedded ledger retention failed"),
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ledgerhost_core::ledger::Message;
 use ledgerhost_core::{PortError, PortResult};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 /// The backend's name in errors.
 pub(super) const BACKEND: &str = "embedded";
@@ -52,14 +52,6 @@ pub(super) struct Inner {
     pub(super) last_cleanup: Instant,
     /// Ids of the stored headers (`headers` table) written or looked up so far.
     pub(super) headers: HashMap<Vec<u8>, i64>,
-}
-
-/// Whether `topic` was created.
-pub(super) fn topic_exists(conn: &Connection, topic: &str) -> PortResult<bool> {
-    conn.prepare_cached("SELECT 1 FROM topics WHERE name = ?1")
-        .and_then(|mut stmt| stmt.query_row([topic], |_| Ok(())).optional())
-        .map(|r| r.is_some())
-        .map_err(|e| PortError::unavailable(BACKEND, e))
 }
 
 /// The subscription `name`, or a not-found error naming it.

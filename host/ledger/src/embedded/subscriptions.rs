@@ -8,6 +8,7 @@ use ledgerhost_core::ledger::{SubscriptionSpec, dead_letter_subscription};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::read;
 use super::state::{BACKEND, Inner, SubState};
 use crate::drift;
 
@@ -176,12 +177,7 @@ fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> 
     let end: i64 = if from_oldest {
         0
     } else {
-        inner
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| PortError::unavailable(BACKEND, e))?
+        read::end(&inner.conn)?
     };
     inner
         .conn

@@ -118,9 +118,10 @@ async fn leases_expire_and_can_be_extended() {
 async fn a_redelivery_reads_the_message_again_whole_and_one_past_retention_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let l = setup(dir.path()).await;
-    l.publish("t", vec![msg("a", 1), msg("b", 1), msg("b", 2)])
+    l.publish("t", vec![msg("a", 1), msg("b", 1)])
         .await
         .unwrap();
+    l.publish("t", vec![msg("b", 2)]).await.unwrap();
     let first = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
     assert_eq!(first.len(), 3);
     // The first lease moved the messages out of the window; a nack brings them back from
@@ -132,21 +133,19 @@ async fn a_redelivery_reads_the_message_again_whole_and_one_past_retention_is_go
         first.iter().map(|d| &d.message).collect::<Vec<_>>()
     );
     assert!(again.iter().all(|d| d.attempt == 2));
-    // Retention deletes a:1 (and b:1) while they are leased, acked or not, as Pub/Sub does:
-    // they are not delivered again, and b:2 (the topic's newest, kept) still is.
+    // Retention deletes the page of a:1 and b:1 while they are leased, acked or not, as
+    // Pub/Sub does: they are not delivered again, and b:2 (the topic's newest, kept) still is.
     l.nack("s", &ids(&again), Duration::ZERO).await.unwrap();
     {
         let inner = l.inner.lock().unwrap();
-        inner
+        let deleted = inner
             .conn
             .execute(
-                "DELETE FROM messages WHERE id IN (?1, ?2)",
-                params![
-                    again[0].ack_id.parse::<i64>().unwrap(),
-                    again[1].ack_id.parse::<i64>().unwrap()
-                ],
+                "DELETE FROM pages WHERE id = ?1",
+                params![again[0].ack_id.parse::<i64>().unwrap()],
             )
             .unwrap();
+        assert_eq!(deleted, 1);
     }
     let last = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(last.iter().map(body).collect::<Vec<_>>(), vec!["b:2"]);
@@ -242,18 +241,18 @@ async fn retention_drops_old_messages_but_keeps_the_newest() {
     l.publish("t", vec![msg("a", 1), msg("a", 2)])
         .await
         .unwrap();
+    l.publish("t", vec![msg("a", 3)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     {
         let mut inner = l.inner.lock().unwrap();
         inner.last_cleanup = Instant::now() - Duration::from_secs(120);
         inner.cleanup();
-        let n: i64 = inner
-            .conn
-            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 1);
     }
-    assert_eq!(l.last_message("t").await.unwrap(), Some(msg("a", 2)));
+    assert_eq!(l.retained_count("t").await.unwrap(), 1);
+    assert_eq!(l.last_message("t").await.unwrap(), Some(msg("a", 3)));
+    let retained = l.read_retained("t", 0, 10).await.unwrap();
+    assert_eq!(retained.len(), 1);
+    assert_eq!(retained[0].position, 3, "ids are not reused");
 }
 
 #[tokio::test]
@@ -691,15 +690,31 @@ async fn a_schemas_header_is_stored_once_and_every_message_reads_back_byte_for_b
         .query_row("SELECT COUNT(*) FROM headers", [], |r| r.get(0))
         .unwrap();
     assert_eq!(headers, 1, "one schema, one stored header");
-    let stored: i64 = conn
-        .query_row(
-            "SELECT length(data) FROM messages ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+    let (pages, stored): (i64, i64) = conn
+        .query_row("SELECT COUNT(*), SUM(length(body)) FROM pages", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
+    assert_eq!(pages, 2, "one row per publish");
+    assert!(
+        stored < schema.len() as i64,
+        "both pages together ({stored} bytes) are smaller than one header"
+    );
+    let blob: Vec<u8> = conn
+        .query_row("SELECT body FROM pages ORDER BY id LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let page = super::page::Page::parse(&blob).unwrap();
+    assert_eq!(page.len(), 5);
+    let first = page.record(0).unwrap();
+    assert!(first.header.is_some());
     // The block: its count, the datum's length, the datum, the sync marker.
-    assert_eq!(stored, 1 + 1 + 2 + 16, "the row holds the block only");
+    assert_eq!(
+        first.body.len(),
+        1 + 1 + 2 + 16,
+        "the record holds the block only"
+    );
     // A fresh process (no header cache) reads the same.
     drop(l);
     let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
@@ -772,4 +787,136 @@ async fn a_file_of_the_earlier_layout_opens_and_keeps_its_messages_and_cursors()
     assert_eq!(got[0].message, old);
     assert_eq!(got[1].message, old);
     assert_eq!(got[2].message, new);
+}
+
+#[tokio::test]
+async fn a_layout0_file_is_migrated_and_reads_back_byte_for_byte_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = format!("{{\"type\":\"record\",\"name\":\"{}\"}}", "y".repeat(300));
+    let sent: Vec<Message> = (1..=4u8)
+        .map(|n| Message {
+            data: container(&schema, &[n]),
+            ordering_key: format!("k{}", n % 2),
+            attributes: BTreeMap::from([
+                (attr::TABLE.to_string(), "orders".to_string()),
+                ("n".to_string(), n.to_string()),
+            ]),
+        })
+        .collect();
+    let dead = msg("plain", 7);
+    {
+        // Layout 0 as issue 11 left it: a row per message, the header by id, binary
+        // attributes; a dead-letter topic with a message not in any container.
+        let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE topics (name TEXT PRIMARY KEY);
+             CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                 ordering_key TEXT NOT NULL, attributes TEXT NOT NULL, data BLOB NOT NULL,
+                 published_at INTEGER NOT NULL, header INTEGER);
+             CREATE INDEX messages_by_topic ON messages (topic, id);
+             CREATE TABLE subscriptions (name TEXT PRIMARY KEY, topic TEXT NOT NULL,
+                 filter TEXT NOT NULL, ack_deadline_ms INTEGER NOT NULL,
+                 dead_letter_topic TEXT NOT NULL, cursor INTEGER NOT NULL);
+             CREATE TABLE acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                 PRIMARY KEY (sub, id)) WITHOUT ROWID;
+             CREATE TABLE nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+                 attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
+             CREATE TABLE progress (tbl TEXT PRIMARY KEY, record TEXT NOT NULL);
+             CREATE TABLE headers (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL UNIQUE);
+             INSERT INTO topics VALUES ('t'), ('s-dead');
+             INSERT INTO subscriptions VALUES ('s', 't', '{}', 30000, 's-dead', 2);
+             INSERT INTO subscriptions VALUES ('s.dead-letters', 's-dead', '{}', 30000, '', 0);
+             INSERT INTO progress VALUES ('orders', 'watermark');",
+        )
+        .unwrap();
+        let header_len = super::layout::header_len(&sent[0].data).unwrap();
+        conn.execute(
+            "INSERT INTO headers (id, bytes) VALUES (5, ?1)",
+            [&sent[0].data[..header_len]],
+        )
+        .unwrap();
+        for m in &sent {
+            conn.execute(
+                "INSERT INTO messages (topic, ordering_key, attributes, data, published_at, header)
+                 VALUES ('t', ?1, ?2, ?3, ?4, 5)",
+                params![
+                    m.ordering_key,
+                    super::layout::encode_attributes(&m.attributes),
+                    &m.data[header_len..],
+                    now_micros()
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO messages (topic, ordering_key, attributes, data, published_at)
+             VALUES ('s-dead', ?1, ?2, ?3, ?4)",
+            params![
+                dead.ordering_key,
+                super::layout::encode_attributes(&dead.attributes),
+                dead.data,
+                now_micros()
+            ],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO acks VALUES ('s', 3)", [])
+            .unwrap();
+    }
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    // Every read path gives the bytes that were written.
+    assert_eq!(
+        l.progress("orders").await.unwrap().as_deref(),
+        Some("watermark")
+    );
+    assert_eq!(l.retained_count("t").await.unwrap(), 4);
+    assert_eq!(l.last_message("t").await.unwrap(), Some(sent[3].clone()));
+    let retained = l.read_retained("t", 0, 10).await.unwrap();
+    assert_eq!(
+        retained
+            .iter()
+            .map(|r| (r.position, r.message.clone()))
+            .collect::<Vec<_>>(),
+        (1..).zip(sent.iter().cloned()).collect::<Vec<_>>()
+    );
+    let dead_letters = l.dead_letters("s", 10).await.unwrap();
+    assert_eq!(dead_letters.len(), 1);
+    assert_eq!(dead_letters[0].message, dead);
+    // The cursor (2) and the ack (3) hold: 2 and 4 are delivered, a redelivery reads them
+    // again whole, and new messages continue the ids.
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(ids(&got), vec!["2", "4"]);
+    assert_eq!(got[0].message, sent[1]);
+    l.nack("s", &ids(&got), Duration::ZERO).await.unwrap();
+    let again = l.pull("s", 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(again[1].message, sent[3]);
+    l.ack("s", &ids(&again)).await.unwrap();
+    l.publish("t", vec![sent[0].clone()]).await.unwrap();
+    let next = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        ids(&next),
+        vec!["6"],
+        "ids continue after the migrated ones"
+    );
+    assert_eq!(next[0].message, sent[0]);
+    drop(l);
+
+    let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, super::schema::LAYOUT);
+    let old_table: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'messages'")
+        .unwrap()
+        .exists([])
+        .unwrap();
+    assert!(!old_table, "the layout-0 table is gone");
+    // A file of a newer layout is refused, saying so, and left alone.
+    conn.pragma_update(None, "user_version", super::schema::LAYOUT + 1)
+        .unwrap();
+    drop(conn);
+    let err = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default())
+        .err()
+        .expect("a newer layout is refused");
+    assert!(err.to_string().contains("newer ledgerhost"), "{err}");
 }

@@ -1,5 +1,5 @@
-//! Writing to the log: a page of messages (with the poller's progress record, in one
-//! transaction) in the compact layout of [`super::layout`].
+//! Writing to the log: a publish's messages as a page ([`super::page`]), with the poller's
+//! progress record in the same transaction.
 
 use std::collections::HashMap;
 
@@ -7,8 +7,9 @@ use ledgerhost_core::ledger::{Message, Progress};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
-use super::layout;
-use super::state::{BACKEND, Inner, topic_exists};
+use super::read::{self, topic_id};
+use super::state::{BACKEND, Inner};
+use super::{layout, page};
 use ledgerhost_core::clock::now_micros;
 
 /// Appends `messages` to `topic` and, when given, replaces the table's progress record,
@@ -21,12 +22,6 @@ pub(super) fn append_page(
     messages: &[Message],
     progress: Option<&Progress>,
 ) -> PortResult<()> {
-    if !topic_exists(&inner.conn, topic)? {
-        return Err(PortError::not_found(
-            BACKEND,
-            format!("topic `{topic}` (create it first with ensure_topic)"),
-        ));
-    }
     let now = now_micros();
     let Inner { conn, headers, .. } = &mut *inner;
     let tx = conn
@@ -47,10 +42,11 @@ pub(super) fn append_page(
     Ok(())
 }
 
-/// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs), in the compact
-/// layout ([`layout`]): each message's container header by id (`headers` caches them),
-/// the rest of its data, its attributes as one blob. Returns the headers it stored, for
-/// the caller to cache once the transaction commits (a rolled-back id must not be reused).
+/// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs), as pages
+/// ([`page`]): usually one row for the whole publish. Each message's container header is
+/// stored once in `headers` and referred to by id (`headers` caches them), its attributes in
+/// their binary form. Returns the headers it stored, for the caller to cache once the
+/// transaction commits (a rolled-back id must not be reused).
 pub(super) fn insert_messages(
     tx: &rusqlite::Transaction<'_>,
     headers: &HashMap<Vec<u8>, i64>,
@@ -59,12 +55,22 @@ pub(super) fn insert_messages(
     now: i64,
 ) -> PortResult<NewHeaders> {
     let err = |e: rusqlite::Error| PortError::unavailable(BACKEND, e);
+    let topic_id = topic_id(tx, topic)?.ok_or_else(|| {
+        PortError::not_found(
+            BACKEND,
+            format!("topic `{topic}` (create it first with ensure_topic)"),
+        )
+    })?;
     let mut added: NewHeaders = Vec::new();
     // The messages of a page share one header: compared with the last one first, which
     // spares hashing it for every message.
     let mut last: Option<(&[u8], i64)> = None;
-    let mut rows = Vec::with_capacity(messages.len());
-    for m in messages {
+    let attributes: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| layout::encode_attributes(&m.attributes))
+        .collect();
+    let mut records = Vec::with_capacity(messages.len());
+    for (m, attributes) in messages.iter().zip(&attributes) {
         let (header, body) = match layout::header_len(&m.data) {
             Some(n) => {
                 let bytes = &m.data[..n];
@@ -86,41 +92,50 @@ pub(super) fn insert_messages(
             }
             None => (None, &m.data[..]),
         };
-        rows.push((m, header, body, layout::encode_attributes(&m.attributes)));
+        records.push(page::Record {
+            header,
+            ordering_key: &m.ordering_key,
+            attributes,
+            body,
+        });
     }
-    // Many rows per statement: SQLite's per-statement work (bind, step, reset) was a
-    // large share of a page's write.
-    for chunk in rows.chunks(INSERT_ROWS) {
-        let mut sql = String::from(
-            "INSERT INTO messages (topic, ordering_key, attributes, data, published_at, header)
-             VALUES ",
-        );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 {
-                "(?, ?, ?, ?, ?, ?)"
-            } else {
-                ", (?, ?, ?, ?, ?, ?)"
-            });
-        }
-        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 6);
-        for (m, header, body, attrs) in chunk {
-            values.extend_from_slice(&[
-                &topic as &dyn rusqlite::ToSql,
-                &m.ordering_key,
-                attrs,
-                body,
-                &now,
-                header,
-            ]);
-        }
-        stmt.execute(values.as_slice()).map_err(err)?;
+    let mut first = read::end(tx)?;
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(err)?;
+    for chunk in pages(&records) {
+        let count = chunk.len() as i64;
+        stmt.execute(params![first, topic_id, count, now, page::encode(chunk)])
+            .map_err(err)?;
+        first += count;
     }
     Ok(added)
 }
 
-/// Rows per `INSERT` statement (6 parameters each, far below SQLite's limit of 32 766).
-const INSERT_ROWS: usize = 100;
+/// `records` cut into runs whose pages stay within [`page::MAX_PAGE_BYTES`] (one run for
+/// any page the poller writes).
+fn pages<'r, 'a>(records: &'r [page::Record<'a>]) -> impl Iterator<Item = &'r [page::Record<'a>]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 4;
+        let n = rest
+            .iter()
+            .position(|r| {
+                bytes += r.stored_len();
+                bytes > page::MAX_PAGE_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (run, after) = rest.split_at(n);
+        rest = after;
+        Some(run)
+    })
+}
 
 /// Headers stored by a transaction not yet committed, with their ids.
 pub(super) type NewHeaders = Vec<(Vec<u8>, i64)>;

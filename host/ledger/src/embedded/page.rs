@@ -1,0 +1,170 @@
+//! A page of the log as stored (layout 1): the messages one publish wrote, as one blob in
+//! one row, addressed by the id of its first message plus an offset.
+//!
+//! Why: a row per message cost SQLite a record, a B-tree entry and an index entry each
+//! (about 3 µs per message, most of a page's write: BENCHMARKS.md, issue 25). A page is one
+//! record however many messages it holds, and a reader still finds message `i` without
+//! parsing those before it.
+//!
+//! The blob: a `u32` count `n`, then `n` little-endian `u32` ends (where each record stops,
+//! counted from the first record), then the records. A record: the id of its Avro header in
+//! `headers` as a varint (0: none, the data is whole), the ordering key and the attributes
+//! ([`super::layout::encode_attributes`]) each as a varint length and its bytes, then the
+//! rest of the data up to the record's end.
+
+use super::layout::{read_len, write_len};
+
+/// The most bytes one page's blob holds; a publish past it is stored as several pages in
+/// the same transaction (SQLite's blob limit is 1 GB, and a `u32` addresses the records).
+pub(super) const MAX_PAGE_BYTES: usize = 64 << 20;
+
+/// One message as a page stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Record<'a> {
+    /// The id of its stored Avro header, if its data had one.
+    pub(super) header: Option<i64>,
+    pub(super) ordering_key: &'a str,
+    /// The attributes in the binary form of [`super::layout::encode_attributes`].
+    pub(super) attributes: &'a [u8],
+    /// The data after the header (all of it when `header` is `None`).
+    pub(super) body: &'a [u8],
+}
+
+impl Record<'_> {
+    /// At most the bytes this record takes in a page, its end offset included.
+    pub(super) fn stored_len(&self) -> usize {
+        4 + 10 + 10 + self.ordering_key.len() + 10 + self.attributes.len() + self.body.len()
+    }
+}
+
+/// Builds a page's blob from its records.
+pub(super) fn encode(records: &[Record<'_>]) -> Vec<u8> {
+    let n = records.len();
+    let records_len: usize = records.iter().map(Record::stored_len).sum::<usize>() - 4 * n;
+    let mut out = Vec::with_capacity(4 + 4 * n + records_len);
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.resize(4 + 4 * n, 0);
+    let start = out.len();
+    for (i, r) in records.iter().enumerate() {
+        write_len(&mut out, r.header.map_or(0, |h| h as usize));
+        write_len(&mut out, r.ordering_key.len());
+        out.extend_from_slice(r.ordering_key.as_bytes());
+        write_len(&mut out, r.attributes.len());
+        out.extend_from_slice(r.attributes);
+        out.extend_from_slice(r.body);
+        let end = (out.len() - start) as u32;
+        out[4 + 4 * i..8 + 4 * i].copy_from_slice(&end.to_le_bytes());
+    }
+    out
+}
+
+/// A stored page, read in place.
+pub(super) struct Page<'a> {
+    ends: &'a [u8],
+    records: &'a [u8],
+}
+
+impl<'a> Page<'a> {
+    /// The page in `blob`, or what is wrong with it.
+    pub(super) fn parse(blob: &'a [u8]) -> Result<Self, String> {
+        let count = blob
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("shorter than its count")?;
+        let ends_end = count
+            .checked_mul(4)
+            .and_then(|n| n.checked_add(4))
+            .filter(|&n| n <= blob.len())
+            .ok_or("shorter than its record ends")?;
+        Ok(Page {
+            ends: &blob[4..ends_end],
+            records: &blob[ends_end..],
+        })
+    }
+
+    /// How many records the page holds.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len() / 4
+    }
+
+    fn end(&self, i: usize) -> usize {
+        let b = &self.ends[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    }
+
+    /// Record `i`, or what is wrong with it.
+    pub(super) fn record(&self, i: usize) -> Result<Record<'a>, String> {
+        if i >= self.len() {
+            return Err(format!("no record {i} in a page of {}", self.len()));
+        }
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        let end = self.end(i);
+        let bytes = self
+            .records
+            .get(start..end)
+            .ok_or_else(|| format!("record {i} ends past the page"))?;
+        let bad = || format!("record {i} is truncated");
+        let mut at = 0;
+        let header = read_len(bytes, &mut at).ok_or_else(bad)?;
+        let field = |at: &mut usize| -> Result<&'a [u8], String> {
+            let len = read_len(bytes, at).ok_or_else(bad)?;
+            let end = at.checked_add(len).filter(|&e| e <= bytes.len());
+            let field = &bytes[*at..end.ok_or_else(bad)?];
+            *at += len;
+            Ok(field)
+        };
+        let key = field(&mut at)?;
+        let attributes = field(&mut at)?;
+        let ordering_key = std::str::from_utf8(key)
+            .map_err(|e| format!("record {i}'s ordering key is not UTF-8: {e}"))?;
+        Ok(Record {
+            header: (header != 0).then_some(header as i64),
+            ordering_key,
+            attributes,
+            body: &bytes[at..],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_as_written_and_damage_is_named() {
+        let records = [
+            Record {
+                header: Some(3),
+                ordering_key: "shard-1",
+                attributes: &[1, 2, 3],
+                body: b"datum",
+            },
+            Record {
+                header: None,
+                ordering_key: "",
+                attributes: &[],
+                body: &[],
+            },
+            Record {
+                header: Some(300),
+                ordering_key: "ключ",
+                attributes: &[0],
+                body: &[9; 200],
+            },
+        ];
+        let blob = encode(&records);
+        let page = Page::parse(&blob).unwrap();
+        assert_eq!(page.len(), 3);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(page.record(i).unwrap(), *r);
+        }
+        assert!(page.record(3).is_err());
+        assert!(Page::parse(&blob[..3]).is_err());
+        assert!(Page::parse(&blob[..8]).is_err());
+        // Cut inside the last record: the earlier ones still read, the last is refused.
+        let cut = Page::parse(&blob[..blob.len() - 1]).unwrap();
+        assert_eq!(cut.record(1).unwrap(), records[1]);
+        assert!(cut.record(2).is_err());
+        assert_eq!(Page::parse(&encode(&[])).unwrap().len(), 0);
+    }
+}
