@@ -11,7 +11,7 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, params};
 
 use super::read;
-use super::state::{BACKEND, Inner};
+use super::state::{BACKEND, Writer};
 use super::subscriptions::stored_subscription;
 use super::write::insert_messages;
 use ledgerhost_core::clock::now_micros;
@@ -57,18 +57,18 @@ pub(super) fn unsettled_dead_letters(
 /// subscription's topic and settles them, in one transaction: a crash redrives all of them
 /// or none, never one twice. Returns the dead letters redriven.
 pub(super) fn redrive(
-    inner: &mut Inner,
+    writer: &mut Writer,
     subscription: &str,
     selection: &RedriveSelection,
     extra: &BTreeMap<String, String>,
 ) -> PortResult<Vec<DeadLetter>> {
     let (topic, _) = stored_subscription(
-        &inner.conn,
+        &writer.conn,
         subscription,
         &format!("subscription `{subscription}`"),
     )?;
     let chosen: Vec<(i64, DeadLetter)> =
-        unsettled_dead_letters(&inner.conn, subscription, usize::MAX)?
+        unsettled_dead_letters(&writer.conn, subscription, usize::MAX)?
             .into_iter()
             .filter(|(_, d)| selection.selects(d))
             .collect();
@@ -80,7 +80,7 @@ pub(super) fn redrive(
         })?;
     }
     let dead_letter_sub = dead_letter_subscription(subscription);
-    let Inner { conn, headers, .. } = &mut *inner;
+    let Writer { conn, headers, .. } = writer;
     let tx = conn
         .transaction()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;

@@ -1,20 +1,20 @@
-//! Delivery: a subscription's window filled from the log, leases handed out in per-key
-//! order, and acks, nacks and lease extensions settled (durably for acks and nacks).
+//! Delivery, on the reading half: a subscription's window filled from the log, leases
+//! handed out in per-key order, acks, nacks and extensions applied to the window (`settle`
+//! makes acks and nacks durable on the writing half).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use ledgerhost_core::ledger::Delivery;
 use ledgerhost_core::{PortError, PortResult};
-use rusqlite::params;
 
 use super::read;
-use super::state::{BACKEND, Inner, Pending, WINDOW, sub_mut};
+use super::state::{BACKEND, Pending, Reader, WINDOW, sub_mut};
 
-impl Inner {
+impl Reader {
     /// Loads more of the log into a subscription's window, auto-acking filtered messages.
     fn fill(&mut self, name: &str) -> PortResult<()> {
-        let Inner { conn, subs, .. } = self;
+        let Reader { conn, subs } = self;
         let sub = sub_mut(subs, name)?;
         if sub.pending.len() >= WINDOW / 2 {
             return Ok(());
@@ -53,35 +53,19 @@ impl Inner {
         })
     }
 
-    /// Persists the subscription's cursor: everything below the first unsettled id.
-    fn advance_cursor(&mut self, name: &str) -> PortResult<()> {
-        let Inner { conn, subs, .. } = self;
-        let sub = sub_mut(subs, name)?;
-        let cursor = sub.pending.keys().next().copied().unwrap_or(sub.next_load);
-        conn.execute(
-            "UPDATE subscriptions SET cursor = ?2 WHERE name = ?1",
-            params![name, cursor],
-        )
-        .and_then(|_| {
-            conn.execute(
-                "DELETE FROM acks WHERE sub = ?1 AND id < ?2",
-                params![name, cursor],
-            )
-        })
-        .and_then(|_| {
-            conn.execute(
-                "DELETE FROM nacks WHERE sub = ?1 AND id < ?2",
-                params![name, cursor],
-            )
-        })
-        .map_err(|e| PortError::unavailable(BACKEND, e))?;
-        Ok(())
+    /// The subscription's cursor: everything below its first unsettled id is settled.
+    pub(super) fn cursor(&self, name: &str) -> PortResult<i64> {
+        let sub = self
+            .subs
+            .get(name)
+            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
+        Ok(sub.pending.keys().next().copied().unwrap_or(sub.next_load))
     }
 
     /// Leases up to `max` deliverable messages.
     pub(super) fn lease(&mut self, name: &str, max: usize) -> PortResult<Vec<Delivery>> {
         self.fill(name)?;
-        let Inner { conn, subs, .. } = self;
+        let Reader { conn, subs } = self;
         let sub = sub_mut(subs, name)?;
         let now = Instant::now();
         let deadline = sub.ack_deadline;
@@ -147,36 +131,24 @@ impl Inner {
             .min()
     }
 
-    /// Settles the leased messages `ids` of subscription `name` durably and moves its cursor.
-    pub(super) fn ack(&mut self, name: &str, ids: Vec<i64>) -> PortResult<()> {
+    /// Takes the messages `ids` out of subscription `name`'s window; returns those that were
+    /// in it, for the writer to record.
+    pub(super) fn ack(&mut self, name: &str, ids: Vec<i64>) -> PortResult<Vec<i64>> {
         let sub = sub_mut(&mut self.subs, name)?;
-        let mut settled = Vec::with_capacity(ids.len());
-        for id in ids {
-            if sub.pending.remove(&id).is_some() {
-                settled.push(id);
-            }
-        }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            for id in &settled {
-                stmt.execute(params![name, id])
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            }
-        }
-        tx.commit()
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
-        self.advance_cursor(name)
+        Ok(ids
+            .into_iter()
+            .filter(|id| sub.pending.remove(id).is_some())
+            .collect())
     }
 
-    /// Hands the messages `ids` back for another delivery after `delay`, keeping their
-    /// attempt counts durably.
-    pub(super) fn nack(&mut self, name: &str, ids: Vec<i64>, delay: Duration) -> PortResult<()> {
+    /// Hands the messages `ids` back for another delivery after `delay`; returns each with
+    /// its attempt count, for the writer to record.
+    pub(super) fn nack(
+        &mut self,
+        name: &str,
+        ids: Vec<i64>,
+        delay: Duration,
+    ) -> PortResult<Vec<(i64, u32)>> {
         let sub = sub_mut(&mut self.subs, name)?;
         let visible_at = Instant::now() + delay;
         let mut attempts = Vec::new();
@@ -187,22 +159,7 @@ impl Inner {
                 attempts.push((id, p.attempt));
             }
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| PortError::unavailable(BACKEND, e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO nacks (sub, id, attempt) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            for (id, attempt) in attempts {
-                stmt.execute(params![name, id, attempt])
-                    .map_err(|e| PortError::unavailable(BACKEND, e))?;
-            }
-        }
-        tx.commit().map_err(|e| PortError::unavailable(BACKEND, e))
+        Ok(attempts)
     }
 
     /// Extends the leases of the messages `ids` that are still leased to `deadline` from now.

@@ -40,15 +40,24 @@
 //! a page at a time; the newest page of each topic is always kept so
 //! [`Ledger::last_message`] keeps working.
 //!
-//! The parts: `state` (what lives in memory), `schema` (the file's tables and their
-//! migration), `page` (a page's bytes), `layout` (headers and attributes in compact form),
-//! `write` and `read` (the log), `subscriptions`, `delivery`
-//! (leases, acks, nacks), `dead_letters`, `retention`. This file holds the ledger's
-//! handle and the [`Ledger`] port, which runs each call on the blocking pool under one lock.
+//! Concurrency: two connections, each behind its own lock (`state`). The writer writes
+//! pages, acks, nacks and subscriptions; the reader (read-only) fills the windows, leases
+//! and serves the reads, seeing the last committed state (WAL) while a page is written, so
+//! a pull never waits for a page write. An ack updates the window at once and is recorded
+//! before it returns when the writer is free; while a page is being written it is queued
+//! and recorded as soon as that write ends, so an ack never waits behind a page either (a
+//! crash in those milliseconds redelivers the messages: at least once, as on Pub/Sub).
+//!
+//! The parts: `state` (the two halves), `schema` (the file's tables and their migration),
+//! `page` (a page's bytes), `layout` (headers and attributes in compact form), `write` and
+//! `read` (the log), `subscriptions`, `delivery` (windows and leases, on the reader),
+//! `settle` (acks and nacks recorded, on the writer), `dead_letters`, `retention`. This
+//! file holds the ledger's handle and the [`Ledger`] port, which runs each call on the
+//! blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -59,7 +68,7 @@ use ledgerhost_core::ledger::{
 use ledgerhost_core::{PortError, PortResult};
 use tokio::sync::Notify;
 
-use state::{BACKEND, Inner};
+use state::{AckRecord, BACKEND, Reader, Sides, Writer};
 
 mod dead_letters;
 mod delivery;
@@ -68,6 +77,7 @@ mod page;
 mod read;
 mod retention;
 mod schema;
+mod settle;
 mod state;
 mod subscriptions;
 mod write;
@@ -89,7 +99,7 @@ impl Default for EmbeddedOptions {
 
 /// A durable ledger in `<dir>/ledger.db`.
 pub struct EmbeddedLedger {
-    inner: Arc<Mutex<Inner>>,
+    sides: Arc<Sides>,
     notify: Arc<Notify>,
 }
 
@@ -100,38 +110,43 @@ impl EmbeddedLedger {
             PortError::unavailable(BACKEND, format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join("ledger.db");
-        let conn = rusqlite::Connection::open(&path).map_err(|e| {
-            PortError::unavailable(BACKEND, format!("cannot open {}: {e}", path.display()))
-        })?;
+        let connect = || {
+            rusqlite::Connection::open(&path).map_err(|e| {
+                PortError::unavailable(BACKEND, format!("cannot open {}: {e}", path.display()))
+            })
+        };
+        let conn = connect()?;
         schema::prepare(&conn, &path)?;
         let subs = subscriptions::load(&conn).map_err(|e| {
             PortError::unavailable(BACKEND, format!("cannot read subscriptions: {e}"))
         })?;
+        // The reading half's own connection: it reads the last committed state while a
+        // page is being written (WAL), and can write nothing.
+        let reader = connect()?;
+        schema::prepare_reader(&reader, &path)?;
+        let writer = Writer {
+            conn,
+            retention: options.retention,
+            last_cleanup: Instant::now(),
+            headers: Default::default(),
+        };
         Ok(EmbeddedLedger {
-            inner: Arc::new(Mutex::new(Inner {
-                conn,
-                subs,
-                retention: options.retention,
-                last_cleanup: Instant::now(),
-                headers: Default::default(),
-            })),
+            sides: Arc::new(Sides::new(writer, Reader { conn: reader, subs })),
             notify: Arc::new(Notify::new()),
         })
     }
 
-    /// Runs `f` on the ledger's state on the blocking pool (SQLite calls block).
+    /// Runs `f` on the ledger's halves on the blocking pool (SQLite calls block); `f` takes
+    /// the locks it needs ([`Sides`]).
     async fn run<T, F>(&self, f: F) -> PortResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Inner) -> PortResult<T> + Send + 'static,
+        F: FnOnce(&Sides) -> PortResult<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| PortError::unavailable(BACKEND, format!("ledger task failed: {e}")))?
+        let sides = self.sides.clone();
+        tokio::task::spawn_blocking(move || f(&sides))
+            .await
+            .map_err(|e| PortError::unavailable(BACKEND, format!("ledger task failed: {e}")))?
     }
 
     /// Checks `messages` against Pub/Sub's limits, then appends them (and the progress
@@ -151,9 +166,10 @@ impl EmbeddedLedger {
         }
         let any = !messages.is_empty();
         let topic = topic.to_string();
-        self.run(move |inner| {
-            write::append_page(inner, &topic, &messages, progress.as_ref())?;
-            inner.cleanup();
+        self.run(move |sides| {
+            let mut writer = sides.writer();
+            write::append_page(&mut writer, &topic, &messages, progress.as_ref())?;
+            writer.cleanup();
             Ok(())
         })
         .await?;
@@ -172,8 +188,9 @@ impl Ledger for EmbeddedLedger {
 
     async fn ensure_topic(&self, topic: &str) -> PortResult<()> {
         let topic = topic.to_string();
-        self.run(move |inner| {
-            inner
+        self.run(move |sides| {
+            sides
+                .writer()
                 .conn
                 .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [&topic])
                 .map_err(|e| PortError::unavailable(BACKEND, e))?;
@@ -184,8 +201,11 @@ impl Ledger for EmbeddedLedger {
 
     async fn ensure_subscription(&self, spec: &SubscriptionSpec) -> PortResult<()> {
         let spec = spec.clone();
-        self.run(move |inner| subscriptions::ensure(inner, &spec))
-            .await
+        self.run(move |sides| {
+            let mut writer = sides.writer();
+            subscriptions::ensure(&mut writer, &mut sides.reader(), &spec)
+        })
+        .await
     }
 
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> PortResult<()> {
@@ -208,7 +228,7 @@ impl Ledger for EmbeddedLedger {
 
     async fn progress(&self, table: &str) -> PortResult<Option<String>> {
         let table = table.to_string();
-        self.run(move |inner| read::progress(&inner.conn, &table))
+        self.run(move |sides| read::progress(&sides.reader().conn, &table))
             .await
     }
 
@@ -226,9 +246,10 @@ impl Ledger for EmbeddedLedger {
             notified.as_mut().enable();
             let name = subscription.to_string();
             let (batch, wake) = self
-                .run(move |inner| {
-                    let batch = inner.lease(&name, max.max(1))?;
-                    Ok((batch, inner.next_wake(&name)))
+                .run(move |sides| {
+                    let mut reader = sides.reader();
+                    let batch = reader.lease(&name, max.max(1))?;
+                    Ok((batch, reader.next_wake(&name)))
                 })
                 .await?;
             if !batch.is_empty() {
@@ -249,7 +270,20 @@ impl Ledger for EmbeddedLedger {
     async fn ack(&self, subscription: &str, ack_ids: &[String]) -> PortResult<()> {
         let ids = delivery::parse_ids(ack_ids)?;
         let name = subscription.to_string();
-        self.run(move |inner| inner.ack(&name, ids)).await
+        self.run(move |sides| {
+            // The window first (pulls go on meanwhile), then the record: now if the writer
+            // is free, else as soon as the page being written lets it go.
+            let (ids, cursor) = {
+                let mut reader = sides.reader();
+                (reader.ack(&name, ids)?, reader.cursor(&name)?)
+            };
+            sides.queue_acks(AckRecord {
+                subscription: name,
+                ids,
+                cursor,
+            })
+        })
+        .await
     }
 
     async fn nack(
@@ -260,7 +294,11 @@ impl Ledger for EmbeddedLedger {
     ) -> PortResult<()> {
         let ids = delivery::parse_ids(ack_ids)?;
         let name = subscription.to_string();
-        self.run(move |inner| inner.nack(&name, ids, delay)).await?;
+        self.run(move |sides| {
+            let attempts = sides.reader().nack(&name, ids, delay)?;
+            sides.writer().record_nacks(&name, &attempts)
+        })
+        .await?;
         self.notify.notify_waiters();
         Ok(())
     }
@@ -273,12 +311,12 @@ impl Ledger for EmbeddedLedger {
     ) -> PortResult<()> {
         let ids = delivery::parse_ids(ack_ids)?;
         let name = subscription.to_string();
-        self.run(move |inner| inner.extend(&name, ids, deadline))
+        self.run(move |sides| sides.reader().extend(&name, ids, deadline))
             .await
     }
 
     async fn list_topics(&self) -> PortResult<Vec<String>> {
-        self.run(|inner| read::topics(&inner.conn)).await
+        self.run(|sides| read::topics(&sides.reader().conn)).await
     }
 
     async fn read_retained(
@@ -288,27 +326,27 @@ impl Ledger for EmbeddedLedger {
         max: usize,
     ) -> PortResult<Vec<Retained>> {
         let topic = topic.to_string();
-        self.run(move |inner| read::retained(&inner.conn, &topic, after, max))
+        self.run(move |sides| read::retained(&sides.reader().conn, &topic, after, max))
             .await
     }
 
     async fn retained_count(&self, topic: &str) -> PortResult<u64> {
         let topic = topic.to_string();
-        self.run(move |inner| read::retained_count(&inner.conn, &topic))
+        self.run(move |sides| read::retained_count(&sides.reader().conn, &topic))
             .await
     }
 
     async fn last_message(&self, topic: &str) -> PortResult<Option<Message>> {
         let topic = topic.to_string();
-        self.run(move |inner| read::last_message(&inner.conn, &topic))
+        self.run(move |sides| read::last_message(&sides.reader().conn, &topic))
             .await
     }
 
     async fn dead_letters(&self, subscription: &str, max: usize) -> PortResult<Vec<DeadLetter>> {
         let subscription = subscription.to_string();
-        self.run(move |inner| {
+        self.run(move |sides| {
             Ok(
-                dead_letters::unsettled_dead_letters(&inner.conn, &subscription, max)?
+                dead_letters::unsettled_dead_letters(&sides.reader().conn, &subscription, max)?
                     .into_iter()
                     .map(|(_, d)| d)
                     .collect(),
@@ -326,7 +364,9 @@ impl Ledger for EmbeddedLedger {
         let (subscription, selection, extra) =
             (subscription.to_string(), selection.clone(), extra.clone());
         let redriven = self
-            .run(move |inner| dead_letters::redrive(inner, &subscription, &selection, &extra))
+            .run(move |sides| {
+                dead_letters::redrive(&mut sides.writer(), &subscription, &selection, &extra)
+            })
             .await?;
         if !redriven.is_empty() {
             self.notify.notify_waiters();

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::state::Inner;
+use super::state::Writer;
 use ledgerhost_core::clock::now_micros;
 
-impl Inner {
+impl Writer {
     /// Deletes messages past retention, keeping each topic's newest.
     pub(super) fn cleanup(&mut self) {
         if self.last_cleanup.elapsed() < Duration::from_secs(60) {

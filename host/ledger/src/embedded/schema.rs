@@ -96,6 +96,16 @@ pub(super) fn prepare(conn: &Connection, path: &Path) -> PortResult<()> {
     Ok(())
 }
 
+/// Sets up the reading half's connection to a prepared file: it waits for a checkpoint
+/// rather than failing, and refuses to write (every write goes through the writer).
+pub(super) fn prepare_reader(conn: &Connection, path: &Path) -> PortResult<()> {
+    conn.busy_timeout(Duration::from_secs(30))
+        .and_then(|()| conn.pragma_update(None, "query_only", true))
+        .map_err(|e| {
+            PortError::unavailable(BACKEND, format!("cannot prepare {}: {e}", path.display()))
+        })
+}
+
 fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
         .exists([name])

@@ -9,15 +9,19 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::read;
-use super::state::{BACKEND, Inner, SubState};
+use super::state::{BACKEND, Reader, SubState, Writer};
 use crate::drift;
 
 /// Creates `spec`'s subscription (and the one that keeps its dead letters), or checks and
 /// updates them when they exist.
-pub(super) fn ensure(inner: &mut Inner, spec: &SubscriptionSpec) -> PortResult<()> {
-    ensure_one(inner, spec, false)?;
+pub(super) fn ensure(
+    writer: &mut Writer,
+    reader: &mut Reader,
+    spec: &SubscriptionSpec,
+) -> PortResult<()> {
+    ensure_one(writer, reader, spec, false)?;
     if !spec.dead_letter_topic.is_empty() {
-        ensure_one(inner, &dead_letter_spec(spec), true)?;
+        ensure_one(writer, reader, &dead_letter_spec(spec), true)?;
     }
     Ok(())
 }
@@ -106,22 +110,27 @@ fn drift_settings(
 
 /// Creates `spec`'s subscription, or checks and updates an existing one (as on Pub/Sub,
 /// [`drift`]); a new one starts at the end of the log, or at its oldest with `from_oldest`.
-fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> PortResult<()> {
+fn ensure_one(
+    writer: &mut Writer,
+    reader: &mut Reader,
+    spec: &SubscriptionSpec,
+    from_oldest: bool,
+) -> PortResult<()> {
     for t in [&spec.topic, &spec.dead_letter_topic] {
         if t.is_empty() {
             continue;
         }
-        inner
+        writer
             .conn
             .execute("INSERT OR IGNORE INTO topics (name) VALUES (?1)", [t])
             .map_err(|e| PortError::unavailable(BACKEND, e))?;
     }
     let filter = serde_json::to_string(&spec.attribute_filter).unwrap_or_default();
     let deadline = spec.ack_deadline.as_millis() as i64;
-    if let Some(sub) = inner.subs.get_mut(&spec.name) {
+    if let Some(sub) = reader.subs.get_mut(&spec.name) {
         // It exists: it must match the manifest, as on Pub/Sub (crate::drift): the
         // ack deadline and dead-letter topic change in place, topic and filter not.
-        let stored_dead_letter: String = inner
+        let stored_dead_letter: String = writer
             .conn
             .query_row(
                 "SELECT dead_letter_topic FROM subscriptions WHERE name = ?1",
@@ -160,7 +169,7 @@ fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> 
             drift::Verdict::Update(_) => {}
         }
         sub.ack_deadline = spec.ack_deadline;
-        inner
+        writer
             .conn
             .execute(
                 "UPDATE subscriptions SET ack_deadline_ms = ?2, dead_letter_topic = ?3
@@ -177,9 +186,9 @@ fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> 
     let end: i64 = if from_oldest {
         0
     } else {
-        read::end(&inner.conn)?
+        read::end(&writer.conn)?
     };
-    inner
+    writer
         .conn
         .execute(
             "INSERT INTO subscriptions (name, topic, filter, ack_deadline_ms,
@@ -194,7 +203,7 @@ fn ensure_one(inner: &mut Inner, spec: &SubscriptionSpec, from_oldest: bool) -> 
             ],
         )
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    inner.subs.insert(
+    reader.subs.insert(
         spec.name.clone(),
         SubState {
             topic: spec.topic.clone(),

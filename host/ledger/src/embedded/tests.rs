@@ -2,6 +2,7 @@ use super::*;
 use ledgerhost_core::clock::now_micros;
 use ledgerhost_core::ledger::attr;
 use rusqlite::{Connection, params};
+use std::collections::HashMap;
 
 fn msg(key: &str, n: u32) -> Message {
     Message {
@@ -137,8 +138,8 @@ async fn a_redelivery_reads_the_message_again_whole_and_one_past_retention_is_go
     // Pub/Sub does: they are not delivered again, and b:2 (the topic's newest, kept) still is.
     l.nack("s", &ids(&again), Duration::ZERO).await.unwrap();
     {
-        let inner = l.inner.lock().unwrap();
-        let deleted = inner
+        let writer = l.sides.writer();
+        let deleted = writer
             .conn
             .execute(
                 "DELETE FROM pages WHERE id = ?1",
@@ -244,9 +245,9 @@ async fn retention_drops_old_messages_but_keeps_the_newest() {
     l.publish("t", vec![msg("a", 3)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     {
-        let mut inner = l.inner.lock().unwrap();
-        inner.last_cleanup = Instant::now() - Duration::from_secs(120);
-        inner.cleanup();
+        let mut writer = l.sides.writer();
+        writer.last_cleanup = Instant::now() - Duration::from_secs(120);
+        writer.cleanup();
     }
     assert_eq!(l.retained_count("t").await.unwrap(), 1);
     assert_eq!(l.last_message("t").await.unwrap(), Some(msg("a", 3)));
@@ -919,4 +920,42 @@ async fn a_layout0_file_is_migrated_and_reads_back_byte_for_byte_on_every_path()
         .err()
         .expect("a newer layout is refused");
     assert!(err.to_string().contains("newer ledgerhost"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The writer's lock is held across the pull on purpose: a page write in progress.
+#[allow(clippy::await_holding_lock)]
+async fn pulls_and_acks_go_on_while_a_page_is_written_and_never_see_it_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Arc::new(setup(dir.path()).await);
+    l.publish("t", vec![msg("a", 1), msg("b", 1)])
+        .await
+        .unwrap();
+    // A page write in progress: the writer held, its transaction open.
+    let writer = l.sides.writer();
+    let tx = writer.conn.unchecked_transaction().unwrap();
+    super::write::insert_messages(&tx, &HashMap::new(), "t", &[msg("c", 1)], now_micros()).unwrap();
+    // The bound only turns a pull stuck behind the writer into a failure, not a hang.
+    let got = tokio::time::timeout(
+        Duration::from_secs(60),
+        l.pull("s", 10, Duration::from_millis(100)),
+    )
+    .await
+    .expect("a pull waited for the page being written")
+    .unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec!["a:1", "b:1"]);
+    // Nor does an ack: it is queued, and recorded when the page's write lets the writer go.
+    tokio::time::timeout(Duration::from_secs(60), l.ack("s", &ids(&got)))
+        .await
+        .expect("an ack waited for the page being written")
+        .unwrap();
+    tx.commit().unwrap();
+    drop(writer);
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec!["c:1"]);
+    // The acks are durable: a fresh open delivers only c:1 again.
+    drop(l);
+    let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let got = l.pull("s", 10, Duration::from_millis(100)).await.unwrap();
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), vec!["c:1"]);
 }

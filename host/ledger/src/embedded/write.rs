@@ -8,7 +8,7 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
 use super::read::{self, topic_id};
-use super::state::{BACKEND, Inner};
+use super::state::{BACKEND, Writer};
 use super::{layout, page};
 use ledgerhost_core::clock::now_micros;
 
@@ -17,13 +17,13 @@ use ledgerhost_core::clock::now_micros;
 /// a transaction atomically; `synchronous = NORMAL` may lose the last ones on a power
 /// cut, but then it loses the progress with the messages it covers).
 pub(super) fn append_page(
-    inner: &mut Inner,
+    writer: &mut Writer,
     topic: &str,
     messages: &[Message],
     progress: Option<&Progress>,
 ) -> PortResult<()> {
     let now = now_micros();
-    let Inner { conn, headers, .. } = &mut *inner;
+    let Writer { conn, headers, .. } = writer;
     let tx = conn
         .transaction()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
