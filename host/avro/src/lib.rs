@@ -28,7 +28,6 @@ mod schema;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ledgerhost_core::event::encode_key;
 use ledgerhost_core::ledger::ordering::Ordering;
 use ledgerhost_core::ledger::{Message, attr, limits};
 use ledgerhost_core::source::Row;
@@ -136,13 +135,15 @@ impl Encoder {
         data.extend_from_slice(&datum);
         data.extend_from_slice(&self.sync);
 
-        let key: Vec<Value> = self
-            .key_indexes
-            .iter()
-            .map(|i| row.values[*i].clone())
-            .collect();
-        let ordering_key = self.ordering.key_for(&encode_key(&key));
-        let id = EventId::new(&t.name, &key, row.commit_ts);
+        let id = EventId::of(
+            &t.name,
+            self.key_indexes.iter().map(|i| &row.values[*i]),
+            row.commit_ts,
+        );
+        // The key encoded once, for the id and the ordering key.
+        let ordering_key = self
+            .ordering
+            .key_for(id.key_part(&t.name).unwrap_or_default());
         let attributes = [
             (attr::TABLE.to_string(), t.name.clone()),
             (attr::COMMIT_TS.to_string(), row.commit_ts.to_string()),
@@ -318,11 +319,10 @@ impl Decoder {
             .iter()
             .map(|i| fields[*i].clone())
             .collect();
-        let key_values: Vec<Value> = key.iter().map(|f| f.value.clone()).collect();
         let deleted = layout
             .deleted_index
             .is_some_and(|i| matches!(fields[i].value, Value::Bool(true) | Value::Int64(1)));
-        let id = EventId::new(&t.name, &key_values, commit_ts);
+        let id = EventId::of(&t.name, key.iter().map(|f| &f.value), commit_ts);
         let mut attrs: Vec<(String, String)> = Vec::with_capacity(attributes().count() + 4);
         attrs.extend(attributes().map(|(k, v)| (k.to_string(), v.to_string())));
         // The standard attributes the ledger did not carry, derived (each built only when

@@ -1,4 +1,5 @@
 use super::*;
+use ledgerhost_core::event::encode_key;
 use ledgerhost_core::{Column, ColumnType};
 
 fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {

@@ -1,6 +1,6 @@
 //! Rows and events as the host handles them natively (the WIT types mirror these).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crate::ColumnType;
 
@@ -51,7 +51,27 @@ pub struct EventId(pub String);
 impl EventId {
     /// Builds the id `table/key/commit_ts`, the key being [`encode_key`] of the key values.
     pub fn new(table: &str, key: &[Value], commit_ts: i64) -> Self {
-        EventId(format!("{table}/{}/{commit_ts}", encode_key(key)))
+        Self::of(table, key, commit_ts)
+    }
+
+    /// [`EventId::new`] from the key values where they stand (the fields of a decoded row),
+    /// written into one string.
+    pub fn of<'a>(table: &str, key: impl IntoIterator<Item = &'a Value>, commit_ts: i64) -> Self {
+        let mut id = String::with_capacity(table.len() + 40);
+        id.push_str(table);
+        id.push('/');
+        encode_key_into(&mut id, key);
+        id.push('/');
+        // Writing into a String cannot fail.
+        let _ = write!(id, "{commit_ts}");
+        EventId(id)
+    }
+
+    /// The key part of this id as [`encode_key`] wrote it, given the id's table (its escapes
+    /// keep every '/' out of it, so the last '/' starts the commit timestamp).
+    pub fn key_part(&self, table: &str) -> Option<&str> {
+        let rest = self.0.strip_prefix(table)?.strip_prefix('/')?;
+        rest.get(..rest.rfind('/')?)
     }
 }
 
@@ -65,32 +85,41 @@ impl fmt::Display for EventId {
 /// Parts are joined by ',' and each part escapes '%', ',' and '/' so the encoding is injective.
 pub fn encode_key(key: &[Value]) -> String {
     let mut out = String::new();
-    for (i, v) in key.iter().enumerate() {
+    encode_key_into(&mut out, key);
+    out
+}
+
+/// [`encode_key`], appended to `out`. Only text can hold the three escaped characters:
+/// numbers, dates and hex are written as they are.
+fn encode_key_into<'a>(out: &mut String, key: impl IntoIterator<Item = &'a Value>) {
+    for (i, v) in key.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let part = match v {
-            Value::Null => "~null".to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Int64(n) => n.to_string(),
-            Value::Float32(x) => x.to_string(),
-            Value::Float64(x) => x.to_string(),
-            Value::Numeric(s) | Value::String(s) | Value::Json(s) => s.clone(),
-            Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-            Value::Date(d) => d.to_string(),
-            Value::Timestamp(t) => t.to_string(),
-            Value::Array(..) => "~array".to_string(),
-        };
-        for ch in part.chars() {
-            match ch {
-                '%' => out.push_str("%25"),
-                ',' => out.push_str("%2C"),
-                '/' => out.push_str("%2F"),
-                c => out.push(c),
+        // Writing into a String cannot fail.
+        let _ = match v {
+            Value::Null => out.write_str("~null"),
+            Value::Bool(b) => write!(out, "{b}"),
+            Value::Int64(n) => write!(out, "{n}"),
+            Value::Float32(x) => write!(out, "{x}"),
+            Value::Float64(x) => write!(out, "{x}"),
+            Value::Numeric(s) | Value::String(s) | Value::Json(s) => {
+                for ch in s.chars() {
+                    match ch {
+                        '%' => out.push_str("%25"),
+                        ',' => out.push_str("%2C"),
+                        '/' => out.push_str("%2F"),
+                        c => out.push(c),
+                    }
+                }
+                Ok(())
             }
-        }
+            Value::Bytes(b) => b.iter().try_for_each(|x| write!(out, "{x:02x}")),
+            Value::Date(d) => write!(out, "{d}"),
+            Value::Timestamp(t) => write!(out, "{t}"),
+            Value::Array(..) => out.write_str("~array"),
+        };
     }
-    out
 }
 
 /// A decoded event: one committed version of one source row.
@@ -135,4 +164,54 @@ pub enum Disposition {
     Retry(String),
     /// Dead-letter now with this reason.
     Reject(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Event ids are stored (ledger attributes, archives, views): their encoding is a
+    /// format, pinned here for every type.
+    #[test]
+    fn keys_and_ids_encode_exactly_as_stored() {
+        let key = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int64(-5),
+            Value::Float32(1.5),
+            Value::Float64(-0.25),
+            Value::Numeric("12.50".into()),
+            Value::String("a,b/c%d".into()),
+            Value::Bytes(vec![0x0a, 0xff]),
+            Value::Date(19_000),
+            Value::Timestamp(1_700_000_000_000_000),
+            Value::Json("{\"k\":1}".into()),
+            Value::Array(ColumnType::Int64, vec![Value::Int64(1)]),
+        ];
+        let encoded = "~null,true,-5,1.5,-0.25,12.50,a%2Cb%2Fc%25d,0aff,19000,\
+                       1700000000000000,{\"k\":1},~array";
+        assert_eq!(encode_key(&key), encoded);
+        assert_eq!(
+            EventId::new("orders", &key, 42).0,
+            format!("orders/{encoded}/42")
+        );
+        let fields: Vec<Field> = key
+            .iter()
+            .map(|v| Field {
+                name: "c".into(),
+                value: v.clone(),
+            })
+            .collect();
+        assert_eq!(
+            EventId::of("orders", fields.iter().map(|f| &f.value), 42),
+            EventId::new("orders", &key, 42)
+        );
+        assert_eq!(EventId::new("t", &[], -1).0, "t//-1");
+        assert_eq!(
+            EventId::new("orders", &key, 42).key_part("orders"),
+            Some(encoded)
+        );
+        assert_eq!(EventId::new("t", &[], -1).key_part("t"), Some(""));
+        assert_eq!(EventId::new("t", &key, 1).key_part("other"), None);
+    }
 }

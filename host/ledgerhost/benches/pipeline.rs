@@ -1,7 +1,8 @@
 //! Pipeline benchmark on embedded defaults, measured against baselines in the same run:
 //!
 //! 1. Poller throughput, source → ledger (rows/s), against a plain SQLite scan of the same
-//!    rows (the floor the poller cannot beat), Avro encoding alone, and the durable-write
+//!    rows (the floor the poller cannot beat: the best of three scans, the first printed
+//!    too), Avro encoding alone, and the durable-write
 //!    limit: the same rows, encoded beforehand, written into a fresh ledger file in pages
 //!    of the poller's size, each with a progress record in its transaction, as the poller
 //!    writes them. The last line sums it up: `producer ratios: scan=… write=…` (the
@@ -97,21 +98,29 @@ async fn throughput(rows: i64) -> (f64, f64) {
     }
 
     // Baseline 1: read the rows through the same snapshot and keyset paging, nothing else.
-    let t = Instant::now();
-    let mut snap = source.snapshot().await.unwrap();
-    let mut after = Position::after_ts(i64::MIN);
+    // The best of three: a single scan right after the inserts varied 2x between runs
+    // (the source's WAL), and a floor is the fastest it goes.
+    let mut scan = Duration::MAX;
+    let mut first_scan = None;
     let mut read = Vec::new();
-    loop {
-        let page = snap.page(&schema, &after, PAGE).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = Position {
-            commit_ts: last.commit_ts,
-            key: vec![last.values[0].clone()],
-        };
-        read.extend(page);
+    for _ in 0..3 {
+        read.clear();
+        let t = Instant::now();
+        let mut snap = source.snapshot().await.unwrap();
+        let mut after = Position::after_ts(i64::MIN);
+        loop {
+            let page = snap.page(&schema, &after, PAGE).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Position {
+                commit_ts: last.commit_ts,
+                key: vec![last.values[0].clone()],
+            };
+            read.extend(page);
+        }
+        first_scan.get_or_insert(t.elapsed());
+        scan = scan.min(t.elapsed());
     }
-    let scan = t.elapsed();
-    drop(snap);
+    let first_scan = first_scan.unwrap_or(scan);
 
     // Baseline 2: Avro encoding alone.
     let encoder = ledgerhost_avro::Encoder::new(&schema).unwrap();
@@ -169,9 +178,14 @@ async fn throughput(rows: i64) -> (f64, f64) {
     println!("| path | rows/s | vs poller |");
     println!("| --- | ---: | ---: |");
     println!(
-        "| SQLite keyset scan only (floor) | {:.0} | {:.2}x |",
+        "| SQLite keyset scan only (floor: the best of three) | {:.0} | {:.2}x |",
         rate(scan),
         rate(scan) / rate(poll)
+    );
+    println!(
+        "| SQLite keyset scan, the first of the three (cold) | {:.0} | {:.2}x |",
+        rate(first_scan),
+        rate(first_scan) / rate(poll)
     );
     println!(
         "| Avro encoding only | {:.0} | {:.2}x |",

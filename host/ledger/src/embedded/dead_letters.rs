@@ -80,11 +80,16 @@ pub(super) fn redrive(
         })?;
     }
     let dead_letter_sub = dead_letter_subscription(subscription);
-    let Writer { conn, headers, .. } = writer;
+    let Writer {
+        conn,
+        headers,
+        page,
+        ..
+    } = writer;
     let tx = conn
         .transaction()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    let added = insert_messages(&tx, headers, &topic, &copies, now_micros())?;
+    let added = insert_messages(&tx, headers, page, &topic, &copies, now_micros())?;
     {
         let mut stmt = tx
             .prepare_cached("INSERT OR IGNORE INTO acks (sub, id) VALUES (?1, ?2)")

@@ -87,32 +87,57 @@ const KNOWN_KEYS: [&str; 4] = [
     attr::SCHEMA_FINGERPRINT,
 ];
 
-/// Attributes as stored: a count, then each pair. A key is a varint `v`: odd, it is
-/// `KNOWN_KEYS[v / 2]`; even, `v / 2` bytes of UTF-8 follow. A value is a varint length and
-/// its UTF-8.
+/// [`encode_attributes_into`] into a buffer of its own (what the tests compare with).
+#[cfg(test)]
 pub fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        1 + attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum::<usize>(),
-    );
-    write_len(&mut out, attributes.len());
-    for (k, v) in attributes {
-        match KNOWN_KEYS.iter().position(|known| known == k) {
-            Some(code) => write_len(&mut out, code * 2 + 1),
-            None => {
-                write_len(&mut out, k.len() * 2);
-                out.extend_from_slice(k.as_bytes());
-            }
-        }
-        write_len(&mut out, v.len());
-        out.extend_from_slice(v.as_bytes());
-    }
+    let mut out = Vec::with_capacity(encoded_attributes_len(attributes));
+    encode_attributes_into(&mut out, attributes);
     out
 }
 
-/// Reads attributes stored by [`encode_attributes`].
+/// Appends attributes as stored to `out`: a count, then each pair. A key is a varint `v`:
+/// odd, it is `KNOWN_KEYS[v / 2]`; even, `v / 2` bytes of UTF-8 follow. A value is a varint
+/// length and its UTF-8.
+pub fn encode_attributes_into(out: &mut Vec<u8>, attributes: &BTreeMap<String, String>) {
+    write_len(out, attributes.len());
+    for (k, v) in attributes {
+        match known_key(k) {
+            Some(code) => write_len(out, code * 2 + 1),
+            None => {
+                write_len(out, k.len() * 2);
+                out.extend_from_slice(k.as_bytes());
+            }
+        }
+        write_len(out, v.len());
+        out.extend_from_slice(v.as_bytes());
+    }
+}
+
+/// How many bytes [`encode_attributes_into`] writes for `attributes`.
+pub fn encoded_attributes_len(attributes: &BTreeMap<String, String>) -> usize {
+    len_len(attributes.len())
+        + attributes
+            .iter()
+            .map(|(k, v)| {
+                let key = match known_key(k) {
+                    Some(code) => len_len(code * 2 + 1),
+                    None => len_len(k.len() * 2) + k.len(),
+                };
+                key + len_len(v.len()) + v.len()
+            })
+            .sum::<usize>()
+}
+
+fn known_key(key: &str) -> Option<usize> {
+    KNOWN_KEYS.iter().position(|known| *known == key)
+}
+
+/// How many bytes [`write_len`] writes for `n`.
+pub(super) fn len_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// Reads attributes stored by [`encode_attributes_into`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
     let bad = || "truncated or malformed attribute blob".to_string();
     let mut at = 0;
@@ -188,6 +213,7 @@ mod tests {
             ]),
         ] {
             let stored = encode_attributes(&attrs);
+            assert_eq!(stored.len(), encoded_attributes_len(&attrs));
             assert_eq!(decode_attributes(&stored).unwrap(), attrs);
             assert_eq!(
                 decode_layout0_attributes(ValueRef::Blob(&stored)).unwrap(),
@@ -204,6 +230,25 @@ mod tests {
         assert!(decode_attributes(&stored).is_err());
         // A known-key code past the list is refused, not guessed.
         assert!(decode_attributes(&[1, 99, 0]).is_err());
+    }
+
+    #[test]
+    fn a_varints_length_is_known_before_it_is_written() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            usize::MAX >> 1,
+            usize::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_len(&mut out, n);
+            assert_eq!(out.len(), len_len(n), "{n}");
+        }
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl EmbeddedLedger {
             retention: options.retention,
             last_cleanup: Instant::now(),
             headers: Default::default(),
+            page: Vec::new(),
         };
         Ok(EmbeddedLedger {
             sides: Arc::new(Sides::new(writer, Reader { conn: reader, subs })),

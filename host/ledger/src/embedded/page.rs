@@ -9,53 +9,92 @@
 //! The blob: a `u32` count `n`, then `n` little-endian `u32` ends (where each record stops,
 //! counted from the first record), then the records. A record: the id of its Avro header in
 //! `headers` as a varint (0: none, the data is whole), the ordering key and the attributes
-//! ([`super::layout::encode_attributes`]) each as a varint length and its bytes, then the
+//! ([`super::layout::encode_attributes_into`]) each as a varint length and its bytes, then the
 //! rest of the data up to the record's end.
 
-use super::layout::{read_len, write_len};
+use std::collections::BTreeMap;
+
+use super::layout::{encode_attributes_into, encoded_attributes_len, read_len, write_len};
 
 /// The most bytes one page's blob holds; a publish past it is stored as several pages in
 /// the same transaction (SQLite's blob limit is 1 GB, and a `u32` addresses the records).
 pub(super) const MAX_PAGE_BYTES: usize = 64 << 20;
 
-/// One message as a page stores it.
+/// One message as a page stores it, read in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Record<'a> {
     /// The id of its stored Avro header, if its data had one.
     pub(super) header: Option<i64>,
     pub(super) ordering_key: &'a str,
-    /// The attributes in the binary form of [`super::layout::encode_attributes`].
+    /// The attributes in the binary form of [`super::layout::encode_attributes_into`].
     pub(super) attributes: &'a [u8],
     /// The data after the header (all of it when `header` is `None`).
     pub(super) body: &'a [u8],
 }
 
-impl Record<'_> {
-    /// At most the bytes this record takes in a page, its end offset included.
-    pub(super) fn stored_len(&self) -> usize {
-        4 + 10 + 10 + self.ordering_key.len() + 10 + self.attributes.len() + self.body.len()
-    }
+/// At most the bytes a record takes in a page, its end offset included (to cut a publish
+/// into pages before writing them).
+pub(super) fn record_len_bound(ordering_key: &str, attributes_len: usize, body: &[u8]) -> usize {
+    4 + 10 + 10 + ordering_key.len() + 10 + attributes_len + body.len()
 }
 
-/// Builds a page's blob from its records.
-pub(super) fn encode(records: &[Record<'_>]) -> Vec<u8> {
-    let n = records.len();
-    let records_len: usize = records.iter().map(Record::stored_len).sum::<usize>() - 4 * n;
-    let mut out = Vec::with_capacity(4 + 4 * n + records_len);
-    out.extend_from_slice(&(n as u32).to_le_bytes());
-    out.resize(4 + 4 * n, 0);
-    let start = out.len();
-    for (i, r) in records.iter().enumerate() {
-        write_len(&mut out, r.header.map_or(0, |h| h as usize));
-        write_len(&mut out, r.ordering_key.len());
-        out.extend_from_slice(r.ordering_key.as_bytes());
-        write_len(&mut out, r.attributes.len());
-        out.extend_from_slice(r.attributes);
-        out.extend_from_slice(r.body);
-        let end = (out.len() - start) as u32;
-        out[4 + 4 * i..8 + 4 * i].copy_from_slice(&end.to_le_bytes());
+/// Builds a page's blob in a buffer that keeps its capacity from page to page (a fresh
+/// megabyte per page cost the kernel's page faults).
+pub(super) struct PageWriter<'b> {
+    out: &'b mut Vec<u8>,
+    count: usize,
+    written: usize,
+    start: usize,
+}
+
+impl<'b> PageWriter<'b> {
+    /// A page of `count` records in `out` (cleared).
+    pub(super) fn new(out: &'b mut Vec<u8>, count: usize) -> Self {
+        out.clear();
+        out.extend_from_slice(&(count as u32).to_le_bytes());
+        out.resize(4 + 4 * count, 0);
+        let start = out.len();
+        PageWriter {
+            out,
+            count,
+            written: 0,
+            start,
+        }
     }
-    out
+
+    /// Appends the next record, its attributes encoded in place.
+    pub(super) fn push(
+        &mut self,
+        header: Option<i64>,
+        ordering_key: &str,
+        attributes: &BTreeMap<String, String>,
+        body: &[u8],
+    ) {
+        assert!(
+            self.written < self.count,
+            "more records than the page was made for"
+        );
+        let out = &mut *self.out;
+        write_len(out, header.map_or(0, |h| h as usize));
+        write_len(out, ordering_key.len());
+        out.extend_from_slice(ordering_key.as_bytes());
+        write_len(out, encoded_attributes_len(attributes));
+        encode_attributes_into(out, attributes);
+        out.extend_from_slice(body);
+        let end = (out.len() - self.start) as u32;
+        let at = 4 + 4 * self.written;
+        out[at..at + 4].copy_from_slice(&end.to_le_bytes());
+        self.written += 1;
+    }
+
+    /// The page's blob.
+    pub(super) fn finish(self) -> &'b [u8] {
+        assert_eq!(
+            self.written, self.count,
+            "fewer records than the page was made for"
+        );
+        self.out
+    }
 }
 
 /// A stored page, read in place.
@@ -132,39 +171,45 @@ mod tests {
 
     #[test]
     fn records_come_back_as_written_and_damage_is_named() {
-        let records = [
-            Record {
-                header: Some(3),
-                ordering_key: "shard-1",
-                attributes: &[1, 2, 3],
-                body: b"datum",
-            },
-            Record {
-                header: None,
-                ordering_key: "",
-                attributes: &[],
-                body: &[],
-            },
-            Record {
-                header: Some(300),
-                ordering_key: "ключ",
-                attributes: &[0],
-                body: &[9; 200],
-            },
+        let attributes = [
+            BTreeMap::from([("table".to_string(), "orders".to_string())]),
+            BTreeMap::new(),
+            BTreeMap::from([("ключ".to_string(), "💡".repeat(50))]),
         ];
-        let blob = encode(&records);
+        let written = [
+            (Some(3), "shard-1", b"datum".to_vec()),
+            (None, "", Vec::new()),
+            (Some(300), "ключ", vec![9; 200]),
+        ];
+        let mut buf = vec![7; 10_000];
+        let mut page = PageWriter::new(&mut buf, written.len());
+        for ((header, key, body), attrs) in written.iter().zip(&attributes) {
+            page.push(*header, key, attrs, body);
+        }
+        let blob = page.finish().to_vec();
         let page = Page::parse(&blob).unwrap();
         assert_eq!(page.len(), 3);
-        for (i, r) in records.iter().enumerate() {
-            assert_eq!(page.record(i).unwrap(), *r);
+        for (i, ((header, key, body), attrs)) in written.iter().zip(&attributes).enumerate() {
+            let r = page.record(i).unwrap();
+            assert_eq!(
+                (r.header, r.ordering_key, r.body),
+                (*header, *key, body.as_slice())
+            );
+            assert_eq!(r.attributes, super::super::layout::encode_attributes(attrs));
         }
         assert!(page.record(3).is_err());
         assert!(Page::parse(&blob[..3]).is_err());
         assert!(Page::parse(&blob[..8]).is_err());
         // Cut inside the last record: the earlier ones still read, the last is refused.
         let cut = Page::parse(&blob[..blob.len() - 1]).unwrap();
-        assert_eq!(cut.record(1).unwrap(), records[1]);
+        assert_eq!(cut.record(1).unwrap().ordering_key, "");
         assert!(cut.record(2).is_err());
-        assert_eq!(Page::parse(&encode(&[])).unwrap().len(), 0);
+        let mut buf = Vec::new();
+        assert_eq!(
+            Page::parse(PageWriter::new(&mut buf, 0).finish())
+                .unwrap()
+                .len(),
+            0
+        );
     }
 }

@@ -9,7 +9,7 @@ use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, params};
 
 use super::layout;
-use super::page::{self, Record};
+use super::page::PageWriter;
 use super::state::BACKEND;
 
 /// The layout this build writes. A file of an older one is migrated at open; a newer one is
@@ -157,24 +157,21 @@ fn migrate_layout0(conn: &Connection) -> Result<u64, Migration> {
             "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, 1, ?3, ?4)",
         )?;
         let mut rows = rows.query([])?;
+        let mut buf = Vec::new();
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let attributes = layout::decode_layout0_attributes(row.get_ref(3)?)
                 .map_err(|e| Migration::Message(id, format!("its attributes: {e}")))?;
-            let attributes = layout::encode_attributes(&attributes);
             let ordering_key: String = row.get(2)?;
-            let record = Record {
-                header: row.get(6)?,
-                ordering_key: &ordering_key,
-                attributes: &attributes,
-                body: row
-                    .get_ref(4)?
-                    .as_blob()
-                    .map_err(|e| Migration::Message(id, format!("its data is not a blob: {e}")))?,
-            };
+            let body = row
+                .get_ref(4)?
+                .as_blob()
+                .map_err(|e| Migration::Message(id, format!("its data is not a blob: {e}")))?;
+            let mut page = PageWriter::new(&mut buf, 1);
+            page.push(row.get(6)?, &ordering_key, &attributes, body);
             let topic: i64 = row.get(1)?;
             let published_at: i64 = row.get(5)?;
-            insert.execute(params![id, topic, published_at, page::encode(&[record])])?;
+            insert.execute(params![id, topic, published_at, page.finish()])?;
             moved += 1;
         }
     }

@@ -56,6 +56,8 @@ pub(super) struct Writer {
     pub(super) last_cleanup: Instant,
     /// Ids of the stored headers (`headers` table) written or looked up so far.
     pub(super) headers: HashMap<Vec<u8>, i64>,
+    /// The buffer pages are built in, kept from one page to the next.
+    pub(super) page: Vec<u8>,
 }
 
 /// The reading half: leases and reads, on a connection of its own (`query_only`).

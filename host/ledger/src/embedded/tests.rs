@@ -934,7 +934,15 @@ async fn pulls_and_acks_go_on_while_a_page_is_written_and_never_see_it_before_it
     // A page write in progress: the writer held, its transaction open.
     let writer = l.sides.writer();
     let tx = writer.conn.unchecked_transaction().unwrap();
-    super::write::insert_messages(&tx, &HashMap::new(), "t", &[msg("c", 1)], now_micros()).unwrap();
+    super::write::insert_messages(
+        &tx,
+        &HashMap::new(),
+        &mut Vec::new(),
+        "t",
+        &[msg("c", 1)],
+        now_micros(),
+    )
+    .unwrap();
     // The bound only turns a pull stuck behind the writer into a failure, not a hang.
     let got = tokio::time::timeout(
         Duration::from_secs(60),

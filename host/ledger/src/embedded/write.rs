@@ -23,11 +23,16 @@ pub(super) fn append_page(
     progress: Option<&Progress>,
 ) -> PortResult<()> {
     let now = now_micros();
-    let Writer { conn, headers, .. } = writer;
+    let Writer {
+        conn,
+        headers,
+        page,
+        ..
+    } = writer;
     let tx = conn
         .transaction()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    let added = insert_messages(&tx, headers, topic, messages, now)?;
+    let added = insert_messages(&tx, headers, page, topic, messages, now)?;
     if let Some(p) = progress {
         tx.prepare_cached(
             "INSERT INTO progress (tbl, record) VALUES (?1, ?2)
@@ -43,13 +48,14 @@ pub(super) fn append_page(
 }
 
 /// Appends `messages` to `topic`'s log inside `tx`, stamped `now` (µs), as pages
-/// ([`page`]): usually one row for the whole publish. Each message's container header is
-/// stored once in `headers` and referred to by id (`headers` caches them), its attributes in
-/// their binary form. Returns the headers it stored, for the caller to cache once the
-/// transaction commits (a rolled-back id must not be reused).
+/// ([`page`]) built in `buf`: usually one row for the whole publish. Each message's
+/// container header is stored once in `headers` and referred to by id (`headers` caches
+/// them), its attributes in their binary form. Returns the headers it stored, for the
+/// caller to cache once the transaction commits (a rolled-back id must not be reused).
 pub(super) fn insert_messages(
     tx: &rusqlite::Transaction<'_>,
     headers: &HashMap<Vec<u8>, i64>,
+    buf: &mut Vec<u8>,
     topic: &str,
     messages: &[Message],
     now: i64,
@@ -65,13 +71,9 @@ pub(super) fn insert_messages(
     // The messages of a page share one header: compared with the last one first, which
     // spares hashing it for every message.
     let mut last: Option<(&[u8], i64)> = None;
-    let attributes: Vec<Vec<u8>> = messages
-        .iter()
-        .map(|m| layout::encode_attributes(&m.attributes))
-        .collect();
-    let mut records = Vec::with_capacity(messages.len());
-    for (m, attributes) in messages.iter().zip(&attributes) {
-        let (header, body) = match layout::header_len(&m.data) {
+    let mut split = Vec::with_capacity(messages.len());
+    for m in messages {
+        split.push(match layout::header_len(&m.data) {
             Some(n) => {
                 let bytes = &m.data[..n];
                 let known = last
@@ -91,12 +93,6 @@ pub(super) fn insert_messages(
                 (Some(id), &m.data[n..])
             }
             None => (None, &m.data[..]),
-        };
-        records.push(page::Record {
-            header,
-            ordering_key: &m.ordering_key,
-            attributes,
-            body,
         });
     }
     let mut first = read::end(tx)?;
@@ -105,36 +101,39 @@ pub(super) fn insert_messages(
             "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(err)?;
-    for chunk in pages(&records) {
-        let count = chunk.len() as i64;
-        stmt.execute(params![first, topic_id, count, now, page::encode(chunk)])
+    let mut rest = messages.iter().zip(&split);
+    while rest.len() > 0 {
+        let count = page_count(rest.clone());
+        let mut page = page::PageWriter::new(buf, count);
+        for (m, (header, body)) in rest.by_ref().take(count) {
+            page.push(*header, &m.ordering_key, &m.attributes, body);
+        }
+        stmt.execute(params![first, topic_id, count as i64, now, page.finish()])
             .map_err(err)?;
-        first += count;
+        first += count as i64;
     }
     Ok(added)
 }
 
-/// `records` cut into runs whose pages stay within [`page::MAX_PAGE_BYTES`] (one run for
-/// any page the poller writes).
-fn pages<'r, 'a>(records: &'r [page::Record<'a>]) -> impl Iterator<Item = &'r [page::Record<'a>]> {
-    let mut rest = records;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+/// How many of the messages ahead go into the next page: as many as stay within
+/// [`page::MAX_PAGE_BYTES`], at least one (all of any page the poller writes).
+fn page_count<'m>(
+    ahead: impl Iterator<Item = (&'m Message, &'m (Option<i64>, &'m [u8]))>,
+) -> usize {
+    let mut bytes = 4;
+    let mut n = 0;
+    for (m, (_, body)) in ahead {
+        bytes += page::record_len_bound(
+            &m.ordering_key,
+            layout::encoded_attributes_len(&m.attributes),
+            body,
+        );
+        if bytes > page::MAX_PAGE_BYTES && n > 0 {
+            break;
         }
-        let mut bytes = 4;
-        let n = rest
-            .iter()
-            .position(|r| {
-                bytes += r.stored_len();
-                bytes > page::MAX_PAGE_BYTES
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (run, after) = rest.split_at(n);
-        rest = after;
-        Some(run)
-    })
+        n += 1;
+    }
+    n
 }
 
 /// Headers stored by a transaction not yet committed, with their ids.
