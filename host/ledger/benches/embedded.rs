@@ -157,6 +157,21 @@ async fn main() {
         "embedded ledger: pull {PULL} + ack, {MESSAGES} messages, pages of {PAGE}; \
          {RUNS} runs of each case, alternating"
     );
+    {
+        // What the messages take on disk (the file after a checkpoint: WAL folded in).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let l = prepared(dir.path()).await;
+        drop(l);
+        let file = dir.path().join("ledger.db");
+        rusqlite::Connection::open(&file)
+            .and_then(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
+            .expect("checkpoint");
+        let bytes = std::fs::metadata(&file).expect("ledger file").len();
+        println!(
+            "ledger file: {bytes} bytes for {MESSAGES} messages ({:.0} bytes a message)",
+            bytes as f64 / MESSAGES as f64
+        );
+    }
     let (mut alone, mut beside, mut writer) = (0f64, 0f64, 0f64);
     for run_no in 1..=RUNS {
         let (a, _) = run(false).await;

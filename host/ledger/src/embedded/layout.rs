@@ -99,8 +99,18 @@ pub fn encode_attributes(attributes: &BTreeMap<String, String>) -> Vec<u8> {
 /// odd, it is `KNOWN_KEYS[v / 2]`; even, `v / 2` bytes of UTF-8 follow. A value is a varint
 /// length and its UTF-8.
 pub fn encode_attributes_into(out: &mut Vec<u8>, attributes: &BTreeMap<String, String>) {
-    write_len(out, attributes.len());
-    for (k, v) in attributes {
+    encode_pairs_into(out, attributes.len(), attributes);
+}
+
+/// [`encode_attributes_into`] for the `count` pairs `pairs` yields (a map's, or some of
+/// them).
+pub fn encode_pairs_into<'a>(
+    out: &mut Vec<u8>,
+    count: usize,
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    write_len(out, count);
+    for (k, v) in pairs {
         match known_key(k) {
             Some(code) => write_len(out, code * 2 + 1),
             None => {
@@ -115,9 +125,17 @@ pub fn encode_attributes_into(out: &mut Vec<u8>, attributes: &BTreeMap<String, S
 
 /// How many bytes [`encode_attributes_into`] writes for `attributes`.
 pub fn encoded_attributes_len(attributes: &BTreeMap<String, String>) -> usize {
-    len_len(attributes.len())
-        + attributes
-            .iter()
+    encoded_pairs_len(attributes.len(), attributes)
+}
+
+/// How many bytes [`encode_pairs_into`] writes for `count` pairs.
+pub fn encoded_pairs_len<'a>(
+    count: usize,
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> usize {
+    len_len(count)
+        + pairs
+            .into_iter()
             .map(|(k, v)| {
                 let key = match known_key(k) {
                     Some(code) => len_len(code * 2 + 1),
@@ -139,6 +157,16 @@ pub(super) fn len_len(n: usize) -> usize {
 
 /// Reads attributes stored by [`encode_attributes_into`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    decode_attributes_into(&mut out, bytes)?;
+    Ok(out)
+}
+
+/// [`decode_attributes`], adding to `out` (a page's shared attributes, then a record's own).
+pub fn decode_attributes_into(
+    out: &mut BTreeMap<String, String>,
+    bytes: &[u8],
+) -> Result<(), String> {
     let bad = || "truncated or malformed attribute blob".to_string();
     let mut at = 0;
     let text = |at: &mut usize, len: usize| -> Result<String, String> {
@@ -150,7 +178,6 @@ pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<String, String>, Strin
         Ok(s.to_string())
     };
     let count = read_len(bytes, &mut at).ok_or_else(bad)?;
-    let mut out = BTreeMap::new();
     for _ in 0..count {
         let key = read_len(bytes, &mut at).ok_or_else(bad)?;
         let key = if key % 2 == 1 {
@@ -164,7 +191,7 @@ pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<String, String>, Strin
     if at != bytes.len() {
         return Err(bad());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Attributes as a layout-0 row stored them: the binary form, or the JSON text of a file

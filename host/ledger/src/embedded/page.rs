@@ -6,15 +6,22 @@
 //! record however many messages it holds, and a reader still finds message `i` without
 //! parsing those before it.
 //!
-//! The blob: a `u32` count `n`, then `n` little-endian `u32` ends (where each record stops,
-//! counted from the first record), then the records. A record: the id of its Avro header in
-//! `headers` as a varint (0: none, the data is whole), the ordering key and the attributes
-//! ([`super::layout::encode_attributes_into`]) each as a varint length and its bytes, then the
-//! rest of the data up to the record's end.
+//! The blob: a little-endian `u32` holding the count `n` (its top bit set when a shared
+//! block follows), then `n` `u32` ends (where each record stops, counted from the first
+//! record), then the shared block if any: the attributes every message of the page has
+//! with the same value (the table, the schema fingerprint), as a varint length and their
+//! bytes ([`super::layout::encode_attributes_into`]), stored once; then the records. A
+//! record: the id of its Avro header in `headers` as a varint (0: none, the data is whole),
+//! the ordering key and its own attributes (those not shared) each as a varint length and
+//! their bytes, then the rest of the data up to the record's end. Pages written before the
+//! shared block existed have the top bit clear and read the same way.
 
 use std::collections::BTreeMap;
 
-use super::layout::{encode_attributes_into, encoded_attributes_len, read_len, write_len};
+use super::layout::{
+    encode_attributes_into, encode_pairs_into, encoded_attributes_len, encoded_pairs_len, read_len,
+    write_len,
+};
 
 /// The most bytes one page's blob holds; a publish past it is stored as several pages in
 /// the same transaction (SQLite's blob limit is 1 GB, and a `u32` addresses the records).
@@ -26,7 +33,10 @@ pub(super) struct Record<'a> {
     /// The id of its stored Avro header, if its data had one.
     pub(super) header: Option<i64>,
     pub(super) ordering_key: &'a str,
-    /// The attributes in the binary form of [`super::layout::encode_attributes_into`].
+    /// The attributes its page shares, in the binary form of
+    /// [`super::layout::encode_attributes_into`] (empty when the page shares none).
+    pub(super) shared: &'a [u8],
+    /// Its own attributes, in the same form.
     pub(super) attributes: &'a [u8],
     /// The data after the header (all of it when `header` is `None`).
     pub(super) body: &'a [u8],
@@ -38,31 +48,50 @@ pub(super) fn record_len_bound(ordering_key: &str, attributes_len: usize, body: 
     4 + 10 + 10 + ordering_key.len() + 10 + attributes_len + body.len()
 }
 
+/// The flag in a page's first word that says a shared block follows the ends.
+const SHARED: u32 = 1 << 31;
+
 /// Builds a page's blob in a buffer that keeps its capacity from page to page (a fresh
 /// megabyte per page cost the kernel's page faults).
-pub(super) struct PageWriter<'b> {
+pub(super) struct PageWriter<'b, 's> {
     out: &'b mut Vec<u8>,
+    shared: &'s BTreeMap<String, String>,
     count: usize,
     written: usize,
     start: usize,
 }
 
-impl<'b> PageWriter<'b> {
-    /// A page of `count` records in `out` (cleared).
-    pub(super) fn new(out: &'b mut Vec<u8>, count: usize) -> Self {
+impl<'b, 's> PageWriter<'b, 's> {
+    /// A page of `count` records in `out` (cleared), storing `shared` once: attributes every
+    /// record pushed has with these values.
+    pub(super) fn new(
+        out: &'b mut Vec<u8>,
+        count: usize,
+        shared: &'s BTreeMap<String, String>,
+    ) -> Self {
+        assert!(
+            count < SHARED as usize,
+            "a page holds fewer than 2^31 records"
+        );
         out.clear();
-        out.extend_from_slice(&(count as u32).to_le_bytes());
+        let flag = if shared.is_empty() { 0 } else { SHARED };
+        out.extend_from_slice(&(count as u32 | flag).to_le_bytes());
         out.resize(4 + 4 * count, 0);
+        if !shared.is_empty() {
+            write_len(out, encoded_attributes_len(shared));
+            encode_attributes_into(out, shared);
+        }
         let start = out.len();
         PageWriter {
             out,
+            shared,
             count,
             written: 0,
             start,
         }
     }
 
-    /// Appends the next record, its attributes encoded in place.
+    /// Appends the next record, its own attributes (those not shared) encoded in place.
     pub(super) fn push(
         &mut self,
         header: Option<i64>,
@@ -74,12 +103,16 @@ impl<'b> PageWriter<'b> {
             self.written < self.count,
             "more records than the page was made for"
         );
+        let shared = self.shared;
+        debug_assert!(shared.iter().all(|(k, v)| attributes.get(k) == Some(v)));
+        let own = || attributes.iter().filter(|(k, _)| !shared.contains_key(*k));
+        let own_count = attributes.len() - shared.len();
         let out = &mut *self.out;
         write_len(out, header.map_or(0, |h| h as usize));
         write_len(out, ordering_key.len());
         out.extend_from_slice(ordering_key.as_bytes());
-        write_len(out, encoded_attributes_len(attributes));
-        encode_attributes_into(out, attributes);
+        write_len(out, encoded_pairs_len(own_count, own()));
+        encode_pairs_into(out, own_count, own());
         out.extend_from_slice(body);
         let end = (out.len() - self.start) as u32;
         let at = 4 + 4 * self.written;
@@ -97,27 +130,59 @@ impl<'b> PageWriter<'b> {
     }
 }
 
+/// The attributes every one of `attributes` has with the same value (none for fewer than
+/// two: a lone message gains nothing by sharing).
+pub(super) fn shared_attributes<'m>(
+    mut attributes: impl Iterator<Item = &'m BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let (Some(first), Some(second)) = (attributes.next(), attributes.next()) else {
+        return BTreeMap::new();
+    };
+    let mut shared = first.clone();
+    for other in std::iter::once(second).chain(attributes) {
+        shared.retain(|k, v| other.get(k) == Some(v));
+        if shared.is_empty() {
+            break;
+        }
+    }
+    shared
+}
+
 /// A stored page, read in place.
 pub(super) struct Page<'a> {
     ends: &'a [u8],
+    shared: &'a [u8],
     records: &'a [u8],
 }
 
 impl<'a> Page<'a> {
     /// The page in `blob`, or what is wrong with it.
     pub(super) fn parse(blob: &'a [u8]) -> Result<Self, String> {
-        let count = blob
+        let first = blob
             .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .ok_or("shorter than its count")?;
+        let count = (first & !SHARED) as usize;
         let ends_end = count
             .checked_mul(4)
             .and_then(|n| n.checked_add(4))
             .filter(|&n| n <= blob.len())
             .ok_or("shorter than its record ends")?;
+        let (shared, records_start) = if first & SHARED == 0 {
+            (&blob[..0], ends_end)
+        } else {
+            let mut at = ends_end;
+            let len = read_len(blob, &mut at).ok_or("its shared block is truncated")?;
+            let end = at
+                .checked_add(len)
+                .filter(|&e| e <= blob.len())
+                .ok_or("its shared block is truncated")?;
+            (&blob[at..end], end)
+        };
         Ok(Page {
             ends: &blob[4..ends_end],
-            records: &blob[ends_end..],
+            shared,
+            records: &blob[records_start..],
         })
     }
 
@@ -159,6 +224,7 @@ impl<'a> Page<'a> {
         Ok(Record {
             header: (header != 0).then_some(header as i64),
             ordering_key,
+            shared: self.shared,
             attributes,
             body: &bytes[at..],
         })
@@ -182,7 +248,8 @@ mod tests {
             (Some(300), "ключ", vec![9; 200]),
         ];
         let mut buf = vec![7; 10_000];
-        let mut page = PageWriter::new(&mut buf, written.len());
+        let none = BTreeMap::new();
+        let mut page = PageWriter::new(&mut buf, written.len(), &none);
         for ((header, key, body), attrs) in written.iter().zip(&attributes) {
             page.push(*header, key, attrs, body);
         }
@@ -206,10 +273,55 @@ mod tests {
         assert!(cut.record(2).is_err());
         let mut buf = Vec::new();
         assert_eq!(
-            Page::parse(PageWriter::new(&mut buf, 0).finish())
+            Page::parse(PageWriter::new(&mut buf, 0, &none).finish())
                 .unwrap()
                 .len(),
             0
         );
+    }
+
+    #[test]
+    fn what_every_message_of_a_page_has_is_stored_once_and_read_back_with_each() {
+        let message = |n: u32, extra: bool| {
+            let mut a = BTreeMap::from([
+                ("table".to_string(), "orders".to_string()),
+                ("schema_fingerprint".to_string(), "ab".repeat(32)),
+                ("event_id".to_string(), format!("orders/{n}/1")),
+            ]);
+            if extra {
+                a.insert("x".to_string(), "only some".to_string());
+            }
+            a
+        };
+        let all: Vec<_> = (0..4).map(|n| message(n, n % 2 == 0)).collect();
+        let shared = shared_attributes(all.iter());
+        assert_eq!(
+            shared.keys().collect::<Vec<_>>(),
+            vec!["schema_fingerprint", "table"]
+        );
+        assert!(
+            shared_attributes(all[..1].iter()).is_empty(),
+            "one message shares nothing"
+        );
+        let page_of = |shared: &BTreeMap<String, String>| {
+            let mut buf = Vec::new();
+            let mut page = PageWriter::new(&mut buf, all.len(), shared);
+            for a in &all {
+                page.push(None, "k", a, b"d");
+            }
+            page.finish().to_vec()
+        };
+        let blob = page_of(&shared);
+        assert!(blob.len() + 3 * 60 < page_of(&BTreeMap::new()).len());
+        let page = Page::parse(&blob).unwrap();
+        for (i, a) in all.iter().enumerate() {
+            let r = page.record(i).unwrap();
+            let mut read = BTreeMap::new();
+            assert!(!r.shared.is_empty());
+            super::super::layout::decode_attributes_into(&mut read, r.shared).unwrap();
+            super::super::layout::decode_attributes_into(&mut read, r.attributes).unwrap();
+            assert_eq!(&read, a);
+            assert_eq!(r.body, b"d");
+        }
     }
 }

@@ -58,10 +58,21 @@ impl Headers {
         };
         Ok(Stored {
             ordering_key: record.ordering_key.to_string(),
-            attributes: layout::decode_attributes(record.attributes),
+            attributes: page_attributes(record),
             data: layout::join(header, record.body),
         })
     }
+}
+
+/// A record's attributes: those its page shares, then its own.
+fn page_attributes(record: &Record<'_>) -> Result<BTreeMap<String, String>, String> {
+    let mut attributes = BTreeMap::new();
+    if !record.shared.is_empty() {
+        layout::decode_attributes_into(&mut attributes, record.shared)
+            .map_err(|e| format!("the page's shared attributes: {e}"))?;
+    }
+    layout::decode_attributes_into(&mut attributes, record.attributes)?;
+    Ok(attributes)
 }
 
 fn corrupt(id: i64, why: impl std::fmt::Display) -> PortError {

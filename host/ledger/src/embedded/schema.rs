@@ -2,6 +2,7 @@
 //! migration that brings a file of layout 0 (a row per message) up to layout 1 (a row per
 //! page, [`super::page`]) when it is opened.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -158,6 +159,7 @@ fn migrate_layout0(conn: &Connection) -> Result<u64, Migration> {
         )?;
         let mut rows = rows.query([])?;
         let mut buf = Vec::new();
+        let none = BTreeMap::new();
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let attributes = layout::decode_layout0_attributes(row.get_ref(3)?)
@@ -167,7 +169,7 @@ fn migrate_layout0(conn: &Connection) -> Result<u64, Migration> {
                 .get_ref(4)?
                 .as_blob()
                 .map_err(|e| Migration::Message(id, format!("its data is not a blob: {e}")))?;
-            let mut page = PageWriter::new(&mut buf, 1);
+            let mut page = PageWriter::new(&mut buf, 1, &none);
             page.push(row.get(6)?, &ordering_key, &attributes, body);
             let topic: i64 = row.get(1)?;
             let published_at: i64 = row.get(5)?;

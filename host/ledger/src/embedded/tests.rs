@@ -725,6 +725,37 @@ async fn a_schemas_header_is_stored_once_and_every_message_reads_back_byte_for_b
     assert_eq!(retained[2].message, sent[2]);
 }
 
+/// A ledger file of layout 0 in `dir`, its tables empty: a row per message; with
+/// `headers`, as issue 11 left it (the header by id), else older still (whole data, JSON
+/// attributes).
+fn layout0_file(dir: &Path, headers: bool) -> Connection {
+    let conn = Connection::open(dir.join("ledger.db")).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE topics (name TEXT PRIMARY KEY);
+         CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+             ordering_key TEXT NOT NULL, attributes TEXT NOT NULL, data BLOB NOT NULL,
+             published_at INTEGER NOT NULL{});
+         CREATE INDEX messages_by_topic ON messages (topic, id);
+         CREATE TABLE subscriptions (name TEXT PRIMARY KEY, topic TEXT NOT NULL,
+             filter TEXT NOT NULL, ack_deadline_ms INTEGER NOT NULL,
+             dead_letter_topic TEXT NOT NULL, cursor INTEGER NOT NULL);
+         CREATE TABLE acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+             PRIMARY KEY (sub, id)) WITHOUT ROWID;
+         CREATE TABLE nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
+             attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
+         CREATE TABLE progress (tbl TEXT PRIMARY KEY, record TEXT NOT NULL);
+         {}",
+        if headers { ", header INTEGER" } else { "" },
+        if headers {
+            "CREATE TABLE headers (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL UNIQUE);"
+        } else {
+            ""
+        }
+    ))
+    .unwrap();
+    conn
+}
+
 #[tokio::test]
 async fn a_file_of_the_earlier_layout_opens_and_keeps_its_messages_and_cursors() {
     let dir = tempfile::tempdir().unwrap();
@@ -736,22 +767,9 @@ async fn a_file_of_the_earlier_layout_opens_and_keeps_its_messages_and_cursors()
     };
     {
         // The layout before issue 11's compact one: whole data, JSON attributes.
-        let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+        let conn = layout0_file(dir.path(), false);
         conn.execute_batch(
-            "CREATE TABLE topics (name TEXT PRIMARY KEY);
-             CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                 ordering_key TEXT NOT NULL, attributes TEXT NOT NULL, data BLOB NOT NULL,
-                 published_at INTEGER NOT NULL);
-             CREATE INDEX messages_by_topic ON messages (topic, id);
-             CREATE TABLE subscriptions (name TEXT PRIMARY KEY, topic TEXT NOT NULL,
-                 filter TEXT NOT NULL, ack_deadline_ms INTEGER NOT NULL,
-                 dead_letter_topic TEXT NOT NULL, cursor INTEGER NOT NULL);
-             CREATE TABLE acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
-                 PRIMARY KEY (sub, id)) WITHOUT ROWID;
-             CREATE TABLE nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
-                 attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
-             CREATE TABLE progress (tbl TEXT PRIMARY KEY, record TEXT NOT NULL);
-             INSERT INTO topics VALUES ('t');
+            "INSERT INTO topics VALUES ('t');
              INSERT INTO subscriptions VALUES ('s', 't', '{}', 30000, 's-dead', 1);",
         )
         .unwrap();
@@ -808,23 +826,9 @@ async fn a_layout0_file_is_migrated_and_reads_back_byte_for_byte_on_every_path()
     {
         // Layout 0 as issue 11 left it: a row per message, the header by id, binary
         // attributes; a dead-letter topic with a message not in any container.
-        let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+        let conn = layout0_file(dir.path(), true);
         conn.execute_batch(
-            "CREATE TABLE topics (name TEXT PRIMARY KEY);
-             CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
-                 ordering_key TEXT NOT NULL, attributes TEXT NOT NULL, data BLOB NOT NULL,
-                 published_at INTEGER NOT NULL, header INTEGER);
-             CREATE INDEX messages_by_topic ON messages (topic, id);
-             CREATE TABLE subscriptions (name TEXT PRIMARY KEY, topic TEXT NOT NULL,
-                 filter TEXT NOT NULL, ack_deadline_ms INTEGER NOT NULL,
-                 dead_letter_topic TEXT NOT NULL, cursor INTEGER NOT NULL);
-             CREATE TABLE acks (sub TEXT NOT NULL, id INTEGER NOT NULL,
-                 PRIMARY KEY (sub, id)) WITHOUT ROWID;
-             CREATE TABLE nacks (sub TEXT NOT NULL, id INTEGER NOT NULL,
-                 attempt INTEGER NOT NULL, PRIMARY KEY (sub, id)) WITHOUT ROWID;
-             CREATE TABLE progress (tbl TEXT PRIMARY KEY, record TEXT NOT NULL);
-             CREATE TABLE headers (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL UNIQUE);
-             INSERT INTO topics VALUES ('t'), ('s-dead');
+            "INSERT INTO topics VALUES ('t'), ('s-dead');
              INSERT INTO subscriptions VALUES ('s', 't', '{}', 30000, 's-dead', 2);
              INSERT INTO subscriptions VALUES ('s.dead-letters', 's-dead', '{}', 30000, '', 0);
              INSERT INTO progress VALUES ('orders', 'watermark');",

@@ -104,7 +104,8 @@ pub(super) fn insert_messages(
     let mut rest = messages.iter().zip(&split);
     while rest.len() > 0 {
         let count = page_count(rest.clone());
-        let mut page = page::PageWriter::new(buf, count);
+        let shared = page::shared_attributes(rest.clone().take(count).map(|(m, _)| &m.attributes));
+        let mut page = page::PageWriter::new(buf, count, &shared);
         for (m, (header, body)) in rest.by_ref().take(count) {
             page.push(*header, &m.ordering_key, &m.attributes, body);
         }
