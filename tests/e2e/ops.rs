@@ -1034,3 +1034,64 @@ async fn json_logs_are_structured_lines_cloud_logging_reads() {
         "{err}"
     );
 }
+
+/// `ledgerhost demo` says where its status page is (its admin port is a free one picked at
+/// start), and the page and `/status` answer there while it runs; it then stops cleanly.
+#[test]
+fn the_demo_prints_its_status_page_address_and_serves_the_page_there() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(HOST_BIN)
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .arg("--plugins")
+        .arg(ledgerhost_tests::harness::plugin_dir())
+        .args(["--rate", "50", "--seconds", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    // Its output read to the end on a thread of its own (a demo whose stdout closed would
+    // fail to print), each line handed over.
+    let stdout = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
+    let (lines, output) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut address = None;
+    // Ends at the line, at the demo's exit (the channel closes) or after a minute.
+    while let Ok(line) = output.recv_timeout(Duration::from_secs(60)) {
+        if let Some(rest) = line.strip_prefix(ledgerhost::demo::STATUS_PAGE_LINE) {
+            let url = rest.split_whitespace().next().unwrap_or_default();
+            address = url
+                .strip_prefix("http://")
+                .and_then(|a| a.strip_suffix('/'))
+                .map(str::to_string);
+            break;
+        }
+        seen.push(line);
+    }
+    let address = address.unwrap_or_else(|| {
+        let _ = demo.kill();
+        panic!("the demo printed no status page address: {seen:#?}")
+    });
+    let (code, page) =
+        ledgerhost::admin_client::get_blocking(&address, "/").expect("the status page answers");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<title>ledgerhost status</title>"), "{page}");
+    let (code, status) = ledgerhost::admin_client::get_blocking(&address, "/status").unwrap();
+    assert_eq!(code, 200, "{status}");
+    let status: ledgerhost::status::HostStatus =
+        serde_json::from_str(&status).expect("status JSON");
+    assert!(
+        status.tables.iter().any(|t| t.table == "orders"),
+        "{status:?}"
+    );
+    let exit = demo.wait().expect("the demo ends");
+    reader.join().expect("the output reader");
+    assert!(exit.success(), "the demo stopped with {exit}");
+}

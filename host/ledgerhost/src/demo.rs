@@ -42,6 +42,9 @@ interval-ms = 100
 listen = "127.0.0.1:0"
 "#;
 
+/// How the demo's line naming its status page starts (the address follows).
+pub const STATUS_PAGE_LINE: &str = "status page: ";
+
 /// Runs the demo until Ctrl-C / SIGTERM or `seconds`.
 pub async fn run(
     dir: &Path,
@@ -83,6 +86,11 @@ pub async fn run(
         "ledgerhost demo in {} — plugins: {} — writing {rate} orders/s; Ctrl-C to stop",
         dir.display(),
         installed.join(", ")
+    );
+    // The admin port is a free one picked at start: say which, so the page can be opened.
+    println!(
+        "{STATUS_PAGE_LINE}http://{}/ (JSON at /status, Prometheus at /metrics)",
+        host.admin_addr
     );
 
     let writer = tokio::task::spawn_blocking({
