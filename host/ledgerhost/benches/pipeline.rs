@@ -117,8 +117,9 @@ async fn throughput(rows: i64) -> (f64, f64) {
             };
             read.extend(page);
         }
-        first_scan.get_or_insert(t.elapsed());
-        scan = scan.min(t.elapsed());
+        let took = t.elapsed();
+        first_scan.get_or_insert(took);
+        scan = scan.min(took);
     }
     let first_scan = first_scan.unwrap_or(scan);
 

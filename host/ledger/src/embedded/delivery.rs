@@ -54,11 +54,8 @@ impl Reader {
     }
 
     /// The subscription's cursor: everything below its first unsettled id is settled.
-    pub(super) fn cursor(&self, name: &str) -> PortResult<i64> {
-        let sub = self
-            .subs
-            .get(name)
-            .ok_or_else(|| PortError::not_found(BACKEND, format!("subscription `{name}`")))?;
+    pub(super) fn cursor(&mut self, name: &str) -> PortResult<i64> {
+        let sub = sub_mut(&mut self.subs, name)?;
         Ok(sub.pending.keys().next().copied().unwrap_or(sub.next_load))
     }
 
@@ -72,7 +69,7 @@ impl Reader {
         let mut blocked: HashSet<String> = HashSet::new();
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        let mut last_page = read::LastPage::default();
+        let mut rereads = read::Rereads::default();
         for (id, p) in sub.pending.iter_mut() {
             if out.len() >= max {
                 break;
@@ -92,7 +89,7 @@ impl Reader {
             let message = match p.message.take() {
                 Some(message) => message,
                 // Redelivered: its first lease moved it out of the window.
-                None => match read::message(conn, *id, &mut last_page).and_then(|m| {
+                None => match read::message(conn, *id, &mut rereads).and_then(|m| {
                     m.map(|s| s.into_message(|| format!("message {id}")))
                         .transpose()
                 }) {

@@ -145,44 +145,45 @@ pub(super) fn scan(
     Ok(())
 }
 
-/// The page a run of [`message`] calls read last, kept for the next (a redelivery reads
-/// its messages one by one, mostly from one page).
+/// What a run of [`message`] calls keeps between them: the page read last (id of its first
+/// message, its count, its blob) and the headers fetched (a redelivery reads its messages one
+/// by one, mostly from one page of one schema).
 #[derive(Default)]
-pub(super) struct LastPage(Option<(i64, Vec<u8>)>);
+pub(super) struct Rereads {
+    page: Option<(i64, i64, Vec<u8>)>,
+    headers: Headers,
+}
 
 /// Message `id` of the log, if it is still there (retention deletes whole pages).
 pub(super) fn message(
     conn: &Connection,
     id: i64,
-    last: &mut LastPage,
+    cache: &mut Rereads,
 ) -> PortResult<Option<Stored>> {
-    let cached = last.0.as_ref().is_some_and(|(first, blob)| {
-        *first <= id && page_len(blob).is_some_and(|n| id < first + n)
-    });
+    let cached = cache
+        .page
+        .as_ref()
+        .is_some_and(|(first, count, _)| *first <= id && id < first + count);
     if !cached {
-        last.0 = conn
-            .prepare_cached("SELECT id, body FROM pages WHERE id <= ?1 ORDER BY id DESC LIMIT 1")
+        cache.page = conn
+            .prepare_cached(
+                "SELECT id, count, body FROM pages WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+            )
             .and_then(|mut stmt| {
-                stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
             })
             .map_err(|e| PortError::unavailable(BACKEND, e))?;
     }
-    let Some((first, blob)) = &last.0 else {
+    let Some((first, count, blob)) = &cache.page else {
         return Ok(None);
     };
-    let page = Page::parse(blob).map_err(|e| corrupt(*first, e))?;
-    let i = usize::try_from(id - first).unwrap_or(usize::MAX);
-    if i >= page.len() {
+    if id >= first + count {
         return Ok(None);
     }
-    let record = record(&page, *first, i)?;
-    Headers::default().stored(conn, &record, id).map(Some)
-}
-
-/// How many messages the page `blob` holds, if it parses.
-fn page_len(blob: &[u8]) -> Option<i64> {
-    Page::parse(blob).ok().map(|p| p.len() as i64)
+    let page = Page::parse(blob).map_err(|e| corrupt(*first, e))?;
+    let record = record(&page, *first, (id - first) as usize)?;
+    cache.headers.stored(conn, &record, id).map(Some)
 }
 
 /// The names of every topic, sorted.
@@ -249,7 +250,7 @@ pub(super) fn last_message(conn: &Connection, topic: &str) -> PortResult<Option<
         return Ok(None);
     };
     let id = first + count - 1;
-    message(conn, id, &mut LastPage::default())?
+    message(conn, id, &mut Rereads::default())?
         .map(|stored| stored.into_message(|| format!("the last message on {topic}")))
         .transpose()
 }
