@@ -204,21 +204,18 @@ async fn the_strict_front_and_the_embedded_ledger_refuse_the_same_oversize_messa
         .await
         .unwrap();
     ledger.ensure_topic("ledger-orders").await.unwrap();
-    let rest = ledgerhost_ledger::pubsub::rest::RestClient::new(
-        &ledgerhost_google::PUBSUB.endpoint_with(Some(&raw_front.endpoint()), None),
-    )
-    .unwrap();
-    let front_err = rest
-        .publish(
-            &ledger.topic_path("ledger-orders"),
-            std::slice::from_ref(&m),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    // The request the ledger would not send, as its `Publisher` would send it (gRPC).
+    let request = ledgerhost_tests::harness::pubsub_front::grpc::PublishRequest {
+        topic: ledger.topic_path("ledger-orders"),
+        messages: vec![(&m).into()],
+    };
+    let (code, front_err) =
+        ledgerhost_tests::harness::pubsub_front::grpc::publish_raw(&raw_front.endpoint(), &request)
+            .await;
     assert!(
-        front_err.contains("400") && front_err.contains(rule),
-        "{front_err}"
+        code == ledgerhost_tests::harness::pubsub_front::grpc::INVALID_ARGUMENT
+            && front_err.contains(rule),
+        "{code}: {front_err}"
     );
     let ledger_err = ledger
         .publish("ledger-orders", vec![m.clone()])

@@ -409,3 +409,98 @@ fn base64_of(bytes: usize) -> String {
     // `AAAA` is three zero bytes.
     "AAAA".repeat(bytes / 3)
 }
+
+/// The front reads a gRPC Publish (what the host's `Publisher` sends) and holds it to the same
+/// rules as its REST form; the host, publishing by gRPC through a front, sends none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_refuses_a_grpc_publish_production_refuses_and_the_host_sends_none() {
+    use ledgerhost_core::ledger::{Ledger as _, Message};
+    use ledgerhost_tests::harness::pubsub_front::Transport;
+    use ledgerhost_tests::harness::pubsub_front::grpc::{
+        INVALID_ARGUMENT, PublishRequest, PubsubMessage, publish_raw,
+    };
+
+    let emu = PubSubEmulator::start();
+    // A front of its own (refusals expected); the emulator's own front must stay clean.
+    let mut front = PubSubFront::start(emu.emulator_endpoint());
+    front.allow_refusals();
+    let ledger =
+        ledgerhost_ledger::pubsub::PubSubLedger::connect(ledgerhost_ledger::pubsub::PubSubConfig {
+            endpoint: Some(emu.endpoint()),
+            ..ledgerhost_ledger::pubsub::PubSubConfig::new(PROJECT)
+        })
+        .await
+        .unwrap();
+    ledger.ensure_topic("grpc-orders").await.unwrap();
+    let topic = ledger.topic_path("grpc-orders");
+    let message = |key: &str, data: usize, attribute: usize| Message {
+        data: vec![b'x'; data],
+        ordering_key: key.into(),
+        attributes: [("table".to_string(), "v".repeat(attribute))].into(),
+    };
+    let request = |messages: &[Message]| PublishRequest {
+        topic: topic.clone(),
+        messages: messages.iter().map(PubsubMessage::from).collect(),
+    };
+
+    let mixed = request(&[message("a", 1, 1), message("b", 1, 1)]);
+    let (code, why) = publish_raw(&emu.emulator_endpoint(), &mixed).await;
+    assert_eq!(code, 0, "the emulator itself takes mixed keys: {why}");
+    for (refused, rule) in [
+        (mixed, "different ordering keys"),
+        (
+            request(&[message("a", limits_data() + 1, 1)]),
+            "bytes; Pub/Sub takes at most",
+        ),
+        (request(&[message("a", 1, 1025)]), "value of 1025 bytes"),
+    ] {
+        let (code, why) = publish_raw(&front.endpoint(), &refused).await;
+        assert_eq!(code, INVALID_ARGUMENT, "must be refused ({rule}): {why}");
+        assert!(why.contains(rule), "the refusal names `{rule}`: {why}");
+    }
+    let (code, why) = publish_raw(&front.endpoint(), &request(&[message("a", 1, 1024)])).await;
+    assert_eq!(code, 0, "the edge passes to the emulator: {why}");
+    let stats = front.stats();
+    assert_eq!(stats.refused, 3, "{stats:#?}");
+    assert_eq!(stats.count(Rpc::Publish), 4);
+    assert!(
+        stats
+            .publishes
+            .iter()
+            .all(|p| p.transport == Transport::Grpc),
+        "{stats:#?}"
+    );
+
+    // The host: 200 messages over 7 keys in one call go out as requests of one key each, by
+    // gRPC; what production would refuse is refused before it is sent.
+    let page: Vec<Message> = (0..200)
+        .map(|i| message(&format!("key-{}", i % 7), 10, 10))
+        .collect();
+    ledger.publish("grpc-orders", page).await.unwrap();
+    for bad in [message("a", 1, 1025), message(&"k".repeat(1025), 1, 1)] {
+        let err = ledger.publish("grpc-orders", vec![bad]).await.unwrap_err();
+        assert!(
+            matches!(err, ledgerhost_core::PortError::Invalid { .. }),
+            "{err}"
+        );
+    }
+    let sent = emu.front().stats();
+    let orders: Vec<_> = sent
+        .publishes
+        .iter()
+        .filter(|p| p.topic == "grpc-orders")
+        .collect();
+    assert!(
+        orders
+            .iter()
+            .all(|p| p.transport == Transport::Grpc && p.ordering_keys == 1),
+        "{orders:#?}"
+    );
+    assert_eq!(orders.iter().map(|p| p.messages).sum::<usize>(), 200);
+    assert!(orders.len() >= 7 && orders.len() < 200, "{orders:#?}");
+    emu.assert_clean("the_front_refuses_a_grpc_publish_production_refuses_and_the_host_sends_none");
+}
+
+fn limits_data() -> usize {
+    ledgerhost_core::ledger::limits::MAX_MESSAGE_DATA_BYTES
+}

@@ -1,10 +1,13 @@
-//! The ledger's clients (admin over the official client, data plane over REST) and the
-//! state they share: what this process ensured, its subscriptions, its background readers.
+//! The ledger's clients (admin and publishing over the official client, consuming over
+//! REST) and the state they share: what this process ensured, its subscriptions, its
+//! background readers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
+use google_cloud_gax::retry_policy::RetryPolicyExt as _;
+use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::retry_policy::RetryableErrors;
 use ledgerhost_core::{PortError, PortResult};
 use tracing::{info, warn};
 
@@ -19,7 +22,11 @@ pub(super) struct Inner {
     pub(super) config: PubSubConfig,
     pub(super) topic_admin: TopicAdmin,
     pub(super) sub_admin: SubscriptionAdmin,
-    /// Publish, Pull, Acknowledge, ModifyAckDeadline.
+    /// The gRPC connection every topic's [`Publisher`] shares.
+    pub(super) base_publisher: BasePublisher,
+    /// A publisher per topic, built on first publish (`publish.rs`).
+    pub(super) publishers: Mutex<HashMap<String, Publisher>>,
+    /// Pull, Acknowledge, ModifyAckDeadline.
     pub(super) rest: RestClient,
     pub(super) subs: Mutex<HashMap<String, Arc<SubState>>>,
     pub(super) readers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -61,12 +68,21 @@ impl Inner {
             .build()
             .await
             .map_err(|e| ctx("subscription admin", &e))?;
+        // The publisher retries what is transient (unreachable, UNAVAILABLE, ...) for as long
+        // as a publish may take; past it, `publish.rs` reports the error.
+        let base_publisher = configure!(BasePublisher::builder(), &endpoint)
+            .with_retry_policy(RetryableErrors.with_time_limit(config.publish_retry_for))
+            .build()
+            .await
+            .map_err(|e| ctx("publisher", &e))?;
         let rest = RestClient::new(&endpoint).map_err(|e| ctx("REST", &e))?;
         info!(project = %config.project, endpoint = %endpoint, "pubsub ledger connected");
         Ok(Inner {
             config,
             topic_admin,
             sub_admin,
+            base_publisher,
+            publishers: Mutex::default(),
             rest,
             subs: Mutex::default(),
             readers: Mutex::default(),

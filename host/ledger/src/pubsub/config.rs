@@ -4,10 +4,6 @@ use std::time::Duration;
 
 use ledgerhost_google::{Endpoint, PUBSUB};
 
-/// Default [`PubSubConfig::publish_concurrency`]: one request per ordering shard at the
-/// default shard count.
-pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
-
 /// Where Pub/Sub is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PubSubConfig {
@@ -20,9 +16,6 @@ pub struct PubSubConfig {
     /// How long `publish` keeps retrying while Pub/Sub is unreachable or a topic is being
     /// recreated, before it reports the error.
     pub publish_retry_for: Duration,
-    /// Publish requests in flight at once (of different ordering keys; one key's requests
-    /// are always sequential).
-    pub publish_concurrency: usize,
 }
 
 impl PubSubConfig {
@@ -32,7 +25,6 @@ impl PubSubConfig {
             project: project.into(),
             endpoint: None,
             publish_retry_for: Duration::from_secs(60),
-            publish_concurrency: DEFAULT_PUBLISH_CONCURRENCY,
         }
     }
 

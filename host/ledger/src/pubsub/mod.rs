@@ -1,10 +1,11 @@
-//! Cloud Pub/Sub as the ledger (production): topics and subscriptions through the official
-//! `google-cloud-pubsub` client, the data plane over Pub/Sub's REST surface ([`rest`]).
+//! Cloud Pub/Sub as the ledger (production): topics, subscriptions and publishing through
+//! the official `google-cloud-pubsub` client (publishing by gRPC with its `Publisher`),
+//! consuming over Pub/Sub's REST surface ([`rest`]).
 //!
-//! - One topic per table, published with the ordering key and attributes as given, up to
-//!   1 000 messages per request; [`Ledger::publish`] returns once every request was
-//!   answered with message ids (a failed request is resent whole: duplicates keep their
-//!   event ids).
+//! - One topic per table, published with the ordering key and attributes as given, in
+//!   requests of one ordering key each, up to 1 000 messages and 10 MB; [`Ledger::publish`]
+//!   returns once every message was answered with its message id (a failed key is resent
+//!   from its first failed message: duplicates keep their event ids).
 //! - Subscriptions have message ordering on, the attribute filter as a Pub/Sub filter, a
 //!   retry policy with backoff, and a dead-letter policy to the spec's dead-letter topic
 //!   (created) with [`MAX_DELIVERY_ATTEMPTS`], which makes Pub/Sub fill `delivery_attempt`.
@@ -50,9 +51,9 @@
 //! `lh-` followed by the name with those characters percent-encoded; see [`resource_id`].
 //!
 //! The parts: `config` (where Pub/Sub is), `client` (the clients and shared state),
-//! `admin` (topics and subscriptions), `publish` (ordering-key lanes), `pull` (the buffered
+//! `admin` (topics and subscriptions), `publish` (the `Publisher`, per topic), `pull` (the buffered
 //! consumer), `buffer` (what a subscription holds here), `dead_letters`, `names` (resource
-//! ids and filters), `error` (status codes to port errors), and [`rest`] (the data plane).
+//! ids and filters), `error` (status codes to port errors), and [`rest`] (the consuming calls).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ mod pull;
 pub mod rest;
 
 pub use admin::MAX_DELIVERY_ATTEMPTS;
-pub use config::{DEFAULT_PUBLISH_CONCURRENCY, PubSubConfig};
+pub use config::PubSubConfig;
 pub use names::{attribute_filter, ledger_name, resource_id};
 pub use pull::MAX_BUFFERED;
 

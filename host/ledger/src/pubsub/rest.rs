@@ -1,9 +1,6 @@
-//! Pub/Sub's data plane — Publish, Pull, Acknowledge, ModifyAckDeadline — over its REST
-//! surface (the admin plane stays with the client crate).
+//! Pub/Sub's consuming calls — Pull, Acknowledge, ModifyAckDeadline — over its REST surface
+//! (admin and publishing stay with the client crate).
 //!
-//! - Publish: one request carries the messages of one ordering key (production's rule), up
-//!   to [`limits::MAX_MESSAGES_PER_PUBLISH`]; [`publish_requests`] splits a batch into one
-//!   lane of requests per key. The caller runs lanes concurrently, a lane's requests in order.
 //! - Pull: the crate offers only streaming pull, and a streaming pull pins each ordering key
 //!   to one open stream. The emulator never notices that a stream's process died (SIGKILL),
 //!   so the keys pinned to it were never delivered again; unary pull has no stream to pin
@@ -14,10 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
-use ledgerhost_core::ledger::{Message, limits};
 use ledgerhost_google::{Auth, AuthMode, Endpoint, PUBSUB};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -34,11 +28,6 @@ const PULL_WAIT_SECS: u64 = 5;
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(PULL_WAIT_SECS + 10);
 /// Pub/Sub takes at most this many ack ids per Acknowledge / ModifyAckDeadline request.
 const IDS_PER_REQUEST: usize = 1000;
-/// What one Publish request may carry, counted as [`limits::message_size`]: below Pub/Sub's
-/// 10 MB ([`limits::MAX_PUBLISH_BYTES`]) because data travels base64-encoded in the JSON
-/// body (4/3 larger).
-const PUBLISH_REQUEST_BUDGET: usize = 7_000_000;
-
 /// What a call failed with.
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -112,29 +101,6 @@ struct MessageJson {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PublishRequest<'a> {
-    messages: Vec<OutgoingJson<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutgoingJson<'a> {
-    data: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    attributes: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    ordering_key: &'a str,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PublishResponse {
-    #[serde(default)]
-    message_ids: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct PullRequest {
     max_messages: usize,
 }
@@ -159,50 +125,6 @@ pub struct RestClient {
     auth: Auth,
 }
 
-/// The Publish requests of one ordering key, to send one after another.
-#[derive(Debug)]
-pub struct KeyLane {
-    /// The ordering key every message of these requests carries.
-    pub ordering_key: String,
-    /// The key's messages in their order, split within Pub/Sub's count and size limits.
-    pub requests: Vec<Vec<Message>>,
-}
-
-/// Splits `messages` into Publish requests production accepts: one ordering key per request
-/// ("All PubsubMessages published in a given PublishRequest must specify the same
-/// ordering_key value", `PubsubMessage.ordering_key`), a key's messages in their order,
-/// each request within [`limits::MAX_MESSAGES_PER_PUBLISH`] and the size budget (a message
-/// above the budget goes alone, and Pub/Sub says why it refuses it). Lanes come in the order
-/// their keys first appear.
-pub fn publish_requests(messages: Vec<Message>) -> Vec<KeyLane> {
-    let mut lanes: Vec<KeyLane> = Vec::new();
-    // Per lane: bytes of its last request.
-    let mut open: Vec<usize> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for m in messages {
-        let size = limits::message_size(&m);
-        let i = *index.entry(m.ordering_key.clone()).or_insert_with(|| {
-            lanes.push(KeyLane {
-                ordering_key: m.ordering_key.clone(),
-                requests: Vec::new(),
-            });
-            open.push(0);
-            lanes.len() - 1
-        });
-        let lane = &mut lanes[i];
-        let fits = lane.requests.last().is_some_and(|r| {
-            r.len() < limits::MAX_MESSAGES_PER_PUBLISH && open[i] + size <= PUBLISH_REQUEST_BUDGET
-        });
-        if !fits {
-            lane.requests.push(Vec::new());
-            open[i] = 0;
-        }
-        open[i] += size;
-        lane.requests.last_mut().expect("pushed above").push(m);
-    }
-    lanes
-}
-
 impl RestClient {
     /// A client for `endpoint`, anonymous against an emulator, with application default
     /// credentials against Google.
@@ -218,37 +140,6 @@ impl RestClient {
             base: endpoint.url.clone(),
             auth,
         })
-    }
-
-    /// Publishes `messages` (one request of [`publish_requests`]) to `topic` (a full path);
-    /// Pub/Sub keeps their order. Returns the message ids.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        messages: &[Message],
-    ) -> Result<Vec<String>, RestError> {
-        let req = PublishRequest {
-            messages: messages
-                .iter()
-                .map(|m| OutgoingJson {
-                    data: base64::engine::general_purpose::STANDARD.encode(&m.data),
-                    attributes: &m.attributes,
-                    ordering_key: &m.ordering_key,
-                })
-                .collect(),
-        };
-        let body = self.call(topic, "publish", &req).await?;
-        let parsed: PublishResponse = serde_json::from_slice(&body).map_err(|e| {
-            RestError::Unavailable(format!("publish to {topic}: unreadable answer: {e}"))
-        })?;
-        if parsed.message_ids.len() != messages.len() {
-            return Err(RestError::Unavailable(format!(
-                "publish to {topic}: {} message ids for {} messages",
-                parsed.message_ids.len(),
-                messages.len()
-            )));
-        }
-        Ok(parsed.message_ids)
     }
 
     /// Long-polls `subscription` (a full path) for up to `max` messages; an empty answer
@@ -360,65 +251,6 @@ impl RestClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(key: &str, bytes: usize) -> Message {
-        Message {
-            data: vec![0; bytes],
-            ordering_key: key.into(),
-            attributes: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn publish_requests_carry_one_ordering_key_each_in_order_within_limits() {
-        // 2 500 messages over 3 keys, interleaved.
-        let many: Vec<Message> = (0..2500)
-            .map(|i| {
-                let mut m = message(&(i % 3).to_string(), 10);
-                m.attributes.insert("i".into(), i.to_string());
-                m
-            })
-            .collect();
-        let lanes = publish_requests(many);
-        assert_eq!(
-            lanes
-                .iter()
-                .map(|l| l.ordering_key.as_str())
-                .collect::<Vec<_>>(),
-            vec!["0", "1", "2"]
-        );
-        for lane in &lanes {
-            let mut last = -1i64;
-            for r in &lane.requests {
-                limits::check_publish(r).expect("production accepts every request");
-                for m in r {
-                    assert_eq!(m.ordering_key, lane.ordering_key);
-                    let i: i64 = m.attributes["i"].parse().unwrap();
-                    assert!(i > last, "in order within the key");
-                    last = i;
-                }
-            }
-        }
-        assert_eq!(
-            lanes[0].requests.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![834]
-        );
-        let one_key: Vec<Message> = (0..2500).map(|_| message("k", 10)).collect();
-        let sizes: Vec<usize> = publish_requests(one_key)[0]
-            .requests
-            .iter()
-            .map(Vec::len)
-            .collect();
-        assert_eq!(sizes, vec![1000, 1000, 500]);
-        let big: Vec<Message> = (0..5).map(|_| message("k", 3_000_000)).collect();
-        let sizes: Vec<usize> = publish_requests(big)[0]
-            .requests
-            .iter()
-            .map(Vec::len)
-            .collect();
-        assert_eq!(sizes, vec![2, 2, 1], "within the size budget");
-        assert!(publish_requests(Vec::new()).is_empty());
-    }
 
     #[test]
     fn pull_answers_decode_including_empty_fields() {

@@ -1,291 +1,16 @@
-//! A strict front for the Pub/Sub emulator: an HTTP reverse proxy on a free loopback port
-//! that forwards every request to the emulator, but first refuses, as production does
-//! (HTTP 400, `INVALID_ARGUMENT`, a message naming the rule), every request the production
-//! service refuses and the emulator accepts. The rules are `ledgerhost_core::ledger::limits`
-//! (each cited there); this file only finds the fields they apply to in the REST requests.
-//!
-//! The host speaks to Pub/Sub only over REST/JSON: the admin clients of `google-cloud-pubsub`
-//! (`PUT`/`GET`/`PATCH`/`DELETE /v1/projects/P/topics/T` and `…/subscriptions/S`) and the
-//! data plane of `host/ledger/src/pubsub/rest.rs` (`POST …/topics/T:publish`,
-//! `…/subscriptions/S:pull`, `:acknowledge`, `:modifyAckDeadline`). gRPC is not proxied.
-//!
-//! The front counts requests by RPC, keeps every refusal, and records the shape of every
-//! Publish (messages, distinct ordering keys), so a test can assert on what was sent.
-//!
-//! ```text
-//! let front = PubSubFront::start("http://127.0.0.1:8085");
-//! // point clients at front.endpoint()
-//! front.assert_no_refusals("my test");
-//! ```
+//! REST/JSON through the front: which RPC a request is, the rules applied to its JSON
+//! fields, and the forwarding to the emulator (HTTP/1.1).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Response, StatusCode, request::Parts};
 use base64::Engine as _;
 use ledgerhost_core::ledger::{Message, limits};
 use serde_json::Value as Json;
 
-/// Refusals printed in a failed assertion.
-const SHOWN_REFUSALS: usize = 10;
-
-/// The Pub/Sub RPC a REST request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Rpc {
-    CreateTopic,
-    GetTopic,
-    UpdateTopic,
-    DeleteTopic,
-    ListTopics,
-    ListTopicSubscriptions,
-    Publish,
-    CreateSubscription,
-    GetSubscription,
-    UpdateSubscription,
-    DeleteSubscription,
-    ListSubscriptions,
-    Pull,
-    Acknowledge,
-    ModifyAckDeadline,
-    /// Anything else (forwarded unchecked).
-    Other,
-}
-
-/// The shape of one Publish request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishShape {
-    /// The topic id (last part of the path).
-    pub topic: String,
-    pub messages: usize,
-    /// Distinct ordering keys among the messages (the empty key counts as one).
-    pub ordering_keys: usize,
-    /// Refused by the front.
-    pub refused: bool,
-}
-
-/// A request the front refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub rpc: Rpc,
-    pub method: String,
-    pub path: String,
-    /// The rule, as sent in the error's `message`.
-    pub message: String,
-}
-
-/// What the front saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FrontStats {
-    /// Requests by RPC, refused ones included.
-    pub requests: BTreeMap<Rpc, u64>,
-    /// Requests refused.
-    pub refused: u64,
-    /// Every Publish request, in arrival order.
-    pub publishes: Vec<PublishShape>,
-    /// Requests the emulator could not be reached for (answered 503).
-    pub unreachable: u64,
-}
-
-impl FrontStats {
-    /// Requests of `rpc`.
-    pub fn count(&self, rpc: Rpc) -> u64 {
-        self.requests.get(&rpc).copied().unwrap_or(0)
-    }
-
-    /// The most distinct ordering keys one Publish request carried.
-    pub fn max_ordering_keys_per_publish(&self) -> usize {
-        self.publishes
-            .iter()
-            .map(|p| p.ordering_keys)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Messages over all Publish requests the front let through.
-    pub fn published_messages(&self) -> usize {
-        self.publishes
-            .iter()
-            .filter(|p| !p.refused)
-            .map(|p| p.messages)
-            .sum()
-    }
-}
-
-#[derive(Default)]
-struct Shared {
-    stats: FrontStats,
-    refusals: Vec<Refusal>,
-}
-
-struct State {
-    upstream: String,
-    http: reqwest::Client,
-    shared: Mutex<Shared>,
-}
-
-impl State {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A running front; stopped on drop. With [`PubSubFront::fail_on_refusals_at_drop`], dropping
-/// it with refusals recorded panics (failing the test that owned it).
-pub struct PubSubFront {
-    addr: SocketAddr,
-    state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    check_at_drop: Option<String>,
-}
-
-impl PubSubFront {
-    /// Starts a front forwarding to `upstream` (`http://127.0.0.1:PORT`), on its own thread
-    /// and runtime (so a test that blocks its own runtime does not stall it).
-    pub fn start(upstream: impl Into<String>) -> Self {
-        let upstream = upstream.into().trim_end_matches('/').to_string();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the Pub/Sub front");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("front address");
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // A Pull is held by the server for seconds; the client bounds it.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .expect("the front's HTTP client");
-        let state = Arc::new(State {
-            upstream,
-            http,
-            shared: Mutex::default(),
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("pubsub-front".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("the front's runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    let app = axum::Router::new().fallback(move |req: Request<Body>| {
-                        let state = served.clone();
-                        async move { handle(state, req).await }
-                    });
-                    tokio::select! {
-                        r = axum::serve(listener, app) => {
-                            if let Err(e) = r {
-                                eprintln!("pubsub front stopped: {e}");
-                            }
-                        }
-                        _ = stopped => {}
-                    }
-                });
-                rt.shutdown_background();
-            })
-            .expect("spawn the front's thread");
-        PubSubFront {
-            addr,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-            check_at_drop: None,
-        }
-    }
-
-    /// Makes dropping the front panic when it refused anything (`context` names the test),
-    /// unless the thread is already panicking.
-    pub fn fail_on_refusals_at_drop(mut self, context: impl Into<String>) -> Self {
-        self.check_at_drop = Some(context.into());
-        self
-    }
-
-    /// Stops checking at drop (a test that sends forbidden requests on purpose).
-    pub fn allow_refusals(&mut self) {
-        self.check_at_drop = None;
-    }
-
-    /// `http://127.0.0.1:PORT` of the front.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `127.0.0.1:PORT` of the front (a `PUBSUB_EMULATOR_HOST` value).
-    pub fn host(&self) -> String {
-        self.addr.to_string()
-    }
-
-    /// The upstream (emulator) endpoint.
-    pub fn upstream(&self) -> &str {
-        &self.state.upstream
-    }
-
-    /// A copy of the counters.
-    pub fn stats(&self) -> FrontStats {
-        self.state.lock().stats.clone()
-    }
-
-    /// Every refusal so far.
-    pub fn refusals(&self) -> Vec<Refusal> {
-        self.state.lock().refusals.clone()
-    }
-
-    /// Forgets the counters and refusals.
-    pub fn reset(&self) {
-        *self.state.lock() = Shared::default();
-    }
-
-    /// Panics, listing them, if the front refused any request.
-    pub fn assert_no_refusals(&self, context: &str) {
-        if let Some(report) = self.refusal_report(context) {
-            panic!("{report}");
-        }
-    }
-
-    fn refusal_report(&self, context: &str) -> Option<String> {
-        let refusals = self.refusals();
-        if refusals.is_empty() {
-            return None;
-        }
-        let shown: Vec<String> = refusals
-            .iter()
-            .take(SHOWN_REFUSALS)
-            .map(|r| format!("  {:?} {} {}: {}", r.rpc, r.method, r.path, r.message))
-            .collect();
-        Some(format!(
-            "{context}: the strict Pub/Sub front refused {} request(s) production would refuse \
-             (the emulator accepts them; first {}):\n{}",
-            refusals.len(),
-            shown.len(),
-            shown.join("\n")
-        ))
-    }
-}
-
-impl Drop for PubSubFront {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if let Some(context) = self.check_at_drop.take()
-            && !std::thread::panicking()
-            && let Some(report) = self.refusal_report(&context)
-        {
-            panic!("{report}");
-        }
-    }
-}
+use super::{PublishShape, Rpc, State, Transport, forwarded};
 
 /// The request path, parsed: `/v1/projects/P/(topics|subscriptions)/ID[:verb]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,16 +208,11 @@ fn mask_paths(mask: Option<&Json>) -> BTreeSet<String> {
 /// What the front decided about a request: `Err(rule)` refuses it. For a Publish, its shape.
 pub fn check(target: &Target, body: &[u8]) -> (Result<(), String>, Option<PublishShape>) {
     if let Some((kind, id)) = &target.resource
+        && target.rpc != Rpc::Publish
         && let Err(e) = limits::check_resource_id(kind, id)
     {
         // Resource names (limits.rs cites pubsub-basics#resource_names).
-        let shape = (target.rpc == Rpc::Publish).then(|| PublishShape {
-            topic: id.clone(),
-            messages: 0,
-            ordering_keys: 0,
-            refused: true,
-        });
-        return (Err(e.to_string()), shape);
+        return (Err(e.to_string()), None);
     }
     let json = || -> Option<Json> {
         if body.is_empty() {
@@ -508,30 +228,9 @@ pub fn check(target: &Target, body: &[u8]) -> (Result<(), String>, Option<Publis
                 .as_ref()
                 .map(|(_, id)| id.clone())
                 .unwrap_or_default();
-            let messages = match json().map(|b| publish_messages(&b)) {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    let shape = PublishShape {
-                        topic,
-                        messages: 0,
-                        ordering_keys: 0,
-                        refused: true,
-                    };
-                    return (Err(e), Some(shape));
-                }
-                // Not JSON: the emulator answers for itself.
-                None => Vec::new(),
-            };
-            let keys: BTreeSet<&str> = messages.iter().map(|m| m.ordering_key.as_str()).collect();
-            // One ordering key per request, 1 000 messages, 10 MB, and every message's rules:
-            // limits::check_publish (quotas#resource_limits, PubsubMessage).
-            let verdict = limits::check_publish(&messages).map_err(|e| e.to_string());
-            let shape = PublishShape {
-                topic,
-                messages: messages.len(),
-                ordering_keys: keys.len(),
-                refused: verdict.is_err(),
-            };
+            // Not JSON: the emulator answers for itself.
+            let messages = json().map_or(Ok(Vec::new()), |b| publish_messages(&b));
+            let (verdict, shape) = super::publish_verdict(topic, messages, Transport::Rest);
             (verdict, Some(shape))
         }
         Rpc::CreateSubscription => {
@@ -564,7 +263,7 @@ pub fn check(target: &Target, body: &[u8]) -> (Result<(), String>, Option<Publis
     }
 }
 
-fn google_error(status: StatusCode, code_name: &str, message: &str) -> Response<Body> {
+pub(super) fn google_error(status: StatusCode, code_name: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "error": { "code": status.as_u16(), "message": message, "status": code_name }
     });
@@ -575,45 +274,12 @@ fn google_error(status: StatusCode, code_name: &str, message: &str) -> Response<
         .expect("a valid response")
 }
 
-/// Headers not forwarded (hop-by-hop, or set by the forwarding client).
-fn forwarded(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive" | "upgrade"
-    )
-}
-
-async fn handle(state: Arc<State>, req: Request<Body>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            return google_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                &format!("cannot read the request body: {e}"),
-            );
-        }
-    };
+/// Checks a REST request, records it, and refuses it or forwards it.
+pub(super) async fn handle(state: Arc<State>, parts: Parts, body: Bytes) -> Response<Body> {
     let path = parts.uri.path().to_string();
     let target = classify(&parts.method, &path);
     let (verdict, shape) = check(&target, &body);
-    {
-        let mut shared = state.lock();
-        *shared.stats.requests.entry(target.rpc).or_insert(0) += 1;
-        if let Some(shape) = shape {
-            shared.stats.publishes.push(shape);
-        }
-        if let Err(rule) = &verdict {
-            shared.stats.refused += 1;
-            shared.refusals.push(Refusal {
-                rpc: target.rpc,
-                method: parts.method.to_string(),
-                path: path.clone(),
-                message: rule.clone(),
-            });
-        }
-    }
+    state.record(target.rpc, &parts.method, &path, &verdict, shape);
     if let Err(rule) = verdict {
         return google_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &rule);
     }
