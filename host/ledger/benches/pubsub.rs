@@ -155,6 +155,8 @@ async fn publish_modes(port: u16, ledger: &PubSubLedger) {
                     )
                 })
                 .collect();
+            // A page is whole: sent now rather than after the delay threshold, as the host does.
+            publisher.flush().await;
             for f in futures {
                 f.await.expect("crate publish");
             }
