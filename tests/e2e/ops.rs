@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledgerhost_tests::harness::host::Workspace;
 use ledgerhost_tests::harness::{ProcessGroup, eventually, free_port, workspace_root};
@@ -1093,5 +1093,44 @@ fn the_demo_prints_its_status_page_address_and_serves_the_page_there() {
     );
     let exit = demo.wait().expect("the demo ends");
     reader.join().expect("the output reader");
+    assert!(exit.success(), "the demo stopped with {exit}");
+}
+
+/// `ledgerhost demo | head -2`: once its standard output is closed the demo stops as on
+/// Ctrl-C (drains, exits 0), instead of panicking on the next line with its order writer
+/// left running and the process never ending.
+#[test]
+fn the_demo_stops_cleanly_when_its_output_is_closed() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(HOST_BIN)
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .arg("--plugins")
+        .arg(ledgerhost_tests::harness::plugin_dir())
+        .args(["--rate", "50", "--seconds", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let mut stdout = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("the demo's first line");
+    assert!(first.starts_with("ledgerhost demo in "), "{first}");
+    drop(stdout);
+    // Not a speed bound: the demo prints a line a second, and the drain takes at most its
+    // 5 s timeout; a demo that ignored the closed output would run its 600 s.
+    let waited = Instant::now();
+    let exit = loop {
+        if let Some(exit) = demo.try_wait().expect("the demo's state") {
+            break exit;
+        }
+        if waited.elapsed() > Duration::from_secs(120) {
+            let _ = demo.kill();
+            panic!("the demo kept running after its standard output was closed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(exit.success(), "the demo stopped with {exit}");
 }

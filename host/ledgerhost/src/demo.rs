@@ -82,16 +82,15 @@ pub async fn run(
 
     let config = Config::load(&config_path)?;
     let host = Host::start(config).await?;
-    println!(
+    // The admin port is a free one picked at start: say which, so the page can be opened.
+    let mut open = say(format_args!(
         "ledgerhost demo in {} — plugins: {} — writing {rate} orders/s; Ctrl-C to stop",
         dir.display(),
         installed.join(", ")
-    );
-    // The admin port is a free one picked at start: say which, so the page can be opened.
-    println!(
+    )) && say(format_args!(
         "{STATUS_PAGE_LINE}http://{}/ (JSON at /status, Prometheus at /metrics)",
         host.admin_addr
-    );
+    ));
 
     let writer = tokio::task::spawn_blocking({
         let db = db.clone();
@@ -103,7 +102,7 @@ pub async fn run(
     let mut last_rows = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
-    loop {
+    while open {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = crate::signal::wait_for_signal() => break,
@@ -135,12 +134,15 @@ pub async fn run(
                 p.dead_lettered.load(Ordering::Relaxed),
             ));
         }
-        println!("{line}");
+        open = say(format_args!("{line}"));
         if seconds.is_some_and(|s| started.elapsed() >= Duration::from_secs(s)) {
             break;
         }
     }
-    println!("draining…");
+    if !open {
+        tracing::warn!("standard output closed; stopping the demo");
+    }
+    say(format_args!("draining…"));
     let drained = host.shutdown().await;
     writer
         .await
@@ -149,6 +151,18 @@ pub async fn run(
     if !drained {
         anyhow::bail!("drain timed out");
     }
-    println!("stopped cleanly");
+    say(format_args!("stopped cleanly"));
     Ok(())
+}
+
+/// Prints one line of the demo's output. False when standard output is gone (`ledgerhost demo
+/// | head` closed it): the demo then stops as on Ctrl-C, where `println!` would panic and leave
+/// the order writer running with nothing to stop it.
+fn say(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .is_ok()
 }
