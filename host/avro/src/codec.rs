@@ -42,12 +42,25 @@ pub fn container_header(schema_json: &[u8], sync: &[u8; 16]) -> Vec<u8> {
 
 /// Zig-zag varint.
 pub fn write_long(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; MAX_LONG_BYTES];
+    let n = write_long_into(&mut buf, 0, v);
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// The most bytes an Avro long takes (zig-zag varint of 64 bits).
+pub const MAX_LONG_BYTES: usize = 10;
+
+/// Writes `v` as an Avro long into `out` at `at`, returning the position after it (`out`
+/// must have room: [`MAX_LONG_BYTES`] for any `i64`).
+pub fn write_long_into(out: &mut [u8], mut at: usize, v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out[at] = (z as u8) | 0x80;
+        at += 1;
         z >>= 7;
     }
-    out.push(z as u8);
+    out[at] = z as u8;
+    at + 1
 }
 
 fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {

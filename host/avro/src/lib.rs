@@ -109,7 +109,14 @@ impl Encoder {
                 ),
             });
         }
-        let mut datum = Vec::with_capacity(64 + 16 * row.values.len());
+        // The container written in one buffer: the header, a gap for the block's two varints
+        // (count and size, known once the datum is written), the datum, the sync marker; the
+        // gap is then closed by moving the datum back (tens of bytes, not a second buffer).
+        let mut data =
+            Vec::with_capacity(self.header.len() + BLOCK_PREFIX_MAX + 64 + 16 * row.values.len());
+        data.extend_from_slice(&self.header);
+        let gap = data.len();
+        data.resize(gap + BLOCK_PREFIX_MAX, 0);
         for (i, (column, value)) in t.columns.iter().zip(&row.values).enumerate() {
             // The commit timestamp is the row's, whatever the column's stored representation.
             let ts_value;
@@ -122,17 +129,18 @@ impl Encoder {
             } else {
                 value
             };
-            codec::write_column(&mut datum, column, value).map_err(|message| AvroError::Value {
+            codec::write_column(&mut data, column, value).map_err(|message| AvroError::Value {
                 table: t.name.clone(),
                 column: column.name.clone(),
                 message,
             })?;
         }
-        let mut data = Vec::with_capacity(self.header.len() + datum.len() + 24);
-        data.extend_from_slice(&self.header);
-        codec::write_long(&mut data, 1);
-        codec::write_long(&mut data, datum.len() as i64);
-        data.extend_from_slice(&datum);
+        let datum_len = data.len() - gap - BLOCK_PREFIX_MAX;
+        let mut block = [0u8; BLOCK_PREFIX_MAX];
+        let n = codec::write_long_into(&mut block, 0, 1);
+        let n = codec::write_long_into(&mut block, n, datum_len as i64);
+        data[gap + BLOCK_PREFIX_MAX - n..gap + BLOCK_PREFIX_MAX].copy_from_slice(&block[..n]);
+        data.drain(gap..gap + BLOCK_PREFIX_MAX - n);
         data.extend_from_slice(&self.sync);
 
         let id = EventId::of(
@@ -144,13 +152,15 @@ impl Encoder {
         let ordering_key = self
             .ordering
             .key_for(id.key_part(&t.name).unwrap_or_default());
+        // The id itself becomes the attribute when it fits (no copy).
+        let event_id = match limits::fit_event_id(&id.0) {
+            std::borrow::Cow::Borrowed(_) => id.0,
+            std::borrow::Cow::Owned(fitted) => fitted,
+        };
         let attributes = [
             (attr::TABLE.to_string(), t.name.clone()),
             (attr::COMMIT_TS.to_string(), row.commit_ts.to_string()),
-            (
-                attr::EVENT_ID.to_string(),
-                limits::fit_event_id(&id.0).into_owned(),
-            ),
+            (attr::EVENT_ID.to_string(), event_id),
             (
                 attr::SCHEMA_FINGERPRINT.to_string(),
                 self.schema.fingerprint.clone(),
@@ -184,6 +194,9 @@ type LayoutCache = HashMap<([u8; 16], usize), Vec<(Box<[u8]>, Arc<Layout>)>>;
 
 /// Bound on cached writer schemas; a flood of distinct schemas only costs re-parsing.
 const MAX_CACHED_SCHEMAS: usize = 1024;
+
+/// Room for a data block's prefix: its record count and its size, two Avro longs.
+const BLOCK_PREFIX_MAX: usize = 2 * codec::MAX_LONG_BYTES;
 
 /// Decodes ledgerhost Avro containers into events. Schemas are parsed once and cached;
 /// share one decoder between tasks.
