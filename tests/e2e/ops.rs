@@ -1035,23 +1035,28 @@ async fn json_logs_are_structured_lines_cloud_logging_reads() {
     );
 }
 
+/// `ledgerhost demo` in `dir` at 50 orders a second for `seconds`, its output piped.
+fn start_demo(dir: &Path, seconds: u64) -> std::process::Child {
+    Command::new(HOST_BIN)
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.join("demo"))
+        .arg("--plugins")
+        .arg(ledgerhost_tests::harness::plugin_dir())
+        .args(["--rate", "50", "--seconds", &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo")
+}
+
 /// `ledgerhost demo` says where its status page is (its admin port is a free one picked at
 /// start), and the page and `/status` answer there while it runs; it then stops cleanly.
 #[test]
 fn the_demo_prints_its_status_page_address_and_serves_the_page_there() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = Command::new(HOST_BIN)
-        .arg("demo")
-        .arg("--dir")
-        .arg(dir.path().join("demo"))
-        .arg("--plugins")
-        .arg(ledgerhost_tests::harness::plugin_dir())
-        .args(["--rate", "50", "--seconds", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+    let mut demo = start_demo(dir.path(), 8);
     // Its output read to the end on a thread of its own (a demo whose stdout closed would
     // fail to print), each line handed over.
     let stdout = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
@@ -1103,17 +1108,7 @@ fn the_demo_prints_its_status_page_address_and_serves_the_page_there() {
 fn the_demo_stops_cleanly_when_its_output_is_closed() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = Command::new(HOST_BIN)
-        .arg("demo")
-        .arg("--dir")
-        .arg(dir.path().join("demo"))
-        .arg("--plugins")
-        .arg(ledgerhost_tests::harness::plugin_dir())
-        .args(["--rate", "50", "--seconds", "600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the demo");
+    let mut demo = start_demo(dir.path(), 600);
     let mut stdout = std::io::BufReader::new(demo.stdout.take().expect("stdout"));
     let mut first = String::new();
     stdout.read_line(&mut first).expect("the demo's first line");

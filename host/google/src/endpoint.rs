@@ -32,7 +32,8 @@ pub const BIGQUERY: Service = Service {
     scope: "https://www.googleapis.com/auth/bigquery",
 };
 
-/// Cloud Pub/Sub (gRPC admin plane, REST data plane).
+/// Cloud Pub/Sub (admin over REST and publishing over gRPC by the client crate, consuming
+/// over REST).
 pub const PUBSUB: Service = Service {
     name: "Pub/Sub",
     emulator_var: "PUBSUB_EMULATOR_HOST",

@@ -55,7 +55,7 @@ pub enum Rpc {
     Pull,
     Acknowledge,
     ModifyAckDeadline,
-    /// Anything else (forwarded unchecked).
+    /// Anything else: forwarded unchecked over REST, refused over gRPC ([`grpc`]).
     Other,
 }
 

@@ -66,10 +66,12 @@ pub(super) async fn publish(
             publisher.resume_publish(key.clone());
         }
         let code = failed.cause.as_deref().and_then(code_of);
-        let why = failed
-            .cause
-            .as_ref()
-            .map_or_else(|| "the publisher shut down".to_string(), |e| e.to_string());
+        // No cause of its own: each key was paused by an earlier failure (another caller's
+        // publish of the same ordering key), or the publisher stopped.
+        let why = failed.cause.as_ref().map_or_else(
+            || "paused after an earlier failed publish of the same ordering keys".to_string(),
+            |e| e.to_string(),
+        );
         let path = inner.topic_path(topic);
         if matches!(
             code,

@@ -118,7 +118,7 @@ struct ModifyRequest<'a> {
     ack_deadline_seconds: u64,
 }
 
-/// The data-plane calls, authenticated like the rest of the client.
+/// The consuming calls, authenticated like the rest of the client.
 pub struct RestClient {
     http: reqwest::Client,
     base: String,
