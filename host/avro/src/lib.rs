@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ledgerhost_core::ledger::ordering::Ordering;
-use ledgerhost_core::ledger::{Message, attr, limits};
+use ledgerhost_core::ledger::{Batch, Message, attr, limits};
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Event, EventId, Field, TableSchema, Value};
 
@@ -97,25 +97,81 @@ impl Encoder {
 
     /// One Avro container holding `row`, as a ledger message with ordering key and attributes.
     pub fn encode(&self, row: &Row) -> Result<Message, AvroError> {
+        let mut batch = self.batch();
+        self.encode_into(&mut batch, row)?;
+        Ok(batch
+            .to_messages()
+            .pop()
+            .expect("the row was added to the batch"))
+    }
+
+    /// An empty batch for this encoder's rows ([`Encoder::encode_into`]): what every message
+    /// shares, stored once (the container header; the table and schema fingerprint
+    /// attributes).
+    pub fn batch(&self) -> Batch {
+        let shared = [
+            (attr::TABLE.to_string(), self.table.name.clone()),
+            (
+                attr::SCHEMA_FINGERPRINT.to_string(),
+                self.schema.fingerprint.clone(),
+            ),
+        ];
+        Batch::new(self.header.clone(), shared.into_iter().collect())
+            .expect("a table name and a fingerprint are within Pub/Sub's attribute limits")
+    }
+
+    /// Adds `row` to `batch` (made by [`Encoder::batch`] of this encoder) as one Avro
+    /// container, with its ordering key and its own attributes (commit timestamp, event id).
+    /// On an error the batch is as it was.
+    pub fn encode_into(&self, batch: &mut Batch, row: &Row) -> Result<(), AvroError> {
         let t = &self.table;
+        let row_error = |message: String| AvroError::Value {
+            table: t.name.clone(),
+            column: "*".into(),
+            message,
+        };
         if row.values.len() != t.columns.len() {
-            return Err(AvroError::Value {
-                table: t.name.clone(),
-                column: "*".into(),
-                message: format!(
-                    "row has {} values for {} columns",
-                    row.values.len(),
-                    t.columns.len()
-                ),
-            });
+            return Err(row_error(format!(
+                "row has {} values for {} columns",
+                row.values.len(),
+                t.columns.len()
+            )));
         }
-        // The container written in one buffer: the header, a gap for the block's two varints
-        // (count and size, known once the datum is written), the datum, the sync marker; the
-        // gap is then closed by moving the datum back (tens of bytes, not a second buffer).
-        let mut data =
-            Vec::with_capacity(self.header.len() + BLOCK_PREFIX_MAX + 64 + 16 * row.values.len());
-        data.extend_from_slice(&self.header);
-        let gap = data.len();
+        if batch.prefix() != self.header.as_slice() {
+            return Err(row_error(
+                "the batch was made for another schema (Encoder::batch of this encoder)".into(),
+            ));
+        }
+        let id = EventId::of(
+            &t.name,
+            self.key_indexes.iter().map(|i| &row.values[*i]),
+            row.commit_ts,
+        );
+        // The key encoded once, for the id and the ordering key.
+        let ordering_key = self
+            .ordering
+            .key_for(id.key_part(&t.name).unwrap_or_default());
+        let event_id = limits::fit_event_id(&id.0);
+        // The commit timestamp's decimal text, on the stack.
+        let mut digits = [0u8; 20];
+        let commit_ts = {
+            use std::io::Write;
+            let mut out = &mut digits[..];
+            write!(out, "{}", row.commit_ts).expect("an i64 takes at most 20 bytes");
+            let n = 20 - out.len();
+            std::str::from_utf8(&digits[..n]).expect("digits are UTF-8")
+        };
+        let own = [(attr::COMMIT_TS, commit_ts), (attr::EVENT_ID, &*event_id)];
+        let mut record = batch
+            .begin(&ordering_key, &own)
+            .map_err(|e| row_error(e.to_string()))?;
+        let data_start = record.data_start();
+        let data = record.buf();
+        // The container after its header, written in place: a gap for the block's two
+        // varints (count and size, known once the datum is written), the datum, the sync
+        // marker; the gap is then closed by moving the datum back (tens of bytes, not a
+        // second buffer).
+        let gap = data_start;
         data.resize(gap + BLOCK_PREFIX_MAX, 0);
         for (i, (column, value)) in t.columns.iter().zip(&row.values).enumerate() {
             // The commit timestamp is the row's, whatever the column's stored representation.
@@ -129,7 +185,7 @@ impl Encoder {
             } else {
                 value
             };
-            codec::write_column(&mut data, column, value).map_err(|message| AvroError::Value {
+            codec::write_column(data, column, value).map_err(|message| AvroError::Value {
                 table: t.name.clone(),
                 column: column.name.clone(),
                 message,
@@ -142,37 +198,7 @@ impl Encoder {
         data[gap + BLOCK_PREFIX_MAX - n..gap + BLOCK_PREFIX_MAX].copy_from_slice(&block[..n]);
         data.drain(gap..gap + BLOCK_PREFIX_MAX - n);
         data.extend_from_slice(&self.sync);
-
-        let id = EventId::of(
-            &t.name,
-            self.key_indexes.iter().map(|i| &row.values[*i]),
-            row.commit_ts,
-        );
-        // The key encoded once, for the id and the ordering key.
-        let ordering_key = self
-            .ordering
-            .key_for(id.key_part(&t.name).unwrap_or_default());
-        // The id itself becomes the attribute when it fits (no copy).
-        let event_id = match limits::fit_event_id(&id.0) {
-            std::borrow::Cow::Borrowed(_) => id.0,
-            std::borrow::Cow::Owned(fitted) => fitted,
-        };
-        let attributes = [
-            (attr::TABLE.to_string(), t.name.clone()),
-            (attr::COMMIT_TS.to_string(), row.commit_ts.to_string()),
-            (attr::EVENT_ID.to_string(), event_id),
-            (
-                attr::SCHEMA_FINGERPRINT.to_string(),
-                self.schema.fingerprint.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect();
-        Ok(Message {
-            data,
-            ordering_key,
-            attributes,
-        })
+        record.finish().map_err(|e| row_error(e.to_string()))
     }
 }
 

@@ -7,8 +7,12 @@ use async_trait::async_trait;
 
 use crate::PortResult;
 
+pub mod batch;
 pub mod limits;
 pub mod ordering;
+pub mod wire;
+
+pub use batch::Batch;
 
 /// Attribute names every event message carries.
 pub mod attr {
@@ -195,14 +199,17 @@ pub trait Ledger: Send + Sync {
     /// (the embedded ledger: one SQLite transaction, so after any crash the progress never
     /// stands past messages the ledger lost); false when the ledger only published and the
     /// caller must persist the progress itself, which it may do now: every message is
-    /// confirmed. An empty page stores the progress alone.
+    /// confirmed. An empty page stores the progress alone. The page comes as one [`Batch`]
+    /// (the encoder writes it so); a ledger without a use for that publishes its messages.
     async fn publish_page(
         &self,
         topic: &str,
-        messages: Vec<Message>,
+        page: Batch,
         _progress: &Progress,
     ) -> PortResult<bool> {
-        self.publish(topic, messages).await?;
+        if !page.is_empty() {
+            self.publish(topic, page.to_messages()).await?;
+        }
         Ok(false)
     }
 

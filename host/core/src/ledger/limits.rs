@@ -162,14 +162,7 @@ pub fn message_size(m: &Message) -> usize {
 
 /// Checks one message against the per-message rules.
 pub fn check_message(m: &Message) -> Result<(), LimitError> {
-    if m.data.is_empty() && m.attributes.is_empty() {
-        return Err(LimitError::EmptyMessage);
-    }
-    if m.data.len() > MAX_MESSAGE_DATA_BYTES {
-        return Err(LimitError::DataTooLarge {
-            bytes: m.data.len(),
-        });
-    }
+    check_data(m.data.len(), m.attributes.len())?;
     check_ordering_key(&m.ordering_key)?;
     check_attributes(m.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
@@ -186,30 +179,51 @@ pub fn check_ordering_key(key: &str) -> Result<(), LimitError> {
 pub fn check_attributes<'a>(
     attributes: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), LimitError> {
-    if attributes.len() > MAX_ATTRIBUTES {
-        return Err(LimitError::TooManyAttributes {
-            count: attributes.len(),
+    check_attribute_count(attributes.len())?;
+    for (k, v) in attributes {
+        check_attribute(k, v)?;
+    }
+    Ok(())
+}
+
+/// Checks how many attributes one message carries.
+pub fn check_attribute_count(count: usize) -> Result<(), LimitError> {
+    if count > MAX_ATTRIBUTES {
+        return Err(LimitError::TooManyAttributes { count });
+    }
+    Ok(())
+}
+
+/// Checks one attribute: key and value sizes, reserved prefix.
+pub fn check_attribute(k: &str, v: &str) -> Result<(), LimitError> {
+    if k.is_empty() {
+        return Err(LimitError::EmptyAttributeKey);
+    }
+    if k.len() > MAX_ATTRIBUTE_KEY_BYTES {
+        return Err(LimitError::AttributeKeyTooLong {
+            key: truncate(k, 64).into_owned(),
+            bytes: k.len(),
         });
     }
-    for (k, v) in attributes {
-        if k.is_empty() {
-            return Err(LimitError::EmptyAttributeKey);
-        }
-        if k.len() > MAX_ATTRIBUTE_KEY_BYTES {
-            return Err(LimitError::AttributeKeyTooLong {
-                key: truncate(k, 64).into_owned(),
-                bytes: k.len(),
-            });
-        }
-        if k.starts_with("goog") {
-            return Err(LimitError::ReservedAttributeKey { key: k.to_string() });
-        }
-        if v.len() > MAX_ATTRIBUTE_VALUE_BYTES {
-            return Err(LimitError::AttributeValueTooLong {
-                key: k.to_string(),
-                bytes: v.len(),
-            });
-        }
+    if k.starts_with("goog") {
+        return Err(LimitError::ReservedAttributeKey { key: k.to_string() });
+    }
+    if v.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+        return Err(LimitError::AttributeValueTooLong {
+            key: k.to_string(),
+            bytes: v.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks one message's data size, and that a message with no attributes has data.
+pub fn check_data(data_len: usize, attribute_count: usize) -> Result<(), LimitError> {
+    if data_len == 0 && attribute_count == 0 {
+        return Err(LimitError::EmptyMessage);
+    }
+    if data_len > MAX_MESSAGE_DATA_BYTES {
+        return Err(LimitError::DataTooLarge { bytes: data_len });
     }
     Ok(())
 }

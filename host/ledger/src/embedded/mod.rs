@@ -62,13 +62,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ledgerhost_core::ledger::{
-    DeadLetter, Delivery, Ledger, Message, Progress, RedriveSelection, Retained, SubscriptionSpec,
-    limits,
+    Batch, DeadLetter, Delivery, Ledger, Message, Progress, RedriveSelection, Retained,
+    SubscriptionSpec, limits,
 };
 use ledgerhost_core::{PortError, PortResult};
 use tokio::sync::Notify;
 
 use state::{AckRecord, BACKEND, Reader, Sides, Writer};
+use write::Appended;
 
 mod dead_letters;
 mod delivery;
@@ -150,26 +151,29 @@ impl EmbeddedLedger {
             .map_err(|e| PortError::unavailable(BACKEND, format!("ledger task failed: {e}")))?
     }
 
-    /// Checks `messages` against Pub/Sub's limits, then appends them (and the progress
-    /// record) in one transaction ([`write::append_page`]) and wakes the pullers.
+    /// Appends `appended` (and the progress record) in one transaction
+    /// ([`write::append_page`]) and wakes the pullers. Messages are first checked against
+    /// Pub/Sub's limits; a batch was checked as it was built.
     async fn write_page(
         &self,
         topic: &str,
-        messages: Vec<Message>,
+        appended: Appended,
         progress: Option<Progress>,
     ) -> PortResult<()> {
         // Pub/Sub's limits hold here too, so what works on a laptop works in production.
-        for m in &messages {
-            limits::check_message(m).map_err(|e| PortError::Invalid {
-                backend: BACKEND,
-                message: format!("publishing to topic `{topic}`: {e}"),
-            })?;
+        if let Appended::Messages(messages) = &appended {
+            for m in messages {
+                limits::check_message(m).map_err(|e| PortError::Invalid {
+                    backend: BACKEND,
+                    message: format!("publishing to topic `{topic}`: {e}"),
+                })?;
+            }
         }
-        let any = !messages.is_empty();
+        let any = !appended.is_empty();
         let topic = topic.to_string();
         self.run(move |sides| {
             let mut writer = sides.writer();
-            write::append_page(&mut writer, &topic, &messages, progress.as_ref())?;
+            write::append_page(&mut writer, &topic, &appended, progress.as_ref())?;
             writer.cleanup();
             Ok(())
         })
@@ -213,16 +217,17 @@ impl Ledger for EmbeddedLedger {
         if messages.is_empty() {
             return Ok(());
         }
-        self.write_page(topic, messages, None).await
+        self.write_page(topic, Appended::Messages(messages), None)
+            .await
     }
 
     async fn publish_page(
         &self,
         topic: &str,
-        messages: Vec<Message>,
+        page: Batch,
         progress: &Progress,
     ) -> PortResult<bool> {
-        self.write_page(topic, messages, Some(progress.clone()))
+        self.write_page(topic, Appended::Batch(page), Some(progress.clone()))
             .await?;
         Ok(true)
     }

@@ -10,7 +10,7 @@
 //! block follows), then `n` `u32` ends (where each record stops, counted from the first
 //! record), then the shared block if any: the attributes every message of the page has
 //! with the same value (the table, the schema fingerprint), as a varint length and their
-//! bytes ([`super::layout::encode_attributes_into`]), stored once; then the records. A
+//! bytes ([`ledgerhost_core::ledger::wire::encode_attributes_into`]), stored once; then the records. A
 //! record: the id of its Avro header in `headers` as a varint (0: none, the data is whole),
 //! the ordering key and its own attributes (those not shared) each as a varint length and
 //! their bytes, then the rest of the data up to the record's end. Pages written before the
@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::{
+use ledgerhost_core::ledger::wire::{
     encode_attributes_into, encode_pairs_into, encoded_attributes_len, encoded_pairs_len, read_len,
     write_len,
 };
@@ -34,7 +34,7 @@ pub(super) struct Record<'a> {
     pub(super) header: Option<i64>,
     pub(super) ordering_key: &'a str,
     /// The attributes its page shares, in the binary form of
-    /// [`super::layout::encode_attributes_into`] (empty when the page shares none).
+    /// [`ledgerhost_core::ledger::wire::encode_attributes_into`] (empty when the page shares none).
     pub(super) shared: &'a [u8],
     /// Its own attributes, in the same form.
     pub(super) attributes: &'a [u8],
@@ -46,6 +46,12 @@ pub(super) struct Record<'a> {
 /// into pages before writing them).
 pub(super) fn record_len_bound(ordering_key: &str, attributes_len: usize, body: &[u8]) -> usize {
     4 + 10 + 10 + ordering_key.len() + 10 + attributes_len + body.len()
+}
+
+/// At most the bytes a batch's record ([`ledgerhost_core::ledger::Batch::raw_records`]) takes
+/// in a page, its header id and end offset included.
+pub(super) fn raw_record_len_bound(raw: &[u8]) -> usize {
+    4 + 10 + raw.len()
 }
 
 /// The flag in a page's first word that says a shared block follows the ends.
@@ -114,9 +120,27 @@ impl<'b, 's> PageWriter<'b, 's> {
         write_len(out, encoded_pairs_len(own_count, own()));
         encode_pairs_into(out, own_count, own());
         out.extend_from_slice(body);
-        let end = (out.len() - self.start) as u32;
+        self.end_record();
+    }
+
+    /// Appends the next record from a batch's record, whose form is a stored record's after
+    /// the header id (ordering key, own attributes, data: the batch's shared attributes are
+    /// the page's), copied as it is.
+    pub(super) fn push_raw(&mut self, header: Option<i64>, raw: &[u8]) {
+        assert!(
+            self.written < self.count,
+            "more records than the page was made for"
+        );
+        write_len(self.out, header.map_or(0, |h| h as usize));
+        self.out.extend_from_slice(raw);
+        self.end_record();
+    }
+
+    /// Notes where the record just written ends.
+    fn end_record(&mut self) {
+        let end = (self.out.len() - self.start) as u32;
         let at = 4 + 4 * self.written;
-        out[at..at + 4].copy_from_slice(&end.to_le_bytes());
+        self.out[at..at + 4].copy_from_slice(&end.to_le_bytes());
         self.written += 1;
     }
 
@@ -262,7 +286,10 @@ mod tests {
                 (r.header, r.ordering_key, r.body),
                 (*header, *key, body.as_slice())
             );
-            assert_eq!(r.attributes, super::super::layout::encode_attributes(attrs));
+            assert_eq!(
+                r.attributes,
+                ledgerhost_core::ledger::wire::encode_attributes(attrs)
+            );
         }
         assert!(page.record(3).is_err());
         assert!(Page::parse(&blob[..3]).is_err());
@@ -318,8 +345,8 @@ mod tests {
             let r = page.record(i).unwrap();
             let mut read = BTreeMap::new();
             assert!(!r.shared.is_empty());
-            super::super::layout::decode_attributes_into(&mut read, r.shared).unwrap();
-            super::super::layout::decode_attributes_into(&mut read, r.attributes).unwrap();
+            ledgerhost_core::ledger::wire::decode_attributes_into(&mut read, r.shared).unwrap();
+            ledgerhost_core::ledger::wire::decode_attributes_into(&mut read, r.attributes).unwrap();
             assert_eq!(&read, a);
             assert_eq!(r.body, b"d");
         }

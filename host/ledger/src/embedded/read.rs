@@ -5,7 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
-use ledgerhost_core::ledger::{Message, Retained};
+use ledgerhost_core::ledger::{Message, Retained, wire};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -68,10 +68,10 @@ impl Headers {
 fn page_attributes(record: &Record<'_>) -> Result<BTreeMap<String, String>, String> {
     let mut attributes = BTreeMap::new();
     if !record.shared.is_empty() {
-        layout::decode_attributes_into(&mut attributes, record.shared)
+        wire::decode_attributes_into(&mut attributes, record.shared)
             .map_err(|e| format!("the page's shared attributes: {e}"))?;
     }
-    layout::decode_attributes_into(&mut attributes, record.attributes)?;
+    wire::decode_attributes_into(&mut attributes, record.attributes)?;
     Ok(attributes)
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use ledgerhost_core::clock::now_micros;
-use ledgerhost_core::ledger::attr;
+use ledgerhost_core::ledger::{Batch, attr};
 use rusqlite::{Connection, params};
 use std::collections::HashMap;
 
@@ -515,8 +515,8 @@ async fn topics_are_listed_and_their_retained_messages_read_in_pages() {
     assert!(l.read_retained("b-topic", 0, 10).await.unwrap().is_empty());
 }
 
-/// A page and its progress are written together: read back after a reopen, and a page the
-/// limits refuse stores neither its messages nor its progress.
+/// A page and its progress are written together: read back after a reopen, and a page that
+/// cannot be written stores neither its messages nor its progress.
 #[tokio::test]
 async fn publish_page_stores_the_progress_with_its_messages_or_neither() {
     let dir = tempfile::tempdir().unwrap();
@@ -526,22 +526,107 @@ async fn publish_page_stores_the_progress_with_its_messages_or_neither() {
         table: "orders".into(),
         record: record.into(),
     };
+    let page = |messages: &[Message]| Batch::from_messages(messages).unwrap();
     assert!(
-        l.publish_page("t", vec![msg("a", 1), msg("a", 2)], &progress("p1"))
+        l.publish_page("t", page(&[msg("a", 1), msg("a", 2)]), &progress("p1"))
             .await
             .unwrap()
     );
     // An empty page stores the progress alone.
-    assert!(l.publish_page("t", vec![], &progress("p2")).await.unwrap());
-    let mut too_big = msg("a", 3);
-    too_big.ordering_key = "k".repeat(2000);
-    l.publish_page("t", vec![msg("a", 4), too_big], &progress("p3"))
+    assert!(
+        l.publish_page("t", Batch::default(), &progress("p2"))
+            .await
+            .unwrap()
+    );
+    // A page whose topic is gone fails inside the transaction.
+    l.publish_page("gone", page(&[msg("a", 4)]), &progress("p3"))
         .await
         .unwrap_err();
     drop(l);
     let l = EmbeddedLedger::open(dir.path(), EmbeddedOptions::default()).unwrap();
     assert_eq!(l.progress("orders").await.unwrap().as_deref(), Some("p2"));
     assert_eq!(l.retained_count("t").await.unwrap(), 2);
+}
+
+/// A poller's page comes as a batch (a container header as its prefix, attributes shared):
+/// every read path gives back what the same messages published one by one give, and the
+/// header is stored once. A prefix that is not a whole header is stored with each message.
+#[tokio::test]
+async fn a_batch_reads_back_as_its_messages_published_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.ensure_topic("one-by-one").await.unwrap();
+    l.ensure_topic("odd-prefix").await.unwrap();
+    l.ensure_subscription(&spec("s2", "one-by-one"))
+        .await
+        .unwrap();
+    let schema = format!("{{\"type\":\"record\",\"name\":\"{}\"}}", "y".repeat(300));
+    let header = {
+        let whole = container(&schema, &[]);
+        whole[..super::layout::header_len(&whole).unwrap()].to_vec()
+    };
+    let shared = BTreeMap::from([
+        (attr::TABLE.to_string(), "orders".to_string()),
+        (attr::SCHEMA_FINGERPRINT.to_string(), "ab".repeat(32)),
+    ]);
+    let mut batch = Batch::new(header.clone(), shared).unwrap();
+    for n in 0..50u8 {
+        let data = &container(&schema, &vec![n; usize::from(n)])[header.len()..];
+        let id = format!("orders/{n}/1");
+        batch
+            .push(&format!("k{}", n % 3), &[(attr::EVENT_ID, &id)], data)
+            .unwrap();
+    }
+    let messages = batch.to_messages();
+    l.publish("one-by-one", messages.clone()).await.unwrap();
+    let progress = Progress {
+        table: "orders".into(),
+        record: "r".into(),
+    };
+    assert!(l.publish_page("t", batch, &progress).await.unwrap());
+    assert_eq!(l.read_retained("t", 0, 100).await.unwrap().len(), 50);
+    let retained = |topic: &'static str| {
+        let l = &l;
+        async move {
+            l.read_retained(topic, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.message)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(retained("t").await, messages);
+    assert_eq!(retained("one-by-one").await, messages);
+    assert_eq!(l.last_message("t").await.unwrap(), messages.last().cloned());
+    let pulled = |sub: &'static str| {
+        let l = &l;
+        async move {
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                let batch = l.pull(sub, 100, Duration::from_millis(200)).await.unwrap();
+                assert!(!batch.is_empty(), "{sub}: {} of 50 delivered", got.len());
+                let acks: Vec<String> = batch.iter().map(|d| d.ack_id.clone()).collect();
+                got.extend(batch.into_iter().map(|d| d.message));
+                l.ack(sub, &acks).await.unwrap();
+            }
+            got.sort_by(|a, b| a.attributes.cmp(&b.attributes));
+            got
+        }
+    };
+    assert_eq!(pulled("s").await, pulled("s2").await);
+    let stored_headers: i64 = Connection::open(dir.path().join("ledger.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM headers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored_headers, 1, "one header for both topics");
+
+    let mut odd = Batch::new(b"not a header".to_vec(), BTreeMap::new()).unwrap();
+    odd.push("k", &[("n", "1")], b" but data").unwrap();
+    let odd_messages = odd.to_messages();
+    l.publish_page("odd-prefix", odd, &progress).await.unwrap();
+    assert_eq!(retained("odd-prefix").await, odd_messages);
+    assert_eq!(odd_messages[0].data, b"not a header but data");
 }
 
 fn dead_letter(event: &str, reason: &str, attempts: u32) -> Message {
@@ -846,7 +931,7 @@ async fn a_layout0_file_is_migrated_and_reads_back_byte_for_byte_on_every_path()
                  VALUES ('t', ?1, ?2, ?3, ?4, 5)",
                 params![
                     m.ordering_key,
-                    super::layout::encode_attributes(&m.attributes),
+                    ledgerhost_core::ledger::wire::encode_attributes(&m.attributes),
                     &m.data[header_len..],
                     now_micros()
                 ],
@@ -858,7 +943,7 @@ async fn a_layout0_file_is_migrated_and_reads_back_byte_for_byte_on_every_path()
              VALUES ('s-dead', ?1, ?2, ?3, ?4)",
             params![
                 dead.ordering_key,
-                super::layout::encode_attributes(&dead.attributes),
+                ledgerhost_core::ledger::wire::encode_attributes(&dead.attributes),
                 dead.data,
                 now_micros()
             ],

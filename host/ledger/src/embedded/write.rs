@@ -1,9 +1,10 @@
 //! Writing to the log: a publish's messages as a page ([`super::page`]), with the poller's
-//! progress record in the same transaction.
+//! progress record in the same transaction. A poller's page comes as a [`Batch`] whose
+//! records are copied into the stored page as they are; other publishes come as messages.
 
 use std::collections::HashMap;
 
-use ledgerhost_core::ledger::{Message, Progress};
+use ledgerhost_core::ledger::{Batch, Message, Progress, wire};
 use ledgerhost_core::{PortError, PortResult};
 use rusqlite::params;
 
@@ -12,14 +13,32 @@ use super::state::{BACKEND, Writer};
 use super::{layout, page};
 use ledgerhost_core::clock::now_micros;
 
-/// Appends `messages` to `topic` and, when given, replaces the table's progress record,
-/// in one transaction: both are on disk after a crash, or neither (SQLite's WAL commits
-/// a transaction atomically; `synchronous = NORMAL` may lose the last ones on a power
-/// cut, but then it loses the progress with the messages it covers).
+/// What one write appends to a topic.
+pub(super) enum Appended {
+    /// Messages of a publish.
+    Messages(Vec<Message>),
+    /// A poller's page, as the encoder wrote it.
+    Batch(Batch),
+}
+
+impl Appended {
+    /// Whether there is nothing to append.
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Appended::Messages(messages) => messages.is_empty(),
+            Appended::Batch(batch) => batch.is_empty(),
+        }
+    }
+}
+
+/// Appends to `topic` and, when given, replaces the table's progress record, in one
+/// transaction: both are on disk after a crash, or neither (SQLite's WAL commits a
+/// transaction atomically; `synchronous = NORMAL` may lose the last ones on a power cut,
+/// but then it loses the progress with the messages it covers).
 pub(super) fn append_page(
     writer: &mut Writer,
     topic: &str,
-    messages: &[Message],
+    appended: &Appended,
     progress: Option<&Progress>,
 ) -> PortResult<()> {
     let now = now_micros();
@@ -32,7 +51,10 @@ pub(super) fn append_page(
     let tx = conn
         .transaction()
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
-    let added = insert_messages(&tx, headers, page, topic, messages, now)?;
+    let added = match appended {
+        Appended::Messages(messages) => insert_messages(&tx, headers, page, topic, messages, now)?,
+        Appended::Batch(batch) => insert_batch(&tx, headers, page, topic, batch, now)?,
+    };
     if let Some(p) = progress {
         tx.prepare_cached(
             "INSERT INTO progress (tbl, record) VALUES (?1, ?2)
@@ -61,12 +83,7 @@ pub(super) fn insert_messages(
     now: i64,
 ) -> PortResult<NewHeaders> {
     let err = |e: rusqlite::Error| PortError::unavailable(BACKEND, e);
-    let topic_id = topic_id(tx, topic)?.ok_or_else(|| {
-        PortError::not_found(
-            BACKEND,
-            format!("topic `{topic}` (create it first with ensure_topic)"),
-        )
-    })?;
+    let topic_id = known_topic(tx, topic)?;
     let mut added: NewHeaders = Vec::new();
     // The messages of a page share one header: compared with the last one first, which
     // spares hashing it for every message.
@@ -76,18 +93,9 @@ pub(super) fn insert_messages(
         split.push(match layout::header_len(&m.data) {
             Some(n) => {
                 let bytes = &m.data[..n];
-                let known = last
-                    .filter(|(b, _)| *b == bytes)
-                    .map(|(_, id)| id)
-                    .or_else(|| headers.get(bytes).copied())
-                    .or_else(|| added.iter().find(|(b, _)| b == bytes).map(|(_, id)| *id));
-                let id = match known {
-                    Some(id) => id,
-                    None => {
-                        let id = header_id(tx, bytes).map_err(err)?;
-                        added.push((bytes.to_vec(), id));
-                        id
-                    }
+                let id = match last.filter(|(b, _)| *b == bytes) {
+                    Some((_, id)) => id,
+                    None => stored_header(tx, headers, &mut added, bytes)?,
                 };
                 last = Some((bytes, id));
                 (Some(id), &m.data[n..])
@@ -116,6 +124,86 @@ pub(super) fn insert_messages(
     Ok(added)
 }
 
+/// Appends a poller's page to `topic`'s log inside `tx`, like [`insert_messages`]: the
+/// batch's prefix, when it is an Avro container header, is stored once in `headers`, and
+/// each record is copied into the stored page as the batch holds it.
+pub(super) fn insert_batch(
+    tx: &rusqlite::Transaction<'_>,
+    headers: &HashMap<Vec<u8>, i64>,
+    buf: &mut Vec<u8>,
+    topic: &str,
+    batch: &Batch,
+    now: i64,
+) -> PortResult<NewHeaders> {
+    let prefix = batch.prefix();
+    let mut added: NewHeaders = Vec::new();
+    let header = if prefix.is_empty() {
+        None
+    } else if layout::header_len(prefix) == Some(prefix.len()) {
+        Some(stored_header(tx, headers, &mut added, prefix)?)
+    } else {
+        // A prefix that is not a whole header: each message's data stored whole.
+        return insert_messages(tx, headers, buf, topic, &batch.to_messages(), now);
+    };
+    let topic_id = known_topic(tx, topic)?;
+    let mut first = read::end(tx)?;
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(|e| PortError::unavailable(BACKEND, e))?;
+    let mut rest = batch.raw_records();
+    while rest.len() > 0 {
+        let mut bytes = 4;
+        let count = rest
+            .clone()
+            .take_while(|raw| {
+                bytes += page::raw_record_len_bound(raw);
+                bytes <= page::MAX_PAGE_BYTES
+            })
+            .count()
+            .max(1);
+        let mut page = page::PageWriter::new(buf, count, batch.shared());
+        for raw in rest.by_ref().take(count) {
+            page.push_raw(header, raw);
+        }
+        stmt.execute(params![first, topic_id, count as i64, now, page.finish()])
+            .map_err(|e| PortError::unavailable(BACKEND, e))?;
+        first += count as i64;
+    }
+    Ok(added)
+}
+
+/// The id of `topic`, which must exist.
+fn known_topic(tx: &rusqlite::Transaction<'_>, topic: &str) -> PortResult<i64> {
+    topic_id(tx, topic)?.ok_or_else(|| {
+        PortError::not_found(
+            BACKEND,
+            format!("topic `{topic}` (create it first with ensure_topic)"),
+        )
+    })
+}
+
+/// The id of the stored header `bytes`: cached, stored by this transaction already, or
+/// stored now (and then added to `added`).
+fn stored_header(
+    tx: &rusqlite::Transaction<'_>,
+    headers: &HashMap<Vec<u8>, i64>,
+    added: &mut NewHeaders,
+    bytes: &[u8],
+) -> PortResult<i64> {
+    if let Some(id) = headers
+        .get(bytes)
+        .copied()
+        .or_else(|| added.iter().find(|(b, _)| b == bytes).map(|(_, id)| *id))
+    {
+        return Ok(id);
+    }
+    let id = header_id(tx, bytes).map_err(|e| PortError::unavailable(BACKEND, e))?;
+    added.push((bytes.to_vec(), id));
+    Ok(id)
+}
+
 /// How many of the messages ahead go into the next page: as many as stay within
 /// [`page::MAX_PAGE_BYTES`], at least one (all of any page the poller writes).
 fn page_count<'m>(
@@ -126,7 +214,7 @@ fn page_count<'m>(
     for (m, (_, body)) in ahead {
         bytes += page::record_len_bound(
             &m.ordering_key,
-            layout::encoded_attributes_len(&m.attributes),
+            wire::encoded_attributes_len(&m.attributes),
             body,
         );
         if bytes > page::MAX_PAGE_BYTES && n > 0 {

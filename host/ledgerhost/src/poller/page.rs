@@ -86,7 +86,7 @@ impl Poller {
         while let Some(page) = next.take() {
             after = page.after;
             let full = page.full;
-            let n = page.messages.len() as u64;
+            let n = page.batch.len() as u64;
             // A short page is the snapshot's last: its record says the poll is done at R.
             let record = if full {
                 progress::encode(w, Some(&after))
@@ -107,7 +107,7 @@ impl Poller {
                 let started = std::time::Instant::now();
                 let stored = self
                     .ledger
-                    .publish_page(&self.settings.topic, page.messages, &record)
+                    .publish_page(&self.settings.topic, page.batch, &record)
                     .await;
                 stats.time_step(PollStep::Publish, started);
                 stored
@@ -161,7 +161,7 @@ impl Poller {
                 // store nothing and the file below holds W.
                 stored_by_ledger = self
                     .ledger
-                    .publish_page(&self.settings.topic, Vec::new(), &record)
+                    .publish_page(&self.settings.topic, Default::default(), &record)
                     .await
                     .map_err(|e| self.port_err(e))?;
             }
@@ -210,7 +210,8 @@ impl Poller {
 
 /// One page read from the snapshot and encoded, ready to publish.
 struct EncodedPage {
-    messages: Vec<ledgerhost_core::ledger::Message>,
+    /// The page's rows, encoded into one buffer.
+    batch: ledgerhost_core::ledger::Batch,
     /// Keyset position of the page's last row.
     after: Position,
     /// The page has `page_size` rows: the snapshot may hold more.
@@ -263,17 +264,18 @@ async fn read_encoded_page(
             .map(|i| last.values[*i].clone())
             .collect(),
     };
-    let messages = rows
-        .iter()
-        .map(|row| encoder.encode(row))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PollError::Encode {
-            table: table.to_string(),
-            message: e.to_string(),
-        })?;
+    let mut batch = encoder.batch();
+    for row in &rows {
+        encoder
+            .encode_into(&mut batch, row)
+            .map_err(|e| PollError::Encode {
+                table: table.to_string(),
+                message: e.to_string(),
+            })?;
+    }
     stats.time_step(PollStep::Encode, started);
     Ok(Some(EncodedPage {
-        messages,
+        batch,
         after,
         full: rows.len() == page_size,
     }))

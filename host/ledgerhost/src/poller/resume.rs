@@ -174,7 +174,7 @@ impl Poller {
             })?,
         };
         self.ledger
-            .publish_page(&self.settings.topic, Vec::new(), &record)
+            .publish_page(&self.settings.topic, Default::default(), &record)
             .await
             .map_err(|e| self.port_err(e))?;
         self.watermark = Some(to);
