@@ -7,47 +7,15 @@ use async_trait::async_trait;
 
 use crate::PortResult;
 
+pub mod attr;
 pub mod batch;
 pub mod limits;
+mod message;
 pub mod ordering;
 pub mod wire;
 
 pub use batch::Batch;
-
-/// Attribute names every event message carries.
-pub mod attr {
-    /// The four standard ones (source table; commit timestamp, decimal microseconds;
-    /// deterministic event id; hex fingerprint of the Avro writer schema): named once, in
-    /// `ledgerhost_manifest::attributes`, which the SDK shares.
-    pub use ledgerhost_manifest::attributes::{COMMIT_TS, EVENT_ID, SCHEMA_FINGERPRINT, TABLE};
-    /// On dead-lettered messages: why.
-    pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
-    /// On dead-lettered messages: the subscription that gave up.
-    pub const DEAD_LETTER_SUBSCRIPTION: &str = "dead_letter_subscription";
-    /// On dead-lettered messages: the delivery attempt that gave up (decimal).
-    pub const DEAD_LETTER_ATTEMPTS: &str = "dead_letter_attempts";
-    /// Pub/Sub's own delivery count on a message its dead-letter policy forwarded
-    /// (<https://cloud.google.com/pubsub/docs/handling-failures>).
-    pub const PUBSUB_DEAD_LETTER_DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
-    /// Prefix of every attribute Pub/Sub's dead-letter policy adds.
-    pub const PUBSUB_DEAD_LETTER_PREFIX: &str = "CloudPubSubDeadLetterSource";
-    /// On replayed copies: the only plugin that handles the message; the dispatchers of the
-    /// other plugins on the topic ack it without calling their plugin.
-    pub const REPLAY_FOR: &str = "replay_for";
-    /// On replayed copies: the topic the message was read from.
-    pub const REPLAY_OF: &str = "replay_of";
-}
-
-/// A message on a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Message {
-    /// Payload; for events an Avro object container with the schema inside.
-    pub data: Vec<u8>,
-    /// Messages with one ordering key are delivered in publish order (the primary key).
-    pub ordering_key: String,
-    /// Key-value attributes (see [`attr`] for the keys the host sets).
-    pub attributes: BTreeMap<String, String>,
-}
+pub use message::Message;
 
 /// A poller's progress on one table (the record is the poller's own, opaque to the ledger),
 /// handed to [`Ledger::publish_page`] with the page of messages it covers.

@@ -101,6 +101,10 @@ async fn drain(
     EVENTS as f64 / elapsed.as_secs_f64()
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: ledgerhost::Allocator = ledgerhost::Allocator;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let wasm = setup::built("burner");

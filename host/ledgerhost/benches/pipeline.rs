@@ -361,6 +361,10 @@ async fn latency(interval: Duration, rows: i64) {
     let _ = now_micros();
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: ledgerhost::Allocator = ledgerhost::Allocator;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (scan, write) = throughput(200_000).await;

@@ -28,3 +28,9 @@ pub mod watermark;
 
 pub use config::Config;
 pub use host::Host;
+
+/// The allocator the `ledgerhost` binary and its benches install (`#[global_allocator]`, in
+/// each program): the poller allocates rows and pages on one thread and frees them on
+/// another, and with glibc's malloc its steps slowed each other down when they ran side by
+/// side (BENCHMARKS.md, issue 25).
+pub use mimalloc::MiMalloc as Allocator;

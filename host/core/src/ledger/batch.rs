@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use super::limits::{self, LimitError};
-use super::{Message, wire};
+use super::message::Message;
+use super::wire;
 
 /// Messages of one publish as one buffer: a data prefix and attributes they share, and
 /// their records.

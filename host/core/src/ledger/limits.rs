@@ -11,7 +11,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::Message;
+use super::message::Message;
 
 /// "Messages per publish request: 1,000" (quotas, resource limits).
 pub const MAX_MESSAGES_PER_PUBLISH: usize = 1000;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use ledgerhost_avro::Encoder;
 use ledgerhost_core::TableSchema;
-use ledgerhost_core::source::{Position, Shard, Snapshot};
+use ledgerhost_core::source::{Position, Row, Shard, Snapshot};
 
 use crate::fault;
 use crate::metrics::{PollStep, TableStats, now_micros};
@@ -68,10 +68,11 @@ impl Poller {
         // already said "done at R".
         let mut stored_by_ledger = false;
         let mut done_stored = false;
-        // Pipelined, one page ahead: while page N is written (a blocking SQLite or network
-        // task), page N+1 is read and encoded. Writes stay strictly in order and one at a
-        // time, each page with its own progress record, so progress never passes a page
-        // whose messages are not durable; a failed write returns before page N+2 is read.
+        // Pipelined, two pages ahead: while page N is written (a blocking SQLite or network
+        // task), page N+1 is encoded (on this task) and page N+2 read (a blocking task).
+        // Writes stay strictly in order and one at a time, each page with its own progress
+        // record, so progress never passes a page whose messages are not durable; a failed
+        // write returns before page N+3 is read.
         let page_size = self.settings.page_size;
         let stats = &self.stats;
         let reader = PageReader {
@@ -82,7 +83,19 @@ impl Poller {
             page_size,
             table: &table,
         };
-        let mut next = read_encoded_page(snapshot.as_mut(), &reader, &after).await?;
+        // `next`: the page to write, encoded; `ahead`: the one after it, read, when `next`
+        // is full.
+        let (mut next, mut ahead) = match read_page(snapshot.as_mut(), &reader, &after).await? {
+            None => (None, None),
+            Some(first) => {
+                let read_after = first.full.then(|| first.after.clone());
+                let (encoded, ahead) = tokio::join!(
+                    encode_later(&reader, first),
+                    read_if(snapshot.as_mut(), &reader, read_after.as_ref())
+                );
+                (Some(encoded?), ahead?)
+            }
+        };
         while let Some(page) = next.take() {
             after = page.after;
             let full = page.full;
@@ -112,14 +125,17 @@ impl Poller {
                 stats.time_step(PollStep::Publish, started);
                 stored
             };
-            let (stored, ahead) = if full {
-                let (stored, ahead) = tokio::join!(
-                    publish,
-                    read_encoded_page(snapshot.as_mut(), &reader, &after)
-                );
-                (stored, Some(ahead))
-            } else {
-                (publish.await, None)
+            let (stored, further) = match ahead.take() {
+                Some(read) => {
+                    let read_after = read.full.then(|| read.after.clone());
+                    let (stored, further, encoded) = tokio::join!(
+                        publish,
+                        read_if(snapshot.as_mut(), &reader, read_after.as_ref()),
+                        encode_later(&reader, read)
+                    );
+                    (stored, Some((encoded, further)))
+                }
+                None => (publish.await, None),
             };
             stored_by_ledger = stored.map_err(|e| PollError::Port {
                 table: table.clone(),
@@ -133,9 +149,11 @@ impl Poller {
             }
             published += n;
             self.stats.rows_polled.fetch_add(n, Ordering::Relaxed);
-            // A read error surfaces only after the page before it is safely written.
-            if let Some(ahead) = ahead {
-                next = ahead?;
+            // A read or encoding error surfaces only after the page before it is safely
+            // written.
+            if let Some((encoded, further)) = further {
+                next = Some(encoded?);
+                ahead = further?;
             }
         }
         self.resume_after = None;
@@ -218,6 +236,15 @@ struct EncodedPage {
     full: bool,
 }
 
+/// One page read from the snapshot, not yet encoded.
+struct ReadPage {
+    rows: Vec<Row>,
+    /// Keyset position of the page's last row.
+    after: Position,
+    /// The page has `page_size` rows: the snapshot may hold more.
+    full: bool,
+}
+
 /// What a poll reads its pages with: the shard of the table, its schema and encoder.
 struct PageReader<'a> {
     stats: &'a TableStats,
@@ -229,54 +256,68 @@ struct PageReader<'a> {
     table: &'a str,
 }
 
-/// Reads the page after `after` and encodes it; `None` when the snapshot has no more rows.
-async fn read_encoded_page(
+/// Reads the page after `after`; `None` when the snapshot has no more rows.
+async fn read_page(
     snapshot: &mut dyn Snapshot,
     reader: &PageReader<'_>,
     after: &Position,
-) -> Result<Option<EncodedPage>, PollError> {
-    let PageReader {
-        stats,
-        schema,
-        shard,
-        encoder,
-        page_size,
-        table,
-    } = *reader;
+) -> Result<Option<ReadPage>, PollError> {
     let started = std::time::Instant::now();
     let rows = snapshot
-        .shard_page(schema, shard, after, page_size)
+        .shard_page(reader.schema, reader.shard, after, reader.page_size)
         .await
         .map_err(|e| PollError::Port {
-            table: table.to_string(),
+            table: reader.table.to_string(),
             source: e,
         })?;
-    stats.time_step(PollStep::Read, started);
+    reader.stats.time_step(PollStep::Read, started);
     let Some(last) = rows.last() else {
         return Ok(None);
     };
-    let started = std::time::Instant::now();
     let after = Position {
         commit_ts: last.commit_ts,
-        key: schema
+        key: reader
+            .schema
             .key_indexes()
             .iter()
             .map(|i| last.values[*i].clone())
             .collect(),
     };
+    let full = rows.len() == reader.page_size;
+    Ok(Some(ReadPage { rows, after, full }))
+}
+
+/// [`read_page`] when there is a position to read after (the page before was full).
+async fn read_if(
+    snapshot: &mut dyn Snapshot,
+    reader: &PageReader<'_>,
+    after: Option<&Position>,
+) -> Result<Option<ReadPage>, PollError> {
+    match after {
+        Some(after) => read_page(snapshot, reader, after).await,
+        None => Ok(None),
+    }
+}
+
+/// Encodes a page read, on this task, once the branches joined with it have started their
+/// blocking work (a page write, the next read): encoding first would hold them back.
+async fn encode_later(reader: &PageReader<'_>, page: ReadPage) -> Result<EncodedPage, PollError> {
+    tokio::task::yield_now().await;
+    let started = std::time::Instant::now();
+    let encoder = reader.encoder;
     let mut batch = encoder.batch();
-    for row in &rows {
+    for row in &page.rows {
         encoder
             .encode_into(&mut batch, row)
             .map_err(|e| PollError::Encode {
-                table: table.to_string(),
+                table: reader.table.to_string(),
                 message: e.to_string(),
             })?;
     }
-    stats.time_step(PollStep::Encode, started);
-    Ok(Some(EncodedPage {
+    reader.stats.time_step(PollStep::Encode, started);
+    Ok(EncodedPage {
         batch,
-        after,
-        full: rows.len() == page_size,
-    }))
+        after: page.after,
+        full: page.full,
+    })
 }
