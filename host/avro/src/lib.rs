@@ -28,7 +28,7 @@ mod schema;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use ledgerhost_core::ledger::ordering::Ordering;
+use ledgerhost_core::ledger::ordering::{Ordering, OrderingKeys};
 use ledgerhost_core::ledger::{Batch, Message, attr, limits};
 use ledgerhost_core::source::Row;
 use ledgerhost_core::{Event, EventId, Field, TableSchema, Value};
@@ -46,7 +46,7 @@ pub struct Encoder {
     sync: [u8; 16],
     key_indexes: Vec<usize>,
     commit_ts_index: usize,
-    ordering: Ordering,
+    ordering: OrderingKeys,
 }
 
 impl Encoder {
@@ -79,14 +79,14 @@ impl Encoder {
             sync,
             key_indexes,
             commit_ts_index,
-            ordering: Ordering::default(),
+            ordering: OrderingKeys::new(Ordering::default()),
         })
     }
 
     /// Derives ordering keys with `ordering` instead of the default (see
     /// [`ledgerhost_core::ledger::ordering`]); every publisher of one ledger must use the same.
     pub fn with_ordering(mut self, ordering: Ordering) -> Self {
-        self.ordering = ordering;
+        self.ordering = OrderingKeys::new(ordering);
         self
     }
 
@@ -152,15 +152,7 @@ impl Encoder {
             .ordering
             .key_for(id.key_part(&t.name).unwrap_or_default());
         let event_id = limits::fit_event_id(&id.0);
-        // The commit timestamp's decimal text, on the stack.
-        let mut digits = [0u8; 20];
-        let commit_ts = {
-            use std::io::Write;
-            let mut out = &mut digits[..];
-            write!(out, "{}", row.commit_ts).expect("an i64 takes at most 20 bytes");
-            let n = 20 - out.len();
-            std::str::from_utf8(&digits[..n]).expect("digits are UTF-8")
-        };
+        let commit_ts = id.commit_ts_part().unwrap_or_default();
         let own = [(attr::COMMIT_TS, commit_ts), (attr::EVENT_ID, &*event_id)];
         let mut record = batch
             .begin(&ordering_key, &own)

@@ -62,8 +62,7 @@ impl EventId {
         id.push('/');
         encode_key_into(&mut id, key);
         id.push('/');
-        // Writing into a String cannot fail.
-        let _ = write!(id, "{commit_ts}");
+        id.push_str(itoa::Buffer::new().format(commit_ts));
         EventId(id)
     }
 
@@ -72,6 +71,12 @@ impl EventId {
     pub fn key_part(&self, table: &str) -> Option<&str> {
         let rest = self.0.strip_prefix(table)?.strip_prefix('/')?;
         rest.get(..rest.rfind('/')?)
+    }
+
+    /// The commit timestamp's decimal text at the end of this id (what the `commit_ts`
+    /// attribute carries).
+    pub fn commit_ts_part(&self) -> Option<&str> {
+        self.0.rsplit_once('/').map(|(_, ts)| ts)
     }
 }
 
@@ -100,7 +105,10 @@ fn encode_key_into<'a>(out: &mut String, key: impl IntoIterator<Item = &'a Value
         let _ = match v {
             Value::Null => out.write_str("~null"),
             Value::Bool(b) => write!(out, "{b}"),
-            Value::Int64(n) => write!(out, "{n}"),
+            Value::Int64(n) => {
+                out.push_str(itoa::Buffer::new().format(*n));
+                Ok(())
+            }
             Value::Float32(x) => write!(out, "{x}"),
             Value::Float64(x) => write!(out, "{x}"),
             Value::Numeric(s) | Value::String(s) | Value::Json(s) => {
@@ -116,7 +124,10 @@ fn encode_key_into<'a>(out: &mut String, key: impl IntoIterator<Item = &'a Value
             }
             Value::Bytes(b) => b.iter().try_for_each(|x| write!(out, "{x:02x}")),
             Value::Date(d) => write!(out, "{d}"),
-            Value::Timestamp(t) => write!(out, "{t}"),
+            Value::Timestamp(t) => {
+                out.push_str(itoa::Buffer::new().format(*t));
+                Ok(())
+            }
             Value::Array(..) => out.write_str("~array"),
         };
     }

@@ -1,12 +1,13 @@
 //! Pipeline benchmark on embedded defaults, measured against baselines in the same run:
 //!
 //! 1. Poller throughput, source → ledger (rows/s), against a plain SQLite scan of the same
-//!    rows (the floor the poller cannot beat: the best of three scans, the first printed
-//!    too), Avro encoding alone, and the durable-write
+//!    rows (the floor the poller cannot beat), Avro encoding alone, and the durable-write
 //!    limit: the same rows, encoded beforehand, written into a fresh ledger file in pages
 //!    of the poller's size, each with a progress record in its transaction, as the poller
-//!    writes them. The last line sums it up: `producer ratios: scan=… write=…` (the
-//!    poller's rate ÷ each baseline's).
+//!    writes them. The scan, the write and the poller are each the best of three runs
+//!    (the first, cold, printed too for the scan and the poller): a single run varied
+//!    1.5–2x between runs of the same code on this VM. The last line sums it up:
+//!    `producer ratios: scan=… write=…` (the poller's rate ÷ each baseline's).
 //! 2. Commit-to-handler latency p50 / p99 with a 100 ms poll interval, against the
 //!    interval itself. The handler is native here (the WASM call cost is measured by the
 //!    runtime benchmark) so the figure is the pipeline's own.
@@ -123,7 +124,7 @@ async fn throughput(rows: i64) -> (f64, f64) {
     }
     let first_scan = first_scan.unwrap_or(scan);
 
-    // Baseline 2: Avro encoding alone.
+    // Baseline 2: Avro encoding alone, into one batch per page as the poller does.
     let encoder = ledgerhost_avro::Encoder::new(&schema).unwrap();
     let t = Instant::now();
     for rows in read.chunks(PAGE) {
@@ -137,7 +138,7 @@ async fn throughput(rows: i64) -> (f64, f64) {
 
     // Baseline 3: the durable-write limit. The same pages, encoded beforehand, written into
     // a fresh ledger file the way the poller writes them (one transaction per page, with the
-    // page's progress record).
+    // page's progress record). The best of three, each into a file of its own.
     let pages: Vec<ledgerhost_core::ledger::Batch> = read
         .chunks(PAGE)
         .map(|rows| {
@@ -148,38 +149,63 @@ async fn throughput(rows: i64) -> (f64, f64) {
             page
         })
         .collect();
-    let fresh =
-        EmbeddedLedger::open(&dir.path().join("write-only"), EmbeddedOptions::default()).unwrap();
-    fresh.ensure_topic("ledger-orders").await.unwrap();
-    let t = Instant::now();
-    for (i, page) in pages.into_iter().enumerate() {
-        let progress = Progress {
-            table: "orders".into(),
-            record: format!("page {i}"),
-        };
-        fresh
-            .publish_page("ledger-orders", page, &progress)
-            .await
-            .unwrap();
+    let mut write = Duration::MAX;
+    for run in 0..3 {
+        let fresh = EmbeddedLedger::open(
+            &dir.path().join(format!("write-only-{run}")),
+            EmbeddedOptions::default(),
+        )
+        .unwrap();
+        fresh.ensure_topic("ledger-orders").await.unwrap();
+        let pages = pages.clone();
+        let t = Instant::now();
+        for (i, page) in pages.into_iter().enumerate() {
+            let progress = Progress {
+                table: "orders".into(),
+                record: format!("page {i}"),
+            };
+            fresh
+                .publish_page("ledger-orders", page, &progress)
+                .await
+                .unwrap();
+        }
+        write = write.min(t.elapsed());
     }
-    let write = t.elapsed();
 
-    // The poller: snapshot, page, encode, publish durably, advance the watermark.
-    let ledger = Arc::new(
-        EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
-    );
-    let metrics = Metrics::default();
-    let mut poller = Poller::new(
-        settings(Duration::from_millis(100), PAGE),
-        source.clone(),
-        ledger,
-        WatermarkStore::open(&dir.path().join("wm")).unwrap(),
-        metrics.table("orders"),
-    );
-    let t = Instant::now();
-    let published = poller.poll_once().await.unwrap();
-    let poll = t.elapsed();
-    assert_eq!(published as usize, read.len());
+    // The poller: snapshot, page, encode, publish durably, advance the watermark. The best
+    // of three polls of the same rows, each into a fresh ledger file from the beginning
+    // (the first, cold, printed too): the paths it is compared with are the best of three.
+    let mut poll = Duration::MAX;
+    let mut first_poll = None;
+    let mut steps = None;
+    for run in 0..3 {
+        let ledger = Arc::new(
+            EmbeddedLedger::open(
+                &dir.path().join(format!("ledger-{run}")),
+                EmbeddedOptions::default(),
+            )
+            .unwrap(),
+        );
+        let metrics = Metrics::default();
+        let mut poller = Poller::new(
+            settings(Duration::from_millis(100), PAGE),
+            source.clone(),
+            ledger,
+            WatermarkStore::open(&dir.path().join(format!("wm-{run}"))).unwrap(),
+            metrics.table("orders"),
+        );
+        let t = Instant::now();
+        let published = poller.poll_once().await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(published as usize, read.len());
+        first_poll.get_or_insert(took);
+        if took < poll {
+            poll = took;
+            steps = Some(metrics);
+        }
+    }
+    let first_poll = first_poll.unwrap_or(poll);
+    let metrics = steps.expect("three polls ran");
 
     let rate = |d: Duration| read.len() as f64 / d.as_secs_f64();
     println!(
@@ -204,13 +230,18 @@ async fn throughput(rows: i64) -> (f64, f64) {
         rate(encode) / rate(poll)
     );
     println!(
-        "| durable write of the pre-encoded pages only (limit) | {:.0} | {:.2}x |",
+        "| durable write of the pre-encoded pages only (limit: the best of three) | {:.0} | {:.2}x |",
         rate(write),
         rate(write) / rate(poll)
     );
     println!(
-        "| poller: scan + encode + durable publish | {:.0} | 1.00x |",
+        "| poller: scan + encode + durable publish (the best of three) | {:.0} | 1.00x |",
         rate(poll)
+    );
+    println!(
+        "| poller, the first of the three (cold) | {:.0} | {:.2}x |",
+        rate(first_poll),
+        rate(first_poll) / rate(poll)
     );
     println!(
         "\npoller / keyset scan: {:.3}x; poller / durable write: {:.3}x",

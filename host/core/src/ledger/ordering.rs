@@ -7,6 +7,7 @@
 //! falls in the same shard, so its events keep commit order, while the events of a shard
 //! (many keys) batch into one request.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::limits::MAX_ORDERING_KEY_BYTES;
@@ -49,12 +50,55 @@ impl Ordering {
     /// The ordering key for an event whose primary key encodes (see
     /// [`crate::event::encode_key`]) as `encoded_key`.
     pub fn key_for(&self, encoded_key: &str) -> String {
-        match *self {
-            Ordering::Shards(n) => shard_key(shard_of(encoded_key, n)),
-            Ordering::Key if encoded_key.len() <= MAX_ORDERING_KEY_BYTES => encoded_key.to_string(),
-            Ordering::Key => digest_key(encoded_key),
-            Ordering::None => String::new(),
+        key_with(*self, encoded_key, |i| Cow::Owned(shard_key(i))).into_owned()
+    }
+}
+
+/// The one rule behind both `key_for`s; `shard` names shard `i`.
+fn key_with<'a>(
+    ordering: Ordering,
+    encoded_key: &'a str,
+    shard: impl FnOnce(u32) -> Cow<'a, str>,
+) -> Cow<'a, str> {
+    match ordering {
+        Ordering::Shards(n) => shard(shard_of(encoded_key, n)),
+        Ordering::Key if encoded_key.len() <= MAX_ORDERING_KEY_BYTES => Cow::Borrowed(encoded_key),
+        Ordering::Key => Cow::Owned(digest_key(encoded_key)),
+        Ordering::None => Cow::Borrowed(""),
+    }
+}
+
+/// [`Ordering::key_for`] with the shard keys made once (a publisher's hot path: no
+/// allocation per event in the default mode).
+#[derive(Debug, Clone)]
+pub struct OrderingKeys {
+    ordering: Ordering,
+    shard_keys: Vec<String>,
+}
+
+impl OrderingKeys {
+    /// The keys of `ordering`.
+    pub fn new(ordering: Ordering) -> Self {
+        let shard_keys = match ordering {
+            Ordering::Shards(n) => (0..n.max(1)).map(shard_key).collect(),
+            Ordering::Key | Ordering::None => Vec::new(),
+        };
+        OrderingKeys {
+            ordering,
+            shard_keys,
         }
+    }
+
+    /// The ordering mode.
+    pub fn ordering(&self) -> Ordering {
+        self.ordering
+    }
+
+    /// [`Ordering::key_for`], borrowed when it can be.
+    pub fn key_for<'a>(&'a self, encoded_key: &'a str) -> Cow<'a, str> {
+        key_with(self.ordering, encoded_key, |i| {
+            Cow::Borrowed(&self.shard_keys[i as usize])
+        })
     }
 }
 
@@ -82,6 +126,23 @@ fn digest_key(encoded_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_made_once_are_the_keys_of_the_ordering() {
+        let long = "k".repeat(MAX_ORDERING_KEY_BYTES + 1);
+        for ordering in [
+            Ordering::Shards(16),
+            Ordering::Shards(1),
+            Ordering::Key,
+            Ordering::None,
+        ] {
+            let keys = OrderingKeys::new(ordering);
+            assert_eq!(keys.ordering(), ordering);
+            for k in ["1", "a,b", "ключ", long.as_str()] {
+                assert_eq!(keys.key_for(k), ordering.key_for(k), "{ordering} {k}");
+            }
+        }
+    }
 
     #[test]
     fn a_key_always_falls_in_the_same_bounded_shard() {
