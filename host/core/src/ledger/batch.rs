@@ -232,14 +232,7 @@ mod tests {
     use crate::ledger::attr;
 
     fn message(key: &str, attrs: &[(&str, &str)], data: &[u8]) -> Message {
-        Message {
-            data: data.to_vec(),
-            ordering_key: key.into(),
-            attributes: attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        Message::of(key, attrs, data)
     }
 
     #[test]

@@ -345,14 +345,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn msg(key: &str, attrs: &[(&str, &str)]) -> Message {
-        Message {
-            data: b"x".to_vec(),
-            ordering_key: key.into(),
-            attributes: attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        Message::of(key, attrs, b"x")
     }
 
     #[test]

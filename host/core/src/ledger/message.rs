@@ -12,3 +12,18 @@ pub struct Message {
     /// Key-value attributes (see [`super::attr`] for the keys the host sets).
     pub attributes: BTreeMap<String, String>,
 }
+
+#[cfg(test)]
+impl Message {
+    /// A message from borrowed parts (the tests' shorthand).
+    pub(crate) fn of(ordering_key: &str, attributes: &[(&str, &str)], data: &[u8]) -> Self {
+        Message {
+            data: data.to_vec(),
+            ordering_key: ordering_key.into(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
