@@ -629,6 +629,56 @@ async fn a_batch_reads_back_as_its_messages_published_one_by_one() {
     assert_eq!(odd_messages[0].data, b"not a header but data");
 }
 
+/// A publish past a page's size limit is stored as several pages in one transaction, by
+/// either path, and reads back whole and in order.
+#[tokio::test]
+async fn a_publish_larger_than_a_page_is_split_into_pages_and_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = setup(dir.path()).await;
+    l.ensure_topic("batched").await.unwrap();
+    let big = limits::MAX_MESSAGE_DATA_BYTES - 1000;
+    let count = super::page::MAX_PAGE_BYTES / big + 2;
+    let messages: Vec<Message> = (0..count)
+        .map(|n| Message {
+            data: vec![n as u8; big],
+            ordering_key: "k".into(),
+            attributes: BTreeMap::from([("n".to_string(), n.to_string())]),
+        })
+        .collect();
+    l.publish("t", messages.clone()).await.unwrap();
+    let progress = Progress {
+        table: "orders".into(),
+        record: "r".into(),
+    };
+    l.publish_page(
+        "batched",
+        Batch::from_messages(&messages).unwrap(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+    for topic in ["t", "batched"] {
+        let got: Vec<Message> = l
+            .read_retained(topic, 0, count)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        assert!(got == messages, "{topic}: read back differs");
+        let pages: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pages JOIN topics ON topics.id = pages.topic
+                 WHERE topics.name = ?1",
+                [topic],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pages, 2, "{topic}: one publish, two pages");
+    }
+}
+
 fn dead_letter(event: &str, reason: &str, attempts: u32) -> Message {
     let mut m = msg("k", 0);
     m.attributes.insert(attr::EVENT_ID.into(), event.into());

@@ -104,11 +104,7 @@ pub(super) fn insert_messages(
         });
     }
     let mut first = read::end(tx)?;
-    let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(err)?;
+    let mut stmt = tx.prepare_cached(INSERT_PAGE).map_err(err)?;
     let mut rest = messages.iter().zip(&split);
     while rest.len() > 0 {
         let count = page_count(rest.clone());
@@ -148,9 +144,7 @@ pub(super) fn insert_batch(
     let topic_id = known_topic(tx, topic)?;
     let mut first = read::end(tx)?;
     let mut stmt = tx
-        .prepare_cached(
-            "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
+        .prepare_cached(INSERT_PAGE)
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
     let mut rest = batch.raw_records();
     while rest.len() > 0 {
@@ -224,6 +218,10 @@ fn page_count<'m>(
     }
     n
 }
+
+/// One stored page: its first message id, topic id, message count, time and blob.
+const INSERT_PAGE: &str =
+    "INSERT INTO pages (id, topic, count, published_at, body) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// Headers stored by a transaction not yet committed, with their ids.
 pub(super) type NewHeaders = Vec<(Vec<u8>, i64)>;

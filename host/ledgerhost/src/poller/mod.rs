@@ -30,12 +30,13 @@
 //! shard, since a shard's rows are a fixed subset of the table's and every key stays in one
 //! shard. The replicas share the leases out through [`fleet::Fleet`].
 //!
-//! Pipelining: the poll reads and encodes page N+1 while page N is written (one page
-//! ahead, bounded by construction). Writes are still one at a time and in page order, each
-//! with its own progress record, so the argument above holds unchanged: a page read ahead
-//! is not stored anywhere until its own write, and a failed write ends the poll before the
-//! page after the one read ahead is read. A read error is returned only after the write in
-//! flight has finished, so the progress it stored is kept.
+//! Pipelining: while page N is written the poll encodes page N+1 (into one
+//! [`ledgerhost_core::ledger::Batch`]) and reads page N+2 (two pages ahead, bounded by
+//! construction). Writes are still one at a time and in page order, each with its own
+//! progress record, so the argument above holds unchanged: a page read ahead is not stored
+//! anywhere until its own write, and a failed write ends the poll before any page after
+//! those is read. A read or encoding error is returned only after the write in flight has
+//! finished, so the progress it stored is kept.
 //!
 //! The parts: this file (the poller, its settings and errors, the lease-and-tick loop),
 //! `lease` (taking and keeping the table's lease), `resume` (where a poll starts after a

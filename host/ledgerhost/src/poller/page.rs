@@ -1,5 +1,6 @@
 //! One poll: a snapshot read page by page in (commit_ts, key) order, each page encoded and
-//! written to the ledger with its progress record, the next page read while one is written.
+//! written to the ledger with its progress record, the next two pages encoded and read
+//! while one is written.
 
 use std::sync::atomic::Ordering;
 
