@@ -42,7 +42,9 @@ pub use schema::{AvroSchema, schema_for, table_schema_from_json};
 pub struct Encoder {
     table: TableSchema,
     schema: AvroSchema,
-    header: Vec<u8>,
+    /// An empty batch of this schema's rows: the container header as its prefix, the table
+    /// and fingerprint attributes shared.
+    empty: Batch,
     sync: [u8; 16],
     key_indexes: Vec<usize>,
     commit_ts_index: usize,
@@ -72,10 +74,24 @@ impl Encoder {
                 message: "every primary-key column must be a column of the table".into(),
             });
         }
+        let shared = [
+            (attr::TABLE.to_string(), table.name.clone()),
+            (
+                attr::SCHEMA_FINGERPRINT.to_string(),
+                schema.fingerprint.clone(),
+            ),
+        ];
+        // A table name longer than Pub/Sub takes as an attribute value is refused here,
+        // before any row.
+        let empty =
+            Batch::new(header, shared.into_iter().collect()).map_err(|e| AvroError::Schema {
+                table: table.name.clone(),
+                message: format!("its events could not be published: {e}"),
+            })?;
         Ok(Encoder {
             table: table.clone(),
             schema,
-            header,
+            empty,
             sync,
             key_indexes,
             commit_ts_index,
@@ -109,15 +125,7 @@ impl Encoder {
     /// shares, stored once (the container header; the table and schema fingerprint
     /// attributes).
     pub fn batch(&self) -> Batch {
-        let shared = [
-            (attr::TABLE.to_string(), self.table.name.clone()),
-            (
-                attr::SCHEMA_FINGERPRINT.to_string(),
-                self.schema.fingerprint.clone(),
-            ),
-        ];
-        Batch::new(self.header.clone(), shared.into_iter().collect())
-            .expect("a table name and a fingerprint are within Pub/Sub's attribute limits")
+        self.empty.clone()
     }
 
     /// Adds `row` to `batch` (made by [`Encoder::batch`] of this encoder) as one Avro
@@ -137,7 +145,7 @@ impl Encoder {
                 t.columns.len()
             )));
         }
-        if batch.prefix() != self.header.as_slice() {
+        if batch.prefix() != self.empty.prefix() {
             return Err(row_error(
                 "the batch was made for another schema (Encoder::batch of this encoder)".into(),
             ));

@@ -578,3 +578,33 @@ fn fingerprints_follow_the_avro_shape() {
     assert!(b.json.contains("\"name\":\"_9_other_table\""), "{}", b.json);
     assert!(b.json.contains("\"ledgerhost.table\":\"9 other-table\""));
 }
+
+#[test]
+fn a_batch_holds_rows_as_their_messages_and_refuses_what_pubsub_would() {
+    let enc = Encoder::new(&every_type()).unwrap();
+    let mut batch = enc.batch();
+    for id in 0..3 {
+        enc.encode_into(&mut batch, &full_row(id, 10 + id)).unwrap();
+    }
+    let one_by_one: Vec<Message> = (0..3)
+        .map(|id| enc.encode(&full_row(id, 10 + id)).unwrap())
+        .collect();
+    assert_eq!(batch.to_messages(), one_by_one);
+    // A row that cannot be encoded leaves the batch as it was.
+    let before = batch.clone();
+    let mut bad = full_row(9, 9);
+    bad.values[5] = Value::Numeric("1".repeat(40));
+    assert!(enc.encode_into(&mut batch, &bad).is_err());
+    assert_eq!(batch, before);
+    // A batch of another schema is refused, not filled with the wrong header.
+    let mut other = every_type();
+    other.name = "other".into();
+    let mut foreign = Encoder::new(&other).unwrap().batch();
+    let err = enc.encode_into(&mut foreign, &full_row(1, 1)).unwrap_err();
+    assert!(err.to_string().contains("another schema"), "{err}");
+    // A table whose name Pub/Sub would refuse as an attribute value is refused up front.
+    let mut long = every_type();
+    long.name = "t".repeat(ledgerhost_core::ledger::limits::MAX_ATTRIBUTE_VALUE_BYTES + 1);
+    let err = Encoder::new(&long).unwrap_err().to_string();
+    assert!(err.contains("could not be published"), "{err}");
+}
