@@ -257,7 +257,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
                 .map(|i| last.values[*i].clone())
                 .collect::<Vec<Value>>(),
         };
-        let mut messages = Vec::with_capacity(rows.len());
+        let mut page = encoder.batch();
         let mut done = false;
         for row in &rows {
             if row.commit_ts > end {
@@ -265,10 +265,10 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
                 break;
             }
             first_ts.get_or_insert(row.commit_ts);
-            messages.push(encoder.encode(row)?);
+            encoder.encode_into(&mut page, row)?;
         }
-        published += messages.len() as u64;
-        backends.ledger.publish(&topic, messages).await?;
+        published += page.len() as u64;
+        backends.ledger.publish(&topic, page.to_messages()).await?;
         let lo = first_ts.unwrap_or(start);
         progress.update(
             (after.commit_ts - lo) as f64 / (end - lo).max(1) as f64,

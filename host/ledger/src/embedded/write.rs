@@ -107,7 +107,13 @@ pub(super) fn insert_messages(
     let mut stmt = tx.prepare_cached(INSERT_PAGE).map_err(err)?;
     let mut rest = messages.iter().zip(&split);
     while rest.len() > 0 {
-        let count = page_count(rest.clone());
+        let count = page_count(rest.clone().map(|(m, (_, body))| {
+            page::record_len_bound(
+                &m.ordering_key,
+                wire::encoded_attributes_len(&m.attributes),
+                body,
+            )
+        }));
         let shared = page::shared_attributes(rest.clone().take(count).map(|(m, _)| &m.attributes));
         let mut page = page::PageWriter::new(buf, count, &shared);
         for (m, (header, body)) in rest.by_ref().take(count) {
@@ -148,15 +154,7 @@ pub(super) fn insert_batch(
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
     let mut rest = batch.raw_records();
     while rest.len() > 0 {
-        let mut bytes = 4;
-        let count = rest
-            .clone()
-            .take_while(|raw| {
-                bytes += page::raw_record_len_bound(raw);
-                bytes <= page::MAX_PAGE_BYTES
-            })
-            .count()
-            .max(1);
+        let count = page_count(rest.clone().map(page::raw_record_len_bound));
         let mut page = page::PageWriter::new(buf, count, batch.shared());
         for raw in rest.by_ref().take(count) {
             page.push_raw(header, raw);
@@ -198,19 +196,14 @@ fn stored_header(
     Ok(id)
 }
 
-/// How many of the messages ahead go into the next page: as many as stay within
-/// [`page::MAX_PAGE_BYTES`], at least one (all of any page the poller writes).
-fn page_count<'m>(
-    ahead: impl Iterator<Item = (&'m Message, &'m (Option<i64>, &'m [u8]))>,
-) -> usize {
+/// How many of the records ahead go into the next page, given each one's bound in bytes:
+/// as many as stay within [`page::MAX_PAGE_BYTES`], at least one (all of any page the
+/// poller writes).
+fn page_count(bounds: impl Iterator<Item = usize>) -> usize {
     let mut bytes = 4;
     let mut n = 0;
-    for (m, (_, body)) in ahead {
-        bytes += page::record_len_bound(
-            &m.ordering_key,
-            wire::encoded_attributes_len(&m.attributes),
-            body,
-        );
+    for bound in bounds {
+        bytes += bound;
         if bytes > page::MAX_PAGE_BYTES && n > 0 {
             break;
         }
