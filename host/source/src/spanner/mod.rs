@@ -45,6 +45,7 @@ use ledgerhost_core::{PortError, PortResult, TableSchema};
 use ledgerhost_google::SPANNER;
 use tracing::info;
 
+pub mod change_stream;
 mod config;
 mod ddl;
 mod error;
