@@ -78,9 +78,22 @@ impl SpannerEmulator {
     /// by another process (another test's emulator) before the gateway binds it; the
     /// instance creation then fails, and the emulator is started again on other ports.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the emulator with its change-stream partition tokens living `seconds` to twice
+    /// that (the default is 20–40 s), so a test crosses several generations of partitions.
+    pub async fn start_churning(seconds: u32) -> Self {
+        Self::start_with(&[format!(
+            "--override_change_stream_partition_token_alive_seconds={seconds}"
+        )])
+        .await
+    }
+
+    async fn start_with(gateway_args: &[String]) -> Self {
         let mut last = String::new();
         for _ in 0..3 {
-            let emu = Self::spawn();
+            let emu = Self::spawn(gateway_args);
             match emu.create_instance().await {
                 Ok(()) => return emu,
                 Err(e) => last = e,
@@ -89,7 +102,7 @@ impl SpannerEmulator {
         panic!("cannot create the Spanner emulator instance (3 tries on fresh ports): {last}");
     }
 
-    fn spawn() -> Self {
+    fn spawn(gateway_args: &[String]) -> Self {
         let dir = sdk_root().join("bin/cloud_spanner_emulator");
         let gateway = require(
             dir.join("gateway_main"),
@@ -105,6 +118,7 @@ impl SpannerEmulator {
             .arg(format!("--grpc_port={grpc_port}"))
             .arg(format!("--http_port={http_port}"))
             .arg(format!("--grpc_binary={}", emulator.display()))
+            .args(gateway_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let group =

@@ -7,6 +7,7 @@
 //! these traits. `ledgerhost restore` writes rows back through [`target::TableWriter`].
 
 pub mod capabilities;
+pub mod change;
 pub mod clock;
 pub mod event;
 pub mod ledger;

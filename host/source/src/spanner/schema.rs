@@ -32,8 +32,43 @@ where
     Ok((types, rows))
 }
 
-/// Reads the schema of `spec.name` with `run_query` (a strong single-use read or a snapshot).
+/// A table's columns as `INFORMATION_SCHEMA` lists them, before the host picks the columns
+/// of its roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableColumns {
+    /// The table's name.
+    pub name: String,
+    /// Every column, in table order.
+    pub columns: Vec<Column>,
+    /// Primary-key columns, in key order (never empty).
+    pub primary_key: Vec<String>,
+    /// The columns declared `allow_commit_timestamp=true`.
+    pub commit_columns: Vec<String>,
+}
+
+/// Reads the schema of `spec.name` with `run_query` (a strong single-use read or a snapshot):
+/// its columns, and the commit-timestamp column it is polled by.
 pub(super) async fn read_schema<Q, Fut>(spec: &TableSpec, run_query: Q) -> PortResult<TableSchema>
+where
+    Q: Fn(Statement) -> Fut,
+    Fut: std::future::Future<
+            Output = google_cloud_spanner::Result<google_cloud_spanner::result::ResultSet>,
+        >,
+{
+    let table = read_table(spec, run_query).await?;
+    let commit_ts_column = commit_ts_column(spec, &table.commit_columns)?;
+    Ok(TableSchema {
+        name: table.name,
+        columns: table.columns,
+        primary_key: table.primary_key,
+        commit_ts_column,
+        deleted_column: spec.deleted_column.clone(),
+    })
+}
+
+/// Reads the columns of `spec.name` with `run_query`; checks its key, its soft-delete column
+/// and its column names.
+pub(crate) async fn read_table<Q, Fut>(spec: &TableSpec, run_query: Q) -> PortResult<TableColumns>
 where
     Q: Fn(Statement) -> Fut,
     Fut: std::future::Future<
@@ -138,6 +173,40 @@ where
             commit_cols.push(text(name, "COLUMN_NAME")?);
         }
     }
+    if primary_key.is_empty() {
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no primary key columns; events are identified and ordered by it",
+                spec.name
+            ),
+        ));
+    }
+    if let Some(d) = &spec.deleted_column
+        && !columns.iter().any(|c| &c.name == d)
+    {
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
+                spec.name
+            ),
+        ));
+    }
+    for c in &columns {
+        ident(&c.name)?;
+    }
+    Ok(TableColumns {
+        name: spec.name.clone(),
+        columns,
+        primary_key,
+        commit_columns: commit_cols,
+    })
+}
+
+/// The commit-timestamp column a table is polled by: the one `spec` names, or the table's
+/// only one; refused, naming the DDL to add one, when there is none.
+fn commit_ts_column(spec: &TableSpec, commit_cols: &[String]) -> PortResult<String> {
     let wanted = spec
         .commit_ts_column
         .clone()
@@ -147,7 +216,7 @@ where
          and update (or spanner.commit_timestamp() in mutations).",
         capture_ddl(&spec.name, &wanted)
     );
-    let commit_ts_column = match (&spec.commit_ts_column, commit_cols.as_slice()) {
+    Ok(match (&spec.commit_ts_column, commit_cols) {
         (Some(c), found) if found.contains(c) => c.clone(),
         (Some(c), _) => {
             return Err(PortError::invalid(
@@ -181,35 +250,5 @@ where
                 ),
             ));
         }
-    };
-    if primary_key.is_empty() {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!(
-                "table `{}` has no primary key columns; events are identified and ordered by it",
-                spec.name
-            ),
-        ));
-    }
-    if let Some(d) = &spec.deleted_column
-        && !columns.iter().any(|c| &c.name == d)
-    {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!(
-                "table `{}` has no soft-delete column `{d}` (tables.deleted-column)",
-                spec.name
-            ),
-        ));
-    }
-    for c in &columns {
-        ident(&c.name)?;
-    }
-    Ok(TableSchema {
-        name: spec.name.clone(),
-        columns,
-        primary_key,
-        commit_ts_column,
-        deleted_column: spec.deleted_column.clone(),
     })
 }

@@ -152,6 +152,7 @@ fn data_change(node: Node<'_>) -> Result<DataChange, String> {
             Ok(Mod {
                 keys: m.field("keys")?.json()?,
                 new_values: m.field("new_values")?.json()?,
+                old_values: m.field("old_values")?.json()?,
             })
         })
         .collect::<Result<_, String>>()?;

@@ -53,6 +53,9 @@ pub struct Mod {
     /// The row's values after the change (with `NEW_ROW`: every non-key column the stream
     /// watches; empty for a delete).
     pub new_values: String,
+    /// The row's values before the change (with `NEW_ROW_AND_OLD_VALUES`; empty with
+    /// `NEW_ROW`).
+    pub old_values: String,
 }
 
 /// The changes of one transaction to one table, in one partition.

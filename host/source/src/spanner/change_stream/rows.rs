@@ -1,6 +1,7 @@
 //! A data change record's mods as the rows the poller would have read: values in the
 //! captured schema's column order, the record's commit timestamp in the commit-timestamp
-//! column, and a `DELETE` as a tombstone (the deleted column true, the key, NULL elsewhere).
+//! column, and a `DELETE` as a tombstone (the deleted column true, the key, and the old
+//! values when the stream sends them, NULL otherwise).
 //!
 //! A mod's values are Spanner's JSON (GoogleSQL dialect): INT64, NUMERIC, DATE, TIMESTAMP
 //! and BYTES (base64) as strings, FLOAT64 as a number or `"NaN"`/`"Infinity"`, JSON as its
@@ -30,7 +31,12 @@ pub fn rows(schema: &TableSchema, change: &DataChange) -> Result<Vec<Row>, Strin
         .iter()
         .map(|m| {
             let keys = object(&m.keys, "keys")?;
-            let new_values = object(&m.new_values, "new_values")?;
+            // A delete's tombstone carries the row's last values when the stream sends them
+            // (NEW_ROW_AND_OLD_VALUES), else the key alone.
+            let new_values = match change.mod_type {
+                ModType::Delete => object(&m.old_values, "old_values")?,
+                _ => object(&m.new_values, "new_values")?,
+            };
             let mut values = vec![Value::Null; schema.columns.len()];
             for (name, v) in keys.iter().chain(new_values.iter()) {
                 let index = schema.column_index(name).ok_or_else(|| {
@@ -173,6 +179,7 @@ mod tests {
                 .map(|(k, v)| Mod {
                     keys: k.to_string(),
                     new_values: v.to_string(),
+                    old_values: "{}".into(),
                 })
                 .collect(),
         }
@@ -225,6 +232,11 @@ mod tests {
         tombstone[10] = Value::Timestamp(ts);
         tombstone[11] = Value::Bool(true);
         assert_eq!(gone[0].values, tombstone);
+
+        let mut with_old = change(ModType::Delete, &[(r#"{"id":"2"}"#, "{}")]);
+        with_old.mods[0].old_values = r#"{"name":"last"}"#.into();
+        tombstone[1] = Value::String("last".into());
+        assert_eq!(rows(&s, &with_old).unwrap()[0].values, tombstone);
     }
 
     #[test]
@@ -241,7 +253,7 @@ mod tests {
         );
         let e = rows(
             &s,
-            &change(ModType::Delete, &[(r#"{"id":"1"}"#, r#"{"nope":1}"#)]),
+            &change(ModType::Insert, &[(r#"{"id":"1"}"#, r#"{"nope":1}"#)]),
         )
         .unwrap_err();
         assert!(e.contains("`nope`") && e.contains("restart"), "{e}");

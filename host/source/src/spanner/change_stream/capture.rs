@@ -1,0 +1,77 @@
+//! The Spanner source's change streams as the [`ChangeCapture`] port.
+
+use async_trait::async_trait;
+use ledgerhost_core::change::{ChangeCapture, ChangeReader, StreamStart};
+use ledgerhost_core::source::{TableSpec, TransactionKind, TransactionPurpose};
+use ledgerhost_core::{PortError, PortResult, TableSchema};
+use tracing::info;
+
+use super::prepare::{check, event_schema, stream_facts};
+use super::reader::{HEARTBEAT, StreamReader};
+use super::tracker::{Progress, Tracker};
+use crate::spanner::SpannerSource;
+use crate::spanner::error::{BACKEND, map_err};
+use crate::spanner::names::ident;
+use crate::spanner::schema::read_table;
+
+#[async_trait]
+impl ChangeCapture for SpannerSource {
+    async fn prepare_stream(&self, spec: &TableSpec, stream: &str) -> PortResult<TableSchema> {
+        ident(stream)?;
+        let client = self.client.clone();
+        let counters = self.counters.clone();
+        let query = |stmt| {
+            let client = client.clone();
+            counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
+            async move { client.single_use().build().execute_query(stmt).await }
+        };
+        let table = read_table(spec, query).await?;
+        let facts = stream_facts(stream, &spec.name, query).await?;
+        let capture = check(stream, &table, &facts).map_err(|m| PortError::invalid(BACKEND, m))?;
+        let schema = event_schema(
+            table,
+            spec.commit_ts_column.as_deref(),
+            spec.deleted_column.as_deref(),
+            capture,
+        )
+        .map_err(|m| PortError::invalid(BACKEND, m))?;
+        info!(table = %schema.name, stream, ?capture, commit_ts_column = %schema.commit_ts_column,
+              deleted_column = ?schema.deleted_column, "spanner table ready for change stream capture");
+        Ok(schema)
+    }
+
+    async fn read_stream(
+        &self,
+        schema: &TableSchema,
+        stream: &str,
+        start: StreamStart,
+    ) -> PortResult<Box<dyn ChangeReader>> {
+        ident(stream)?;
+        let tracker = match start {
+            StreamStart::At(at) => Tracker::new(at),
+            StreamStart::Progress(record) => Tracker::resume(
+                Progress::decode(&record).map_err(|e| PortError::corrupt(BACKEND, e))?,
+            ),
+        };
+        // Its own client (and session): partition queries stream for as long as their
+        // partition lives, beside the poller's and the leases' transactions.
+        let client = self
+            .spanner
+            .database_client(self.config.database_path())
+            .build()
+            .await
+            .map_err(|e| {
+                map_err(
+                    &format!("opening database {}", self.config.database_path()),
+                    e,
+                )
+            })?;
+        Ok(Box::new(StreamReader::new(
+            client,
+            stream,
+            schema.clone(),
+            tracker,
+            HEARTBEAT,
+        )))
+    }
+}
