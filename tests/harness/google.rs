@@ -396,6 +396,14 @@ impl GoogleEmulators {
         GoogleEmulators { spanner, pubsub }
     }
 
+    /// Starts both emulators, Spanner's change-stream partitions living `seconds` to twice
+    /// that ([`SpannerEmulator::start_churning`]).
+    pub async fn start_churning(seconds: u32) -> Self {
+        let pubsub = PubSubEmulator::start();
+        let spanner = SpannerEmulator::start_churning(seconds).await;
+        GoogleEmulators { spanner, pubsub }
+    }
+
     /// Environment for a child host process: `SPANNER_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`.
     pub fn spanner_env(&self) -> Vec<(String, String)> {
         vec![

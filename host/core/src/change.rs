@@ -65,7 +65,7 @@ pub trait ChangeCapture: Send + Sync {
 
 /// A running read of one table's changes.
 #[async_trait]
-pub trait ChangeReader: Send {
+pub trait ChangeReader: Send + Sync {
     /// The changes released since the last call: waits up to `wait` for at least one,
     /// returns whole transactions' records up to about `max_rows` rows (a record is never
     /// split, so one large transaction can exceed it). An empty page when none came.

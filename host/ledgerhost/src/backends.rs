@@ -27,6 +27,8 @@ use ledgerhost_capabilities::probe::startup_probe as probe;
 pub struct Backends {
     /// The database changes are captured from.
     pub source: Arc<dyn Source>,
+    /// The source's change streams, when it has them (Spanner).
+    pub change_capture: Option<Arc<dyn ledgerhost_core::change::ChangeCapture>>,
     /// The topic backend events are published to and consumed from.
     pub ledger: Arc<dyn Ledger>,
     /// Object storage behind the `blobstore` capability.
@@ -46,6 +48,7 @@ impl Backends {
     pub async fn connect(config: &Config) -> anyhow::Result<Backends> {
         let mut probes = Vec::new();
         let mut capability_probes = std::collections::BTreeMap::new();
+        let mut change_capture: Option<Arc<dyn ledgerhost_core::change::ChangeCapture>> = None;
         let source: Arc<dyn Source> = match &config.source {
             SourceConfig::Sqlite { path } => Arc::new(
                 ledgerhost_source::sqlite::SqliteSource::open(path)
@@ -96,6 +99,7 @@ impl Backends {
                     source.clone(),
                     |s| async move { s.check().await },
                 ));
+                change_capture = Some(source.clone());
                 source
             }
             #[cfg(not(feature = "google"))]
@@ -180,6 +184,7 @@ impl Backends {
         probes.extend(capabilities.probes());
         Ok(Backends {
             source,
+            change_capture,
             ledger,
             blobstore,
             keyvalue,

@@ -210,6 +210,11 @@ impl Host {
                 if let Some(fleet) = &fleet {
                     poller = poller.with_fleet(fleet.clone());
                 }
+                if let (Some(stream), Some(port)) =
+                    (&t.change_stream, &self.backends.change_capture)
+                {
+                    poller = poller.with_change_stream(port.clone(), stream.clone());
+                }
                 let rx = shutdown.clone();
                 self.tasks.push(tokio::spawn(async move {
                     // The poller logs its own fatal error; other tables go on.
@@ -314,11 +319,17 @@ async fn prepare_tables(
     let mut tables = Vec::new();
     for t in &config.tables {
         let spec = spec_of(t);
-        backends
-            .source
-            .prepare_table(&spec)
-            .await
-            .with_context(|| format!("table `{}` cannot be captured", t.name))?;
+        match (&t.change_stream, &backends.change_capture) {
+            (None, _) => backends.source.prepare_table(&spec).await,
+            (Some(stream), Some(capture)) => capture.prepare_stream(&spec, stream).await,
+            (Some(_), None) => anyhow::bail!(
+                "table `{}`: capture = \"change-stream\" needs a source with change streams \
+                 (Spanner); the {} source is polled by commit timestamp",
+                t.name,
+                backends.source.backend()
+            ),
+        }
+        .with_context(|| format!("table `{}` cannot be captured", t.name))?;
         backends
             .ledger
             .ensure_topic(&config.topic_for(&t.name))

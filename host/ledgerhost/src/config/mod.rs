@@ -23,7 +23,7 @@ pub mod tables;
 pub use host::{AdminConfig, HostConfig};
 pub use ledger::{LedgerConfig, LedgerKind, OrderingMode};
 pub use source::{MissingCommitIndex, SourceConfig};
-pub use tables::{StartFrom, TableConfig, is_identifier};
+pub use tables::{CaptureMode, StartFrom, TableConfig, is_identifier};
 
 use tables::check_tables;
 

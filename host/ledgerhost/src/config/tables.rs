@@ -15,6 +15,18 @@ pub enum StartFrom {
     At(i64),
 }
 
+/// How a table's changes are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaptureMode {
+    /// Polled by its commit-timestamp column (the seed's poller).
+    #[default]
+    CommitTimestamp,
+    /// Read from a Spanner change stream (`change-stream` names it): hard deletes, no
+    /// commit-timestamp column needed, every committed version.
+    ChangeStream,
+}
+
 /// One captured table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -33,10 +45,17 @@ pub struct TableConfig {
     /// Rows per keyset page (default 5000).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
-    /// `beginning` (default), `now`, or microseconds since the epoch: used only when neither a
-    /// local watermark nor the ledger can tell where to resume.
-    #[serde(default = "default_start")]
-    pub start: String,
+    /// `beginning` (the default when polled), `now` (the default, and the earliest, when read
+    /// from a change stream), or microseconds since the epoch: used only when neither a local
+    /// watermark nor the ledger can tell where to resume.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// How the table's changes are captured: `commit-timestamp` (default) or `change-stream`.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// The Spanner change stream to read with `capture = "change-stream"`.
+    #[serde(default)]
+    pub change_stream: Option<String>,
     /// Shards the table's polling is split into (default 1): each has its own lease,
     /// watermark and poller, and the replicas share the leases out (docs/operations.md).
     #[serde(default = "default_shards")]
@@ -57,14 +76,15 @@ fn default_interval_ms() -> u64 {
 fn default_page_size() -> usize {
     5000
 }
-fn default_start() -> String {
-    "beginning".into()
-}
 
 impl TableConfig {
     /// The parsed `start` setting.
     pub fn start_from(&self) -> Result<StartFrom, String> {
-        match self.start.as_str() {
+        let default = match self.capture {
+            CaptureMode::CommitTimestamp => "beginning",
+            CaptureMode::ChangeStream => "now",
+        };
+        match self.start.as_deref().unwrap_or(default) {
             "beginning" => Ok(StartFrom::Beginning),
             "now" => Ok(StartFrom::Now),
             other => other.parse::<i64>().map(StartFrom::At).map_err(|_| {
@@ -115,7 +135,50 @@ pub fn check_tables(tables: &[TableConfig]) -> Result<(), (String, String)> {
         if t.page_size == 0 || t.page_size > 100_000 {
             return Err((key("page-size"), "must be between 1 and 100000".into()));
         }
-        t.start_from().map_err(|p| (key("start"), p))?;
+        let start = t.start_from().map_err(|p| (key("start"), p))?;
+        match (t.capture, &t.change_stream) {
+            (CaptureMode::ChangeStream, None) => {
+                return Err((
+                    key("change-stream"),
+                    "must name the Spanner change stream to read (capture = \"change-stream\")"
+                        .into(),
+                ));
+            }
+            (CaptureMode::ChangeStream, Some(stream)) if !is_identifier(stream) => {
+                return Err((
+                    key("change-stream"),
+                    format!(
+                        "must be a change stream name of letters, digits and `_`, not `{stream}`"
+                    ),
+                ));
+            }
+            (CaptureMode::CommitTimestamp, Some(_)) => {
+                return Err((
+                    key("change-stream"),
+                    "is read only with capture = \"change-stream\"".into(),
+                ));
+            }
+            _ => {}
+        }
+        if t.capture == CaptureMode::ChangeStream {
+            if start == StartFrom::Beginning {
+                return Err((
+                    key("start"),
+                    "a change stream holds changes only since it was created, for its retention \
+                     period: start from `now` (the default) or a time within it, and publish the \
+                     rows that exist already with `ledgerhost backfill`"
+                        .into(),
+                ));
+            }
+            if t.shards != 1 || t.shard_column.is_some() {
+                return Err((
+                    key("shards"),
+                    "applies to capture = \"commit-timestamp\": a change stream is read whole, \
+                     its partitions merged in commit order"
+                        .into(),
+                ));
+            }
+        }
         let max = ledgerhost_core::source::Sharding::MAX_COUNT;
         if !(1..=max).contains(&t.shards) {
             return Err((

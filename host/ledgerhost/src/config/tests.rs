@@ -282,3 +282,48 @@ fn redis_tls_settings_are_checked_and_resolved() {
         .to_string();
     assert!(err.contains("tls-ca"), "unknown key named: {err}");
 }
+
+#[test]
+fn a_change_stream_table_names_its_stream_starts_from_now_and_has_no_shards() {
+    let table = |extra: &str| format!("[[tables]]\nname = \"accounts\"\n{extra}");
+    let c = parse(&table(
+        "capture = \"change-stream\"\nchange-stream = \"accounts_changes\"\n",
+    ))
+    .unwrap();
+    assert_eq!(c.tables[0].capture, CaptureMode::ChangeStream);
+    assert_eq!(c.tables[0].start_from(), Ok(StartFrom::Now));
+    assert_eq!(
+        parse(&table("")).unwrap().tables[0].start_from(),
+        Ok(StartFrom::Beginning)
+    );
+    let refused = |extra: &str, key: &str, wanted: &str| {
+        let err = parse(&table(extra)).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(wanted), "{err}");
+    };
+    refused(
+        "capture = \"change-stream\"\n",
+        "tables[0].change-stream",
+        "must name",
+    );
+    refused(
+        "change-stream = \"s\"\n",
+        "tables[0].change-stream",
+        "capture = \"change-stream\"",
+    );
+    refused(
+        "capture = \"change-stream\"\nchange-stream = \"a-b\"\n",
+        "tables[0].change-stream",
+        "letters, digits",
+    );
+    refused(
+        "capture = \"change-stream\"\nchange-stream = \"s\"\nstart = \"beginning\"\n",
+        "tables[0].start",
+        "ledgerhost backfill",
+    );
+    refused(
+        "capture = \"change-stream\"\nchange-stream = \"s\"\nshards = 4\n",
+        "tables[0].shards",
+        "commit-timestamp",
+    );
+    refused("capture = \"binlog\"\n", "capture", "binlog");
+}

@@ -10,10 +10,14 @@ use super::Poller;
 use super::fleet::POLLER_LEASE_PREFIX;
 
 impl Poller {
-    /// Tells the fleet this poller no longer holds its shard.
-    pub(super) fn leave_fleet(&self) {
+    /// This poller no longer holds its lease: tells the fleet, and stops reading the change
+    /// stream (the next holder reads it from the stored progress).
+    pub(super) fn leave_fleet(&mut self) {
         if let Some(fleet) = &self.fleet {
             fleet.release(self.table(), self.settings.shard.index);
+        }
+        if let Some(stream) = &mut self.stream {
+            stream.stop();
         }
     }
 

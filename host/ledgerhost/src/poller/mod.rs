@@ -42,13 +42,16 @@
 //! `lease` (taking and keeping the table's lease), `resume` (where a poll starts after a
 //! restart, a takeover or a lost topic), `page` (one poll: pages read, encoded and written
 //! with their progress), `progress` (the progress record's format), [`fleet`] (the
-//! replicas' fair share of shard leases).
+//! replicas' fair share of shard leases), `stream` and `stream_read` (a table captured by
+//! change stream instead: its pages from the source's change stream reader).
 
 pub mod fleet;
 mod lease;
 mod page;
 mod progress;
 mod resume;
+mod stream;
+mod stream_read;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -174,6 +177,9 @@ pub struct Poller {
     resume_after: Option<Position>,
     /// The fleet view that caps this replica's share of a sharded table's leases.
     fleet: Option<Arc<Fleet>>,
+    /// The change stream the table is read from (`capture = "change-stream"`); `None`
+    /// when it is polled by commit timestamp.
+    stream: Option<stream_read::StreamCapture>,
 }
 
 impl Poller {
@@ -198,7 +204,19 @@ impl Poller {
             lease_progress: None,
             resume_after: None,
             fleet: None,
+            stream: None,
         }
+    }
+
+    /// Reads the table's changes from the change stream `stream` of `port` instead of
+    /// polling it by commit timestamp.
+    pub fn with_change_stream(
+        mut self,
+        port: Arc<dyn ledgerhost_core::change::ChangeCapture>,
+        stream: String,
+    ) -> Self {
+        self.stream = Some(stream_read::StreamCapture::new(port, stream));
+        self
     }
 
     /// Takes this shard's lease only within the replica's fair share (see [`Fleet`]), and

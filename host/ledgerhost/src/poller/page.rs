@@ -19,7 +19,10 @@ impl Poller {
     /// Returns the number of rows published.
     pub async fn poll_once(&mut self) -> Result<u64, PollError> {
         let started = now_micros();
-        let result = self.poll_inner().await;
+        let result = match self.stream {
+            Some(_) => self.stream_inner().await,
+            None => self.poll_inner().await,
+        };
         // One line per poll: which replica polled which shard when (the e2e test checks from
         // these that no shard is polled by two replicas at once).
         tracing::debug!(

@@ -185,11 +185,11 @@ impl ChangeReader for StreamReader {
 }
 
 impl StreamReader {
-    fn page(&self, rows: Vec<ledgerhost_core::source::Row>) -> ChangePage {
+    fn page(&mut self, rows: Vec<ledgerhost_core::source::Row>) -> ChangePage {
         ChangePage {
             rows,
             progress: self.tracker.progress().encode(),
-            watermark: self.tracker.watermark(),
+            watermark: self.tracker.released_through(),
         }
     }
 }

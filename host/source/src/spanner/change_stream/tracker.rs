@@ -82,12 +82,17 @@ pub struct Tracker {
     held: BTreeMap<RecordKey, (String, DataChange)>,
     /// The last record released.
     released: Option<RecordKey>,
+    /// Every record at or before this time has been released (see [`Tracker::released_through`]).
+    through: i64,
 }
 
 impl Tracker {
     /// A tracker reading the stream from `start` (µs, inclusive) through the root query.
     pub fn new(start: i64) -> Tracker {
-        let mut tracker = Tracker::default();
+        let mut tracker = Tracker {
+            through: start.saturating_sub(1),
+            ..Tracker::default()
+        };
         tracker.partitions.insert(
             ROOT.to_string(),
             Partition {
@@ -233,6 +238,17 @@ impl Tracker {
             .unwrap_or(i64::MAX)
     }
 
+    /// Every record committed at or before this time has been released: the watermark, or
+    /// just before the first record held back. Never moves back.
+    pub fn released_through(&mut self) -> i64 {
+        let mut t = self.watermark();
+        if let Some((first, _)) = self.held.first_key_value() {
+            t = t.min(first.commit_ts - 1);
+        }
+        self.through = self.through.max(t);
+        self.through
+    }
+
     /// Releases, in order, up to `max` held records at or before the watermark.
     pub fn release(&mut self, max: usize) -> Vec<DataChange> {
         let watermark = self.watermark();
@@ -279,8 +295,9 @@ impl Tracker {
     }
 
     /// What to store to resume from after everything released so far.
-    pub fn progress(&self) -> Progress {
+    pub fn progress(&mut self) -> Progress {
         Progress {
+            through: self.released_through(),
             released: self.released.clone(),
             partitions: self
                 .partitions
@@ -296,9 +313,14 @@ impl Tracker {
     }
 
     /// A tracker going on from `progress`: every partition it names waits to be queried
-    /// again from the released record's time (or its own start, if later).
+    /// again from the first time not wholly released (the released record's, or just after
+    /// the time released through, or its own start, whichever is latest).
     pub fn resume(progress: Progress) -> Tracker {
-        let floor = progress.released.as_ref().map_or(i64::MIN, |r| r.commit_ts);
+        let floor = progress
+            .released
+            .as_ref()
+            .map_or(i64::MIN, |r| r.commit_ts)
+            .max(progress.through.saturating_add(1));
         Tracker {
             partitions: progress
                 .partitions
@@ -317,6 +339,7 @@ impl Tracker {
                 .collect(),
             held: BTreeMap::new(),
             released: progress.released,
+            through: progress.through,
         }
     }
 }
@@ -327,6 +350,8 @@ impl Tracker {
 pub struct Progress {
     /// The last record released, `None` before the first.
     pub released: Option<RecordKey>,
+    /// Every record at or before this time was released.
+    pub through: i64,
     /// The partitions to query again on resume.
     pub partitions: Vec<Stored>,
 }
@@ -360,11 +385,13 @@ fn key_of(v: &serde_json::Value) -> Result<Option<RecordKey>, String> {
 
 impl Progress {
     /// The progress as the JSON text a ledger stores:
-    /// `{"cs": 1, "released": null | [ts, tx, seq], "partitions": [{"token", "parents", "start", "last"}]}`.
+    /// `{"cs": 1, "released": null | [ts, tx, seq], "through": t, "partitions": [{"token",
+    /// "parents", "start", "last"}]}`.
     pub fn encode(&self) -> String {
         json!({
             "cs": 1,
             "released": self.released.as_ref().map(key_json),
+            "through": self.through,
             "partitions": self.partitions.iter().map(|p| json!({
                 "token": p.token,
                 "parents": p.parents,
@@ -405,6 +432,9 @@ impl Progress {
             .map_err(bad)?;
         Ok(Progress {
             released: key_of(&v["released"]).map_err(bad)?,
+            through: v["through"]
+                .as_i64()
+                .ok_or_else(|| bad(format!("no integer `through`: {text}")))?,
             partitions,
         })
     }

@@ -114,6 +114,7 @@ fn records_of_a_partition_nobody_announced_are_refused() {
 fn progress_round_trips_as_json_and_rejects_other_records() {
     let p = Progress {
         released: Some(RecordKey::new(5, "tx", "00000003")),
+        through: 4,
         partitions: vec![Stored {
             token: "a\"b".into(),
             parents: vec!["p".into(), "q".into()],
@@ -252,6 +253,8 @@ fn every_interleaving_of_partitions_with_crashes_releases_every_record_once_in_o
             BTreeMap::new();
         let mut crashes = 0;
         let mut steps = 0;
+        // What the tracker last said it released everything through.
+        let mut through = i64::MIN;
         loop {
             steps += 1;
             assert!(steps < 100_000, "seed {seed}: no progress");
@@ -276,7 +279,12 @@ fn every_interleaving_of_partitions_with_crashes_releases_every_record_once_in_o
                 }
                 1..=2 => {
                     let out = tracker.release(1 + rng.below(5) as usize);
+                    assert!(
+                        out.iter().all(|d| d.key.commit_ts > through),
+                        "seed {seed}: a record at or before {through}, said released, came later"
+                    );
                     released.extend(out.into_iter().map(|d| d.key));
+                    through = tracker.released_through();
                 }
                 _ => {
                     // One running partition returns its next few records (or ends).

@@ -1,0 +1,38 @@
+//! The running read of a table's change stream, kept by its poller across ticks: the
+//! source's port, the stream's name, the reader while it runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledgerhost_core::change::{ChangeCapture, ChangeReader};
+
+/// How often a quiet table's progress is stored (its watermark moves with the stream's
+/// heartbeats; storing it keeps a restart's re-read short and within retention).
+pub(super) const QUIET_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A poller's change stream: the port, the stream's name and the running read.
+pub(super) struct StreamCapture {
+    pub(super) port: Arc<dyn ChangeCapture>,
+    pub(super) stream: String,
+    pub(super) reader: Option<Box<dyn ChangeReader>>,
+    /// When the progress was last stored.
+    pub(super) stored_at: Option<Instant>,
+}
+
+impl StreamCapture {
+    /// The capture of `stream` through `port`, not reading yet.
+    pub(super) fn new(port: Arc<dyn ChangeCapture>, stream: String) -> StreamCapture {
+        StreamCapture {
+            port,
+            stream,
+            reader: None,
+            stored_at: None,
+        }
+    }
+
+    /// Stops the read (its partition queries); the next tick opens it again from the stored
+    /// progress.
+    pub(super) fn stop(&mut self) {
+        self.reader = None;
+    }
+}
