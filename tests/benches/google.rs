@@ -9,6 +9,10 @@
 //! 2. Commit-to-handler latency: one row per transaction every 20 ms; p50 / p99 / max from
 //!    the moment the commit returned to the handler call, against the poll interval.
 //!
+//! 3. The same two measures for a Spanner table read from its change stream (`capture =
+//!    "change-stream"`, no commit-timestamp column) beside the same table shape polled by
+//!    commit timestamp, on the same emulators.
+//!
 //! Run: `cargo bench -p ledgerhost-tests --bench google` (starts the emulators itself, from
 //! the Cloud SDK like the tests). Emulator figures say nothing about Cloud Spanner's or
 //! Cloud Pub/Sub's own performance; they show the host's overhead and catch regressions.
@@ -26,6 +30,7 @@ use ledgerhost::dispatcher::{
 use ledgerhost::metrics::Metrics;
 use ledgerhost::poller::{Poller, PollerSettings};
 use ledgerhost::watermark::WatermarkStore;
+use ledgerhost_core::change::ChangeCapture;
 use ledgerhost_core::ledger::Ledger;
 use ledgerhost_core::source::{Source, TableSpec};
 use ledgerhost_core::{Disposition, Event, Value};
@@ -45,10 +50,15 @@ const SQLITE_DDL: &str = "CREATE TABLE orders (id INTEGER PRIMARY KEY, client_id
 const SPANNER_DDL: &str = "CREATE TABLE orders (id INT64 NOT NULL, client_id STRING(MAX) NOT NULL,
     amount INT64 NOT NULL,
     commit_ts TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp=true)) PRIMARY KEY (id)";
+/// The table read from its change stream: no commit-timestamp column.
+const SPANNER_CS_DDL: &str = "CREATE TABLE orders_cs (id INT64 NOT NULL,
+    client_id STRING(MAX) NOT NULL, amount INT64 NOT NULL) PRIMARY KEY (id)";
+const SPANNER_CS_STREAM: &str =
+    "CREATE CHANGE STREAM orders_changes FOR orders_cs OPTIONS (value_capture_type = 'NEW_ROW')";
 
-fn spec() -> TableSpec {
+fn spec(table: &str) -> TableSpec {
     TableSpec {
-        name: "orders".into(),
+        name: table.into(),
         commit_ts_column: None,
         deleted_column: None,
         sharding: Default::default(),
@@ -59,7 +69,10 @@ fn spec() -> TableSpec {
 #[derive(Clone)]
 enum Writer {
     Sqlite(std::path::PathBuf),
+    /// Into `orders`, setting its commit-timestamp column.
     Spanner(Box<SpannerSource>),
+    /// Into `orders_cs`, which has none.
+    SpannerChanges(Box<SpannerSource>),
 }
 
 impl Writer {
@@ -83,8 +96,9 @@ impl Writer {
                 .await
                 .unwrap();
             }
-            Writer::Spanner(source) => {
+            Writer::Spanner(source) | Writer::SpannerChanges(source) => {
                 use google_cloud_spanner::statement::Statement;
+                let polled = matches!(self, Writer::Spanner(_));
                 // PENDING_COMMIT_TIMESTAMP() only in VALUES: statements of 500 rows.
                 let statements: Vec<String> = (from..from + n)
                     .collect::<Vec<_>>()
@@ -92,12 +106,21 @@ impl Writer {
                     .map(|ids| {
                         let values: Vec<String> = ids
                             .iter()
-                            .map(|id| format!("({id}, 'c', {id}, PENDING_COMMIT_TIMESTAMP())"))
+                            .map(|id| match polled {
+                                true => format!("({id}, 'c', {id}, PENDING_COMMIT_TIMESTAMP())"),
+                                false => format!("({id}, 'c', {id})"),
+                            })
                             .collect();
-                        format!(
-                            "INSERT INTO orders (id, client_id, amount, commit_ts) VALUES {}",
-                            values.join(", ")
-                        )
+                        match polled {
+                            true => format!(
+                                "INSERT INTO orders (id, client_id, amount, commit_ts) VALUES {}",
+                                values.join(", ")
+                            ),
+                            false => format!(
+                                "INSERT INTO orders_cs (id, client_id, amount) VALUES {}",
+                                values.join(", ")
+                            ),
+                        }
                     })
                     .collect();
                 // The emulator runs one read-write transaction at a time and may drop ours
@@ -157,11 +180,17 @@ impl BatchHandler for Arrivals {
 /// One backend pair under test, with a fresh table.
 struct Backend {
     name: &'static str,
+    /// The captured table.
+    table: &'static str,
+    /// The change stream it is read from, if it is not polled.
+    stream: Option<(Arc<dyn ChangeCapture>, String)>,
     source: Arc<dyn Source>,
     ledger: Arc<dyn Ledger>,
     writer: Writer,
     /// Distinct names per run on a shared emulator.
     prefix: String,
+    /// When the table (and its stream) was created, µs.
+    created: i64,
     dir: tempfile::TempDir,
 }
 
@@ -174,11 +203,15 @@ struct Running {
 impl Backend {
     fn settings(&self) -> PollerSettings {
         PollerSettings {
-            spec: spec(),
-            topic: format!("{}orders", self.prefix),
+            spec: spec(self.table),
+            topic: format!("{}{}", self.prefix, self.table),
             interval: INTERVAL,
             page_size: 5000,
-            start: StartFrom::Beginning,
+            // A change stream holds changes since its creation, just before this run.
+            start: match self.stream {
+                Some(_) => StartFrom::At(self.created),
+                None => StartFrom::Beginning,
+            },
             replica: "bench".into(),
             lease_ttl: Duration::from_secs(5),
             ordering: Default::default(),
@@ -234,13 +267,17 @@ impl Backend {
     }
 
     fn poller(&self, metrics: &Metrics) -> Poller {
-        Poller::new(
+        let poller = Poller::new(
             self.settings(),
             self.source.clone(),
             self.ledger.clone(),
             WatermarkStore::open(&self.dir.path().join("wm")).unwrap(),
-            metrics.table("orders"),
-        )
+            metrics.table(self.table),
+        );
+        match &self.stream {
+            Some((port, stream)) => poller.with_change_stream(port.clone(), stream.clone()),
+            None => poller,
+        }
     }
 }
 
@@ -260,16 +297,21 @@ impl Running {
     }
 }
 
-/// Rows/s: (first poll alone, end to end).
+/// Rows/s: (the poller until it published every row, end to end).
 async fn throughput(b: &Backend) -> (f64, f64) {
     b.writer.insert(1, THROUGHPUT_ROWS).await;
     let run = b.start(false).await;
     let t = Instant::now();
     let metrics = Metrics::default();
     let mut poller = b.poller(&metrics);
-    let published = poller.poll_once().await.unwrap();
+    // One poll publishes them all; a change stream's reader releases them once every
+    // partition has reported past their commit (a heartbeat), over one or more ticks.
+    let mut published = 0;
+    while published < THROUGHPUT_ROWS as u64 && t.elapsed() < Duration::from_secs(120) {
+        published += poller.poll_once().await.unwrap();
+    }
     let poll = t.elapsed();
-    assert_eq!(published as i64, THROUGHPUT_ROWS);
+    assert_eq!(published as i64, THROUGHPUT_ROWS, "{}", b.name);
     run.wait_for(THROUGHPUT_ROWS as usize).await;
     let total = t.elapsed();
     assert_eq!(
@@ -327,9 +369,12 @@ async fn main() {
         .execute_batch(SQLITE_DDL)
         .unwrap();
     let sqlite = Arc::new(SqliteSource::open(&db).unwrap());
-    sqlite.prepare_table(&spec()).await.unwrap();
+    sqlite.prepare_table(&spec("orders")).await.unwrap();
     let embedded = Backend {
         name: "embedded",
+        table: "orders",
+        stream: None,
+        created: 0,
         source: sqlite,
         ledger: Arc::new(
             EmbeddedLedger::open(&dir.path().join("ledger"), EmbeddedOptions::default()).unwrap(),
@@ -341,27 +386,47 @@ async fn main() {
 
     // Google emulators.
     let emu = GoogleEmulators::start().await;
+    let created = ledgerhost_core::clock::now_micros();
     let db = emu
         .create_database(&[
             SPANNER_DDL,
             "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)",
+            SPANNER_CS_DDL,
+            SPANNER_CS_STREAM,
         ])
         .await;
-    let spanner = SpannerSource::connect(db.clone()).await.unwrap();
+    let spanner = Arc::new(SpannerSource::connect(db.clone()).await.unwrap());
     // The application writes through its own client, as it would in its own process.
     let app = SpannerSource::connect(db).await.unwrap();
-    spanner.prepare_table(&spec()).await.unwrap();
+    spanner.prepare_table(&spec("orders")).await.unwrap();
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(PubSubLedger::connect(emu.pubsub_config()).await.unwrap());
     let google = Backend {
         name: "google",
-        source: Arc::new(spanner),
-        ledger: Arc::new(PubSubLedger::connect(emu.pubsub_config()).await.unwrap()),
-        writer: Writer::Spanner(Box::new(app)),
+        table: "orders",
+        stream: None,
+        created,
+        source: spanner.clone(),
+        ledger: ledger.clone(),
+        writer: Writer::Spanner(Box::new(app.clone())),
         prefix: "bench-".into(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let changes = Backend {
+        name: "change stream",
+        table: "orders_cs",
+        stream: Some((spanner.clone(), "orders_changes".into())),
+        created,
+        source: spanner,
+        ledger,
+        writer: Writer::SpannerChanges(Box::new(app)),
+        prefix: "bench-cs-".into(),
         dir: tempfile::tempdir().unwrap(),
     };
 
     let (e_poll, e_total) = throughput(&embedded).await;
     let (g_poll, g_total) = throughput(&google).await;
+    let (c_poll, c_total) = throughput(&changes).await;
     println!("## Throughput, {THROUGHPUT_ROWS} rows committed in one transaction\n");
     println!("| path | embedded rows/s | Spanner + Pub/Sub emulators rows/s | google / embedded |");
     println!("| --- | ---: | ---: | ---: |");
@@ -376,6 +441,7 @@ async fn main() {
 
     let e = latency(&embedded).await;
     let g = latency(&google).await;
+    let c = latency(&changes).await;
     let i = INTERVAL.as_secs_f64() * 1e3;
     println!(
         "\n## Commit-to-handler latency, {} ms poll interval, {LATENCY_ROWS} rows (one per transaction, every 20 ms)\n",
@@ -391,6 +457,29 @@ async fn main() {
             "| {label} | {a:.1} | {:.2}x | {b:.1} | {:.2}x | {:.2}x |",
             a / i,
             b / i,
+            b / a
+        );
+    }
+
+    println!(
+        "\n## Spanner capture modes on the emulators, same run: polled by commit timestamp \
+         (`orders`) and read from a change stream (`orders_cs`, heartbeat {} ms)\n",
+        ledgerhost_source::spanner::change_stream::HEARTBEAT.as_millis()
+    );
+    println!("| | commit timestamp | change stream | change stream / commit timestamp |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| {THROUGHPUT_ROWS} rows of one transaction, poller until all published, rows/s | {g_poll:.0} | {c_poll:.0} | {:.3}x |",
+        c_poll / g_poll
+    );
+    println!(
+        "| the same, end to end to the handler, rows/s | {g_total:.0} | {c_total:.0} | {:.3}x |",
+        c_total / g_total
+    );
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        let (a, b) = (pct(&g, p), pct(&c, p));
+        println!(
+            "| commit → handler {label}, ms | {a:.1} | {b:.1} | {:.2}x |",
             b / a
         );
     }

@@ -8,9 +8,9 @@ use ledgerhost_core::Value;
 use ledgerhost_core::change::{ChangeCapture, StreamStart, virtual_columns};
 use ledgerhost_core::source::{Row, TableSpec};
 use ledgerhost_source::spanner::SpannerSource;
-use ledgerhost_tests::harness::eventually;
 use ledgerhost_tests::harness::google::{GoogleEmulators, SpannerEmulator, spanner_write};
 use ledgerhost_tests::harness::host::{HostProcess, Workspace};
+use ledgerhost_tests::harness::{eventually, free_port};
 
 const ACCOUNTS: &str = "CREATE TABLE accounts (
     id INT64 NOT NULL, owner STRING(MAX), balance INT64 NOT NULL, tags ARRAY<INT64>
@@ -281,6 +281,7 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
         .create_database(&[ACCOUNTS, STREAM, ORDERS, ORDERS_INDEX])
         .await;
     let ws = Workspace::new();
+    let admin = format!("127.0.0.1:{}", free_port());
     // From before the first write (the default, `now`, is the poller's first read).
     let start = ledgerhost_core::clock::now_micros();
     let config = format!(
@@ -294,7 +295,7 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
                 "drain-timeout-ms = 10000".into()
             ],
             "cs-",
-            "127.0.0.1:0"
+            &admin
         )
     );
     let config_path = ws.path().join("ledgerhost.toml");
@@ -367,6 +368,39 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
         }
     }
     assert!(ready(2).await, "host did not restart:\n{}", host.log_text());
+
+    // The operator sees the mode, the partitions read here and the watermark's age.
+    let shown = eventually(Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            let Ok((200, body)) = ledgerhost::admin_client::get(&admin, "/status").await else {
+                return false;
+            };
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let tables = status["tables"].as_array().cloned().unwrap_or_default();
+            let accounts = tables.iter().find(|t| t["table"] == "accounts");
+            let orders = tables.iter().find(|t| t["table"] == "orders");
+            accounts.is_some_and(|t| {
+                t["change_stream"] == "accounts_changes"
+                    && t["partitions"].as_array().is_some_and(|p| !p.is_empty())
+                    && t["watermark_micros"].as_i64().unwrap_or(0) > 0
+            }) && orders.is_some_and(|t| t.get("change_stream").is_none())
+        }
+    })
+    .await;
+    assert!(
+        shown,
+        "/status does not show the change stream's partitions"
+    );
+    let (_, metrics) = ledgerhost::admin_client::get(&admin, "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("ledgerhost_change_stream_partitions{table=\"accounts\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 
     let complete = eventually(Duration::from_secs(120), || {
         let (ws, accounts, orders) = (&ws, &accounts, &orders);

@@ -59,6 +59,12 @@ pub struct TableStats {
     /// Time spent in each step of a poll, by [`PollStep`] (steps overlap: the next page is
     /// read and encoded while the current one is published).
     pub steps: StepTimes<{ PollStep::ALL.len() }>,
+    /// The change stream the table is read from, `None` when it is polled by commit
+    /// timestamp.
+    pub change_stream: std::sync::OnceLock<String>,
+    /// While this replica reads the table's change stream: each partition being read (its
+    /// token) and the time (µs) it has returned everything through.
+    pub partitions: Mutex<Vec<(String, i64)>>,
 }
 
 /// Time spent in each step of a loop, µs per step, summed since start: how both the

@@ -97,6 +97,23 @@ pub struct TableStatus {
     pub stopped: Option<String>,
     /// Re-publishes from the start point after the ledger lost the topic.
     pub republishes: u64,
+    /// The change stream the table is read from (`capture = "change-stream"`); absent for
+    /// a table polled by commit timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_stream: Option<String>,
+    /// The change stream's partitions this replica reads (none when another holds the
+    /// table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition of a change stream being read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// The partition's token (the root query's is empty).
+    pub token: String,
+    /// It has returned every change up to this time, µs since the epoch.
+    pub through_micros: i64,
 }
 
 /// What the host does with a plugin's files.
@@ -214,6 +231,18 @@ impl HostStatus {
                     (false, None) => " (another replica polls)".to_string(),
                 }
             );
+            if let Some(stream) = &t.change_stream {
+                let oldest = t.partitions.iter().map(|p| p.through_micros).min();
+                let _ = write!(
+                    out,
+                    "\n       change stream {stream}: {} partitions read here{}",
+                    t.partitions.len(),
+                    oldest.map_or(String::new(), |o| format!(
+                        ", the slowest through {}",
+                        behind(now, o, "nothing yet")
+                    ))
+                );
+            }
             if let Some(why) = &t.stopped {
                 let _ = write!(out, "\n       stopped: {why}");
             }
@@ -312,6 +341,8 @@ mod tests {
                 holder: None,
                 stopped: None,
                 republishes: 0,
+                change_stream: None,
+                partitions: Vec::new(),
             }],
             plugins: vec![
                 PluginStatus {
@@ -404,6 +435,34 @@ mod tests {
         assert_eq!(json["tables"][0]["watermark_micros"], 1_000_000);
         let back: HostStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_table_read_from_a_change_stream_shows_its_partitions() {
+        let mut status = sample();
+        status.tables[0].change_stream = Some("orders_changes".into());
+        status.tables[0].partitions = vec![
+            PartitionStatus {
+                token: "a".into(),
+                through_micros: 2_000_000,
+            },
+            PartitionStatus {
+                token: "b".into(),
+                through_micros: 3_000_000,
+            },
+        ];
+        let text = status.render(3_500_000);
+        assert!(
+            text.contains("change stream orders_changes: 2 partitions read here, the slowest through 1.5s behind"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json["tables"][0]["partitions"][1]["through_micros"],
+            3_000_000
+        );
+        let polled = serde_json::to_value(sample()).unwrap();
+        assert!(polled["tables"][0].get("change_stream").is_none());
     }
 
     #[test]

@@ -152,6 +152,17 @@ pub fn host_status(s: &AdminState) -> HostStatus {
             holder: t.holder.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             stopped: t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             republishes: t.republishes.load(Ordering::Relaxed),
+            change_stream: t.change_stream.get().cloned(),
+            partitions: t
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(token, through)| crate::status::PartitionStatus {
+                    token: token.clone(),
+                    through_micros: *through,
+                })
+                .collect(),
         })
         .collect();
     let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -92,6 +92,9 @@ function render(status, history) {
   fill("tables", status.tables.map((t) => el("tr", { "data-table": t.table },
     el("td", {}, t.table),
     el("td", {}, t.leader ? "this replica" : (t.holder || "another replica")),
+    el("td", {}, t.change_stream
+      ? "change stream " + t.change_stream + " (" + (t.partitions || []).length + " partitions)"
+      : "commit timestamp"),
     el("td", {}, age(secs(t.watermark_micros, now))),
     num(lastRate(history.tables, t.table)),
     num(t.rows_polled),

@@ -14,7 +14,7 @@ pub(super) fn render(s: &AdminState) -> String {
     let tables = s.metrics.tables();
     let now = now_micros();
     type ReadTable = fn(&crate::metrics::TableStats, i64) -> f64;
-    let table_families: [(&str, Kind, &str, ReadTable); 5] = [
+    let table_families: [(&str, Kind, &str, ReadTable); 6] = [
         (
             "ledgerhost_rows_polled_total",
             Kind::Counter,
@@ -38,6 +38,13 @@ pub(super) fn render(s: &AdminState) -> String {
             Kind::Gauge,
             "1 when this replica polls the table.",
             |t, _| t.leader.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "ledgerhost_change_stream_partitions",
+            Kind::Gauge,
+            "Partitions of the table's change stream this replica reads (0 for a table polled \
+             by commit timestamp, or read by another replica).",
+            |t, _| t.partitions.lock().unwrap_or_else(|p| p.into_inner()).len() as f64,
         ),
         (
             "ledgerhost_poller_republishes_total",

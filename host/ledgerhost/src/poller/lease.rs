@@ -16,9 +16,7 @@ impl Poller {
         if let Some(fleet) = &self.fleet {
             fleet.release(self.table(), self.settings.shard.index);
         }
-        if let Some(stream) = &mut self.stream {
-            stream.stop();
-        }
+        self.stop_stream();
     }
 
     /// The lease's name: `poller/<unit>`.

@@ -215,6 +215,7 @@ impl Poller {
         port: Arc<dyn ledgerhost_core::change::ChangeCapture>,
         stream: String,
     ) -> Self {
+        let _ = self.stats.change_stream.set(stream.clone());
         self.stream = Some(stream_read::StreamCapture::new(port, stream));
         self
     }

@@ -30,12 +30,23 @@ impl Poller {
     /// poll interval for the first. Returns the number of rows published.
     pub(super) async fn stream_inner(&mut self) -> Result<u64, PollError> {
         let result = self.stream_pages().await;
-        if result.is_err()
-            && let Some(capture) = &mut self.stream
-        {
-            capture.stop();
+        if result.is_err() {
+            self.stop_stream();
         }
         result
+    }
+
+    /// Stops reading the change stream (its partition queries); the next tick, if this
+    /// replica holds the lease, opens it again from the stored progress.
+    pub(super) fn stop_stream(&mut self) {
+        if let Some(capture) = &mut self.stream {
+            capture.stop();
+            self.stats
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
     }
 
     async fn stream_pages(&mut self) -> Result<u64, PollError> {
@@ -49,9 +60,7 @@ impl Poller {
         let generation = self.ledger.topic_generation(&self.settings.topic);
         if self.generation.is_some_and(|g| g != generation) {
             self.rewind("before this poll").await?;
-            if let Some(capture) = &mut self.stream {
-                capture.stop();
-            }
+            self.stop_stream();
         }
         self.generation = Some(generation);
         self.open_reader().await?;
@@ -69,6 +78,11 @@ impl Poller {
                     source: e,
                 })?;
             self.stats.time_step(PollStep::Read, started);
+            *self
+                .stats
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = reader.partitions();
             wait = Duration::ZERO;
             let quiet = page.rows.is_empty();
             let due = capture
@@ -85,9 +99,7 @@ impl Poller {
         if self.ledger.topic_generation(&self.settings.topic) != generation {
             // The topic was lost while we published: read again from the start point.
             self.rewind("while publishing").await?;
-            if let Some(capture) = &mut self.stream {
-                capture.stop();
-            }
+            self.stop_stream();
             self.generation = Some(self.ledger.topic_generation(&self.settings.topic));
         }
         if published > 0 {

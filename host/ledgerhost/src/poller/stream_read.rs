@@ -30,8 +30,7 @@ impl StreamCapture {
         }
     }
 
-    /// Stops the read (its partition queries); the next tick opens it again from the stored
-    /// progress.
+    /// Stops the read (its partition queries).
     pub(super) fn stop(&mut self) {
         self.reader = None;
     }
