@@ -447,4 +447,28 @@ pub trait Snapshot: Send {
         after: &Position,
         limit: usize,
     ) -> PortResult<Vec<Row>>;
+
+    /// Up to `limit` rows after primary key `after` (empty: from the first), in key order,
+    /// of a table captured by change stream whose commit-timestamp and deleted columns are
+    /// the host's own (`ledgerhost_commit_ts`, `ledgerhost_deleted`, which the table lacks):
+    /// each row as of [`Self::read_ts`], with that read point as its commit timestamp (its
+    /// last commit is at or before it) and not deleted. What `ledgerhost backfill` reads
+    /// such a table by; a source without change streams cannot.
+    async fn key_page(
+        &mut self,
+        table: &TableSchema,
+        after: &[Value],
+        limit: usize,
+    ) -> PortResult<Vec<Row>> {
+        let _ = (after, limit);
+        Err(crate::PortError::Unsupported {
+            backend: "source",
+            operation: "read a table by primary key",
+            why: format!(
+                "table `{}` has no commit-timestamp column; only a Spanner table captured by \
+                 change stream is read so",
+                table.name
+            ),
+        })
+    }
 }

@@ -226,6 +226,15 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         deleted_column: table.deleted_column.clone(),
         sharding: Default::default(),
     };
+    if let (Some(stream), Some(capture)) = (&table.change_stream, &backends.change_capture) {
+        let schema = capture
+            .prepare_stream(&spec, stream)
+            .await
+            .with_context(|| format!("table `{}` cannot be captured", spec.name))?;
+        if ledgerhost_core::change::virtual_columns::is_virtual(&schema.commit_ts_column) {
+            return backfill_by_key(&args, &config, table, &backends, &schema).await;
+        }
+    }
     backends
         .source
         .prepare_table(&spec)
@@ -281,6 +290,57 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     }
     progress.update(1.0, published, true);
     println!("backfilled {published} rows of {} onto {topic}", table.name);
+    Ok(())
+}
+
+/// Backfill of a table captured by change stream that has no commit-timestamp column: every
+/// row as it stands now, in key order, each with the snapshot's read point as its commit
+/// time (events with the stream's schema, so plugins see one schema; a later change has a
+/// later commit time).
+async fn backfill_by_key(
+    args: &BackfillArgs,
+    config: &Config,
+    table: &crate::config::TableConfig,
+    backends: &crate::backends::Backends,
+    schema: &ledgerhost_core::TableSchema,
+) -> anyhow::Result<()> {
+    if args.from.is_some() || args.to.is_some() {
+        bail!(
+            "--from/--to: table `{}` has no commit-timestamp column to select rows by; backfill \
+             publishes every row as it stands now (leave both out)",
+            table.name
+        );
+    }
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| config.topic_for(&table.name));
+    backends.ledger.ensure_topic(&topic).await?;
+    let mut snapshot = backends.source.snapshot().await?;
+    let encoder = ledgerhost_avro::Encoder::new(schema)?.with_ordering(config.ledger.ordering());
+    let key_idx = schema.key_indexes();
+    let mut after: Vec<Value> = Vec::new();
+    let mut published = 0u64;
+    let mut progress = ProgressBar::new(&format!("backfill {} → {topic}", table.name));
+    loop {
+        let rows = snapshot.key_page(schema, &after, table.page_size).await?;
+        let Some(last) = rows.last() else { break };
+        after = key_idx.iter().map(|i| last.values[*i].clone()).collect();
+        let mut page = encoder.batch();
+        for row in &rows {
+            encoder.encode_into(&mut page, row)?;
+        }
+        published += page.len() as u64;
+        backends.ledger.publish(&topic, page.to_messages()).await?;
+        // Rows are read in key order: no fraction of the whole to show.
+        progress.update(0.0, published, false);
+    }
+    progress.update(1.0, published, true);
+    println!(
+        "backfilled {published} rows of {} onto {topic}, as of {}",
+        table.name,
+        ledgerhost_manifest::calendar::timestamp_text(snapshot.read_ts())
+    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use super::config::MissingCommitIndex;
 use super::error::BACKEND;
 use super::index::{PollIndexes, ShardIndexes, resolve_poll_index, resolve_shard_index};
 use super::schema::{query_rows, read_schema};
-use super::sql::{PollIndex, shard_page_statement};
+use super::sql::{PollIndex, key_page_statement, shard_page_statement};
 use super::values::from_spanner;
 
 /// Idle snapshot clients kept; more exist only while more snapshots are open at once.
@@ -199,6 +199,61 @@ impl Snapshot for SpannerSnapshot {
         }
         debug!(table = %table.name, shard = shard.index, shards = shard.count, rows = rows.len(),
                read_ts = self.read_ts_micros, "spanner page");
+        Ok(rows)
+    }
+
+    async fn key_page(
+        &mut self,
+        table: &TableSchema,
+        after: &[Value],
+        limit: usize,
+    ) -> PortResult<Vec<Row>> {
+        use ledgerhost_core::change::virtual_columns::{COMMIT_TS, DELETED};
+        let own: Vec<&str> = table
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| *c != COMMIT_TS && *c != DELETED)
+            .collect();
+        if table.commit_ts_column != COMMIT_TS {
+            return Err(PortError::invalid(
+                BACKEND,
+                format!(
+                    "table `{}` has its own commit-timestamp column `{}`: read it by commit \
+                     timestamp",
+                    table.name, table.commit_ts_column
+                ),
+            ));
+        }
+        let stmt = key_page_statement(table, &own, after, limit)?;
+        let context = format!("reading table `{}` by primary key", table.name);
+        let (_, raw) = query_rows(&context, || self.tx.execute_query(stmt)).await?;
+        let mut rows = Vec::with_capacity(raw.len());
+        for values in raw {
+            let mut read = values.iter();
+            let mut out = Vec::with_capacity(table.columns.len());
+            for col in &table.columns {
+                out.push(match col.name.as_str() {
+                    COMMIT_TS => Value::Timestamp(self.read_ts_micros),
+                    DELETED => Value::Bool(false),
+                    _ => {
+                        let v = read.next().ok_or_else(|| {
+                            PortError::corrupt(BACKEND, format!("{context}: too few values"))
+                        })?;
+                        from_spanner(v, &col.ty).map_err(|m| {
+                            PortError::corrupt(
+                                BACKEND,
+                                format!("table `{}`, column `{}`: {m}", table.name, col.name),
+                            )
+                        })?
+                    }
+                });
+            }
+            rows.push(Row {
+                values: out,
+                commit_ts: self.read_ts_micros,
+            });
+        }
         Ok(rows)
     }
 }

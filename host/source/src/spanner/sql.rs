@@ -84,26 +84,7 @@ pub(super) fn shard_page_statement(
         .iter()
         .map(|k| ident(k))
         .collect::<PortResult<Vec<_>>>()?;
-    let key_types: Vec<ColumnType> = table
-        .primary_key
-        .iter()
-        .map(|k| {
-            table
-                .columns
-                .iter()
-                .find(|c| &c.name == k)
-                .map(|c| c.ty.clone())
-                .ok_or_else(|| {
-                    PortError::invalid(
-                        BACKEND,
-                        format!(
-                            "table `{}`: key column `{k}` is not in the schema",
-                            table.name
-                        ),
-                    )
-                })
-        })
-        .collect::<PortResult<_>>()?;
+    let key_types = key_types(table)?;
     if after.key.len() > keys.len() {
         return Err(PortError::invalid(
             BACKEND,
@@ -127,39 +108,10 @@ pub(super) fn shard_page_statement(
             types::int64(),
         ),
     ];
-    // (k1, .., kn) > (p1, .., pn) expanded as ORs; NULL sorts first in Spanner's ascending
-    // order, so `k > NULL` means `k IS NOT NULL` and `k = NULL` means `k IS NULL`.
     let mut same_ts = String::new();
     if !after.key.is_empty() {
-        let mut ors = Vec::new();
-        for i in 0..after.key.len() {
-            let mut ands = Vec::new();
-            for (j, (v, key)) in after.key.iter().zip(&keys).enumerate().take(i + 1) {
-                let null = matches!(v, Value::Null);
-                ands.push(match (j < i, null) {
-                    (true, true) => format!("{key} IS NULL"),
-                    (true, false) => format!("{key} = @k{j}"),
-                    (false, true) => format!("{key} IS NOT NULL"),
-                    (false, false) => format!("{key} > @k{j}"),
-                });
-            }
-            ors.push(format!("({})", ands.join(" AND ")));
-        }
-        for (j, v) in after.key.iter().enumerate() {
-            if !matches!(v, Value::Null) {
-                let (value, ty) = to_param(v, &key_types[j]).map_err(|m| {
-                    PortError::invalid(
-                        BACKEND,
-                        format!(
-                            "table `{}`, key column `{}`: {m}",
-                            table.name, table.primary_key[j]
-                        ),
-                    )
-                })?;
-                params.push((format!("k{j}"), value, ty));
-            }
-        }
-        same_ts = format!(" OR ({ts} = @w AND ({}))", ors.join(" OR "));
+        let condition = key_after(table, &keys, &key_types, &after.key, &mut params)?;
+        same_ts = format!(" OR ({ts} = @w AND {condition})");
     }
     let order = std::iter::once(ts.clone())
         .chain(keys.iter().cloned())
@@ -184,9 +136,121 @@ pub(super) fn shard_page_statement(
         "SELECT {cols} FROM {}{hint} WHERE {ts} <= @r AND ({ts} > @w{same_ts}){in_shard} ORDER BY {order} LIMIT @n",
         ident(&table.name)?
     );
+    Ok(with_params(sql, params))
+}
+
+/// `sql` with its typed parameters.
+fn with_params(sql: String, params: Vec<(String, SpValue, Type)>) -> Statement {
     let mut builder: StatementBuilder = Statement::builder(sql);
     for (name, value, ty) in params {
         builder = builder.add_typed_param(name, value, ty);
     }
-    Ok(builder.build())
+    builder.build()
+}
+
+/// The condition `(k1, .., kn) > (p1, .., pn)` on the quoted key columns `keys` after the
+/// key values `after` (a prefix of the key), expanded as ORs, its values added to `params`
+/// as `@k<i>`. NULL sorts first in Spanner's ascending order, so `k > NULL` means
+/// `k IS NOT NULL` and `k = NULL` means `k IS NULL`.
+fn key_after(
+    table: &TableSchema,
+    keys: &[String],
+    key_types: &[ColumnType],
+    after: &[Value],
+    params: &mut Vec<(String, SpValue, Type)>,
+) -> PortResult<String> {
+    let mut ors = Vec::new();
+    for i in 0..after.len() {
+        let mut ands = Vec::new();
+        for (j, (v, key)) in after.iter().zip(keys).enumerate().take(i + 1) {
+            let null = matches!(v, Value::Null);
+            ands.push(match (j < i, null) {
+                (true, true) => format!("{key} IS NULL"),
+                (true, false) => format!("{key} = @k{j}"),
+                (false, true) => format!("{key} IS NOT NULL"),
+                (false, false) => format!("{key} > @k{j}"),
+            });
+        }
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    for (j, v) in after.iter().enumerate() {
+        if !matches!(v, Value::Null) {
+            let (value, ty) = to_param(v, &key_types[j]).map_err(|m| {
+                PortError::invalid(
+                    BACKEND,
+                    format!(
+                        "table `{}`, key column `{}`: {m}",
+                        table.name, table.primary_key[j]
+                    ),
+                )
+            })?;
+            params.push((format!("k{j}"), value, ty));
+        }
+    }
+    Ok(format!("({})", ors.join(" OR ")))
+}
+
+/// The page query of a table read by primary key (a table captured by change stream without
+/// a commit-timestamp column, for backfill): `columns` (the table's own) of the rows after
+/// key `after` (empty: from the first), in key order, at most `limit`.
+pub(super) fn key_page_statement(
+    table: &TableSchema,
+    columns: &[&str],
+    after: &[Value],
+    limit: usize,
+) -> PortResult<Statement> {
+    let cols = columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<PortResult<Vec<_>>>()?
+        .join(", ");
+    let keys = table
+        .primary_key
+        .iter()
+        .map(|k| ident(k))
+        .collect::<PortResult<Vec<_>>>()?;
+    let key_types = key_types(table)?;
+    let mut params: Vec<(String, SpValue, Type)> = vec![(
+        "n".into(),
+        SpValue::from(i64::try_from(limit).unwrap_or(i64::MAX)),
+        types::int64(),
+    )];
+    let condition = if after.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " WHERE {}",
+            key_after(table, &keys, &key_types, after, &mut params)?
+        )
+    };
+    let sql = format!(
+        "SELECT {cols} FROM {}{condition} ORDER BY {} LIMIT @n",
+        ident(&table.name)?,
+        keys.join(", ")
+    );
+    Ok(with_params(sql, params))
+}
+
+/// The types of `table`'s key columns, in key order.
+fn key_types(table: &TableSchema) -> PortResult<Vec<ColumnType>> {
+    table
+        .primary_key
+        .iter()
+        .map(|k| {
+            table
+                .columns
+                .iter()
+                .find(|c| &c.name == k)
+                .map(|c| c.ty.clone())
+                .ok_or_else(|| {
+                    PortError::invalid(
+                        BACKEND,
+                        format!(
+                            "table `{}`: key column `{k}` is not in the schema",
+                            table.name
+                        ),
+                    )
+                })
+        })
+        .collect()
 }

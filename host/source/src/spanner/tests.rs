@@ -68,6 +68,31 @@ fn page_sql_uses_parameters_only() {
     );
 }
 
+#[test]
+fn key_page_sql_reads_the_table_s_own_columns_in_key_order_with_parameters_only() {
+    let mut table = orders();
+    table.primary_key = vec!["id".into(), "client".into()];
+    let stmt = key_page_statement(
+        &table,
+        &["id", "client"],
+        &[Value::String("x'; --".into()), Value::Null],
+        7,
+    )
+    .unwrap();
+    let sql = stmt.sql();
+    assert!(!sql.contains("x'"), "{sql}");
+    assert_eq!(
+        sql,
+        "SELECT `id`, `client` FROM `orders` WHERE ((`id` > @k0) OR (`id` = @k0 AND \
+         `client` IS NOT NULL)) ORDER BY `id`, `client` LIMIT @n"
+    );
+    let first = key_page_statement(&table, &["id"], &[], 7).unwrap();
+    assert_eq!(
+        first.sql(),
+        "SELECT `id` FROM `orders` ORDER BY `id`, `client` LIMIT @n"
+    );
+}
+
 fn orders() -> TableSchema {
     TableSchema {
         name: "orders".into(),
