@@ -386,7 +386,6 @@ async fn main() {
 
     // Google emulators.
     let emu = GoogleEmulators::start().await;
-    let created = ledgerhost_core::clock::now_micros();
     let db = emu
         .create_database(&[
             SPANNER_DDL,
@@ -395,6 +394,8 @@ async fn main() {
             SPANNER_CS_STREAM,
         ])
         .await;
+    // The stream holds changes from its creation on.
+    let created = ledgerhost_core::clock::now_micros();
     let spanner = Arc::new(SpannerSource::connect(db.clone()).await.unwrap());
     // The application writes through its own client, as it would in its own process.
     let app = SpannerSource::connect(db).await.unwrap();

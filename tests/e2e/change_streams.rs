@@ -239,6 +239,16 @@ fn recorder(name: &str, table: &str) -> String {
     )
 }
 
+/// The materializer keeping each owner's accounts.
+const MATERIALIZER: &str = "name = \"materializer\"\nworld = \"consumer\"\n\
+    [subscription]\ntable = \"accounts\"\nbatch-size = 256\nmax-wait-ms = 20\n\
+    [limits]\nmemory-mb = 32\ndeadline-ms = 10000\n[grants]\nkey-prefixes = [\"views/\"]\n\
+    config = [\"prefix\", \"client-field\", \"clients\"]\n[config]\nprefix = \"views/\"\n\
+    client-field = \"owner\"\n";
+
+/// Rows of the 6 000-row transaction (one change stream record of 6 000 mods).
+const BIG_TX_ROWS: i64 = 6_000;
+
 /// Each key's recorded commit timestamps, first deliveries only (a redelivery repeats one).
 async fn recorded(ws: &Workspace, table: &str) -> BTreeMap<i64, Vec<i64>> {
     use ledgerhost_core::capabilities::KeyValue as _;
@@ -306,6 +316,7 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
         &recorder("rec-accounts", "accounts"),
     );
     ws.install_plugin("recorder", "rec-orders", &recorder("rec-orders", "orders"));
+    ws.install_plugin("materializer", "materializer", MATERIALIZER);
     let log = ws.path().join("host.log");
     let env = emu.spanner_env();
     let ready = |n: usize| {
@@ -368,6 +379,25 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
         }
     }
     assert!(ready(2).await, "host did not restart:\n{}", host.log_text());
+    // One transaction of 6 000 rows: one record, released whole.
+    let big: Vec<String> = (0..BIG_TX_ROWS)
+        .collect::<Vec<_>>()
+        .chunks(1_000)
+        .map(|ids| {
+            let values: Vec<String> = ids
+                .iter()
+                .map(|i| format!("({}, 'big', {i})", 1_000_000 + i))
+                .collect();
+            format!(
+                "INSERT INTO accounts (id, owner, balance) VALUES {}",
+                values.join(", ")
+            )
+        })
+        .collect();
+    let ts = spanner_write(&db, &big).await;
+    for i in 0..BIG_TX_ROWS {
+        accounts.entry(1_000_000 + i).or_default().push(ts);
+    }
 
     // The operator sees the mode, the partitions read here and the watermark's age.
     let shown = eventually(Duration::from_secs(30), || {
@@ -447,6 +477,51 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
         let text = String::from_utf8(kv.get(key).await.unwrap().unwrap()).unwrap();
         assert!(text.contains("deleted=true"), "{key}: {text}");
     }
+
+    // The materializer's view: every standing account under its owner with its last
+    // version, no deleted one.
+    let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
+        &ws.data_dir().join("keyvalue.db"),
+    )
+    .expect("open the host's keyvalue store");
+    let want: BTreeMap<i64, i64> = accounts
+        .iter()
+        .filter(|(k, _)| !deleted.contains(*k))
+        .map(|(k, versions)| (*k, *versions.last().expect("a version")))
+        .collect();
+    let viewed = |view: &BTreeMap<String, serde_json::Value>| -> BTreeMap<i64, i64> {
+        view.values()
+            .map(|row| {
+                (
+                    row["id"].as_i64().expect("id"),
+                    row["_commit_ts"].as_i64().expect("_commit_ts"),
+                )
+            })
+            .collect()
+    };
+    let converged = eventually(Duration::from_secs(60), || {
+        let (kv, want) = (&kv, &want);
+        async move {
+            ledgerhost_tests::harness::views::materialized_rows(kv, "views/")
+                .await
+                .is_ok_and(|view| viewed(&view) == *want)
+        }
+    })
+    .await;
+    let view = ledgerhost_tests::harness::views::materialized_rows(&kv, "views/")
+        .await
+        .expect("read the view");
+    assert!(
+        converged,
+        "the view holds each standing account's last version and no deleted one ({} rows, \
+         {} wanted)",
+        view.len(),
+        want.len()
+    );
+    assert!(
+        view.keys().any(|k| k.starts_with("views/big/accounts/")),
+        "the 6 000-row transaction is viewed under its owner"
+    );
 
     // Backfill of a table without commit-timestamp column: every row standing now, as of
     // one read point, after every version the stream delivered; deleted keys have none.
