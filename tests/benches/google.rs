@@ -55,6 +55,13 @@ const SPANNER_CS_DDL: &str = "CREATE TABLE orders_cs (id INT64 NOT NULL,
     client_id STRING(MAX) NOT NULL, amount INT64 NOT NULL) PRIMARY KEY (id)";
 const SPANNER_CS_STREAM: &str =
     "CREATE CHANGE STREAM orders_changes FOR orders_cs OPTIONS (value_capture_type = 'NEW_ROW')";
+/// The same, read with a shorter heartbeat.
+const SPANNER_CS2_DDL: &str = "CREATE TABLE orders_cs2 (id INT64 NOT NULL,
+    client_id STRING(MAX) NOT NULL, amount INT64 NOT NULL) PRIMARY KEY (id)";
+const SPANNER_CS2_STREAM: &str =
+    "CREATE CHANGE STREAM orders_changes2 FOR orders_cs2 OPTIONS (value_capture_type = 'NEW_ROW')";
+/// The shorter heartbeat measured beside the default one.
+const SHORT_HEARTBEAT: Duration = Duration::from_millis(200);
 
 fn spec(table: &str) -> TableSpec {
     TableSpec {
@@ -71,8 +78,8 @@ enum Writer {
     Sqlite(std::path::PathBuf),
     /// Into `orders`, setting its commit-timestamp column.
     Spanner(Box<SpannerSource>),
-    /// Into `orders_cs`, which has none.
-    SpannerChanges(Box<SpannerSource>),
+    /// Into this table, which has none.
+    SpannerChanges(Box<SpannerSource>, &'static str),
 }
 
 impl Writer {
@@ -96,7 +103,7 @@ impl Writer {
                 .await
                 .unwrap();
             }
-            Writer::Spanner(source) | Writer::SpannerChanges(source) => {
+            Writer::Spanner(source) | Writer::SpannerChanges(source, _) => {
                 use google_cloud_spanner::statement::Statement;
                 let polled = matches!(self, Writer::Spanner(_));
                 // PENDING_COMMIT_TIMESTAMP() only in VALUES: statements of 500 rows.
@@ -117,7 +124,11 @@ impl Writer {
                                 values.join(", ")
                             ),
                             false => format!(
-                                "INSERT INTO orders_cs (id, client_id, amount) VALUES {}",
+                                "INSERT INTO {} (id, client_id, amount) VALUES {}",
+                                match self {
+                                    Writer::SpannerChanges(_, table) => table,
+                                    _ => "orders",
+                                },
                                 values.join(", ")
                             ),
                         }
@@ -392,8 +403,18 @@ async fn main() {
             "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)",
             SPANNER_CS_DDL,
             SPANNER_CS_STREAM,
+            SPANNER_CS2_DDL,
+            SPANNER_CS2_STREAM,
         ])
         .await;
+    let short = Arc::new(
+        SpannerSource::connect(ledgerhost_source::spanner::SpannerConfig {
+            change_stream_heartbeat: Some(SHORT_HEARTBEAT),
+            ..db.clone()
+        })
+        .await
+        .unwrap(),
+    );
     // The stream holds changes from its creation on.
     let created = ledgerhost_core::clock::now_micros();
     let spanner = Arc::new(SpannerSource::connect(db.clone()).await.unwrap());
@@ -419,15 +440,27 @@ async fn main() {
         stream: Some((spanner.clone(), "orders_changes".into())),
         created,
         source: spanner,
-        ledger,
-        writer: Writer::SpannerChanges(Box::new(app)),
+        ledger: ledger.clone(),
+        writer: Writer::SpannerChanges(Box::new(app.clone()), "orders_cs"),
         prefix: "bench-cs-".into(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let changes_short = Backend {
+        name: "change stream, short heartbeat",
+        table: "orders_cs2",
+        stream: Some((short.clone(), "orders_changes2".into())),
+        created,
+        source: short,
+        ledger: changes.ledger.clone(),
+        writer: Writer::SpannerChanges(Box::new(app), "orders_cs2"),
+        prefix: "bench-cs2-".into(),
         dir: tempfile::tempdir().unwrap(),
     };
 
     let (e_poll, e_total) = throughput(&embedded).await;
     let (g_poll, g_total) = throughput(&google).await;
     let (c_poll, c_total) = throughput(&changes).await;
+    let (s_poll, s_total) = throughput(&changes_short).await;
     println!("## Throughput, {THROUGHPUT_ROWS} rows committed in one transaction\n");
     println!("| path | embedded rows/s | Spanner + Pub/Sub emulators rows/s | google / embedded |");
     println!("| --- | ---: | ---: | ---: |");
@@ -443,6 +476,7 @@ async fn main() {
     let e = latency(&embedded).await;
     let g = latency(&google).await;
     let c = latency(&changes).await;
+    let short_lat = latency(&changes_short).await;
     let i = INTERVAL.as_secs_f64() * 1e3;
     println!(
         "\n## Commit-to-handler latency, {} ms poll interval, {LATENCY_ROWS} rows (one per transaction, every 20 ms)\n",
@@ -464,24 +498,31 @@ async fn main() {
 
     println!(
         "\n## Spanner capture modes on the emulators, same run: polled by commit timestamp \
-         (`orders`) and read from a change stream (`orders_cs`, heartbeat {} ms)\n",
-        ledgerhost_source::spanner::change_stream::HEARTBEAT.as_millis()
-    );
-    println!("| | commit timestamp | change stream | change stream / commit timestamp |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| {THROUGHPUT_ROWS} rows of one transaction, poller until all published, rows/s | {g_poll:.0} | {c_poll:.0} | {:.3}x |",
-        c_poll / g_poll
+         (`orders`) and read from a change stream with the default heartbeat, {} ms \
+         (`orders_cs`), and with {} ms (`orders_cs2`)\n",
+        ledgerhost_source::spanner::change_stream::HEARTBEAT.as_millis(),
+        SHORT_HEARTBEAT.as_millis()
     );
     println!(
-        "| the same, end to end to the handler, rows/s | {g_total:.0} | {c_total:.0} | {:.3}x |",
-        c_total / g_total
+        "| | commit timestamp | change stream | / commit timestamp | change stream, short heartbeat | / commit timestamp |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {THROUGHPUT_ROWS} rows of one transaction, poller until all published, rows/s | {g_poll:.0} | {c_poll:.0} | {:.3}x | {s_poll:.0} | {:.3}x |",
+        c_poll / g_poll,
+        s_poll / g_poll
+    );
+    println!(
+        "| the same, end to end to the handler, rows/s | {g_total:.0} | {c_total:.0} | {:.3}x | {s_total:.0} | {:.3}x |",
+        c_total / g_total,
+        s_total / g_total
     );
     for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-        let (a, b) = (pct(&g, p), pct(&c, p));
+        let (a, b, d) = (pct(&g, p), pct(&c, p), pct(&short_lat, p));
         println!(
-            "| commit → handler {label}, ms | {a:.1} | {b:.1} | {:.2}x |",
-            b / a
+            "| commit → handler {label}, ms | {a:.1} | {b:.1} | {:.2}x | {d:.1} | {:.2}x |",
+            b / a,
+            d / a
         );
     }
 

@@ -209,6 +209,7 @@ impl SpannerEmulator {
             endpoint: Some(format!("http://127.0.0.1:{}", self.grpc_port)),
             admin_endpoint: Some(self.admin_endpoint()),
             missing_commit_index: Default::default(),
+            change_stream_heartbeat: None,
         }
     }
 

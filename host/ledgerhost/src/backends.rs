@@ -62,6 +62,7 @@ impl Backends {
                 endpoint,
                 admin_endpoint,
                 missing_commit_index,
+                change_stream_heartbeat_ms,
             } => {
                 use ledgerhost_source::spanner::{
                     MissingCommitIndex, SpannerConfig, SpannerSource,
@@ -76,6 +77,8 @@ impl Backends {
                         crate::config::MissingCommitIndex::Refuse => MissingCommitIndex::Refuse,
                         crate::config::MissingCommitIndex::Warn => MissingCommitIndex::Warn,
                     },
+                    change_stream_heartbeat: change_stream_heartbeat_ms
+                        .map(std::time::Duration::from_millis),
                 };
                 let where_ = format!(
                     "{} ({})",
@@ -227,6 +230,7 @@ pub async fn restore_target(
                 endpoint: endpoint.clone(),
                 admin_endpoint: admin_endpoint.clone(),
                 missing_commit_index: Default::default(),
+                change_stream_heartbeat: None,
             };
             let where_ = format!(
                 "{} ({})",

@@ -40,8 +40,16 @@ pub enum SourceConfig {
         /// poll would scan it whole), or only warned about.
         #[serde(default)]
         missing_commit_index: MissingCommitIndex,
+        /// How often a quiet partition of a change stream reports progress, ms (default
+        /// 1000): the longest a change read from a stream waits for the other partitions.
+        #[serde(default)]
+        change_stream_heartbeat_ms: Option<u64>,
     },
 }
+
+/// `[source] change-stream-heartbeat-ms`: from a tenth of a second (the emulator reads in
+/// 100 ms slices) to five minutes.
+const CHANGE_STREAM_HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
 
 /// `[source] missing-commit-index` (Spanner): what the host does at start with a table that
 /// has no index leading with its commit-timestamp column.
@@ -73,9 +81,22 @@ impl SourceConfig {
             database,
             endpoint,
             admin_endpoint,
+            change_stream_heartbeat_ms,
             ..
         } = self
         {
+            if let Some(ms) = change_stream_heartbeat_ms
+                && !(CHANGE_STREAM_HEARTBEAT_MS).contains(ms)
+            {
+                return Err((
+                    "source.change-stream-heartbeat-ms".into(),
+                    format!(
+                        "must be between {} and {} milliseconds, not {ms}",
+                        CHANGE_STREAM_HEARTBEAT_MS.start(),
+                        CHANGE_STREAM_HEARTBEAT_MS.end()
+                    ),
+                ));
+            }
             if project.trim().is_empty() {
                 return Err((
                     "source.project".into(),

@@ -327,3 +327,21 @@ fn a_change_stream_table_names_its_stream_starts_from_now_and_has_no_shards() {
     );
     refused("capture = \"binlog\"\n", "capture", "binlog");
 }
+
+#[test]
+fn the_change_stream_heartbeat_is_bounded() {
+    let spanner = |extra: &str| {
+        format!(
+            "[source]\nkind = \"spanner\"\nproject = \"p\"\ninstance = \"i\"\n\
+             database = \"d\"\n{extra}"
+        )
+    };
+    assert!(parse(&spanner("change-stream-heartbeat-ms = 200\n")).is_ok());
+    let err = parse(&spanner("change-stream-heartbeat-ms = 50\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.change-stream-heartbeat-ms") && err.contains("100 and 300000"),
+        "{err}"
+    );
+}

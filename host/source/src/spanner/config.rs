@@ -22,6 +22,10 @@ pub struct SpannerConfig {
     pub admin_endpoint: Option<String>,
     /// What to do with a table that has no index leading with its commit-timestamp column.
     pub missing_commit_index: MissingCommitIndex,
+    /// How often a change stream's quiet partition reports progress (`heartbeat_milliseconds`
+    /// of its queries); `None`: [`HEARTBEAT`](super::change_stream::HEARTBEAT). A change
+    /// leaves only once every partition reported past it, so this bounds its wait.
+    pub change_stream_heartbeat: Option<std::time::Duration>,
 }
 
 /// What [`Source::prepare_table`](ledgerhost_core::source::Source::prepare_table) does with a table whose commit-timestamp column leads no

@@ -71,7 +71,7 @@ impl ChangeCapture for SpannerSource {
             stream,
             schema.clone(),
             tracker,
-            HEARTBEAT,
+            self.config.change_stream_heartbeat.unwrap_or(HEARTBEAT),
         )))
     }
 }
