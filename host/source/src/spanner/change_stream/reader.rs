@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use super::parse::{Shape, records};
 use super::record::ChangeRecord;
-use super::rows::rows;
+use super::rows::{RowsError, rows};
 use super::tracker::{ROOT, Tracker};
 use crate::spanner::error::{BACKEND, map_err};
 use crate::spanner::values::micros_timestamp;
@@ -137,8 +137,16 @@ impl StreamReader {
             if change.table != self.schema.name {
                 continue;
             }
-            out.extend(rows(&self.schema, &change).map_err(|e| {
-                PortError::invalid(BACKEND, format!("change stream `{}`: {e}", self.stream))
+            // A column added since the schema was read: the poller drops this reader and
+            // opens another from the stored progress with the schema read again (the record
+            // is released here but was never published, so it is read again).
+            out.extend(rows(&self.schema, &change).map_err(|e| match e {
+                RowsError::SchemaChanged { .. } => {
+                    PortError::unavailable(BACKEND, format!("change stream `{}`: {e}", self.stream))
+                }
+                RowsError::Invalid(_) => {
+                    PortError::invalid(BACKEND, format!("change stream `{}`: {e}", self.stream))
+                }
             })?);
         }
         Ok(out)

@@ -16,12 +16,33 @@ use serde_json::Value as Json;
 use super::record::{DataChange, ModType};
 use crate::spanner::values::from_spanner;
 
+/// Why a record's mods cannot become rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowsError {
+    /// The table has a column the captured schema lacks: it was added since the schema was
+    /// read, and reading the schema again (and the stream from the stored progress) follows
+    /// it.
+    #[error(
+        "table `{table}` has a column `{column}` the captured schema lacks (added since the \
+         schema was read): reading the schema again"
+    )]
+    SchemaChanged {
+        /// The table.
+        table: String,
+        /// The new column.
+        column: String,
+    },
+    /// The record cannot be read as rows of the table.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// The rows of `change`, a record of `schema`'s table, in the order the transaction wrote
 /// them.
-pub fn rows(schema: &TableSchema, change: &DataChange) -> Result<Vec<Row>, String> {
+pub fn rows(schema: &TableSchema, change: &DataChange) -> Result<Vec<Row>, RowsError> {
     let commit_ts = schema
         .column_index(&schema.commit_ts_column)
-        .ok_or_else(|| format!("no column `{}`", schema.commit_ts_column))?;
+        .ok_or_else(|| RowsError::Invalid(format!("no column `{}`", schema.commit_ts_column)))?;
     let deleted = schema
         .deleted_column
         .as_deref()
@@ -30,32 +51,33 @@ pub fn rows(schema: &TableSchema, change: &DataChange) -> Result<Vec<Row>, Strin
         .mods
         .iter()
         .map(|m| {
-            let keys = object(&m.keys, "keys")?;
+            let keys = object(&m.keys, "keys").map_err(RowsError::Invalid)?;
             // A delete's tombstone carries the row's last values when the stream sends them
             // (NEW_ROW_AND_OLD_VALUES), else the key alone.
             let new_values = match change.mod_type {
-                ModType::Delete => object(&m.old_values, "old_values")?,
-                _ => object(&m.new_values, "new_values")?,
-            };
+                ModType::Delete => object(&m.old_values, "old_values"),
+                _ => object(&m.new_values, "new_values"),
+            }
+            .map_err(RowsError::Invalid)?;
             let mut values = vec![Value::Null; schema.columns.len()];
             for (name, v) in keys.iter().chain(new_values.iter()) {
-                let index = schema.column_index(name).ok_or_else(|| {
-                    format!(
-                        "table `{}` has a column `{name}` the captured schema lacks (added \
-                         since the host started?): restart the host to capture it",
-                        schema.name
-                    )
-                })?;
+                let index = schema
+                    .column_index(name)
+                    .ok_or_else(|| RowsError::SchemaChanged {
+                        table: schema.name.clone(),
+                        column: name.clone(),
+                    })?;
                 let column = &schema.columns[index];
-                values[index] = value(v, &column.ty)
-                    .map_err(|e| format!("column `{}` = {v}: {e}", column.name))?;
+                values[index] = value(v, &column.ty).map_err(|e| {
+                    RowsError::Invalid(format!("column `{}` = {v}: {e}", column.name))
+                })?;
             }
             for key in &schema.primary_key {
                 if !keys.contains_key(key) {
-                    return Err(format!(
+                    return Err(RowsError::Invalid(format!(
                         "the change of `{}` lacks key column `{key}`",
                         schema.name
-                    ));
+                    )));
                 }
             }
             if change.mod_type != ModType::Delete {
@@ -67,22 +89,22 @@ pub fn rows(schema: &TableSchema, change: &DataChange) -> Result<Vec<Row>, Strin
                         && !keys.contains_key(&c.name)
                         && !new_values.contains_key(&c.name)
                 }) {
-                    return Err(format!(
+                    return Err(RowsError::Invalid(format!(
                         "the change stream's {} record of `{}` lacks column `{}`: capture \
                          needs whole rows (value_capture_type NEW_ROW or \
                          NEW_ROW_AND_OLD_VALUES, every column watched)",
                         change.value_capture_type, schema.name, c.1.name
-                    ));
+                    )));
                 }
             }
             values[commit_ts] = Value::Timestamp(change.key.commit_ts);
             match (change.mod_type, deleted) {
                 (ModType::Delete, Some(d)) => values[d] = Value::Bool(true),
                 (ModType::Delete, None) => {
-                    return Err(format!(
+                    return Err(RowsError::Invalid(format!(
                         "a DELETE of `{}` has no deleted column to mark",
                         schema.name
-                    ));
+                    )));
                 }
                 (_, Some(d)) if values[d] == Value::Null => values[d] = Value::Bool(false),
                 _ => {}
@@ -240,13 +262,14 @@ mod tests {
     }
 
     #[test]
-    fn partial_rows_unknown_columns_and_bad_values_are_refused_naming_the_fix() {
+    fn partial_rows_new_columns_and_bad_values_are_told_apart_and_named() {
         let s = schema();
         let e = rows(
             &s,
             &change(ModType::Update, &[(r#"{"id":"1"}"#, r#"{"name":"x"}"#)]),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("lacks column `amount`") && e.contains("NEW_ROW"),
             "{e}"
@@ -256,10 +279,21 @@ mod tests {
             &change(ModType::Insert, &[(r#"{"id":"1"}"#, r#"{"nope":1}"#)]),
         )
         .unwrap_err();
-        assert!(e.contains("`nope`") && e.contains("restart"), "{e}");
-        let e = rows(&s, &change(ModType::Delete, &[(r#"{"id":"x"}"#, "{}")])).unwrap_err();
+        assert_eq!(
+            e,
+            RowsError::SchemaChanged {
+                table: "t".into(),
+                column: "nope".into()
+            },
+            "a column added since the schema was read is told apart"
+        );
+        let e = rows(&s, &change(ModType::Delete, &[(r#"{"id":"x"}"#, "{}")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("column `id`"), "{e}");
-        let e = rows(&s, &change(ModType::Delete, &[("{}", "{}")])).unwrap_err();
+        let e = rows(&s, &change(ModType::Delete, &[("{}", "{}")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lacks key column `id`"), "{e}");
     }
 }
