@@ -240,11 +240,7 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
         .prepare_table(&spec)
         .await
         .with_context(|| format!("table `{}` cannot be captured", spec.name))?;
-    let topic = args
-        .topic
-        .clone()
-        .unwrap_or_else(|| config.topic_for(&table.name));
-    backends.ledger.ensure_topic(&topic).await?;
+    let topic = backfill_topic(&args, &config, &table.name, &backends).await?;
     let mut snapshot = backends.source.snapshot().await?;
     let read_ts = snapshot.read_ts();
     let end = args.to.map_or(read_ts, |t| t.min(read_ts));
@@ -293,6 +289,21 @@ pub async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The topic a backfill publishes onto (`--topic`, else the table's), created if missing.
+async fn backfill_topic(
+    args: &BackfillArgs,
+    config: &Config,
+    table: &str,
+    backends: &crate::backends::Backends,
+) -> anyhow::Result<String> {
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| config.topic_for(table));
+    backends.ledger.ensure_topic(&topic).await?;
+    Ok(topic)
+}
+
 /// Backfill of a table captured by change stream that has no commit-timestamp column: every
 /// row as it stands now, in key order, each with the snapshot's read point as its commit
 /// time (events with the stream's schema, so plugins see one schema; a later change has a
@@ -311,11 +322,7 @@ async fn backfill_by_key(
             table.name
         );
     }
-    let topic = args
-        .topic
-        .clone()
-        .unwrap_or_else(|| config.topic_for(&table.name));
-    backends.ledger.ensure_topic(&topic).await?;
+    let topic = backfill_topic(args, config, &table.name, backends).await?;
     let mut snapshot = backends.source.snapshot().await?;
     let encoder = ledgerhost_avro::Encoder::new(schema)?.with_ordering(config.ledger.ordering());
     let key_idx = schema.key_indexes();

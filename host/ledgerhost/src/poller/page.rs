@@ -40,17 +40,7 @@ impl Poller {
 
     pub(super) async fn poll_inner(&mut self) -> Result<u64, PollError> {
         let table = self.unit();
-        if self.current.is_none() {
-            self.ledger
-                .ensure_topic(&self.settings.topic)
-                .await
-                .map_err(|e| self.port_err(e))?;
-        }
-        let generation = self.ledger.topic_generation(&self.settings.topic);
-        if self.generation.is_some_and(|g| g != generation) {
-            self.rewind("before this poll").await?;
-        }
-        self.generation = Some(generation);
+        let (generation, _) = self.topic_ready().await?;
         let w = self.resume_point().await?;
         self.first_watermark.get_or_insert(w);
         let mut snapshot = self.source.snapshot().await.map_err(|e| self.port_err(e))?;

@@ -146,6 +146,25 @@ impl Poller {
             .max())
     }
 
+    /// The start of every tick: the topic exists (created on the first), and if the ledger
+    /// lost it since the last tick the watermark is rewound. Returns the topic's generation
+    /// now and whether it rewound.
+    pub(super) async fn topic_ready(&mut self) -> Result<(u64, bool), PollError> {
+        if self.current.is_none() {
+            self.ledger
+                .ensure_topic(&self.settings.topic)
+                .await
+                .map_err(|e| self.port_err(e))?;
+        }
+        let generation = self.ledger.topic_generation(&self.settings.topic);
+        let rewound = self.generation.is_some_and(|g| g != generation);
+        if rewound {
+            self.rewind("before this poll").await?;
+        }
+        self.generation = Some(generation);
+        Ok((generation, rewound))
+    }
+
     /// Moves the watermark back to the start point after the ledger lost the topic's
     /// messages (the next poll re-publishes; duplicates keep their event ids). Persisted at
     /// once, so a crash before the re-publish does not resume past the lost messages.

@@ -51,18 +51,10 @@ impl Poller {
 
     async fn stream_pages(&mut self) -> Result<u64, PollError> {
         let table = self.unit();
-        if self.current.is_none() {
-            self.ledger
-                .ensure_topic(&self.settings.topic)
-                .await
-                .map_err(|e| self.port_err(e))?;
-        }
-        let generation = self.ledger.topic_generation(&self.settings.topic);
-        if self.generation.is_some_and(|g| g != generation) {
-            self.rewind("before this poll").await?;
+        let (generation, rewound) = self.topic_ready().await?;
+        if rewound {
             self.stop_stream();
         }
-        self.generation = Some(generation);
         self.open_reader().await?;
         let mut published = 0u64;
         let mut wait = self.settings.interval;

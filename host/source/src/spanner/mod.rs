@@ -228,6 +228,21 @@ impl SpannerSource {
         }
     }
 
+    /// A database client of its own (its own session): for a snapshot, and for a change
+    /// stream's partition queries, which stream for as long as their partition lives.
+    pub(crate) async fn new_client(&self) -> PortResult<DatabaseClient> {
+        self.spanner
+            .database_client(self.config.database_path())
+            .build()
+            .await
+            .map_err(|e| {
+                map_err(
+                    &format!("opening database {}", self.config.database_path()),
+                    e,
+                )
+            })
+    }
+
     /// The database client, for callers that write rows (tests, tools).
     pub fn client(&self) -> &DatabaseClient {
         &self.client
@@ -313,17 +328,7 @@ impl Source for SpannerSource {
             .pop();
         let client = match idle {
             Some(c) => c,
-            None => self
-                .spanner
-                .database_client(self.config.database_path())
-                .build()
-                .await
-                .map_err(|e| {
-                    map_err(
-                        &format!("opening database {}", self.config.database_path()),
-                        e,
-                    )
-                })?,
+            None => self.new_client().await?,
         };
         let tx = client
             .read_only_transaction()

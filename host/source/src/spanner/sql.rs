@@ -79,11 +79,7 @@ pub(super) fn shard_page_statement(
         .collect::<PortResult<Vec<_>>>()?
         .join(", ");
     let ts = ident(&table.commit_ts_column)?;
-    let keys = table
-        .primary_key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<PortResult<Vec<_>>>()?;
+    let keys = quoted_keys(table)?;
     let key_types = key_types(table)?;
     if after.key.len() > keys.len() {
         return Err(PortError::invalid(
@@ -204,11 +200,7 @@ pub(super) fn key_page_statement(
         .map(|c| ident(c))
         .collect::<PortResult<Vec<_>>>()?
         .join(", ");
-    let keys = table
-        .primary_key
-        .iter()
-        .map(|k| ident(k))
-        .collect::<PortResult<Vec<_>>>()?;
+    let keys = quoted_keys(table)?;
     let key_types = key_types(table)?;
     let mut params: Vec<(String, SpValue, Type)> = vec![(
         "n".into(),
@@ -229,6 +221,11 @@ pub(super) fn key_page_statement(
         keys.join(", ")
     );
     Ok(with_params(sql, params))
+}
+
+/// `table`'s key columns, checked and quoted, in key order.
+fn quoted_keys(table: &TableSchema) -> PortResult<Vec<String>> {
+    table.primary_key.iter().map(|k| ident(k)).collect()
 }
 
 /// The types of `table`'s key columns, in key order.

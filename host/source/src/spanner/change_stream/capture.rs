@@ -10,7 +10,7 @@ use super::prepare::{check, event_schema, stream_facts};
 use super::reader::{HEARTBEAT, StreamReader};
 use super::tracker::{Progress, Tracker};
 use crate::spanner::SpannerSource;
-use crate::spanner::error::{BACKEND, map_err};
+use crate::spanner::error::BACKEND;
 use crate::spanner::names::ident;
 use crate::spanner::schema::read_table;
 
@@ -53,19 +53,7 @@ impl ChangeCapture for SpannerSource {
                 Progress::decode(&record).map_err(|e| PortError::corrupt(BACKEND, e))?,
             ),
         };
-        // Its own client (and session): partition queries stream for as long as their
-        // partition lives, beside the poller's and the leases' transactions.
-        let client = self
-            .spanner
-            .database_client(self.config.database_path())
-            .build()
-            .await
-            .map_err(|e| {
-                map_err(
-                    &format!("opening database {}", self.config.database_path()),
-                    e,
-                )
-            })?;
+        let client = self.new_client().await?;
         Ok(Box::new(StreamReader::new(
             client,
             stream,
