@@ -297,21 +297,32 @@ async fn read_if(
 /// blocking work (a page write, the next read): encoding first would hold them back.
 async fn encode_later(reader: &PageReader<'_>, page: ReadPage) -> Result<EncodedPage, PollError> {
     tokio::task::yield_now().await;
-    let started = std::time::Instant::now();
-    let encoder = reader.encoder;
-    let mut batch = encoder.batch();
-    for row in &page.rows {
-        encoder
-            .encode_into(&mut batch, row)
-            .map_err(|e| PollError::Encode {
-                table: reader.table.to_string(),
-                message: e.to_string(),
-            })?;
-    }
-    reader.stats.time_step(PollStep::Encode, started);
+    let batch = encode_rows(reader.encoder, &page.rows, reader.stats, reader.table)?;
     Ok(EncodedPage {
         batch,
         after: page.after,
         full: page.full,
     })
+}
+
+/// `rows` encoded into one batch, timed as the poll's encode step; `table` names the table
+/// (or shard) in the error.
+pub(super) fn encode_rows(
+    encoder: &Encoder,
+    rows: &[Row],
+    stats: &TableStats,
+    table: &str,
+) -> Result<ledgerhost_core::ledger::Batch, PollError> {
+    let started = std::time::Instant::now();
+    let mut batch = encoder.batch();
+    for row in rows {
+        encoder
+            .encode_into(&mut batch, row)
+            .map_err(|e| PollError::Encode {
+                table: table.to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    stats.time_step(PollStep::Encode, started);
+    Ok(batch)
 }

@@ -21,6 +21,7 @@ use crate::config::StartFrom;
 use crate::fault;
 use crate::metrics::{PollStep, now_micros};
 
+use super::page::encode_rows;
 use super::progress;
 use super::stream_read::QUIET_PROGRESS_EVERY;
 use super::{PollError, Poller};
@@ -70,11 +71,6 @@ impl Poller {
                     source: e,
                 })?;
             self.stats.time_step(PollStep::Read, started);
-            *self
-                .stats
-                .partitions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = reader.partitions();
             wait = Duration::ZERO;
             let quiet = page.rows.is_empty();
             let due = capture
@@ -87,6 +83,13 @@ impl Poller {
             if quiet {
                 break;
             }
+        }
+        if let Some(reader) = self.stream.as_ref().and_then(|c| c.reader.as_ref()) {
+            *self
+                .stats
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = reader.partitions();
         }
         if self.ledger.topic_generation(&self.settings.topic) != generation {
             // The topic was lost while we published: read again from the start point.
@@ -164,17 +167,7 @@ impl Poller {
     async fn publish_page(&mut self, page: ChangePage) -> Result<u64, PollError> {
         let table = self.unit();
         let (_, encoder) = self.current.as_ref().expect("schema adopted on open");
-        let started = Instant::now();
-        let mut batch = encoder.batch();
-        for row in &page.rows {
-            encoder
-                .encode_into(&mut batch, row)
-                .map_err(|e| PollError::Encode {
-                    table: table.clone(),
-                    message: e.to_string(),
-                })?;
-        }
-        self.stats.time_step(PollStep::Encode, started);
+        let batch = encode_rows(encoder, &page.rows, &self.stats, &table)?;
         let n = page.rows.len() as u64;
         let record = Progress {
             table: table.clone(),

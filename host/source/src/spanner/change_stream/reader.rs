@@ -2,7 +2,8 @@
 //! [`Tracker`] and released as pages of rows.
 //!
 //! Each partition's query (`SELECT ChangeRecord FROM READ_<stream>(…)` in a single-use
-//! read-only transaction, streamed) runs in its own task and sends what it returns over one
+//! read-only transaction, as Spanner requires of change stream queries:
+//! https://cloud.google.com/spanner/docs/change-streams/details#query; streamed) runs in its own task and sends what it returns over one
 //! bounded channel, so a reader not asked for pages holds the queries back (the stream waits
 //! in gRPC's flow control). A query that fails is started again from the first time the
 //! tracker has not got everything of (records read twice are dropped); one whose start is
@@ -131,23 +132,26 @@ impl StreamReader {
     fn release(&mut self, max_rows: usize) -> PortResult<Vec<ledgerhost_core::source::Row>> {
         let mut out = Vec::new();
         while out.len() < max_rows {
-            let Some(change) = self.tracker.release(1).pop() else {
+            // Records of the stream's other tables count against the budget: go on until
+            // this table's rows fill it or nothing more can leave.
+            let released = self.tracker.release_rows(max_rows - out.len());
+            if released.is_empty() {
                 break;
-            };
-            if change.table != self.schema.name {
-                continue;
             }
-            // A column added since the schema was read: the poller drops this reader and
-            // opens another from the stored progress with the schema read again (the record
-            // is released here but was never published, so it is read again).
-            out.extend(rows(&self.schema, &change).map_err(|e| match e {
-                RowsError::SchemaChanged { .. } => {
-                    PortError::unavailable(BACKEND, format!("change stream `{}`: {e}", self.stream))
-                }
-                RowsError::Invalid(_) => {
-                    PortError::invalid(BACKEND, format!("change stream `{}`: {e}", self.stream))
-                }
-            })?);
+            for change in released.iter().filter(|c| c.table == self.schema.name) {
+                // A column added since the schema was read: the poller drops this reader and
+                // opens another from the stored progress with the schema read again (the
+                // record is released here but was never published, so it is read again).
+                out.extend(rows(&self.schema, change).map_err(|e| match e {
+                    RowsError::SchemaChanged { .. } => PortError::unavailable(
+                        BACKEND,
+                        format!("change stream `{}`: {e}", self.stream),
+                    ),
+                    RowsError::Invalid(_) => {
+                        PortError::invalid(BACKEND, format!("change stream `{}`: {e}", self.stream))
+                    }
+                })?);
+            }
         }
         Ok(out)
     }
@@ -166,11 +170,11 @@ impl ChangeReader for StreamReader {
     async fn next_page(&mut self, max_rows: usize, wait: Duration) -> PortResult<ChangePage> {
         let deadline = Instant::now() + wait;
         loop {
-            self.start_ready();
             while let Ok(report) = self.reports.try_recv() {
                 self.handle(report)?;
-                self.start_ready();
             }
+            // The first partitions, and the children of those that ended meanwhile.
+            self.start_ready();
             let rows = self.release(max_rows.max(1))?;
             if !rows.is_empty() {
                 return Ok(self.page(rows));

@@ -11,6 +11,13 @@
 //! record released after that has a later key, so the table's changes leave in commit order,
 //! and with them every key's.
 //!
+//! The rules relied on, from Spanner's "Change stream partitions, records, and queries"
+//! (https://cloud.google.com/spanner/docs/change-streams/details): a heartbeat record at T
+//! means the partition has returned every record with a timestamp at or before T; a child
+//! partitions record's children hold records at or after its `start_timestamp`; a merged
+//! child is announced by each parent; `record_sequence` orders a transaction's records;
+//! a partition query's `start_timestamp` is inclusive.
+//!
 //! Progress ([`Progress`]) is the key of the last record released and the partitions that
 //! may still hold later records. A tracker resumed from it queries each of those partitions
 //! again from the released record's commit timestamp (a query's start is inclusive) and drops
@@ -251,13 +258,32 @@ impl Tracker {
 
     /// Releases, in order, up to `max` held records at or before the watermark.
     pub fn release(&mut self, max: usize) -> Vec<DataChange> {
+        let mut taken = 0;
+        self.release_while(|_| {
+            taken += 1;
+            taken <= max
+        })
+    }
+
+    /// Releases, in order, whole held records at or before the watermark until their rows
+    /// (mods) reach `max_rows`: at least one record when one can leave, and a record is
+    /// never split, so one large transaction can exceed it.
+    pub fn release_rows(&mut self, max_rows: usize) -> Vec<DataChange> {
+        let mut rows = 0;
+        self.release_while(|next| {
+            let more = rows == 0 || rows < max_rows;
+            rows += next.mods.len().max(1);
+            more
+        })
+    }
+
+    /// Releases held records at or before the watermark, in order, while `more` says so of
+    /// the next one; the watermark is taken once and the retired partitions dropped once.
+    fn release_while(&mut self, mut more: impl FnMut(&DataChange) -> bool) -> Vec<DataChange> {
         let watermark = self.watermark();
         let mut out = Vec::new();
-        while out.len() < max {
-            let Some(entry) = self.held.first_entry() else {
-                break;
-            };
-            if entry.key().commit_ts > watermark {
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().commit_ts > watermark || !more(&entry.get().1) {
                 break;
             }
             let (token, data) = entry.remove();

@@ -317,3 +317,45 @@ fn every_interleaving_of_partitions_with_crashes_releases_every_record_once_in_o
         );
     }
 }
+
+#[test]
+fn a_row_budget_releases_whole_records_and_at_least_one() {
+    let with_mods = |ts: i64, n: usize| {
+        let ChangeRecord::Data(mut d) = data(ts, &format!("t{ts}"), 0) else {
+            unreachable!()
+        };
+        d.mods = vec![
+            crate::spanner::change_stream::record::Mod {
+                keys: "{}".into(),
+                new_values: "{}".into(),
+                old_values: "{}".into(),
+            };
+            n
+        ];
+        ChangeRecord::Data(d)
+    };
+    let mut t = Tracker::new(0);
+    t.to_start();
+    t.receive(ROOT, [children(0, &["a"], &[])]).unwrap();
+    t.ended(ROOT).unwrap();
+    t.to_start();
+    t.receive(
+        "a",
+        [
+            with_mods(1, 6_000),
+            with_mods(2, 2),
+            with_mods(3, 2),
+            with_mods(4, 2),
+            ChangeRecord::Heartbeat { at: 10 },
+        ],
+    )
+    .unwrap();
+    assert_eq!(times(&t.release_rows(5)), [1], "one large record, whole");
+    assert_eq!(
+        times(&t.release_rows(3)),
+        [2, 3],
+        "whole records up to the budget"
+    );
+    assert_eq!(times(&t.release_rows(100)), [4]);
+    assert!(t.release_rows(100).is_empty());
+}
