@@ -48,7 +48,8 @@ pub enum SourceConfig {
 }
 
 /// `[source] change-stream-heartbeat-ms`: from a tenth of a second (the emulator reads in
-/// 100 ms slices) to five minutes.
+/// 100 ms slices) to five minutes. The host's own bounds: Spanner's reference documents the
+/// argument, not a range, and values below a second were measured on the emulator only.
 const CHANGE_STREAM_HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
 
 /// `[source] missing-commit-index` (Spanner): what the host does at start with a table that

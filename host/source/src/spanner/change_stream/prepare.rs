@@ -185,7 +185,8 @@ pub(crate) fn check(
             fix("partition_mode", "'IMMUTABLE_KEY_RANGE'")
         ));
     }
-    // Spanner's default value capture type is OLD_AND_NEW_VALUES: changed columns only.
+    // Spanner's default value capture type is OLD_AND_NEW_VALUES: changed columns only
+    // (https://cloud.google.com/spanner/docs/change-streams#value-capture-type).
     match option("value_capture_type").unwrap_or("OLD_AND_NEW_VALUES") {
         v if v.eq_ignore_ascii_case("NEW_ROW") => Ok(Capture::NewRow),
         v if v.eq_ignore_ascii_case("NEW_ROW_AND_OLD_VALUES") => Ok(Capture::NewRowAndOldValues),
