@@ -9,7 +9,7 @@ use ledgerhost_core::change::{ChangeCapture, StreamStart, virtual_columns};
 use ledgerhost_core::source::{Row, TableSpec};
 use ledgerhost_source::spanner::SpannerSource;
 use ledgerhost_tests::harness::google::{GoogleEmulators, SpannerEmulator, spanner_write};
-use ledgerhost_tests::harness::host::{HostProcess, Workspace};
+use ledgerhost_tests::harness::host::{HostProcess, Workspace, recorder_manifest};
 use ledgerhost_tests::harness::{eventually, free_port};
 
 const ACCOUNTS: &str = "CREATE TABLE accounts (
@@ -230,15 +230,6 @@ const ORDERS: &str = "CREATE TABLE orders (
 ) PRIMARY KEY (id)";
 const ORDERS_INDEX: &str = "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)";
 
-/// A recorder of `table`'s events under its own plugin name.
-fn recorder(name: &str, table: &str) -> String {
-    format!(
-        "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"{table}\"\n\
-         batch-size = 256\nmax-wait-ms = 20\n[limits]\nmemory-mb = 64\ndeadline-ms = 5000\n\
-         [grants]\nkey-prefixes = [\"rec/\", \"order/\"]\n"
-    )
-}
-
 /// The materializer keeping each owner's accounts.
 const MATERIALIZER: &str = "name = \"materializer\"\nworld = \"consumer\"\n\
     [subscription]\ntable = \"accounts\"\nbatch-size = 256\nmax-wait-ms = 20\n\
@@ -252,10 +243,7 @@ const BIG_TX_ROWS: i64 = 6_000;
 /// Each key's recorded commit timestamps, first deliveries only (a redelivery repeats one).
 async fn recorded(ws: &Workspace, table: &str) -> BTreeMap<i64, Vec<i64>> {
     use ledgerhost_core::capabilities::KeyValue as _;
-    let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-        &ws.data_dir().join("keyvalue.db"),
-    )
-    .expect("open the host's keyvalue store");
+    let kv = ws.keyvalue();
     let prefix = format!("order/{table}/");
     let mut out = BTreeMap::new();
     for key in kv.list_keys(&prefix).await.unwrap_or_default() {
@@ -313,9 +301,13 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
     ws.install_plugin(
         "recorder",
         "rec-accounts",
-        &recorder("rec-accounts", "accounts"),
+        &recorder_manifest("rec-accounts", "accounts"),
     );
-    ws.install_plugin("recorder", "rec-orders", &recorder("rec-orders", "orders"));
+    ws.install_plugin(
+        "recorder",
+        "rec-orders",
+        &recorder_manifest("rec-orders", "orders"),
+    );
     ws.install_plugin("materializer", "materializer", MATERIALIZER);
     let log = ws.path().join("host.log");
     let env = emu.spanner_env();
@@ -470,20 +462,14 @@ async fn a_host_captures_one_table_by_change_stream_and_another_by_commit_timest
             })
             .unwrap_or_else(|| panic!("no event of the delete of {gone} at {ts}"));
         use ledgerhost_core::capabilities::KeyValue as _;
-        let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-            &ws.data_dir().join("keyvalue.db"),
-        )
-        .expect("open the host's keyvalue store");
+        let kv = ws.keyvalue();
         let text = String::from_utf8(kv.get(key).await.unwrap().unwrap()).unwrap();
         assert!(text.contains("deleted=true"), "{key}: {text}");
     }
 
     // The materializer's view: every standing account under its owner with its last
     // version, no deleted one.
-    let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-        &ws.data_dir().join("keyvalue.db"),
-    )
-    .expect("open the host's keyvalue store");
+    let kv = ws.keyvalue();
     let want: BTreeMap<i64, i64> = accounts
         .iter()
         .filter(|(k, _)| !deleted.contains(*k))

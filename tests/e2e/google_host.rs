@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ledgerhost_source::spanner::SpannerConfig;
 use ledgerhost_tests::harness::eventually;
 use ledgerhost_tests::harness::google::{GoogleEmulators, PROJECT, commit_times, spanner_write};
-use ledgerhost_tests::harness::host::{HostProcess, Workspace};
+use ledgerhost_tests::harness::host::{HostProcess, Workspace, recorder_manifest};
 
 const HOST_BIN: &str = env!("CARGO_BIN_EXE_ledgerhost-under-test");
 
@@ -21,16 +21,6 @@ const ORDERS: &str = "CREATE TABLE orders (
 ) PRIMARY KEY (id)";
 /// The index every polled table needs (the host refuses a table without one).
 const ORDERS_INDEX: &str = "CREATE INDEX orders_by_commit_ts ON orders (commit_ts)";
-
-/// A recorder manifest under another plugin name (so plugins of different scenarios on one
-/// emulator get distinct subscriptions `plugin-<name>`).
-fn recorder_manifest(name: &str, table: &str) -> String {
-    format!(
-        "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"{table}\"\n\
-         batch-size = 256\nmax-wait-ms = 20\n[limits]\nmemory-mb = 64\ndeadline-ms = 5000\n\
-         [grants]\nkey-prefixes = [\"rec/\", \"order/\"]\n"
-    )
-}
 
 /// How the host finds the emulators.
 #[derive(Clone, Copy, PartialEq)]

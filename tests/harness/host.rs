@@ -35,15 +35,20 @@ impl Workspace {
         self.path().join("state")
     }
 
+    /// The host's embedded keyvalue store, opened as another process would.
+    pub fn keyvalue(&self) -> ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue {
+        ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
+            &self.data_dir().join("keyvalue.db"),
+        )
+        .expect("open the host's keyvalue store")
+    }
+
     /// The keys under `prefix` in the host's embedded keyvalue store (read through the port,
     /// as another process would).
     pub async fn kv_keys(&self, prefix: &str) -> std::collections::BTreeSet<String> {
         use ledgerhost_core::capabilities::KeyValue as _;
-        let kv = ledgerhost_capabilities::keyvalue::embedded::EmbeddedKeyValue::open(
-            &self.data_dir().join("keyvalue.db"),
-        )
-        .expect("open the host's keyvalue store");
-        kv.list_keys(prefix)
+        self.keyvalue()
+            .list_keys(prefix)
             .await
             .expect("list keys")
             .into_iter()
@@ -143,4 +148,14 @@ impl HostProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The manifest of the `recorder` test plugin installed as `name`, reading `table` (each
+/// name has its own subscription `plugin-<name>`, so scenarios sharing a ledger stay apart).
+pub fn recorder_manifest(name: &str, table: &str) -> String {
+    format!(
+        "name = \"{name}\"\nworld = \"consumer\"\n[subscription]\ntable = \"{table}\"\n\
+         batch-size = 256\nmax-wait-ms = 20\n[limits]\nmemory-mb = 64\ndeadline-ms = 5000\n\
+         [grants]\nkey-prefixes = [\"rec/\", \"order/\"]\n"
+    )
 }
