@@ -584,11 +584,11 @@ async fn the_host_runs_python_and_javascript_filters_beside_the_rust_one() {
             got.len(),
             want.len()
         );
+        // Order holds per ordering key, and these are all distinct: a batch redelivered on a
+        // busy machine may land after a later one (seen once in a full suite run).
+        got.sort_by_key(|m| m.ordering_key.parse::<i64>().unwrap_or(i64::MAX));
         let keys: Vec<&str> = got.iter().map(|m| m.ordering_key.as_str()).collect();
-        assert_eq!(
-            keys, want,
-            "{name}: the high-value orders, in key order, once each"
-        );
+        assert_eq!(keys, want, "{name}: the high-value orders, once each");
         match &reference {
             None => reference = Some(got),
             Some(r) => assert_eq!(&got, r, "{name} republished what the Rust filter did"),

@@ -3,7 +3,34 @@
 
 use async_trait::async_trait;
 
+use crate::change::virtual_columns;
 use crate::{Field, PortResult, TableSchema, Value};
+
+/// The table a restore writes, from the schema its archive was written with: without the
+/// columns the host adds to a table captured by change stream (`ledgerhost_commit_ts`,
+/// `ledgerhost_deleted`), which the source table never had.
+pub fn restored_schema(mut archived: TableSchema) -> TableSchema {
+    archived
+        .columns
+        .retain(|c| !virtual_columns::is_virtual(&c.name));
+    if archived
+        .deleted_column
+        .as_deref()
+        .is_some_and(virtual_columns::is_virtual)
+    {
+        archived.deleted_column = None;
+    }
+    archived
+}
+
+/// The target table's own commit-timestamp column: `None` for a table captured by change
+/// stream whose commit timestamp travelled in the host's column ([`restored_schema`] left it
+/// out), so the target creates and expects none.
+pub fn own_commit_ts_column(schema: &TableSchema) -> Option<&str> {
+    schema
+        .column_index(&schema.commit_ts_column)
+        .map(|_| schema.commit_ts_column.as_str())
+}
 
 /// What [`TableWriter::ensure_table`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +151,30 @@ mod tests {
             commit_ts_column: "commit_ts".into(),
             deleted_column: None,
         }
+    }
+
+    #[test]
+    fn a_restored_table_has_only_the_source_tables_own_columns() {
+        let polled = table(&[
+            ("id", ColumnType::Int64, false),
+            ("commit_ts", ColumnType::Timestamp, true),
+        ]);
+        assert_eq!(restored_schema(polled.clone()), polled);
+        assert_eq!(own_commit_ts_column(&polled), Some("commit_ts"));
+
+        let mut streamed = table(&[
+            ("id", ColumnType::Int64, false),
+            ("amount", ColumnType::Int64, true),
+            (virtual_columns::COMMIT_TS, ColumnType::Timestamp, false),
+            (virtual_columns::DELETED, ColumnType::Bool, false),
+        ]);
+        streamed.commit_ts_column = virtual_columns::COMMIT_TS.into();
+        streamed.deleted_column = Some(virtual_columns::DELETED.into());
+        let restored = restored_schema(streamed);
+        let names: Vec<&str> = restored.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "amount"]);
+        assert_eq!(restored.deleted_column, None);
+        assert_eq!(own_commit_ts_column(&restored), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use ledgerhost_archive::{ArchivedEvent, ObjectName, archived_event, bucket_for, read_compacted};
 use ledgerhost_avro::Decoder;
 use ledgerhost_core::capabilities::BlobStore;
-use ledgerhost_core::target::{TableWriter, WriteBatch};
+use ledgerhost_core::target::{TableWriter, WriteBatch, restored_schema};
 use ledgerhost_core::{Field, TableSchema, Value};
 
 use crate::config::Config;
@@ -249,6 +249,7 @@ pub async fn write_folded(
     label: &str,
 ) -> anyhow::Result<Summary> {
     let (schema, _) = target_schema(&folded)?;
+    let schema = restored_schema(schema);
     let prepared = writer
         .ensure_table(&schema)
         .await
@@ -271,7 +272,8 @@ pub async fn write_folded(
         let fields: Vec<Field> = event
             .fields
             .into_iter()
-            // A column dropped from the table since this version was archived is not restored.
+            // A column dropped from the table since this version was archived, or one the
+            // host added in capture by change stream, is not restored.
             .filter(|f| schema.column_index(&f.name).is_some())
             .collect();
         finals.insert(k, Ok(fields));

@@ -8,7 +8,9 @@ use google_cloud_spanner::key::{Key, KeySet};
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
 use ledgerhost_core::source::{TableSpec, TransactionKind, TransactionPurpose};
-use ledgerhost_core::target::{PreparedTable, TableWriter, WriteBatch, check_table_matches};
+use ledgerhost_core::target::{
+    PreparedTable, TableWriter, WriteBatch, check_table_matches, own_commit_ts_column,
+};
 use ledgerhost_core::{ColumnType, PortError, PortResult, TableSchema};
 use tracing::info;
 
@@ -16,7 +18,7 @@ use super::SpannerSource;
 use super::config::SpannerConfig;
 use super::error::{BACKEND, map_err};
 use super::names::ident;
-use super::schema::{query_rows, read_schema};
+use super::schema::{query_rows, read_schema, read_table};
 use super::sql::commit_index_ddl;
 use super::values::to_param;
 
@@ -127,15 +129,17 @@ pub fn create_table_ddl(schema: &TableSchema) -> PortResult<Vec<String>> {
         .iter()
         .map(|k| ident(k))
         .collect::<PortResult<Vec<_>>>()?;
-    Ok(vec![
-        format!(
-            "CREATE TABLE {} ({}) PRIMARY KEY ({})",
-            ident(&schema.name)?,
-            columns.join(", "),
-            keys.join(", ")
-        ),
-        commit_index_ddl(&schema.name, &schema.commit_ts_column, &[]),
-    ])
+    let mut ddl = vec![format!(
+        "CREATE TABLE {} ({}) PRIMARY KEY ({})",
+        ident(&schema.name)?,
+        columns.join(", "),
+        keys.join(", ")
+    )];
+    // A table captured by change stream had no commit-timestamp column to poll by.
+    if let Some(commit_ts) = own_commit_ts_column(schema) {
+        ddl.push(commit_index_ddl(&schema.name, commit_ts, &[]));
+    }
+    Ok(ddl)
 }
 
 fn mutations(schema: &TableSchema, batch: WriteBatch) -> PortResult<Vec<Mutation>> {
@@ -199,12 +203,25 @@ impl TableWriter for SpannerTarget {
                 deleted_column: None,
                 sharding: Default::default(),
             };
-            let existing = read_schema(&spec, |stmt| {
+            let query = |stmt| {
                 let client = client.clone();
                 counters.record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
                 async move { client.single_use().build().execute_query(stmt).await }
-            })
-            .await?;
+            };
+            let existing = match own_commit_ts_column(schema) {
+                Some(_) => read_schema(&spec, query).await?,
+                // Captured by change stream: the table has no commit-timestamp column.
+                None => {
+                    let table = read_table(&spec, query).await?;
+                    TableSchema {
+                        name: table.name,
+                        columns: table.columns,
+                        primary_key: table.primary_key,
+                        commit_ts_column: schema.commit_ts_column.clone(),
+                        deleted_column: None,
+                    }
+                }
+            };
             check_table_matches(&existing, schema).map_err(|m| {
                 PortError::invalid(BACKEND, format!("{}: {m}", self.db.config.database_path()))
             })?;
@@ -284,6 +301,23 @@ mod tests {
             ddl[1].starts_with("CREATE INDEX `orders_by_commit_ts`"),
             "{}",
             ddl[1]
+        );
+        let streamed = ledgerhost_core::target::restored_schema(TableSchema {
+            columns: vec![
+                col("id", ColumnType::Int64, false),
+                col(
+                    ledgerhost_core::change::virtual_columns::COMMIT_TS,
+                    ColumnType::Timestamp,
+                    false,
+                ),
+            ],
+            commit_ts_column: ledgerhost_core::change::virtual_columns::COMMIT_TS.into(),
+            ..schema.clone()
+        });
+        assert_eq!(
+            create_table_ddl(&streamed).unwrap(),
+            ["CREATE TABLE `orders` (`id` INT64 NOT NULL) PRIMARY KEY (`id`)"],
+            "a table captured by change stream gets no commit-timestamp column or index"
         );
         let mut bad = schema.clone();
         bad.columns[2].ty = ColumnType::Int64;

@@ -14,6 +14,49 @@ pub(super) fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<Tab
         .commit_ts_column
         .clone()
         .unwrap_or_else(|| DEFAULT_COMMIT_TS_COLUMN.to_string());
+    let mut table = read_table(conn, spec)?;
+    let Some(ts) = table.schema.columns.iter_mut().find(|c| c.name == ts_col) else {
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}` has no commit-timestamp column `{ts_col}`. Add it with:\n  {}\n\
+             (the host installs the triggers that fill it; `ledgerhost sqlite-ddl {}` prints this)",
+                spec.name,
+                capture_ddl(&spec.name, &ts_col),
+                spec.name
+            ),
+        ));
+    };
+    if !matches!(ts.ty, ColumnType::Int64 | ColumnType::Timestamp) {
+        return Err(PortError::invalid(
+            BACKEND,
+            format!(
+                "table `{}`: commit-timestamp column `{ts_col}` is declared `{}`, but \
+                 the host stores integer microseconds in it. SQLite cannot change a \
+                 column's type: add a new column with\n  {}\nand name it in the table's \
+                 commit-ts-column setting",
+                spec.name,
+                table.declared[&ts_col],
+                capture_ddl(&spec.name, "commit_ts_micros")
+            ),
+        ));
+    }
+    ts.ty = ColumnType::Timestamp;
+    table.schema.commit_ts_column = ts_col;
+    Ok(table.schema)
+}
+
+/// A table as SQLite's catalog declares it, before a commit-timestamp column is picked.
+pub(super) struct DeclaredTable {
+    /// Columns, key and soft-delete column; `commit_ts_column` is empty.
+    pub schema: TableSchema,
+    /// Each column's declared type, as written.
+    pub declared: std::collections::HashMap<String, String>,
+}
+
+/// Reads a table's columns, primary key and soft-delete column (checked), whatever its
+/// commit-timestamp column.
+pub(super) fn read_table(conn: &Connection, spec: &TableSpec) -> PortResult<DeclaredTable> {
     let mut stmt = conn
         .prepare("SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1)")
         .map_err(|e| PortError::unavailable(BACKEND, e))?;
@@ -36,6 +79,7 @@ pub(super) fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<Tab
         });
     }
     let mut columns = Vec::new();
+    let mut declared = std::collections::HashMap::new();
     let mut pk: Vec<(i64, String)> = Vec::new();
     for (name, decl, notnull, pk_pos, hidden) in rows {
         // 1 = hidden column of a virtual table; 2 and 3 are generated columns, which are real.
@@ -48,42 +92,15 @@ pub(super) fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<Tab
                 format!("table `{}`, column `{name}`: {m}", spec.name),
             )
         })?;
-        let ty = if name == ts_col {
-            if !matches!(ty, ColumnType::Int64 | ColumnType::Timestamp) {
-                return Err(PortError::invalid(
-                    BACKEND,
-                    format!(
-                        "table `{}`: commit-timestamp column `{ts_col}` is declared `{decl}`, but                      the host stores integer microseconds in it. SQLite cannot change a                      column's type: add a new column with\n  {}\nand name it in the table's                      commit-ts-column setting",
-                        spec.name,
-                        capture_ddl(&spec.name, "commit_ts_micros")
-                    ),
-                ));
-            }
-            ColumnType::Timestamp
-        } else {
-            ty
-        };
         if pk_pos > 0 {
             pk.push((pk_pos, name.clone()));
         }
+        declared.insert(name.clone(), decl);
         columns.push(Column {
             name,
             ty,
             nullable: notnull == 0 && pk_pos == 0,
         });
-    }
-    let ts = columns.iter().find(|c| c.name == ts_col);
-    if ts.is_none() {
-        return Err(PortError::invalid(
-            BACKEND,
-            format!(
-                "table `{}` has no commit-timestamp column `{ts_col}`. Add it with:\n  {}\n\
-             (the host installs the triggers that fill it; `ledgerhost sqlite-ddl {}` prints this)",
-                spec.name,
-                capture_ddl(&spec.name, &ts_col),
-                spec.name
-            ),
-        ));
     }
     if pk.is_empty() {
         return Err(PortError::invalid(
@@ -119,12 +136,15 @@ pub(super) fn read_schema(conn: &Connection, spec: &TableSpec) -> PortResult<Tab
             Some(_) => {}
         }
     }
-    Ok(TableSchema {
-        name: spec.name.clone(),
-        columns,
-        primary_key: pk.into_iter().map(|(_, n)| n).collect(),
-        commit_ts_column: ts_col,
-        deleted_column: spec.deleted_column.clone(),
+    Ok(DeclaredTable {
+        schema: TableSchema {
+            name: spec.name.clone(),
+            columns,
+            primary_key: pk.into_iter().map(|(_, n)| n).collect(),
+            commit_ts_column: String::new(),
+            deleted_column: spec.deleted_column.clone(),
+        },
+        declared,
     })
 }
 

@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use ledgerhost_core::source::TableSpec;
-use ledgerhost_core::target::{PreparedTable, TableWriter, WriteBatch, check_table_matches};
+use ledgerhost_core::target::{
+    PreparedTable, TableWriter, WriteBatch, check_table_matches, own_commit_ts_column,
+};
 use ledgerhost_core::{ColumnType, PortError, PortResult, TableSchema, Value};
 use ledgerhost_manifest::calendar::date_text;
 use rusqlite::{Connection, params_from_iter};
 
 use super::connection::open_connection;
 use super::names::{BACKEND, quote};
-use super::schema::read_schema;
+use super::schema::{read_schema, read_table};
 use super::values::{base64_encode, to_sql};
 
 /// An SQLite file rows are restored into (created when missing).
@@ -232,16 +234,18 @@ impl TableWriter for SqliteTarget {
                     max_batch_rows: None,
                 });
             }
-            let existing = read_schema(
-                conn,
-                &TableSpec {
-                    name: schema.name.clone(),
-                    commit_ts_column: Some(schema.commit_ts_column.clone()),
-                    // Checked as a column below, so a missing one is named like any other.
-                    deleted_column: None,
-                    sharding: Default::default(),
-                },
-            )?;
+            let spec = TableSpec {
+                name: schema.name.clone(),
+                commit_ts_column: Some(schema.commit_ts_column.clone()),
+                // Checked as a column below, so a missing one is named like any other.
+                deleted_column: None,
+                sharding: Default::default(),
+            };
+            let existing = match own_commit_ts_column(&schema) {
+                Some(_) => read_schema(conn, &spec)?,
+                // Captured by change stream: the table has no commit-timestamp column.
+                None => read_table(conn, &spec)?.schema,
+            };
             check_table_matches(&existing, &schema)
                 .map_err(|m| PortError::invalid(BACKEND, format!("{}: {m}", path.display())))?;
             Ok(PreparedTable {

@@ -134,10 +134,12 @@ fn value(v: &Json, ty: &ColumnType) -> Result<Value, String> {
 fn as_spanner(v: &Json, ty: &ColumnType) -> SpValue {
     match (v, ty) {
         (Json::Null, _) => SpValue::null(),
-        // The emulator writes a NULL element of an INT64 array as the text "NULL"; no
-        // value of these types is spelled so, so it is read as NULL.
+        // The emulator writes a NULL element of an INT64, NUMERIC or JSON array as the text
+        // "NULL" (probed); no value of these types is spelled so (JSON's own null is
+        // lowercase), so it is read as NULL. A STRING or BYTES "NULL" is a value.
         (Json::String(s), ColumnType::Int64 | ColumnType::Float32 | ColumnType::Float64)
         | (Json::String(s), ColumnType::Bool | ColumnType::Date | ColumnType::Timestamp)
+        | (Json::String(s), ColumnType::Numeric | ColumnType::Json)
             if s == "NULL" =>
         {
             SpValue::null()
