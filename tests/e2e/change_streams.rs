@@ -13,10 +13,10 @@ use ledgerhost_tests::harness::google::{GoogleEmulators, SpannerEmulator, spanne
 use ledgerhost_tests::harness::host::{HostProcess, Workspace, recorder_manifest};
 use ledgerhost_tests::harness::{eventually, free_port};
 
-const ACCOUNTS: &str = "CREATE TABLE accounts (
+pub(super) const ACCOUNTS: &str = "CREATE TABLE accounts (
     id INT64 NOT NULL, owner STRING(MAX), balance INT64 NOT NULL, tags ARRAY<INT64>
 ) PRIMARY KEY (id)";
-const STREAM: &str =
+pub(super) const STREAM: &str =
     "CREATE CHANGE STREAM accounts_changes FOR accounts OPTIONS (value_capture_type = 'NEW_ROW')";
 /// A stream with Spanner's default value capture type (changed columns only).
 const PARTIAL: &str = "CREATE CHANGE STREAM partial_changes FOR accounts";
@@ -223,7 +223,7 @@ async fn spanner_change_stream_releases_every_version_and_hard_delete_in_commit_
     assert!(e.to_string().contains("ledgerhost backfill"), "{e}");
 }
 
-const HOST_BIN: &str = env!("CARGO_BIN_EXE_ledgerhost-under-test");
+pub(super) const HOST_BIN: &str = env!("CARGO_BIN_EXE_ledgerhost-under-test");
 
 const ORDERS: &str = "CREATE TABLE orders (
     id INT64 NOT NULL, amount INT64,
@@ -242,7 +242,7 @@ const MATERIALIZER: &str = "name = \"materializer\"\nworld = \"consumer\"\n\
 const BIG_TX_ROWS: i64 = 6_000;
 
 /// Each key's recorded commit timestamps, first deliveries only (a redelivery repeats one).
-async fn recorded(ws: &Workspace, table: &str) -> BTreeMap<i64, Vec<i64>> {
+pub(super) async fn recorded(ws: &Workspace, table: &str) -> BTreeMap<i64, Vec<i64>> {
     use ledgerhost_core::capabilities::KeyValue as _;
     let kv = ws.keyvalue();
     let prefix = format!("order/{table}/");
@@ -798,149 +798,6 @@ async fn spanner_change_stream_reads_every_type_with_nulls_and_hard_deletes() {
         rows[2].values, tombstone,
         "the hard delete, a tombstone with the key"
     );
-}
-
-/// Two hosts on one configuration capture `accounts` by change stream: the holder of the
-/// table's lease reads every partition; SIGKILL it during the load and the other takes the
-/// lease over and reads the stream again from the watermark stored with the lease. Every
-/// committed version of every key, hard deletes included, reaches the recorder of one host
-/// or the other (per-key order across a kill is the single host's test above).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_host_takes_a_change_stream_over_after_the_first_is_killed() {
-    let emu = GoogleEmulators::start_churning(3).await;
-    let db = emu.create_database(&[ACCOUNTS, STREAM]).await;
-    let start = ledgerhost_core::clock::now_micros();
-    let hosts: Vec<(Workspace, std::path::PathBuf)> = (0..2)
-        .map(|_| {
-            let ws = Workspace::new();
-            let config = format!(
-                "{}[[tables]]\nname = \"accounts\"\ncapture = \"change-stream\"\n\
-                 change-stream = \"accounts_changes\"\ninterval-ms = 100\nstart = \"{start}\"\n",
-                emu.host_config(
-                    &db,
-                    &[
-                        "lease-ttl-ms = 2000".into(),
-                        "drain-timeout-ms = 10000".into()
-                    ],
-                    "two-",
-                    &format!("127.0.0.1:{}", free_port())
-                )
-            );
-            let path = ws.path().join("ledgerhost.toml");
-            std::fs::write(&path, config).expect("write config");
-            ws.install_plugin(
-                "recorder",
-                "rec-accounts",
-                &recorder_manifest("rec-accounts", "accounts"),
-            );
-            (ws, path)
-        })
-        .collect();
-    let env = emu.spanner_env();
-    let log = |i: usize| hosts[i].0.path().join("host.log");
-    let log_text = |i: usize| std::fs::read_to_string(log(i)).unwrap_or_default();
-    let mut procs: Vec<HostProcess> = (0..2)
-        .map(|i| HostProcess::start_with_env(HOST_BIN.as_ref(), &hosts[i].1, &log(i), &env))
-        .collect();
-    let took = |i: usize| log_text(i).matches("took the poller lease").count();
-    let leader = eventually(Duration::from_secs(180), || {
-        let n = took(0) + took(1);
-        async move { n >= 1 }
-    })
-    .await;
-    assert!(
-        leader,
-        "no host took the lease:\n{}\n{}",
-        log_text(0),
-        log_text(1)
-    );
-    let (leader, survivor) = if took(0) == 1 { (0, 1) } else { (1, 0) };
-
-    let mut accounts: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    let began = Instant::now();
-    let mut round = 0i64;
-    let mut killed = None;
-    while began.elapsed() < Duration::from_secs(12) {
-        round += 1;
-        let ts = spanner_write(
-            &db,
-            &[format!(
-                "INSERT INTO accounts (id, owner, balance) VALUES ({round}, 'o', {round})"
-            )],
-        )
-        .await;
-        accounts.entry(round).or_default().push(ts);
-        let ts = spanner_write(
-            &db,
-            &[format!(
-                "UPDATE accounts SET balance = 0 WHERE id = {round}"
-            )],
-        )
-        .await;
-        accounts.entry(round).or_default().push(ts);
-        if round % 4 == 0 {
-            let ts =
-                spanner_write(&db, &[format!("DELETE FROM accounts WHERE id = {round}")]).await;
-            accounts.entry(round).or_default().push(ts);
-        }
-        if killed.is_none() && began.elapsed() > Duration::from_secs(4) {
-            procs[leader].kill();
-            killed = Some(Instant::now());
-        }
-    }
-    let took_over = eventually(Duration::from_secs(60), || {
-        let n = took(survivor);
-        async move { n == 1 }
-    })
-    .await;
-    assert!(
-        took_over,
-        "the survivor never took the lease:\n{}",
-        log_text(survivor)
-    );
-    let resumed = log_text(survivor).contains("resuming from the watermark stored with the lease");
-    assert!(
-        resumed,
-        "the survivor did not resume from the lease's watermark:\n{}",
-        log_text(survivor)
-    );
-    let union = || async {
-        let mut all: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
-        for (ws, _) in &hosts {
-            for (k, versions) in recorded(ws, "accounts").await {
-                all.entry(k).or_default().extend(versions);
-            }
-        }
-        all
-    };
-    let want: BTreeMap<i64, BTreeSet<i64>> = accounts
-        .iter()
-        .map(|(k, v)| (*k, v.iter().copied().collect()))
-        .collect();
-    let complete = eventually(Duration::from_secs(120), || {
-        let (union, want) = (&union, &want);
-        async move { union().await == *want }
-    })
-    .await;
-    let got = union().await;
-    let missing: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| got.get(k) != Some(v))
-        .take(5)
-        .collect();
-    assert!(
-        complete,
-        "every version of every key reached one host (first keys that differ: {missing:?}; \
-         the emulator's known miss at a 100 ms slice end would be a single version)\n{}",
-        log_text(survivor)
-    );
-    eprintln!(
-        "{} versions over {round} rounds; the survivor took over {:?} after the SIGKILL",
-        accounts.values().map(Vec::len).sum::<usize>(),
-        killed.map(|k| k.elapsed())
-    );
-    emu.assert_pubsub_clean("change-stream takeover");
-    drop(procs);
 }
 
 /// On the embedded ledger a change stream's progress is stored in the transaction of the page

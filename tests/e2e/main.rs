@@ -1,6 +1,7 @@
 //! End-to-end tests, one binary so the workspace is linked once; one module per area.
 
 mod capabilities;
+mod change_stream_replicas;
 mod change_streams;
 mod google;
 mod google_host;

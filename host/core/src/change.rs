@@ -54,13 +54,60 @@ pub trait ChangeCapture: Send + Sync {
     /// cannot give whole rows is refused with the DDL that fixes it.
     async fn prepare_stream(&self, table: &TableSpec, stream: &str) -> PortResult<TableSchema>;
 
-    /// Starts reading `stream`'s changes of `schema`'s table from `start`.
+    /// Starts reading `stream`'s changes of `schema`'s table from `start`, every partition
+    /// queried here.
     async fn read_stream(
         &self,
         schema: &TableSchema,
         stream: &str,
         start: StreamStart,
     ) -> PortResult<Box<dyn ChangeReader>>;
+
+    /// As [`ChangeCapture::read_stream`], with the partitions read by whichever replica
+    /// holds them: each is offered under `unit` ([`ChangeCapture::partition_offers`]), read
+    /// there ([`ChangeCapture::read_partition`]) and handed over to this reader, which merges
+    /// them in the same order. Offers of an earlier shared read of `unit` are withdrawn.
+    async fn read_stream_shared(
+        &self,
+        schema: &TableSchema,
+        stream: &str,
+        start: StreamStart,
+        unit: &str,
+    ) -> PortResult<Box<dyn ChangeReader>>;
+
+    /// The partitions a shared read of `unit` offers now.
+    async fn partition_offers(&self, unit: &str) -> PortResult<Vec<PartitionOffer>>;
+
+    /// Starts querying an offered partition on this replica, handing what it returns over
+    /// to the shared read that offered it; the query stops when the returned read is dropped.
+    async fn read_partition(
+        &self,
+        stream: &str,
+        unit: &str,
+        offer: &PartitionOffer,
+    ) -> PortResult<Box<dyn PartitionRead>>;
+}
+
+/// One partition a shared read offers to whichever replica takes its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffer {
+    /// A short name of the partition, stable for its life (its lease's and the status page's).
+    pub id: String,
+    /// The token its query takes (empty for the stream's root query).
+    pub token: String,
+    /// The shared read that offers it: a read of an older epoch stops (the merging replica
+    /// changed, or read again from its stored progress).
+    pub epoch: i64,
+    /// Query it from this time (µs, inclusive); moves on while the shared read receives.
+    pub start: i64,
+}
+
+/// A partition query running on this replica for a shared read.
+pub trait PartitionRead: Send {
+    /// `Some(Ok)` once the partition ended and everything it returned was handed over,
+    /// `Some(Err)` when its query failed for good (the shared read fails with the same
+    /// error), `None` while it runs. Transient failures are retried inside.
+    fn finished(&mut self) -> Option<PortResult<()>>;
 }
 
 /// A running read of one table's changes.

@@ -306,11 +306,14 @@ pub enum TransactionPurpose {
     Release,
     /// Readiness and start-up probes.
     Probe,
+    /// A shared change-stream read's hand-over: partition offers and the records a
+    /// partition read on one replica passes to the replica merging the stream.
+    HandOver,
 }
 
 impl TransactionPurpose {
     /// Every purpose, in metric-label order.
-    pub const ALL: [TransactionPurpose; 7] = [
+    pub const ALL: [TransactionPurpose; 8] = [
         TransactionPurpose::PollSnapshot,
         TransactionPurpose::Schema,
         TransactionPurpose::LeaseRenew,
@@ -318,10 +321,11 @@ impl TransactionPurpose {
         TransactionPurpose::LeaseRead,
         TransactionPurpose::Release,
         TransactionPurpose::Probe,
+        TransactionPurpose::HandOver,
     ];
 
     /// The metric label: `poll_snapshot`, `schema`, `lease_renew`, `lease_take`,
-    /// `lease_read`, `release`, `probe`.
+    /// `lease_read`, `release`, `probe`, `hand_over`.
     pub fn label(self) -> &'static str {
         match self {
             TransactionPurpose::PollSnapshot => "poll_snapshot",
@@ -331,6 +335,7 @@ impl TransactionPurpose {
             TransactionPurpose::LeaseRead => "lease_read",
             TransactionPurpose::Release => "release",
             TransactionPurpose::Probe => "probe",
+            TransactionPurpose::HandOver => "hand_over",
         }
     }
 }

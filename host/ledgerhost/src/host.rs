@@ -20,6 +20,7 @@ use crate::config::{Config, TableConfig};
 use crate::dispatcher::{Dispatcher, EventFilter, SubscriptionPlan};
 use crate::metrics::{Metrics, now_micros};
 use crate::poller::fleet::Fleet;
+use crate::poller::partitions::PartitionReads;
 use crate::poller::{Poller, PollerSettings};
 use crate::watermark::WatermarkStore;
 
@@ -166,9 +167,13 @@ impl Host {
             .context("cannot open the watermark directory")?;
         let replica = self.config.replica_id();
         let ttl = Duration::from_millis(self.config.host.lease_ttl_ms);
-        // The fleet view exists only when some table is sharded: unsharded tables keep one
-        // lease each and no membership transactions.
-        let fleet = if tables.iter().any(|(_, spec)| spec.sharding.count > 1) {
+        // The fleet view exists only when some table is sharded or shares its change
+        // stream's partitions: other tables keep one lease each and no membership
+        // transactions.
+        let fleet = if tables
+            .iter()
+            .any(|(t, spec)| spec.sharding.count > 1 || t.share_partitions)
+        {
             let fleet = Fleet::new(&replica);
             // Joined before any shard poller tries a lease, so a replica starting beside
             // others does not see itself alone and take every shard.
@@ -214,6 +219,20 @@ impl Host {
                     (&t.change_stream, &self.backends.change_capture)
                 {
                     poller = poller.with_change_stream(port.clone(), stream.clone());
+                    if let (true, Some(fleet)) = (t.share_partitions, &fleet) {
+                        poller = poller.with_shared_partitions();
+                        let reads = PartitionReads::new(
+                            &t.name,
+                            stream,
+                            port.clone(),
+                            self.backends.source.clone(),
+                            fleet.clone(),
+                            &replica,
+                            ttl,
+                            self.metrics.shard(&t.name, &spec.sharding.shard(index)),
+                        );
+                        self.tasks.push(tokio::spawn(reads.run(shutdown.clone())));
+                    }
                 }
                 let rx = shutdown.clone();
                 self.tasks.push(tokio::spawn(async move {

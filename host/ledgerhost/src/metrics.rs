@@ -65,6 +65,12 @@ pub struct TableStats {
     /// While this replica reads the table's change stream: each partition being read (its
     /// token) and the time (µs) it has returned everything through.
     pub partitions: Mutex<Vec<(String, i64)>>,
+    /// With `share-partitions`: the replica querying each offered partition, by token, at
+    /// this replica's last read of the partition leases.
+    pub partition_holders: Mutex<std::collections::BTreeMap<String, String>>,
+    /// With `share-partitions`: partitions of the table's change stream queried on this
+    /// replica.
+    pub partitions_queried: AtomicU64,
 }
 
 /// Time spent in each step of a loop, µs per step, summed since start: how both the

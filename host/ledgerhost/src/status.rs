@@ -114,6 +114,10 @@ pub struct PartitionStatus {
     pub token: String,
     /// It has returned every change up to this time, µs since the epoch.
     pub through_micros: i64,
+    /// With `share-partitions`: the replica querying it (`None`: this replica, or not
+    /// taken yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// What the host does with a plugin's files.
@@ -233,14 +237,27 @@ impl HostStatus {
             );
             if let Some(stream) = &t.change_stream {
                 let oldest = t.partitions.iter().map(|p| p.through_micros).min();
+                let holders: std::collections::BTreeSet<&str> = t
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.holder.as_deref())
+                    .collect();
                 let _ = write!(
                     out,
-                    "\n       change stream {stream}: {} partitions read here{}",
+                    "\n       change stream {stream}: {} partitions read here{}{}",
                     t.partitions.len(),
                     oldest.map_or(String::new(), |o| format!(
                         ", the slowest through {}",
                         behind(now, o, "nothing yet")
-                    ))
+                    )),
+                    if holders.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", queried by {}",
+                            holders.into_iter().collect::<Vec<_>>().join(", ")
+                        )
+                    }
                 );
             }
             if let Some(why) = &t.stopped {
@@ -445,10 +462,12 @@ mod tests {
             PartitionStatus {
                 token: "a".into(),
                 through_micros: 2_000_000,
+                holder: None,
             },
             PartitionStatus {
                 token: "b".into(),
                 through_micros: 3_000_000,
+                holder: None,
             },
         ];
         let text = status.render(3_500_000);

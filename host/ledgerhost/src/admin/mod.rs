@@ -153,16 +153,23 @@ pub fn host_status(s: &AdminState) -> HostStatus {
             stopped: t.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             republishes: t.republishes.load(Ordering::Relaxed),
             change_stream: t.change_stream.get().cloned(),
-            partitions: t
-                .partitions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .map(|(token, through)| crate::status::PartitionStatus {
-                    token: token.clone(),
-                    through_micros: *through,
-                })
-                .collect(),
+            partitions: {
+                let holders = t
+                    .partition_holders
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                t.partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(token, through)| crate::status::PartitionStatus {
+                        token: token.clone(),
+                        through_micros: *through,
+                        holder: holders.get(token).cloned(),
+                    })
+                    .collect()
+            },
         })
         .collect();
     let refused = s.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();

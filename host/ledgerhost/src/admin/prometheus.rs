@@ -14,7 +14,7 @@ pub(super) fn render(s: &AdminState) -> String {
     let tables = s.metrics.tables();
     let now = now_micros();
     type ReadTable = fn(&crate::metrics::TableStats, i64) -> f64;
-    let table_families: [(&str, Kind, &str, ReadTable); 6] = [
+    let table_families: [(&str, Kind, &str, ReadTable); 7] = [
         (
             "ledgerhost_rows_polled_total",
             Kind::Counter,
@@ -45,6 +45,13 @@ pub(super) fn render(s: &AdminState) -> String {
             "Partitions of the table's change stream this replica reads (0 for a table polled \
              by commit timestamp, or read by another replica).",
             |t, _| t.partitions.lock().unwrap_or_else(|p| p.into_inner()).len() as f64,
+        ),
+        (
+            "ledgerhost_change_stream_partitions_queried",
+            Kind::Gauge,
+            "Partitions of the table's change stream whose queries run on this replica for a \
+             shared read (share-partitions; 0 otherwise).",
+            |t, _| t.partitions_queried.load(Ordering::Relaxed) as f64,
         ),
         (
             "ledgerhost_poller_republishes_total",

@@ -56,6 +56,12 @@ pub struct TableConfig {
     /// The Spanner change stream to read with `capture = "change-stream"`.
     #[serde(default)]
     pub change_stream: Option<String>,
+    /// With `capture = "change-stream"`: the stream's partitions are queried by every
+    /// replica, each taking its fair share of partition leases, and handed over to the
+    /// replica holding the table's lease, which merges them (default false: that replica
+    /// queries them all).
+    #[serde(default)]
+    pub share_partitions: bool,
     /// Shards the table's polling is split into (default 1): each has its own lease,
     /// watermark and poller, and the replicas share the leases out (docs/operations.md).
     #[serde(default = "default_shards")]
@@ -159,6 +165,13 @@ pub fn check_tables(tables: &[TableConfig]) -> Result<(), (String, String)> {
                 ));
             }
             _ => {}
+        }
+        if t.share_partitions && t.capture != CaptureMode::ChangeStream {
+            return Err((
+                key("share-partitions"),
+                "applies to capture = \"change-stream\" (a polled table is shared by its shards)"
+                    .into(),
+            ));
         }
         if t.capture == CaptureMode::ChangeStream {
             if start == StartFrom::Beginning {

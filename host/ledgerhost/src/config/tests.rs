@@ -326,6 +326,16 @@ fn a_change_stream_table_names_its_stream_starts_from_now_and_has_no_shards() {
         "commit-timestamp",
     );
     refused("capture = \"binlog\"\n", "capture", "binlog");
+    refused(
+        "share-partitions = true\n",
+        "tables[0].share-partitions",
+        "capture = \"change-stream\"",
+    );
+    let shared = parse(&table(
+        "capture = \"change-stream\"\nchange-stream = \"s\"\nshare-partitions = true\n",
+    ))
+    .unwrap();
+    assert!(shared.tables[0].share_partitions);
 }
 
 #[test]

@@ -43,11 +43,13 @@
 //! restart, a takeover or a lost topic), `page` (one poll: pages read, encoded and written
 //! with their progress), `progress` (the progress record's format), [`fleet`] (the
 //! replicas' fair share of shard leases), `stream` and `stream_read` (a table captured by
-//! change stream instead: its pages from the source's change stream reader).
+//! change stream instead: its pages from the source's change stream reader), [`partitions`]
+//! (every replica's share of the partitions of a stream read with `share-partitions`).
 
 pub mod fleet;
 mod lease;
 mod page;
+pub mod partitions;
 mod progress;
 mod resume;
 mod stream;
@@ -217,6 +219,17 @@ impl Poller {
     ) -> Self {
         let _ = self.stats.change_stream.set(stream.clone());
         self.stream = Some(stream_read::StreamCapture::new(port, stream));
+        self
+    }
+
+    /// The change stream's partitions are queried by every replica's [`PartitionReads`]
+    /// and merged here while this poller holds the table's lease.
+    ///
+    /// [`PartitionReads`]: partitions::PartitionReads
+    pub fn with_shared_partitions(mut self) -> Self {
+        if let Some(capture) = &mut self.stream {
+            capture.shared = true;
+        }
         self
     }
 

@@ -112,7 +112,7 @@ impl Poller {
         if capture.reader.is_some() {
             return Ok(());
         }
-        let (port, stream) = (capture.port.clone(), capture.stream.clone());
+        let (port, stream, shared) = (capture.port.clone(), capture.stream.clone(), capture.shared);
         let schema = port
             .prepare_stream(&self.settings.spec, &stream)
             .await
@@ -121,10 +121,13 @@ impl Poller {
         let start = self.stream_start().await?;
         tracing::info!(table = self.table(), stream, start = ?start_label(&start), "reading the change stream");
         let (schema, _) = self.current.as_ref().expect("schema adopted above");
-        let reader = port
-            .read_stream(schema, &stream, start)
-            .await
-            .map_err(|e| self.port_err(e))?;
+        let reader = if shared {
+            port.read_stream_shared(schema, &stream, start, &self.unit())
+                .await
+        } else {
+            port.read_stream(schema, &stream, start).await
+        }
+        .map_err(|e| self.port_err(e))?;
         if let Some(capture) = &mut self.stream {
             capture.reader = Some(reader);
         }

@@ -17,6 +17,9 @@ pub(super) struct StreamCapture {
     pub(super) reader: Option<Box<dyn ChangeReader>>,
     /// When the progress was last stored.
     pub(super) stored_at: Option<Instant>,
+    /// The partitions are queried by the replicas holding their leases and handed over
+    /// ([`ChangeCapture::read_stream_shared`]).
+    pub(super) shared: bool,
 }
 
 impl StreamCapture {
@@ -27,6 +30,7 @@ impl StreamCapture {
             stream,
             reader: None,
             stored_at: None,
+            shared: false,
         }
     }
 

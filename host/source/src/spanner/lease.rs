@@ -334,4 +334,4 @@ const RW_CONFLICT_RETRIES: u32 = 10;
 /// runner retries ABORTED with no limit by default; under contention (the emulator runs one
 /// read-write transaction at a time) that can last longer than any lease, so past this the
 /// call fails with the reason and the poller tries again on its next turn.
-const RW_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const RW_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);

@@ -76,6 +76,8 @@ pub struct SpannerSource {
     spanner: Spanner,
     client: DatabaseClient,
     lease_table_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// The change stream hand-over tables exist (see `change_stream::spool`).
+    spool_tables_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
     /// Held while one of this source's read-write transactions runs.
     read_write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Transactions run, by kind and purpose.
@@ -132,6 +134,7 @@ impl SpannerSource {
             spanner,
             client,
             lease_table_ready: Default::default(),
+            spool_tables_ready: Default::default(),
             read_write_turn: Default::default(),
             counters: Default::default(),
             held: Default::default(),

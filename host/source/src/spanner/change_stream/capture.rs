@@ -1,7 +1,11 @@
 //! The Spanner source's change streams as the [`ChangeCapture`] port.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
-use ledgerhost_core::change::{ChangeCapture, ChangeReader, StreamStart};
+use ledgerhost_core::change::{
+    ChangeCapture, ChangeReader, PartitionOffer, PartitionRead, StreamStart,
+};
 use ledgerhost_core::source::{TableSpec, TransactionKind, TransactionPurpose};
 use ledgerhost_core::{PortError, PortResult, TableSchema};
 use tracing::info;
@@ -9,6 +13,7 @@ use tracing::info;
 use super::prepare::{check, event_schema, stream_facts};
 use super::reader::{HEARTBEAT, StreamReader};
 use super::tracker::{Progress, Tracker};
+use super::worker::PartitionWorker;
 use crate::spanner::SpannerSource;
 use crate::spanner::error::BACKEND;
 use crate::spanner::names::ident;
@@ -47,19 +52,81 @@ impl ChangeCapture for SpannerSource {
         start: StreamStart,
     ) -> PortResult<Box<dyn ChangeReader>> {
         ident(stream)?;
-        let tracker = match start {
-            StreamStart::At(at) => Tracker::new(at),
-            StreamStart::Progress(record) => Tracker::resume(
-                Progress::decode(&record).map_err(|e| PortError::corrupt(BACKEND, e))?,
-            ),
-        };
         let client = self.new_client().await?;
         Ok(Box::new(StreamReader::new(
             client,
             stream,
             schema.clone(),
-            tracker,
-            self.config.change_stream_heartbeat.unwrap_or(HEARTBEAT),
+            tracker_from(start)?,
+            self.heartbeat(),
         )))
     }
+
+    async fn read_stream_shared(
+        &self,
+        schema: &TableSchema,
+        stream: &str,
+        start: StreamStart,
+        unit: &str,
+    ) -> PortResult<Box<dyn ChangeReader>> {
+        ident(stream)?;
+        let reader = StreamReader::shared(
+            self.clone(),
+            unit,
+            stream,
+            schema.clone(),
+            tracker_from(start)?,
+        )
+        .await?;
+        info!(table = %schema.name, stream, unit, "change stream partitions shared among the replicas");
+        Ok(Box::new(reader))
+    }
+
+    async fn partition_offers(&self, unit: &str) -> PortResult<Vec<PartitionOffer>> {
+        self.offers(unit).await
+    }
+
+    async fn read_partition(
+        &self,
+        stream: &str,
+        unit: &str,
+        offer: &PartitionOffer,
+    ) -> PortResult<Box<dyn PartitionRead>> {
+        ident(stream)?;
+        static READS: AtomicU64 = AtomicU64::new(0);
+        // Unique to this read, so two reads of one partition (its lease moved while the last
+        // holder still read) never write the same hand-over row.
+        let writer = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            READS.fetch_add(1, Ordering::Relaxed),
+            ledgerhost_core::clock::now_micros()
+        );
+        Ok(Box::new(PartitionWorker::start(
+            self.clone(),
+            self.new_client().await?,
+            stream,
+            unit,
+            writer,
+            offer.clone(),
+            self.heartbeat(),
+        )))
+    }
+}
+
+impl SpannerSource {
+    /// The heartbeat partition queries ask for.
+    fn heartbeat(&self) -> std::time::Duration {
+        self.config.change_stream_heartbeat.unwrap_or(HEARTBEAT)
+    }
+}
+
+/// The tracker a read starts with: at a time, or going on from a stored progress.
+fn tracker_from(start: StreamStart) -> PortResult<Tracker> {
+    Ok(match start {
+        StreamStart::At(at) => Tracker::new(at),
+        StreamStart::Progress(record) => {
+            Tracker::resume(Progress::decode(&record).map_err(|e| PortError::corrupt(BACKEND, e))?)
+        }
+    })
 }

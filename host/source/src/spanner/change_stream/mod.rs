@@ -15,7 +15,9 @@ mod prepare;
 mod reader;
 pub mod record;
 pub mod rows;
+pub mod spool;
 pub mod tracker;
+mod worker;
 
 pub use reader::HEARTBEAT;
 pub use record::{ChangeRecord, Child, ChildPartitions, DataChange, Mod, ModType, RecordKey};

@@ -1,5 +1,7 @@
 //! Reading a change stream: one task per partition query, the records merged by the
-//! [`Tracker`] and released as pages of rows.
+//! [`Tracker`] and released as pages of rows. In a shared read the partitions are queried
+//! by whichever replica holds them (`worker`), and one task here takes what they hand over
+//! (`spool`) and reports it as a local query would.
 //!
 //! Each partition's query (`SELECT ChangeRecord FROM READ_<stream>(…)` in a single-use
 //! read-only transaction, as Spanner requires of change stream queries:
@@ -28,7 +30,9 @@ use tracing::{debug, warn};
 use super::parse::{Shape, records};
 use super::record::ChangeRecord;
 use super::rows::{RowsError, rows};
-use super::tracker::{ROOT, Tracker};
+use super::spool::Handed;
+use super::tracker::{ROOT, State, Tracker};
+use crate::spanner::SpannerSource;
 use crate::spanner::error::{BACKEND, map_err};
 use crate::spanner::values::micros_timestamp;
 
@@ -39,19 +43,57 @@ pub const HEARTBEAT: Duration = Duration::from_millis(1000);
 /// The wait before a failed partition query is started again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// How often a shared read takes what the partition reads handed over.
+pub const HAND_OVER_POLL: Duration = Duration::from_millis(100);
+
+/// How often a shared read moves its offers' start times on (so a partition taken over is
+/// queried from near where the last holder got to, not from its start).
+const OFFER_REFRESH: Duration = Duration::from_secs(5);
+
+/// How often a shared read deletes the hand-over rows it took.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// What a partition task reports.
-enum Report {
+pub(super) enum Report {
     Records(String, Vec<ChangeRecord>),
     Ended(String),
     Failed(String, PortError),
+    /// The hand-over cannot be read (a shared read only).
+    Broken(PortError),
+}
+
+/// Who queries the partitions.
+// One per reader: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Queries {
+    /// This replica, each in a task of its own.
+    Local {
+        client: DatabaseClient,
+        heartbeat: Duration,
+    },
+    /// Whichever replica holds each partition's lease; what they return comes through the
+    /// hand-over.
+    Shared(Shared),
+}
+
+/// A shared read's side of the hand-over.
+struct Shared {
+    source: SpannerSource,
+    unit: String,
+    epoch: i64,
+    /// Partitions to offer at the next page: (token, start).
+    to_offer: Vec<(String, i64)>,
+    /// Ended partitions whose offers to withdraw at the next page.
+    to_withdraw: Vec<String>,
+    refreshed: Instant,
+    taker: JoinHandle<()>,
 }
 
 /// A running read of one table's changes from one stream.
 pub struct StreamReader {
-    client: DatabaseClient,
+    queries: Queries,
     stream: String,
     schema: TableSchema,
-    heartbeat: Duration,
     tracker: Tracker,
     reports: mpsc::Receiver<Report>,
     sender: mpsc::Sender<Report>,
@@ -70,15 +112,53 @@ impl StreamReader {
     ) -> StreamReader {
         let (sender, reports) = mpsc::channel(64);
         StreamReader {
-            client,
+            queries: Queries::Local { client, heartbeat },
             stream: stream.to_string(),
             schema,
-            heartbeat,
             tracker,
             reports,
             sender,
             tasks: HashMap::new(),
         }
+    }
+
+    /// A shared read of `stream` under `unit`: every earlier offer and hand-over of `unit`
+    /// withdrawn, the partitions offered afresh from `tracker` with a new epoch.
+    pub(crate) async fn shared(
+        source: SpannerSource,
+        unit: &str,
+        stream: &str,
+        schema: TableSchema,
+        tracker: Tracker,
+    ) -> PortResult<StreamReader> {
+        source.withdraw_unit(unit).await?;
+        // Later than any earlier read's: the lease it holds was another's until this one
+        // took it, after that one's last renewal.
+        let epoch = ledgerhost_core::clock::now_micros();
+        let (sender, reports) = mpsc::channel(64);
+        let taker = tokio::spawn(take_hand_over(
+            source.clone(),
+            unit.to_string(),
+            epoch,
+            sender.clone(),
+        ));
+        Ok(StreamReader {
+            queries: Queries::Shared(Shared {
+                source,
+                unit: unit.to_string(),
+                epoch,
+                to_offer: Vec::new(),
+                to_withdraw: Vec::new(),
+                refreshed: Instant::now(),
+                taker,
+            }),
+            stream: stream.to_string(),
+            schema,
+            tracker,
+            reports,
+            sender,
+            tasks: HashMap::new(),
+        })
     }
 
     fn start_ready(&mut self) {
@@ -89,12 +169,19 @@ impl StreamReader {
 
     fn spawn(&mut self, token: String, from: i64, after: Duration) {
         debug!(stream = %self.stream, partition = %short(&token), from, "change stream partition query");
+        let (client, heartbeat) = match &mut self.queries {
+            Queries::Local { client, heartbeat } => (client.clone(), *heartbeat),
+            Queries::Shared(shared) => {
+                shared.to_offer.push((token, from));
+                return;
+            }
+        };
         let task = tokio::spawn(query_partition(
-            self.client.clone(),
+            client,
             self.stream.clone(),
             token.clone(),
             from,
-            self.heartbeat,
+            heartbeat,
             after,
             self.sender.clone(),
         ));
@@ -103,7 +190,50 @@ impl StreamReader {
         }
     }
 
+    /// A shared read writes its new offers and withdrawals, and every [`OFFER_REFRESH`]
+    /// moves the running partitions' start times on to what it has received.
+    async fn hand_over_offers(&mut self) -> PortResult<()> {
+        let Queries::Shared(shared) = &mut self.queries else {
+            return Ok(());
+        };
+        if shared.refreshed.elapsed() >= OFFER_REFRESH {
+            shared.refreshed = Instant::now();
+            for (token, p) in self.tracker.partitions() {
+                if p.state == State::Running
+                    && !shared.to_offer.iter().any(|(t, _)| t == token)
+                    && let Some(from) = self.tracker.restart_from(token)
+                {
+                    shared.to_offer.push((token.clone(), from));
+                }
+            }
+        }
+        if !shared.to_offer.is_empty() {
+            shared
+                .source
+                .offer_partitions(&shared.unit, shared.epoch, &shared.to_offer)
+                .await?;
+            shared.to_offer.clear();
+        }
+        if !shared.to_withdraw.is_empty() {
+            shared
+                .source
+                .withdraw_partitions(&shared.unit, &shared.to_withdraw)
+                .await?;
+            shared.to_withdraw.clear();
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, report: Report) -> PortResult<()> {
+        if let (Queries::Shared(_), Report::Records(token, _) | Report::Ended(token)) =
+            (&self.queries, &report)
+            && !self.tracker.partitions().contains_key(token)
+        {
+            // Handed over twice (a partition's lease moved while its last holder still read
+            // it) for a partition already released and retired.
+            debug!(stream = %self.stream, partition = %short(token), "hand-over of a retired partition dropped");
+            return Ok(());
+        }
         match report {
             Report::Records(token, records) => self
                 .tracker
@@ -111,6 +241,9 @@ impl StreamReader {
                 .map_err(|e| PortError::corrupt(BACKEND, e)),
             Report::Ended(token) => {
                 self.tasks.remove(&token);
+                if let Queries::Shared(shared) = &mut self.queries {
+                    shared.to_withdraw.push(token.clone());
+                }
                 self.tracker
                     .ended(&token)
                     .map_err(|e| PortError::corrupt(BACKEND, e))
@@ -124,7 +257,7 @@ impl StreamReader {
                 self.spawn(token, from, RETRY_AFTER);
                 Ok(())
             }
-            Report::Failed(_, e) => Err(e),
+            Report::Failed(_, e) | Report::Broken(e) => Err(e),
         }
     }
 
@@ -162,6 +295,9 @@ impl Drop for StreamReader {
         for task in self.tasks.values() {
             task.abort();
         }
+        if let Queries::Shared(shared) = &self.queries {
+            shared.taker.abort();
+        }
     }
 }
 
@@ -175,6 +311,7 @@ impl ChangeReader for StreamReader {
             }
             // The first partitions, and the children of those that ended meanwhile.
             self.start_ready();
+            self.hand_over_offers().await?;
             let rows = self.release(max_rows.max(1))?;
             if !rows.is_empty() {
                 return Ok(self.page(rows));
@@ -207,15 +344,68 @@ impl StreamReader {
 }
 
 /// A token's first characters, for logs (tokens are a few hundred characters).
-fn short(token: &str) -> &str {
+pub(super) fn short(token: &str) -> &str {
     if token == ROOT {
         return "root";
     }
     token.get(..12).unwrap_or(token)
 }
 
+/// Takes what the partition reads of a shared read hand over (`epoch`'s rows; others are
+/// an earlier read's) every [`HAND_OVER_POLL`], reports it in the order it was written and
+/// deletes what it took every [`TRIM_EVERY`].
+async fn take_hand_over(
+    source: SpannerSource,
+    unit: String,
+    epoch: i64,
+    reports: mpsc::Sender<Report>,
+) {
+    let mut after = 0;
+    let mut trimmed = after;
+    let mut trimmed_at = Instant::now();
+    loop {
+        match source.spool_read(&unit, after).await {
+            Ok(rows) => {
+                for row in rows {
+                    after = after.max(row.written_at);
+                    if row.epoch != epoch {
+                        continue;
+                    }
+                    let report = match row.handed {
+                        Handed::Records(records) => Report::Records(row.token, records),
+                        Handed::Ended => Report::Ended(row.token),
+                        Handed::Failed(reason) => {
+                            Report::Failed(row.token, PortError::invalid(BACKEND, reason))
+                        }
+                    };
+                    if reports.send(report).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) if e.is_transient() => {
+                warn!(unit, error = %e, "cannot read the change stream hand-over; retrying");
+            }
+            Err(e) => {
+                let _ = reports.send(Report::Broken(e)).await;
+                return;
+            }
+        }
+        if after > trimmed && trimmed_at.elapsed() >= TRIM_EVERY {
+            match source.spool_trim(&unit, after).await {
+                Ok(()) => {
+                    trimmed = after;
+                    trimmed_at = Instant::now();
+                }
+                Err(e) => warn!(unit, error = %e, "cannot trim the change stream hand-over"),
+            }
+        }
+        tokio::time::sleep(HAND_OVER_POLL).await;
+    }
+}
+
 /// Runs one partition's query from `from` to its end, reporting what it returns.
-async fn query_partition(
+pub(super) async fn query_partition(
     client: DatabaseClient,
     stream: String,
     token: String,

@@ -7,8 +7,12 @@
 
 use std::cmp::Ordering;
 
-/// One record of a partition query, in the order the partition returned it.
-#[derive(Debug, Clone, PartialEq)]
+use serde::{Deserialize, Serialize};
+
+/// One record of a partition query, in the order the partition returned it. Its serde form
+/// is what a partition read on another replica hands over (see `spool`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChangeRecord {
     /// Changes of one transaction in this partition.
     Data(DataChange),
@@ -22,7 +26,7 @@ pub enum ChangeRecord {
 }
 
 /// How a data change record's rows were changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModType {
     /// `INSERT` (or the insert half of an `INSERT OR UPDATE`).
     Insert,
@@ -46,7 +50,7 @@ impl ModType {
 
 /// One changed row: its key and values as Spanner's JSON text (GoogleSQL dialect:
 /// `{"column": value, …}`, INT64 as a string, BYTES as base64).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mod {
     /// The primary-key columns.
     pub keys: String,
@@ -59,7 +63,7 @@ pub struct Mod {
 }
 
 /// The changes of one transaction to one table, in one partition.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataChange {
     /// Where the record sits in the stream's total order.
     pub key: RecordKey,
@@ -76,7 +80,7 @@ pub struct DataChange {
 }
 
 /// The children a partition ends in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildPartitions {
     /// The children's records have commit timestamps at or after this.
     pub start: i64,
@@ -86,7 +90,7 @@ pub struct ChildPartitions {
 }
 
 /// One child partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Child {
     /// The token to query it with.
     pub token: String,
@@ -97,7 +101,7 @@ pub struct Child {
 /// A data change record's place in the stream's total order: commit timestamp, then
 /// server transaction id (transactions may share a commit timestamp), then the record
 /// sequence within the transaction (unique and increasing across its partitions).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RecordKey {
     /// Commit timestamp, µs.
     pub commit_ts: i64,
