@@ -11,7 +11,8 @@
 //!
 //! 3. The same two measures for a Spanner table read from its change stream (`capture =
 //!    "change-stream"`, no commit-timestamp column) beside the same table shape polled by
-//!    commit timestamp, on the same emulators.
+//!    commit timestamp, on the same emulators; with the default and a short heartbeat, and
+//!    with `share-partitions` (one replica: the cost of the hand-over through Spanner).
 //!
 //! Run: `cargo bench -p ledgerhost-tests --bench google` (starts the emulators itself, from
 //! the Cloud SDK like the tests). Emulator figures say nothing about Cloud Spanner's or
@@ -28,6 +29,8 @@ use ledgerhost::dispatcher::{
     BatchHandler, CurrentHandler, Dispatcher, EventFilter, SubscriptionPlan,
 };
 use ledgerhost::metrics::Metrics;
+use ledgerhost::poller::fleet::Fleet;
+use ledgerhost::poller::partitions::PartitionReads;
 use ledgerhost::poller::{Poller, PollerSettings};
 use ledgerhost::watermark::WatermarkStore;
 use ledgerhost_core::change::ChangeCapture;
@@ -62,6 +65,11 @@ const SPANNER_CS2_STREAM: &str =
     "CREATE CHANGE STREAM orders_changes2 FOR orders_cs2 OPTIONS (value_capture_type = 'NEW_ROW')";
 /// The shorter heartbeat measured beside the default one.
 const SHORT_HEARTBEAT: Duration = Duration::from_millis(200);
+/// The same, its partitions shared (`share-partitions`).
+const SPANNER_CS3_DDL: &str = "CREATE TABLE orders_cs3 (id INT64 NOT NULL,
+    client_id STRING(MAX) NOT NULL, amount INT64 NOT NULL) PRIMARY KEY (id)";
+const SPANNER_CS3_STREAM: &str =
+    "CREATE CHANGE STREAM orders_changes3 FOR orders_cs3 OPTIONS (value_capture_type = 'NEW_ROW')";
 
 fn spec(table: &str) -> TableSpec {
     TableSpec {
@@ -195,6 +203,8 @@ struct Backend {
     table: &'static str,
     /// The change stream it is read from, if it is not polled.
     stream: Option<(Arc<dyn ChangeCapture>, String)>,
+    /// Its partitions queried by the replica's partition reads and handed over.
+    shared: bool,
     source: Arc<dyn Source>,
     ledger: Arc<dyn Ledger>,
     writer: Writer,
@@ -264,6 +274,20 @@ impl Backend {
         );
         dispatcher.bootstrap().await.unwrap();
         let mut tasks = vec![tokio::spawn(dispatcher.run(rx.clone()))];
+        // The replica's partition reads run whether the poller is a task or driven by hand.
+        if let (true, Some((port, stream))) = (self.shared, &self.stream) {
+            let reads = PartitionReads::new(
+                self.table,
+                stream,
+                port.clone(),
+                self.source.clone(),
+                Fleet::new("bench"),
+                "bench",
+                self.settings().lease_ttl,
+                metrics.table(self.table),
+            );
+            tasks.push(tokio::spawn(reads.run(rx.clone())));
+        }
         if with_poller {
             let poller = self.poller(&metrics);
             tasks.push(tokio::spawn(async move {
@@ -286,6 +310,9 @@ impl Backend {
             metrics.table(self.table),
         );
         match &self.stream {
+            Some((port, stream)) if self.shared => poller
+                .with_change_stream(port.clone(), stream.clone())
+                .with_shared_partitions(),
             Some((port, stream)) => poller.with_change_stream(port.clone(), stream.clone()),
             None => poller,
         }
@@ -385,6 +412,7 @@ async fn main() {
         name: "embedded",
         table: "orders",
         stream: None,
+        shared: false,
         created: 0,
         source: sqlite,
         ledger: Arc::new(
@@ -405,6 +433,8 @@ async fn main() {
             SPANNER_CS_STREAM,
             SPANNER_CS2_DDL,
             SPANNER_CS2_STREAM,
+            SPANNER_CS3_DDL,
+            SPANNER_CS3_STREAM,
         ])
         .await;
     let short = Arc::new(
@@ -427,6 +457,7 @@ async fn main() {
         name: "google",
         table: "orders",
         stream: None,
+        shared: false,
         created,
         source: spanner.clone(),
         ledger: ledger.clone(),
@@ -438,8 +469,9 @@ async fn main() {
         name: "change stream",
         table: "orders_cs",
         stream: Some((spanner.clone(), "orders_changes".into())),
+        shared: false,
         created,
-        source: spanner,
+        source: spanner.clone(),
         ledger: ledger.clone(),
         writer: Writer::SpannerChanges(Box::new(app.clone()), "orders_cs"),
         prefix: "bench-cs-".into(),
@@ -449,11 +481,24 @@ async fn main() {
         name: "change stream, short heartbeat",
         table: "orders_cs2",
         stream: Some((short.clone(), "orders_changes2".into())),
+        shared: false,
         created,
         source: short,
         ledger: changes.ledger.clone(),
-        writer: Writer::SpannerChanges(Box::new(app), "orders_cs2"),
+        writer: Writer::SpannerChanges(Box::new(app.clone()), "orders_cs2"),
         prefix: "bench-cs2-".into(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let changes_shared = Backend {
+        name: "change stream, shared partitions",
+        table: "orders_cs3",
+        stream: Some((spanner.clone(), "orders_changes3".into())),
+        shared: true,
+        created,
+        source: spanner,
+        ledger: changes.ledger.clone(),
+        writer: Writer::SpannerChanges(Box::new(app), "orders_cs3"),
+        prefix: "bench-cs3-".into(),
         dir: tempfile::tempdir().unwrap(),
     };
 
@@ -461,6 +506,7 @@ async fn main() {
     let (g_poll, g_total) = throughput(&google).await;
     let (c_poll, c_total) = throughput(&changes).await;
     let (s_poll, s_total) = throughput(&changes_short).await;
+    let (h_poll, h_total) = throughput(&changes_shared).await;
     println!("## Throughput, {THROUGHPUT_ROWS} rows committed in one transaction\n");
     println!("| path | embedded rows/s | Spanner + Pub/Sub emulators rows/s | google / embedded |");
     println!("| --- | ---: | ---: | ---: |");
@@ -477,6 +523,7 @@ async fn main() {
     let g = latency(&google).await;
     let c = latency(&changes).await;
     let short_lat = latency(&changes_short).await;
+    let shared_lat = latency(&changes_shared).await;
     let i = INTERVAL.as_secs_f64() * 1e3;
     println!(
         "\n## Commit-to-handler latency, {} ms poll interval, {LATENCY_ROWS} rows (one per transaction, every 20 ms)\n",
@@ -499,30 +546,39 @@ async fn main() {
     println!(
         "\n## Spanner capture modes on the emulators, same run: polled by commit timestamp \
          (`orders`) and read from a change stream with the default heartbeat, {} ms \
-         (`orders_cs`), and with {} ms (`orders_cs2`)\n",
+         (`orders_cs`), with {} ms (`orders_cs2`), and with the default heartbeat and its \
+         partitions shared (`orders_cs3`, one replica querying them and handing them over)\n",
         ledgerhost_source::spanner::change_stream::HEARTBEAT.as_millis(),
         SHORT_HEARTBEAT.as_millis()
     );
     println!(
-        "| | commit timestamp | change stream | / commit timestamp | change stream, short heartbeat | / commit timestamp |"
+        "| | commit timestamp | change stream | / commit timestamp | change stream, short heartbeat | / commit timestamp | change stream, shared partitions | / change stream |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
-        "| {THROUGHPUT_ROWS} rows of one transaction, poller until all published, rows/s | {g_poll:.0} | {c_poll:.0} | {:.3}x | {s_poll:.0} | {:.3}x |",
+        "| {THROUGHPUT_ROWS} rows of one transaction, poller until all published, rows/s | {g_poll:.0} | {c_poll:.0} | {:.3}x | {s_poll:.0} | {:.3}x | {h_poll:.0} | {:.3}x |",
         c_poll / g_poll,
-        s_poll / g_poll
+        s_poll / g_poll,
+        h_poll / c_poll
     );
     println!(
-        "| the same, end to end to the handler, rows/s | {g_total:.0} | {c_total:.0} | {:.3}x | {s_total:.0} | {:.3}x |",
+        "| the same, end to end to the handler, rows/s | {g_total:.0} | {c_total:.0} | {:.3}x | {s_total:.0} | {:.3}x | {h_total:.0} | {:.3}x |",
         c_total / g_total,
-        s_total / g_total
+        s_total / g_total,
+        h_total / c_total
     );
     for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-        let (a, b, d) = (pct(&g, p), pct(&c, p), pct(&short_lat, p));
+        let (a, b, d, h) = (
+            pct(&g, p),
+            pct(&c, p),
+            pct(&short_lat, p),
+            pct(&shared_lat, p),
+        );
         println!(
-            "| commit → handler {label}, ms | {a:.1} | {b:.1} | {:.2}x | {d:.1} | {:.2}x |",
+            "| commit → handler {label}, ms | {a:.1} | {b:.1} | {:.2}x | {d:.1} | {:.2}x | {h:.1} | {:.2}x |",
             b / a,
-            d / a
+            d / a,
+            h / b
         );
     }
 

@@ -806,9 +806,6 @@ async fn spanner_change_stream_reads_every_type_with_nulls_and_hard_deletes() {
 /// on the topic once — none lost, none published twice — and each key's in commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_embedded_ledger_an_aborted_stream_read_resumes_exactly_after_its_last_page() {
-    use ledgerhost_core::ledger::{Ledger as _, attr};
-    use ledgerhost_ledger::embedded::{EmbeddedLedger, EmbeddedOptions};
-
     let emu = SpannerEmulator::start_churning(2).await;
     let db = emu.create_database(&[ACCOUNTS, STREAM]).await;
     let start = ledgerhost_core::clock::now_micros();
@@ -885,29 +882,18 @@ async fn on_the_embedded_ledger_an_aborted_stream_read_resumes_exactly_after_its
         );
         let mut host = HostProcess::start(HOST_BIN.as_ref(), &config, &log);
         let ledger_dir = ws.data_dir().join("ledger");
+        // The embedded ledger orders by key shard; the event id names the key.
         let on_topic = || async {
-            let ledger = EmbeddedLedger::open(&ledger_dir, EmbeddedOptions::default())
-                .expect("open the ledger");
-            let mut all: Vec<(String, i64)> = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = ledger
-                    .read_retained("ledger-accounts", after, 10_000)
-                    .await
-                    .unwrap_or_default();
-                let Some(last) = page.last() else { break };
-                after = last.position;
-                // The embedded ledger orders by key shard; the event id names the key.
-                all.extend(page.into_iter().map(|r| {
-                    let id = ledgerhost_core::event::EventId(
-                        r.message.attributes[attr::EVENT_ID].clone(),
-                    );
+            super::pipeline::event_ids(&ledger_dir, "ledger-accounts")
+                .await
+                .into_iter()
+                .map(|id| {
+                    let id = ledgerhost_core::event::EventId(id);
                     let key = id.key_part("accounts").expect("an accounts event id");
                     let ts = id.commit_ts_part().expect("commit ts").parse().expect("µs");
                     (key.to_string(), ts)
-                }));
-            }
-            all
+                })
+                .collect::<Vec<(String, i64)>>()
         };
         let complete = eventually(Duration::from_secs(120), || async {
             on_topic().await.len() >= versions.len()

@@ -606,7 +606,7 @@ async fn abort_at_each_fault_point_loses_no_row_and_republishes_at_most_one_page
 
 /// The event ids of every message retained on `topic` of the embedded ledger in `dir`, in
 /// publish order (read from a second connection to the ledger file).
-async fn event_ids(dir: &std::path::Path, topic: &str) -> Vec<String> {
+pub(super) async fn event_ids(dir: &std::path::Path, topic: &str) -> Vec<String> {
     let ledger = EmbeddedLedger::open(dir, EmbeddedOptions::default()).unwrap();
     let mut all = Vec::new();
     let mut after = 0;

@@ -82,6 +82,14 @@ function plot(kind, name, series, history, now) {
   return el("figure", { id: `plot-${kind}-${name}` }, el("figcaption", {}, `${kind} ${name}`), g);
 }
 
+// A change-stream table's capture: its partitions and, when shared, the replicas querying them.
+function streamText(t) {
+  const partitions = t.partitions || [];
+  const holders = [...new Set(partitions.map((p) => p.holder).filter((h) => h))];
+  return "change stream " + t.change_stream + " (" + partitions.length + " partitions" +
+    (holders.length ? "; queried by " + holders.join(", ") : "") + ")";
+}
+
 function render(status, history) {
   const now = status.now_micros || Date.now() * 1000;
   const banner = document.getElementById("banner");
@@ -92,9 +100,7 @@ function render(status, history) {
   fill("tables", status.tables.map((t) => el("tr", { "data-table": t.table },
     el("td", {}, t.table),
     el("td", {}, t.leader ? "this replica" : (t.holder || "another replica")),
-    el("td", {}, t.change_stream
-      ? "change stream " + t.change_stream + " (" + (t.partitions || []).length + " partitions)"
-      : "commit timestamp"),
+    el("td", {}, t.change_stream ? streamText(t) : "commit timestamp"),
     el("td", {}, age(secs(t.watermark_micros, now))),
     num(lastRate(history.tables, t.table)),
     num(t.rows_polled),

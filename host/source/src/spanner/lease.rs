@@ -192,24 +192,18 @@ impl SpannerSource {
         ))
         .add_param("p", prefix.to_string())
         .build();
-        let context = format!("listing the leases starting with `{prefix}`");
-        let mut rs = self
-            .client
-            .single_use()
-            .build()
-            .execute_query(stmt)
-            .await
-            .map_err(|e| map_err(&context, e))?;
+        let rows = self
+            .strong_rows(format!("listing the leases starting with `{prefix}`"), stmt)
+            .await?;
         let mut leases = Vec::new();
-        while let Some(row) = rs.next().await {
-            let row = row.map_err(|e| map_err(&context, e))?;
-            let left: i64 = row.get(2).map_err(|e| map_err(&context, e))?;
+        for row in rows.iter() {
+            let left: i64 = row.get(2)?;
             leases.push(LeaseInfo {
-                name: row.get(0).map_err(|e| map_err(&context, e))?,
-                holder: row.get(1).map_err(|e| map_err(&context, e))?,
+                name: row.get(0)?,
+                holder: row.get(1)?,
                 // Negative once expired; a released lease expired at the epoch.
                 remaining: micros_duration(left),
-                progress: row.get(3).map_err(|e| map_err(&context, e))?,
+                progress: row.get(3)?,
             });
         }
         Ok(leases)

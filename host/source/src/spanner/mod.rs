@@ -52,6 +52,7 @@ mod error;
 mod index;
 mod lease;
 mod names;
+mod read;
 mod schema;
 pub mod shard;
 mod snapshot;

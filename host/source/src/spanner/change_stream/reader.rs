@@ -111,8 +111,24 @@ impl StreamReader {
         heartbeat: Duration,
     ) -> StreamReader {
         let (sender, reports) = mpsc::channel(64);
+        StreamReader::with(
+            Queries::Local { client, heartbeat },
+            (sender, reports),
+            stream,
+            schema,
+            tracker,
+        )
+    }
+
+    fn with(
+        queries: Queries,
+        (sender, reports): (mpsc::Sender<Report>, mpsc::Receiver<Report>),
+        stream: &str,
+        schema: TableSchema,
+        tracker: Tracker,
+    ) -> StreamReader {
         StreamReader {
-            queries: Queries::Local { client, heartbeat },
+            queries,
             stream: stream.to_string(),
             schema,
             tracker,
@@ -132,8 +148,7 @@ impl StreamReader {
         tracker: Tracker,
     ) -> PortResult<StreamReader> {
         source.withdraw_unit(unit).await?;
-        // Later than any earlier read's: the lease it holds was another's until this one
-        // took it, after that one's last renewal.
+        // Unlike any earlier read's (epochs are only compared for equality).
         let epoch = ledgerhost_core::clock::now_micros();
         let (sender, reports) = mpsc::channel(64);
         let taker = tokio::spawn(take_hand_over(
@@ -142,23 +157,22 @@ impl StreamReader {
             epoch,
             sender.clone(),
         ));
-        Ok(StreamReader {
-            queries: Queries::Shared(Shared {
-                source,
-                unit: unit.to_string(),
-                epoch,
-                to_offer: Vec::new(),
-                to_withdraw: Vec::new(),
-                refreshed: Instant::now(),
-                taker,
-            }),
-            stream: stream.to_string(),
+        let shared = Shared {
+            source,
+            unit: unit.to_string(),
+            epoch,
+            to_offer: Vec::new(),
+            to_withdraw: Vec::new(),
+            refreshed: Instant::now(),
+            taker,
+        };
+        Ok(StreamReader::with(
+            Queries::Shared(shared),
+            (sender, reports),
+            stream,
             schema,
             tracker,
-            reports,
-            sender,
-            tasks: HashMap::new(),
-        })
+        ))
     }
 
     fn start_ready(&mut self) {
@@ -191,8 +205,19 @@ impl StreamReader {
     }
 
     /// A shared read writes its new offers and withdrawals, and every [`OFFER_REFRESH`]
-    /// moves the running partitions' start times on to what it has received.
+    /// moves the running partitions' start times on to what it has received. A write that
+    /// fails transiently is tried again at the next page.
     async fn hand_over_offers(&mut self) -> PortResult<()> {
+        match self.write_offers().await {
+            Err(e) if e.is_transient() => {
+                warn!(stream = %self.stream, error = %e, "cannot write the change stream partition offers; retrying");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn write_offers(&mut self) -> PortResult<()> {
         let Queries::Shared(shared) = &mut self.queries else {
             return Ok(());
         };

@@ -27,7 +27,7 @@ use tracing::{debug, info};
 use super::record::ChangeRecord;
 use super::tracker::ROOT;
 use crate::spanner::SpannerSource;
-use crate::spanner::error::{BACKEND, map_err};
+use crate::spanner::error::BACKEND;
 use crate::spanner::lease::RW_TRANSACTION_TIMEOUT;
 use crate::spanner::values::{micros_timestamp, timestamp_micros};
 
@@ -252,22 +252,16 @@ impl SpannerSource {
         ))
         .add_param("u", unit.to_string())
         .build();
-        let context = format!("reading the partitions offered for `{unit}`");
-        let mut rs = self
-            .client
-            .single_use()
-            .build()
-            .execute_query(stmt)
-            .await
-            .map_err(|e| map_err(&context, e))?;
+        let rows = self
+            .strong_rows(format!("reading the partitions offered for `{unit}`"), stmt)
+            .await?;
         let mut out = Vec::new();
-        while let Some(row) = rs.next().await {
-            let row = row.map_err(|e| map_err(&context, e))?;
+        for row in rows.iter() {
             out.push(PartitionOffer {
-                id: row.get(0).map_err(|e| map_err(&context, e))?,
-                token: row.get(1).map_err(|e| map_err(&context, e))?,
-                epoch: row.get(2).map_err(|e| map_err(&context, e))?,
-                start: row.get(3).map_err(|e| map_err(&context, e))?,
+                id: row.get(0)?,
+                token: row.get(1)?,
+                epoch: row.get(2)?,
+                start: row.get(3)?,
             });
         }
         Ok(out)
@@ -326,25 +320,18 @@ impl SpannerSource {
         .add_typed_param("after", micros_timestamp(after)?, types::timestamp())
         .build();
         let context = format!("reading the change stream hand-over of `{unit}`");
-        let mut rs = self
-            .client
-            .single_use()
-            .build()
-            .execute_query(stmt)
-            .await
-            .map_err(|e| map_err(&context, e))?;
+        let rows = self.strong_rows(context.clone(), stmt).await?;
         let mut out = Vec::new();
-        while let Some(row) = rs.next().await {
-            let row = row.map_err(|e| map_err(&context, e))?;
-            let written_at: Timestamp = row.get(0).map_err(|e| map_err(&context, e))?;
-            let payload: Vec<u8> = row.get(3).map_err(|e| map_err(&context, e))?;
+        for row in rows.iter() {
+            let written_at: Timestamp = row.get(0)?;
+            let payload: Vec<u8> = row.get(3)?;
             let handed = serde_json::from_slice(&payload).map_err(|e| {
                 PortError::corrupt(BACKEND, format!("{context}: an unreadable row ({e})"))
             })?;
             out.push(Spooled {
                 written_at: timestamp_micros(&written_at),
-                token: row.get(1).map_err(|e| map_err(&context, e))?,
-                epoch: row.get(2).map_err(|e| map_err(&context, e))?,
+                token: row.get(1)?,
+                epoch: row.get(2)?,
                 handed,
             });
         }
