@@ -14,6 +14,7 @@ mod ops;
 mod pipeline;
 mod pubsub_front;
 mod restore;
+mod rollout;
 mod runtime;
 mod seed;
 mod shards;

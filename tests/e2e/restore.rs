@@ -266,6 +266,9 @@ async fn a_restore_equals_the_source_now_and_at_each_kept_instant() {
     restore(&config, &into, Some(kept[1].at), &["--batch-rows", "7"]);
     assert_eq!(raw_rows(&file, false), kept[1].rows);
 
+    // The same archive feeds `plugin diff` (issue 26's offline diff).
+    super::rollout::assert_diff_over_archive(&config, &chain.ws.path().join("diff"));
+
     // Into databases on the Spanner emulator: the table is created (with its commit
     // timestamp column), the rows equal the source's through the ports.
     let source = SqliteSource::open(&db).expect("open the source");

@@ -197,6 +197,23 @@ impl Backends {
         })
     }
 
+    /// Builds the capabilities again over the ports as they stand (after some were wrapped,
+    /// as `plugin test` and `plugin diff` wrap the stores to record what a plugin writes).
+    pub fn rebuild_capabilities(&mut self, config: &Config) -> anyhow::Result<()> {
+        let ports = Ports {
+            blobstore: self.blobstore.clone(),
+            keyvalue: self.keyvalue.clone(),
+            warehouse: self.warehouse.clone(),
+            ledger: self.ledger.clone(),
+        };
+        self.capabilities = CapabilitySet::build(&HostContext {
+            ports: &ports,
+            probes: &std::collections::BTreeMap::new(),
+            sections: &config.capabilities,
+        })?;
+        Ok(())
+    }
+
     /// The capabilities handed to plugins.
     pub fn capabilities(&self) -> CapabilitySet {
         self.capabilities.clone()

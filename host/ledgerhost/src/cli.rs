@@ -157,6 +157,48 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Feed two versions of a consumer plugin the same events — recorded files, or a
+    /// table's archive over a time range — each on its own scratch stores, and compare
+    /// their dispositions and writes event by event. Exits 0 when they handled every event
+    /// alike, 1 when they differ, 2 on an error.
+    Diff {
+        /// The serving version's component (`.wasm`).
+        old: PathBuf,
+        /// The new version's component.
+        new: PathBuf,
+        /// The old version's manifest; default `<file stem>.toml` beside it, else
+        /// `plugin.toml`.
+        #[arg(long)]
+        old_manifest: Option<PathBuf>,
+        /// The new version's manifest; default as for the old one.
+        #[arg(long)]
+        new_manifest: Option<PathBuf>,
+        /// Recorded events (as `plugin test --events`) instead of an archive.
+        #[arg(long, conflicts_with_all = ["config", "table"])]
+        events: Option<PathBuf>,
+        /// Config file of the host whose archive is read (its `[blobstore]` and the
+        /// archiver's `bucket-prefix`).
+        #[arg(long, short, requires = "table")]
+        config: Option<PathBuf>,
+        /// The archived table whose events are fed.
+        #[arg(long, requires = "config")]
+        table: Option<String>,
+        /// Archived events committed at or after this time, µs since the epoch.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Archived events committed at or before this time, µs since the epoch.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Bucket prefix of the archive (default: the archiver's configured one).
+        #[arg(long)]
+        bucket_prefix: Option<String>,
+        /// Differing events listed in the report.
+        #[arg(long, default_value_t = 10)]
+        max_differences: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -183,16 +225,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `plugin diff` says "they differ" with 1, so its errors exit 2.
+    let error_code = match cli.command {
+        Command::Plugin(PluginCommand::Diff { .. }) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.downcast_ref::<crate::plugin_dev::diff::Differ>()
+                .is_some() =>
+        {
+            ExitCode::FAILURE
+        }
         Err(e) if cli.log_json => {
             // One structured line, so the reason shows as an ERROR entry in Cloud Logging.
             tracing::error!("error: {e:#}");
-            ExitCode::FAILURE
+            error_code
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
@@ -275,6 +328,58 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 print!("{}", report.render());
             }
             Ok(())
+        }
+        Command::Plugin(PluginCommand::Diff {
+            old,
+            new,
+            old_manifest,
+            new_manifest,
+            events,
+            config,
+            table,
+            from,
+            to,
+            bucket_prefix,
+            max_differences,
+            json,
+        }) => {
+            use crate::plugin_dev::diff::{DiffRun, Differ, Events, Version};
+            let events = match (events, config, table) {
+                (Some(path), _, _) => Events::Files(path),
+                (None, Some(config), Some(table)) => Events::Archive {
+                    config,
+                    table,
+                    from,
+                    to,
+                    bucket_prefix,
+                },
+                _ => anyhow::bail!(
+                    "name the events: --events FILE, or --config F --table T [--from µs] \
+                     [--to µs] for a table's archive"
+                ),
+            };
+            let report = crate::plugin_dev::diff::diff(&DiffRun {
+                old: Version {
+                    wasm: old,
+                    manifest: old_manifest,
+                },
+                new: Version {
+                    wasm: new,
+                    manifest: new_manifest,
+                },
+                events,
+                max_differences,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            match report.differing {
+                0 => Ok(()),
+                n => Err(Differ(n).into()),
+            }
         }
         Command::Replay(args) => crate::ops::replay(args).await,
         Command::Backfill(args) => crate::ops::backfill(args).await,

@@ -105,18 +105,43 @@ pub async fn read_archive(
     table: &str,
     at: Option<i64>,
 ) -> anyhow::Result<Folded> {
-    let decoder = Decoder::new();
     let mut folded = Folded::default();
+    // Objects after `at` are read too: the keys they create must be deleted from a target
+    // restored earlier to a later instant.
+    let (compacted, singles) = visit_archive(
+        blobs,
+        bucket,
+        table,
+        &format!("restore {table}: reading {bucket}"),
+        |e| folded.add(e, at),
+    )
+    .await?;
+    folded.compacted_files = compacted;
+    folded.single_objects = singles;
+    Ok(folded)
+}
+
+/// Hands every archived event of `table` in `bucket` — the archiver's per-event objects and
+/// the janitor's compacted files — to `each`, once per object it sits in (a version both
+/// loose and compacted comes twice); objects compacted while they are read are found in
+/// the next listing. `label` names the progress bar. Returns the compacted files and single
+/// objects read.
+pub async fn visit_archive(
+    blobs: &dyn BlobStore,
+    bucket: &str,
+    table: &str,
+    label: &str,
+    mut each: impl FnMut(ArchivedEvent),
+) -> anyhow::Result<(u64, u64)> {
+    let decoder = Decoder::new();
+    let (mut compacted, mut singles) = (0u64, 0u64);
     let mut read: HashSet<String> = HashSet::new();
-    let mut progress =
-        ProgressBar::counting(&format!("restore {table}: reading {bucket}"), "objects");
+    let mut progress = ProgressBar::counting(label, "objects");
     for listing in 1..=MAX_LISTINGS {
         let names = blobs
             .list(bucket, &format!("{table}-"))
             .await
             .with_context(|| format!("cannot list bucket {bucket} ({})", blobs.backend()))?;
-        // Objects after `at` are read too: the keys they create must be deleted from a
-        // target restored earlier to a later instant.
         let wanted: Vec<(String, ObjectName)> = names
             .into_iter()
             .filter(|n| !read.contains(n))
@@ -142,11 +167,11 @@ pub async fn read_archive(
             };
             let events = match object {
                 ObjectName::Single { .. } => {
-                    folded.single_objects += 1;
+                    singles += 1;
                     vec![archived_event(&decoder, &bytes, &name)?]
                 }
                 ObjectName::Compacted(_) => {
-                    folded.compacted_files += 1;
+                    compacted += 1;
                     read_compacted(&bytes, &decoder).with_context(|| format!("{bucket}/{name}"))?
                 }
             };
@@ -158,7 +183,7 @@ pub async fn read_archive(
                         e.table
                     );
                 }
-                folded.add(e, at);
+                each(e);
             }
             read.insert(name);
             progress.update(
@@ -169,7 +194,7 @@ pub async fn read_archive(
         }
         if vanished == 0 {
             progress.update(1.0, read.len() as u64, true);
-            return Ok(folded);
+            return Ok((compacted, singles));
         }
         tracing::info!(
             vanished,
@@ -179,7 +204,7 @@ pub async fn read_archive(
     }
     bail!(
         "bucket {bucket} kept changing while it was read ({MAX_LISTINGS} listings): stop the \
-         janitor or run the restore again"
+         janitor or run the command again"
     )
 }
 
@@ -320,6 +345,21 @@ pub async fn write_folded(
     })
 }
 
+/// The bucket the archiver of `config` keeps `table`'s events in: `bucket_prefix`, else the
+/// archiver's configured `bucket-prefix`, else `archive-`, then the table.
+pub fn archive_bucket(config: &Config, table: &str, bucket_prefix: Option<&str>) -> String {
+    let prefix = bucket_prefix
+        .map(str::to_string)
+        .or_else(|| {
+            config
+                .plugins
+                .get("archiver")
+                .and_then(|p| p.config.get("bucket-prefix").cloned())
+        })
+        .unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_string());
+    bucket_for(&prefix, table)
+}
+
 /// `ledgerhost restore`: reads the archive, writes the final state, prints a summary.
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
@@ -342,17 +382,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         endpoint.clone_from(&args.spanner_endpoint);
         admin_endpoint.clone_from(&args.spanner_admin_endpoint);
     }
-    let prefix = args
-        .bucket_prefix
-        .clone()
-        .or_else(|| {
-            config
-                .plugins
-                .get("archiver")
-                .and_then(|p| p.config.get("bucket-prefix").cloned())
-        })
-        .unwrap_or_else(|| DEFAULT_BUCKET_PREFIX.to_string());
-    let bucket = bucket_for(&prefix, &args.table);
+    let bucket = archive_bucket(&config, &args.table, args.bucket_prefix.as_deref());
     let (blobs, _) = config
         .blobstore
         .build(&config.host.data_dir)

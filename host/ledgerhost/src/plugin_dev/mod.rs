@@ -5,6 +5,8 @@
 //! every disposition and everything the plugin wrote ([`report`]).
 
 pub mod check;
+pub mod diff;
+pub mod effects;
 pub mod json_avro;
 pub mod new;
 pub mod report;

@@ -1,17 +1,15 @@
 //! What `plugin check` and `plugin test` share: a runtime on embedded stores in a scratch
 //! directory (stores that remember what was written), and loading a pair as the host does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
-use ledgerhost_core::PortResult;
-use ledgerhost_core::capabilities::{BlobStore, Warehouse, WarehouseRow};
 use ledgerhost_runtime::manifest::{Manifest, World};
 use ledgerhost_runtime::{Plugin, Runtime, RuntimeConfig};
 
+use super::effects::{Recorded, Recorder};
 use crate::backends::Backends;
 use crate::config::Config;
 
@@ -36,15 +34,14 @@ pub(crate) fn manifest_path(wasm: &Path, manifest: Option<&Path>) -> anyhow::Res
     )
 }
 
-/// A runtime on embedded stores in a scratch directory, as the host would build it.
+/// A runtime on embedded stores in a scratch directory, as the host would build it, every
+/// write through a capability recorded.
 pub(crate) struct Scratch {
     pub(crate) runtime: Arc<Runtime>,
-    /// The stores the plugin reaches (blob store and warehouse through `buckets`/`tables`).
+    /// The stores the plugin reaches (wrapped: what it writes is recorded).
     pub(crate) backends: Backends,
-    /// The blob store, remembering the buckets written.
-    pub(crate) buckets: Arc<Touched<dyn BlobStore>>,
-    /// The warehouse, remembering the tables written.
-    pub(crate) tables: Arc<Touched<dyn Warehouse>>,
+    /// What the plugin wrote, in order, and the buckets and tables it reached.
+    pub(crate) recorder: Arc<Recorder>,
 }
 
 /// A [`Scratch`] runtime on embedded stores under `dir`.
@@ -53,17 +50,17 @@ pub(crate) async fn scratch_runtime(dir: &Path) -> anyhow::Result<Scratch> {
     std::fs::create_dir_all(&config.host.data_dir)
         .with_context(|| format!("cannot create {}", config.host.data_dir.display()))?;
     let mut backends = Backends::connect(&config).await?;
-    let buckets = Arc::new(Touched::new(backends.blobstore.clone()));
-    let tables = Arc::new(Touched::new(backends.warehouse.clone()));
-    backends.blobstore = buckets.clone();
-    backends.warehouse = tables.clone();
+    let recorder = Recorder::new();
+    backends.blobstore = Recorded::new(backends.blobstore.clone(), recorder.clone());
+    backends.keyvalue = Recorded::new(backends.keyvalue.clone(), recorder.clone());
+    backends.warehouse = Recorded::new(backends.warehouse.clone(), recorder.clone());
+    backends.rebuild_capabilities(&config)?;
     let runtime = Runtime::new(RuntimeConfig::default(), backends.capabilities())
         .context("cannot start the WebAssembly runtime")?;
     Ok(Scratch {
         runtime,
         backends,
-        buckets,
-        tables,
+        recorder,
     })
 }
 
@@ -111,80 +108,5 @@ pub(crate) fn world_name(w: World) -> &'static str {
         World::Consumer => "consumer",
         World::Scheduled => "scheduled",
         World::HttpTrigger => "http-trigger",
-    }
-}
-
-/// A capability store that remembers which buckets or tables were written, so the report
-/// lists exactly those through the port (a bucket grant may be a pattern, `archive-*`).
-pub(crate) struct Touched<T: ?Sized> {
-    inner: Arc<T>,
-    names: Mutex<BTreeSet<String>>,
-}
-
-impl<T: ?Sized> Touched<T> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: Arc<T>) -> Self {
-        Touched {
-            inner,
-            names: Mutex::default(),
-        }
-    }
-
-    fn touch(&self, name: &str) {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-    }
-
-    /// The names written so far, sorted.
-    pub(crate) fn names(&self) -> Vec<String> {
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.iter().cloned().collect()
-    }
-}
-
-#[async_trait]
-impl BlobStore for Touched<dyn BlobStore> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ensure_bucket(&self, bucket: &str) -> PortResult<()> {
-        self.touch(bucket);
-        self.inner.ensure_bucket(bucket).await
-    }
-    async fn put(&self, bucket: &str, name: &str, data: Vec<u8>) -> PortResult<()> {
-        self.touch(bucket);
-        self.inner.put(bucket, name, data).await
-    }
-    async fn get(&self, bucket: &str, name: &str) -> PortResult<Option<Vec<u8>>> {
-        self.inner.get(bucket, name).await
-    }
-    async fn delete(&self, bucket: &str, name: &str) -> PortResult<()> {
-        self.inner.delete(bucket, name).await
-    }
-    async fn list(&self, bucket: &str, prefix: &str) -> PortResult<Vec<String>> {
-        self.inner.list(bucket, prefix).await
-    }
-}
-
-#[async_trait]
-impl Warehouse for Touched<dyn Warehouse> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ensure_table(&self, table: &str, avro_schema: &str) -> PortResult<()> {
-        self.touch(table);
-        self.inner.ensure_table(table, avro_schema).await
-    }
-    async fn load(&self, table: &str, rows: Vec<WarehouseRow>) -> PortResult<()> {
-        self.touch(table);
-        self.inner.load(table, rows).await
-    }
-    async fn count(&self, table: &str) -> PortResult<u64> {
-        self.inner.count(table).await
-    }
-    async fn scan(&self, table: &str) -> PortResult<Vec<WarehouseRow>> {
-        self.inner.scan(table).await
     }
 }

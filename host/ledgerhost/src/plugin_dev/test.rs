@@ -10,6 +10,7 @@ use ledgerhost_core::ledger::attr;
 use ledgerhost_core::{Disposition, Event};
 use ledgerhost_runtime::manifest::World;
 
+use super::effects::show;
 use super::json_avro::read_events;
 use super::report::{EventOutcome, Outcome, Published, RuntimeCounters, TestReport, Written};
 use super::scratch::{Scratch, load, scratch_runtime, world_name};
@@ -128,17 +129,6 @@ pub async fn test(run: &TestRun) -> anyhow::Result<TestReport> {
     })
 }
 
-/// Printable form of stored bytes: UTF-8 text when it is, else its size.
-fn show(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n') => {
-            let s: String = s.chars().take(120).collect();
-            format!("{s:?}")
-        }
-        _ => format!("<{} bytes>", bytes.len()),
-    }
-}
-
 /// Everything the plugin left in the scratch stores, read through the ports.
 async fn written(scratch: &Scratch) -> anyhow::Result<Written> {
     let backends = &scratch.backends;
@@ -148,13 +138,13 @@ async fn written(scratch: &Scratch) -> anyhow::Result<Written> {
             wrote.keyvalue.insert(key, show(&v));
         }
     }
-    for bucket in scratch.buckets.names() {
+    for bucket in scratch.recorder.buckets() {
         let names = backends.blobstore.list(&bucket, "").await?;
         if !names.is_empty() {
             wrote.blobs.insert(bucket, names);
         }
     }
-    for table in scratch.tables.names() {
+    for table in scratch.recorder.tables() {
         let rows = backends.warehouse.scan(&table).await?;
         wrote
             .warehouse
