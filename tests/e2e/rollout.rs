@@ -160,10 +160,22 @@ pub(super) fn assert_diff_over_archive(config: &Path, work: &Path) {
         })
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let old_diff = differing(&report);
     let (code, report, stderr) = plugin_diff(&old, &old, &archive);
     assert_eq!(
         (code, &report["equal"]),
         (0, &serde_json::json!(63)),
         "{stderr}"
+    );
+    // The same versions over what the host's embedded ledger retains: the same verdict.
+    let mut ledger = archive.to_vec();
+    ledger.push("--from-ledger");
+    let (code, report, stderr) = plugin_diff(&old, &new, &ledger);
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    assert_eq!(report["events"], 63, "{report:#}");
+    assert_eq!(
+        differing(&report),
+        old_diff,
+        "the ledger's retained messages give the archive's verdict"
     );
 }

@@ -192,6 +192,10 @@ pub enum PluginCommand {
         /// Bucket prefix of the archive (default: the archiver's configured one).
         #[arg(long)]
         bucket_prefix: Option<String>,
+        /// Read the table's messages the host's ledger retains instead of its archive
+        /// (the embedded ledger; Pub/Sub cannot read a topic back).
+        #[arg(long, requires = "table")]
+        from_ledger: bool,
         /// Differing events listed in the report.
         #[arg(long, default_value_t = 10)]
         max_differences: usize,
@@ -340,12 +344,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             from,
             to,
             bucket_prefix,
+            from_ledger,
             max_differences,
             json,
         }) => {
             use crate::plugin_dev::diff::{DiffRun, Differ, Events, Version};
             let events = match (events, config, table) {
                 (Some(path), _, _) => Events::Files(path),
+                (None, Some(config), Some(table)) if from_ledger => Events::Ledger {
+                    config,
+                    table,
+                    from,
+                    to,
+                },
                 (None, Some(config), Some(table)) => Events::Archive {
                     config,
                     table,

@@ -50,6 +50,18 @@ pub enum Events {
         /// The archive's bucket prefix (default: the archiver's, else `archive-`).
         bucket_prefix: Option<String>,
     },
+    /// A table's messages the ledger of the host configured in `config` still retains
+    /// (where the archive is not there; the embedded ledger reads them, Pub/Sub cannot).
+    Ledger {
+        /// The host's config (its `[ledger]` and topic prefix).
+        config: PathBuf,
+        /// The table.
+        table: String,
+        /// Events committed at or after this time, µs (default: the first).
+        from: Option<i64>,
+        /// Events committed at or before this time, µs (default: the last).
+        to: Option<i64>,
+    },
 }
 
 /// Options of `plugin diff`.
@@ -258,6 +270,12 @@ impl Side {
 async fn events_of(source: &Events) -> anyhow::Result<Vec<Event>> {
     let (config, table, from, to, prefix) = match source {
         Events::Files(path) => return read_events(path),
+        Events::Ledger {
+            config,
+            table,
+            from,
+            to,
+        } => return retained_events(config, table, *from, *to).await,
         Events::Archive {
             config,
             table,
@@ -298,6 +316,45 @@ async fn events_of(source: &Events) -> anyhow::Result<Vec<Event>> {
                 .with_context(|| format!("archived event {}", e.event_id))
         })
         .collect()
+}
+
+/// The table's messages the ledger retains, decoded, in commit order, each version once
+/// (a replay or backfill copy of an event comes again with its id, and is left out).
+async fn retained_events(
+    config: &std::path::Path,
+    table: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> anyhow::Result<Vec<Event>> {
+    let config = Config::load(config)?;
+    let backends = crate::backends::Backends::connect(&config).await?;
+    let topic = config.topic_for(table);
+    let decoder = ledgerhost_avro::Decoder::new();
+    // By commit time, then as published (a transaction's rows in key order); each id once.
+    let mut events: BTreeMap<(i64, i64), Event> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page = backends
+            .ledger
+            .read_retained(&topic, after, 1000)
+            .await
+            .with_context(|| format!("plugin diff reads the retained messages of {topic}"))?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for r in page {
+            let e = decoder
+                .decode_message(&r.message)
+                .with_context(|| format!("message {} of {topic}", r.position))?;
+            if from.is_none_or(|f| e.commit_ts >= f)
+                && to.is_none_or(|t| e.commit_ts <= t)
+                && seen.insert(e.id.0.clone())
+            {
+                events.insert((e.commit_ts, r.position), e);
+            }
+        }
+    }
+    Ok(events.into_values().collect())
 }
 
 /// Runs both versions over the events and compares them.
