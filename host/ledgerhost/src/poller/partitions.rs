@@ -11,7 +11,7 @@
 //! more than its share; a replica that dies leaves its leases to expire, and the others take
 //! those partitions over from where the merging read has received them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -51,6 +51,9 @@ pub struct PartitionReads {
     ttl: Duration,
     stats: Arc<TableStats>,
     running: BTreeMap<String, Running>,
+    /// Partitions whose query ended here, by id and offer epoch: not taken again while the
+    /// merging read has not withdrawn their offer yet.
+    ended: BTreeSet<(String, i64)>,
     /// Ticks in a row that could not read the offers or leases (logged on the first and
     /// every [`LOG_EVERY`]th).
     failing: u32,
@@ -89,6 +92,7 @@ impl PartitionReads {
             ttl,
             stats,
             running: BTreeMap::new(),
+            ended: BTreeSet::new(),
             failing: 0,
         }
     }
@@ -188,7 +192,10 @@ impl PartitionReads {
             let why = {
                 let r = self.running.get_mut(&id).expect("listed above");
                 match (r.read.finished(), offered.get(id.as_str())) {
-                    (Some(Ok(())), _) => Some("the partition ended".to_string()),
+                    (Some(Ok(())), _) => {
+                        self.ended.insert((id.clone(), r.offer.epoch));
+                        Some("the partition ended".to_string())
+                    }
                     (Some(Err(e)), _) => Some(format!("its query failed: {e}")),
                     (None, None) => Some("its offer was withdrawn".to_string()),
                     (None, Some(o)) if o.epoch != r.offer.epoch => {
@@ -230,8 +237,11 @@ impl PartitionReads {
         }
 
         // Free partitions, within this replica's share.
+        self.ended
+            .retain(|(id, epoch)| offered.get(id.as_str()).is_some_and(|o| o.epoch == *epoch));
         for offer in &offers {
             if self.running.contains_key(&offer.id)
+                || self.ended.contains(&(offer.id.clone(), offer.epoch))
                 || holders.get(&offer.id).is_some_and(|h| *h != self.replica)
             {
                 continue;
