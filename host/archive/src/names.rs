@@ -63,12 +63,7 @@ pub fn micros_from_civil(
 /// Four decimal digits derived from an event id (FNV-1a, mod 10000): a redelivery of the
 /// same event gets the same digits, so its object name is the same.
 pub fn event_digits(event_id: &str) -> u16 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in event_id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 10_000) as u16
+    (ledgerhost_core::hash::fnv1a(event_id.as_bytes()) % 10_000) as u16
 }
 
 /// The object name of one archived event: `<table>-YYYY_MM_DD_HHMMSS_mmm-NNNN.avro`.

@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod change;
 pub mod clock;
 pub mod event;
+pub mod hash;
 pub mod ledger;
 pub mod schema;
 pub mod source;

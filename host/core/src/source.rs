@@ -139,14 +139,12 @@ impl Shard {
     /// The primary-key hash of the embedded source and of tests: FNV-1a over the key's
     /// values' text, each followed by a 0x1f separator, modulo `count`.
     pub fn of_key_text<'a>(parts: impl IntoIterator<Item = &'a [u8]>, count: u32) -> u32 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h = crate::hash::Fnv1a::default();
         for part in parts {
-            for b in part.iter().chain(std::iter::once(&0x1f)) {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
+            h.write(part);
+            h.write(&[0x1f]);
         }
-        (h % u64::from(count.max(1))) as u32
+        (h.finish() % u64::from(count.max(1))) as u32
     }
 }
 

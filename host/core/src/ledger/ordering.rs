@@ -105,12 +105,7 @@ impl OrderingKeys {
 /// The shard (0..n) of an encoded primary key: FNV-1a (64 bit) of its bytes, modulo `n`.
 /// Stable across versions and machines: changing it would reorder keys across a restart.
 pub fn shard_of(encoded_key: &str, n: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in encoded_key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(n.max(1))) as u32
+    (crate::hash::fnv1a(encoded_key.as_bytes()) % u64::from(n.max(1))) as u32
 }
 
 /// The ordering key of shard `i`.

@@ -26,14 +26,9 @@ pub struct Bytes {
 impl Bytes {
     /// The record of `data`.
     pub fn of(data: &[u8]) -> Bytes {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in data {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
         Bytes {
             len: data.len(),
-            digest: format!("{hash:016x}"),
+            digest: format!("{:016x}", ledgerhost_core::hash::fnv1a(data)),
             shown: show(data),
         }
     }

@@ -65,18 +65,11 @@ impl SpannerSource {
         .build();
         self.counters
             .record(TransactionKind::ReadOnly, TransactionPurpose::Schema);
-        let mut rs = self
-            .client
-            .single_use()
-            .build()
-            .execute_query(stmt)
-            .await
-            .map_err(|e| map_err("reading INFORMATION_SCHEMA.TABLES", e))?;
-        let n: i64 = match rs.next().await {
-            Some(Ok(row)) => row
-                .get(0)
-                .map_err(|e| map_err("reading INFORMATION_SCHEMA.TABLES", e))?,
-            Some(Err(e)) => return Err(map_err("reading INFORMATION_SCHEMA.TABLES", e)),
+        let rows = self
+            .strong_rows("reading INFORMATION_SCHEMA.TABLES".into(), stmt)
+            .await?;
+        let n: i64 = match rows.iter().next() {
+            Some(row) => row.get(0)?,
             None => 0,
         };
         Ok(n > 0)

@@ -221,25 +221,19 @@ impl SpannerSource {
         ))
         .add_param("n", name.to_string())
         .build();
-        let context = format!("reading lease `{name}`");
-        let mut rs = self
-            .client
-            .single_use()
-            .build()
-            .execute_query(stmt)
-            .await
-            .map_err(|e| map_err(&context, e))?;
-        let lease = match rs.next().await {
+        let rows = self
+            .strong_rows(format!("reading lease `{name}`"), stmt)
+            .await?;
+        let lease = match rows.iter().next() {
             None => Lease {
                 held: false,
                 progress: None,
                 remaining: Duration::ZERO,
             },
-            Some(Err(e)) => return Err(map_err(&context, e)),
-            Some(Ok(row)) => {
-                let current: String = row.get(0).map_err(|e| map_err(&context, e))?;
-                let left: i64 = row.get(1).map_err(|e| map_err(&context, e))?;
-                let progress: Option<i64> = row.get(2).map_err(|e| map_err(&context, e))?;
+            Some(row) => {
+                let current: String = row.get(0)?;
+                let left: i64 = row.get(1)?;
+                let progress: Option<i64> = row.get(2)?;
                 Lease {
                     held: current == holder && left > 0,
                     progress,

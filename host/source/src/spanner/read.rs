@@ -1,5 +1,6 @@
-//! Strong single-use reads of the host's own tables (leases, the change stream hand-over):
-//! one statement, every row, each error naming what was read.
+//! Strong single-use reads of the host's own tables and the catalog (leases, the change
+//! stream hand-over, whether a table exists): one statement, every row, each error naming
+//! what was read.
 
 use google_cloud_spanner::result::Row;
 use google_cloud_spanner::statement::Statement;
@@ -16,7 +17,7 @@ pub(super) struct Rows {
 }
 
 impl Rows {
-    /// Column `i` of every row, as `T`.
+    /// The rows, in the order the query returned them.
     pub(super) fn iter(&self) -> impl Iterator<Item = RowRef<'_>> {
         self.rows.iter().map(|row| RowRef {
             row,

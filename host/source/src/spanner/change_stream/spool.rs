@@ -73,12 +73,7 @@ pub fn partition_id(token: &str) -> String {
     if token == ROOT {
         return "root".into();
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in token.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", ledgerhost_core::hash::fnv1a(token.as_bytes()))
 }
 
 /// `handed` as spool payloads of at most [`MAX_ROW_BYTES`]: records split between rows at
