@@ -6,7 +6,12 @@
 //! it returns to `ledgerhost_change_spool`, a row per batch keyed by the row's own commit
 //! timestamp. The merging replica reads the rows after the last one it read — a strong read
 //! sees every row committed before it, and a row committed later has a later timestamp, so
-//! nothing is passed over — feeds them to its tracker in that order and deletes them. Both
+//! nothing is passed over ("A strong read is a read at a current timestamp and is guaranteed
+//! to see all data that has been committed up until the start of this read":
+//! <https://cloud.google.com/spanner/docs/reads#read_types>; external consistency gives a
+//! transaction that commits after another has committed the larger commit timestamp:
+//! <https://cloud.google.com/spanner/docs/true-time-external-consistency>) — feeds them to
+//! its tracker in that order and deletes them. Both
 //! tables are created on first use, as the lease table is.
 //!
 //! The spool is a transport, not a store: a merging read starts by withdrawing every offer
